@@ -1,0 +1,50 @@
+"""Reading the pipeline YAML and turning validation failures into one readable error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from cdc_pipeline.config.models import PipelineConfig
+
+CONFIG_PATH_ENV = "CDC_PIPELINE_CONFIG"
+
+
+class PipelineConfigError(ValueError):
+    """The pipeline configuration cannot be used; the message names the file and the keys at fault."""
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid pipeline config {source}:"]
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"  - {location}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+def parse_pipeline_config(text: str, source: str = "<string>") -> PipelineConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PipelineConfigError(f"pipeline config {source} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise PipelineConfigError(f"pipeline config {source} must be a mapping at the top level")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineConfigError(_describe(error, source)) from None
+
+
+def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
+    """Load from `path`, or from the file named by $CDC_PIPELINE_CONFIG."""
+    if path is None:
+        path = os.environ.get(CONFIG_PATH_ENV)
+        if not path:
+            raise PipelineConfigError(f"no pipeline config: set {CONFIG_PATH_ENV} to the YAML file's path")
+    file = Path(path)
+    if not file.is_file():
+        raise PipelineConfigError(f"pipeline config file {file} does not exist")
+    return parse_pipeline_config(file.read_text(encoding="utf-8"), source=str(file))

@@ -1,0 +1,151 @@
+"""The pipeline's YAML configuration, validated by pydantic when it is loaded.
+
+Secrets never appear in this file's values: a field named ``*_env`` holds the *name* of an
+environment variable, which the Dagster resources read through ``dg.EnvVar``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+EnvVarName = Annotated[str, Field(pattern=_ENV_PATTERN, description="name of an environment variable")]
+
+
+class _StrictModel(BaseModel):
+    """Unknown keys are errors: a typo in the YAML must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableSelection(_StrictModel):
+    """Which source tables replicate, as `database.table` glob patterns."""
+
+    include: list[str] = Field(default_factory=lambda: ["*.*"])
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns_name_database_and_table(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            if pattern.count(".") != 1:
+                raise ValueError(f"pattern {pattern!r} must have the form 'database.table' (globs allowed)")
+        return patterns
+
+    def selects(self, database: str, table: str) -> bool:
+        qualified = f"{database}.{table}"
+        included = any(fnmatch.fnmatchcase(qualified, p) for p in self.include)
+        return included and not any(fnmatch.fnmatchcase(qualified, p) for p in self.exclude)
+
+
+class MySqlSourceConfig(_StrictModel):
+    kind: Literal["mysql"] = "mysql"
+    host: str = "127.0.0.1"
+    port: int = Field(default=3306, ge=1, le=65535)
+    user: str = "root"
+    password_env: EnvVarName | None = None
+    server_id: int = Field(default=4379, ge=1, le=2**32 - 1, description="replica id this reader announces")
+    tables: TableSelection = Field(default_factory=TableSelection)
+    key_columns: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="'database.table' -> key columns, for tables without a primary key",
+    )
+    use_gtid: bool = False
+
+
+class ClickHouseSinkConfig(_StrictModel):
+    kind: Literal["clickhouse"] = "clickhouse"
+    dsn: str = Field(default="chdb:///tmp/cdc_pipeline/chdb", description="chdb:///path or http(s)://host:port")
+    dsn_env: EnvVarName | None = Field(default=None, description="read the DSN from this variable instead")
+    database: str = Field(default="cdc", pattern=_NAME_PATTERN)
+
+
+class PostgresSinkConfig(_StrictModel):
+    kind: Literal["postgres"] = "postgres"
+    dsn_env: EnvVarName = Field(description="environment variable holding the libpq DSN")
+    schema_name: str = Field(default="cdc", pattern=_NAME_PATTERN, alias="schema")
+
+
+SinkConfig = Annotated[ClickHouseSinkConfig | PostgresSinkConfig, Field(discriminator="kind")]
+
+MaskAction = Literal["hash", "token", "redact", "truncate", "null", "none"]
+
+
+class MaskRule(_StrictModel):
+    """A masking rule for the columns that match `table` ('database.table' glob) and `column` (glob)."""
+
+    table: str = "*.*"
+    column: str
+    action: MaskAction
+    length: int | None = Field(default=None, ge=0, description="characters kept by 'truncate'")
+
+    @model_validator(mode="after")
+    def _truncate_needs_length(self) -> MaskRule:
+        if self.action == "truncate" and self.length is None:
+            raise ValueError(f"rule for column {self.column!r}: action 'truncate' needs 'length'")
+        return self
+
+
+class MaskingConfig(_StrictModel):
+    hmac_key_env: EnvVarName = Field(
+        default="CDC_MASKING_KEY", description="environment variable holding the HMAC key for hash/token"
+    )
+    classify_by_name: bool = Field(default=True, description="mask PII/PHI columns recognised by their name")
+    rules: list[MaskRule] = Field(default_factory=list)
+
+
+class TypeOverride(_StrictModel):
+    table: str = Field(description="'database.table'")
+    column: str
+    sink: str | None = Field(default=None, description="sink name; all sinks when omitted")
+    type: str = Field(description="sink column type, e.g. 'String' or 'text'")
+
+    @field_validator("type")
+    @classmethod
+    def _type_is_plain(cls, value: str) -> str:
+        # The override is spliced into DDL, so only type syntax is allowed.
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_ ,()'\[\]]*", value):
+            raise ValueError(f"type {value!r} contains characters that are not part of a type name")
+        return value
+
+
+class BatchConfig(_StrictModel):
+    max_rows: int = Field(default=50_000, ge=1, description="rows per micro-batch (cut at transaction ends)")
+    poll_interval_seconds: int = Field(default=5, ge=1, le=3600)
+
+
+class DlqConfig(_StrictModel):
+    dsn_env: EnvVarName = Field(description="environment variable holding the PostgreSQL DSN of the DLQ")
+    schema_name: str = Field(default="cdc_dlq", pattern=_NAME_PATTERN, alias="schema")
+
+
+class PipelineConfig(_StrictModel):
+    sources: dict[str, MySqlSourceConfig] = Field(min_length=1)
+    sinks: dict[str, SinkConfig] = Field(min_length=1)
+    dlq: DlqConfig
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    type_overrides: list[TypeOverride] = Field(default_factory=list)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+    @field_validator("sources", "sinks")
+    @classmethod
+    def _names_are_identifiers(cls, named: dict[str, object]) -> dict[str, object]:
+        for name in named:
+            if not re.fullmatch(_NAME_PATTERN, name):
+                raise ValueError(f"name {name!r} must be a letter or '_' followed by letters, digits or '_'")
+        return named
+
+    @model_validator(mode="after")
+    def _overrides_name_known_sinks(self) -> PipelineConfig:
+        for index, override in enumerate(self.type_overrides):
+            if override.sink is not None and override.sink not in self.sinks:
+                raise ValueError(
+                    f"type_overrides[{index}].sink: {override.sink!r} is not one of the sinks {sorted(self.sinks)}"
+                )
+        return self

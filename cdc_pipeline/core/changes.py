@@ -1,0 +1,66 @@
+"""The change events that flow between the ops, grouped per table for bulk processing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.schema import TableSchema
+
+
+class ChangeOp(str, Enum):
+    """What happened to the row at the source; inserts and updates are both upserts in the sinks."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(slots=True)
+class RowChange:
+    """One row's new state: an insert or update carries the after image, a delete the before image."""
+
+    op: ChangeOp
+    values: dict[str, Any]
+    version: int
+    position: str  # "file:event_start", for humans and the DLQ
+    commit_ts: int  # seconds since the epoch, from the event header
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An event that failed a stage; it goes to the DLQ instead of the sinks."""
+
+    stage: str  # parse | mask | map | write
+    table: str
+    op: ChangeOp
+    error: str
+    position: str
+    version: int
+    payload: dict[str, Any]  # masked values (or column names only when masking itself failed)
+    sink: str | None = None  # None: failed before the per-sink stages, so it concerns every sink
+
+
+@dataclass
+class TableChanges:
+    schema: TableSchema
+    changes: list[RowChange] = field(default_factory=list)
+
+
+@dataclass
+class ChangeBatch:
+    """Everything one run moves: changes per table between two transaction boundaries."""
+
+    source: str
+    start: BinlogPosition
+    end: BinlogPosition
+    tables: dict[str, TableChanges] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    last_commit_ts: int | None = None
+    masked: bool = False
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(t.changes) for t in self.tables.values())

@@ -1,0 +1,52 @@
+"""Source table schemas, as read from the source's catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class ColumnSchema:
+    """One column with the facts type mapping needs (MySQL vocabulary: data_type is lower case)."""
+
+    name: str
+    data_type: str
+    column_type: str
+    nullable: bool
+    unsigned: bool = False
+    precision: int | None = None
+    scale: int | None = None
+    datetime_precision: int | None = None
+    char_length: int | None = None
+    enum_values: tuple[str, ...] = ()
+    # Set by masking: the values are now masked text, whatever the source type was.
+    masked_as_text: bool = False
+
+    def as_masked_text(self) -> ColumnSchema:
+        return replace(self, data_type="varchar", column_type="varchar", masked_as_text=True, char_length=None)
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    database: str
+    name: str
+    columns: tuple[ColumnSchema, ...]
+    key_columns: tuple[str, ...]
+    _by_name: dict[str, ColumnSchema] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({column.name: column for column in self.columns})
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.database}.{self.name}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def column(self, name: str) -> ColumnSchema:
+        return self._by_name[name]
+
+    def with_columns(self, columns: tuple[ColumnSchema, ...]) -> TableSchema:
+        return TableSchema(self.database, self.name, columns, self.key_columns)

@@ -1,0 +1,56 @@
+"""A sensor per source: reads only the binlog high-water mark and requests one run at a time."""
+
+
+import dagster as dg
+
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.defs.replication.jobs import SOURCE_TAG
+from cdc_pipeline.defs.resource_keys import source_key
+from cdc_pipeline.sources.mysql.preflight import current_binlog_position
+
+RANGE_TAG = "cdc/range"
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: PipelineConfig) -> dg.SensorDefinition:
+    parse_op = f"parse_{source_name}"
+
+    @dg.sensor(
+        name=f"{source_name}_binlog_sensor",
+        job=job,
+        minimum_interval_seconds=pipeline.batch.poll_interval_seconds,
+        required_resource_keys={source_key(source_name)},
+        description=f"Polls the binlog high-water mark of '{source_name}' and launches a replication run.",
+    )
+    def poll_binlog(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        runs = context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=job.name, tags={SOURCE_TAG: source_name}), limit=1
+        )
+        latest = runs[0] if runs else None
+        if latest is not None and latest.status in _IN_PROGRESS:
+            return dg.SkipReason(f"run {latest.run_id} of {source_name} is still in progress")
+        high_water = str(current_binlog_position(getattr(context.resources, source_key(source_name)).settings))
+        requested = context.cursor
+        # The sink checkpoints are the truth (the run reads from them); the cursor only says what
+        # was last requested. A failed run is requested again under a new key naming the failure.
+        retry_of = latest.run_id if latest is not None and latest.status == dg.DagsterRunStatus.FAILURE else None
+        if requested == high_water and retry_of is None:
+            return dg.SkipReason(f"no new binlog events past {high_water}")
+        run_key = f"{source_name}:{requested or 'start'}-{high_water}" + (f":retry-of-{retry_of}" if retry_of else "")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=run_key,
+                    run_config={"ops": {parse_op: {"config": {"stop_at": high_water}}}},
+                    tags={SOURCE_TAG: source_name, RANGE_TAG: f"{requested or 'start'}-{high_water}"},
+                )
+            ],
+            cursor=high_water,
+        )
+
+    return poll_binlog

@@ -1,0 +1,55 @@
+"""Row values <-> JSON for the DLQ, keeping the Python types a replay needs (Decimal stays exact)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+_TAG = "$type"
+
+
+def encode_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Decimal):
+        return {_TAG: "decimal", "v": str(value)}
+    if isinstance(value, dt.datetime):
+        return {_TAG: "datetime", "v": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {_TAG: "date", "v": value.isoformat()}
+    if isinstance(value, dt.timedelta):
+        return {_TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, bytes):
+        return {_TAG: "bytes", "v": value.hex()}
+    if isinstance(value, (set, frozenset)):
+        return {_TAG: "set", "v": sorted(value)}
+    raise TypeError(f"no DLQ encoding for {type(value).__name__}")
+
+
+def decode_value(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    kind, raw = value[_TAG], value["v"]
+    if kind == "decimal":
+        return Decimal(raw)
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(raw)
+    if kind == "date":
+        return dt.date.fromisoformat(raw)
+    if kind == "timedelta":
+        days, seconds, micros = raw
+        return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+    if kind == "bytes":
+        return bytes.fromhex(raw)
+    if kind == "set":
+        return frozenset(raw)
+    raise ValueError(f"unknown DLQ value tag {kind!r}")
+
+
+def encode_row(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: encode_value(value) for name, value in values.items()}
+
+
+def decode_row(payload: dict[str, Any]) -> dict[str, Any]:
+    return {name: decode_value(value) for name, value in payload.items()}

@@ -1,0 +1,129 @@
+"""Re-drives dead letters through map and write after a fix, removing those that now succeed.
+
+Payloads in the DLQ are already masked, so a replay maps them with the current config and
+writes them without moving any checkpoint; `_version` keeps a stale replay from overwriting
+newer rows (and tombstones keep it from resurrecting deleted ones).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
+from cdc_pipeline.mapping.mapper import TypeMapper
+from cdc_pipeline.masking.masker import Masker, MaskingError
+from cdc_pipeline.sinks.base import Sink
+
+_NOT_REPLAYABLE_STAGES = {"mask": "masking failed before the value was masked; fix the rule and re-sync the table"}
+
+
+@dataclass
+class ReplayResult:
+    resolved: int = 0
+    still_failing: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _identity(version: int, op: str) -> tuple[int, str]:
+    return (version, op)
+
+
+def replay_dead_letters(
+    store: DeadLetterStore,
+    pipeline: PipelineConfig,
+    sinks: dict[str, Sink],
+    schema_of: Callable[[str, str], TableSchema | None],
+    masker: Masker,
+) -> ReplayResult:
+    """`schema_of(source, 'db.table')` reads the table's current schema at the source."""
+    result = ReplayResult()
+    groups: dict[tuple[str, str], list[DeadLetter]] = defaultdict(list)
+    for letter in store.pending():
+        groups[(letter.source, letter.table)].append(letter)
+    resolved: list[int] = []
+    failed_again: dict[int, str] = {}
+    new_rejections: dict[str, list[Rejection]] = defaultdict(list)
+
+    for (source, table), letters in groups.items():
+        replayable = [letter for letter in letters if letter.stage not in _NOT_REPLAYABLE_STAGES]
+        for letter in letters:
+            if letter.stage in _NOT_REPLAYABLE_STAGES:
+                failed_again[letter.id] = f"{letter.error} [not replayed: {_NOT_REPLAYABLE_STAGES[letter.stage]}]"
+        if not replayable:
+            continue
+        schema = _masked_schema_or_problem(source, table, schema_of, masker)
+        if isinstance(schema, str):
+            failed_again.update({letter.id: schema for letter in replayable})
+            continue
+        # sink -> identities that failed there, with the reason
+        outcome: dict[str, dict[tuple[int, str], Rejection]] = {}
+        for sink_name, sink in sinks.items():
+            targeted = [letter for letter in replayable if letter.sink in ("", sink_name)]
+            if not targeted:
+                continue
+            batch = _batch_of(source, schema, targeted)
+            mapped = TypeMapper(sink_name, pipeline.sinks[sink_name].kind, pipeline.type_overrides).map_batch(batch)
+            write_rejections: list[Rejection] = []
+            sink.write(mapped, write_rejections.extend, advance_checkpoint=False)
+            outcome[sink_name] = {
+                _identity(r.version, r.op.value): r for r in [*mapped.rejections, *write_rejections]
+            }
+        for letter in replayable:
+            key = _identity(letter.version, letter.op.value)
+            failures = {
+                name: failed[key] for name, failed in outcome.items() if letter.sink in ("", name) and key in failed
+            }
+            if not failures:
+                resolved.append(letter.id)
+            elif letter.sink:
+                failed_again[letter.id] = failures[letter.sink].error
+            else:
+                # It now fails in fewer sinks, or differently: keep one sink-specific letter per failure.
+                for sink_name, rejection in failures.items():
+                    new_rejections[source].append(rejection)
+                resolved.append(letter.id)
+
+    for source, rejections in new_rejections.items():
+        store.record(source, rejections)
+    store.resolve(resolved)
+    store.mark_failed_again(failed_again)
+    result.resolved = len(resolved)
+    result.still_failing = len(failed_again) + sum(len(r) for r in new_rejections.values())
+    return result
+
+
+def _masked_schema_or_problem(
+    source: str, table: str, schema_of: Callable[[str, str], TableSchema | None], masker: Masker
+) -> TableSchema | str:
+    schema = schema_of(source, table)
+    if schema is None:
+        return f"table {table} no longer exists at source {source}"
+    if not schema.key_columns:
+        return f"table {table} still has no primary key and no key_columns in the config"
+    try:
+        return masker.masked_schema(schema)
+    except MaskingError as error:
+        return str(error)
+
+
+def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> ChangeBatch:
+    changes = [
+        RowChange(letter.op, dict(letter.values), letter.version, letter.position, 0)
+        for letter in sorted(letters, key=lambda l: l.version)
+    ]
+    # Payloads are masked already; only columns that still exist are replayed.
+    names = set(schema.column_names)
+    for change in changes:
+        for column in names - change.values.keys():
+            change.values[column] = None
+        for column in change.values.keys() - names:
+            del change.values[column]
+    position = BinlogPosition(letters[0].position.rpartition(":")[0], 0)
+    batch = ChangeBatch(source, position, position, {schema.qualified_name: TableChanges(schema, changes)}, masked=True)
+    return batch

@@ -1,0 +1,134 @@
+"""The dead-letter table in PostgreSQL: undeliverable events, masked, with stage, error and position."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+from psycopg2 import sql
+
+from cdc_pipeline.core.changes import ChangeOp, Rejection
+from cdc_pipeline.dlq.payload_codec import decode_row, encode_row
+
+DLQ_TABLE = "dead_letters"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    source: str
+    sink: str  # '' when the event failed before the per-sink steps
+    table: str
+    op: ChangeOp
+    stage: str
+    error: str
+    position: str
+    version: int
+    values: dict[str, Any]
+
+
+class DeadLetterStore:
+    def __init__(self, dsn: str, schema: str) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._ready = False
+
+    def _table(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(DLQ_TABLE))
+
+    def connect(self) -> psycopg2.extensions.connection:
+        connection = psycopg2.connect(self._dsn)
+        if not self._ready:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
+                cursor.execute(
+                    sql.SQL(
+                        """CREATE TABLE IF NOT EXISTS {} (
+                        id bigserial PRIMARY KEY,
+                        source text NOT NULL,
+                        sink text NOT NULL,
+                        source_table text NOT NULL,
+                        op text NOT NULL,
+                        stage text NOT NULL,
+                        error text NOT NULL,
+                        position text NOT NULL,
+                        version bigint NOT NULL,
+                        payload jsonb NOT NULL,
+                        first_seen timestamptz NOT NULL DEFAULT now(),
+                        replay_attempts integer NOT NULL DEFAULT 0,
+                        UNIQUE (source, sink, source_table, version, op, stage))"""
+                    ).format(self._table())
+                )
+            self._ready = True
+        return connection
+
+    def record(self, source: str, rejections: Iterable[Rejection]) -> int:
+        """Store rejections; recording the same event twice (a replayed batch) keeps one row."""
+        rows = [
+            (source, r.sink or "", r.table, r.op.value, r.stage, r.error, r.position, r.version,
+             json.dumps(encode_row(r.payload), ensure_ascii=False))
+            for r in rejections
+        ]
+        if not rows:
+            return 0
+        with self.connect() as connection, connection.cursor() as cursor:
+            psycopg2.extras.execute_values(
+                cursor,
+                sql.SQL(
+                    "INSERT INTO {} (source, sink, source_table, op, stage, error, position, version, payload)"
+                    " VALUES %s ON CONFLICT DO NOTHING"
+                ).format(self._table()).as_string(cursor),
+                rows,
+                page_size=1000,
+            )
+        connection.close()
+        return len(rows)
+
+    def pending(self, source: str | None = None) -> list[DeadLetter]:
+        query = sql.SQL(
+            "SELECT id, source, sink, source_table, op, stage, error, position, version, payload FROM {}"
+            " WHERE %(source)s::text IS NULL OR source = %(source)s ORDER BY version, id"
+        ).format(self._table())
+        with self.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(query, {"source": source})
+            rows = cursor.fetchall()
+        connection.close()
+        return [
+            DeadLetter(r[0], r[1], r[2], r[3], ChangeOp(r[4]), r[5], r[6], r[7], r[8], decode_row(r[9])) for r in rows
+        ]
+
+    def resolve(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with self.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._table()), (ids,))
+        connection.close()
+
+    def mark_failed_again(self, failures: dict[int, str]) -> None:
+        if not failures:
+            return
+        with self.connect() as connection, connection.cursor() as cursor:
+            psycopg2.extras.execute_values(
+                cursor,
+                sql.SQL(
+                    "UPDATE {} AS d SET error = v.error, replay_attempts = d.replay_attempts + 1"
+                    " FROM (VALUES %s) AS v(id, error) WHERE d.id = v.id"
+                ).format(self._table()).as_string(cursor),
+                list(failures.items()),
+            )
+        connection.close()
+
+    def counts(self) -> list[tuple[str, str, str, str, int]]:
+        """(source_table, sink, stage, error, count) for the asset's metadata."""
+        query = sql.SQL(
+            "SELECT source_table, sink, stage, error, count(*) FROM {} GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC"
+        ).format(self._table())
+        with self.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(query)
+            rows = cursor.fetchall()
+        connection.close()
+        return [(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]

@@ -1,0 +1,118 @@
+"""The map step: masked changes -> rows in a sink's types, one bulk-ready list per table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cdc_pipeline.config.models import TypeOverride
+from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.mapping.clickhouse_types import clickhouse_column
+from cdc_pipeline.mapping.postgres_types import postgres_column
+from cdc_pipeline.mapping.sink_types import SinkColumn, SinkTableLayout, TypeNotMappable, ValueNotMappable
+
+SinkKind = Literal["clickhouse", "postgres"]
+_COLUMN_MAPPERS = {"clickhouse": clickhouse_column, "postgres": postgres_column}
+
+
+def sink_table_name(source_table: str) -> str:
+    """`shop.orders` -> `shop__orders`: one sink namespace holds tables of several source databases."""
+    database, _, table = source_table.partition(".")
+    return f"{database}__{table}"
+
+
+@dataclass
+class MappedTable:
+    layout: SinkTableLayout
+    # Each row: the converted column values, then _version, then _is_deleted (0/1).
+    rows: list[list[Any]] = field(default_factory=list)
+    # The masked change behind each row, for the DLQ if the sink refuses the row.
+    changes: list[RowChange] = field(default_factory=list)
+
+
+@dataclass
+class MappedBatch:
+    sink: str
+    source: str
+    start: BinlogPosition
+    end: BinlogPosition
+    last_commit_ts: int | None
+    tables: dict[str, MappedTable] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(table.rows) for table in self.tables.values())
+
+
+class TypeMapper:
+    """Maps source schemas and values for one sink, honouring the config's type overrides."""
+
+    def __init__(self, sink_name: str, sink_kind: SinkKind, overrides: list[TypeOverride]) -> None:
+        self.sink_name = sink_name
+        self._column_mapper = _COLUMN_MAPPERS[sink_kind]
+        self._overrides = {
+            (o.table, o.column): o.type for o in overrides if o.sink is None or o.sink == sink_name
+        }
+
+    def layout(self, schema: TableSchema) -> SinkTableLayout:
+        columns: list[SinkColumn] = []
+        for column in schema.columns:
+            override = self._overrides.get((schema.qualified_name, column.name))
+            try:
+                columns.append(self._column_mapper(column, column.name in schema.key_columns, override))
+            except TypeNotMappable as error:
+                raise TypeNotMappable(f"table {schema.qualified_name}, column {column.name}: {error}") from None
+        return SinkTableLayout(schema.qualified_name, sink_table_name(schema.qualified_name), tuple(columns), schema.key_columns)
+
+    def map_batch(self, batch: ChangeBatch) -> MappedBatch:
+        if not batch.masked:
+            raise RuntimeError("the map step only takes masked batches")
+        mapped = MappedBatch(self.sink_name, batch.source, batch.start, batch.end, batch.last_commit_ts)
+        for qualified, table in batch.tables.items():
+            try:
+                layout = self.layout(table.schema)
+            except TypeNotMappable as error:
+                mapped.rejections.extend(self._reject(qualified, change, str(error)) for change in table.changes)
+                continue
+            mapped.tables[qualified] = self._map_table(layout, table.changes, mapped.rejections)
+        return mapped
+
+    def _reject(self, qualified: str, change: RowChange, error: str) -> Rejection:
+        return Rejection("map", qualified, change.op, error, change.position, change.version, change.values, self.sink_name)
+
+    def _map_table(self, layout: SinkTableLayout, changes: list[RowChange], rejections: list[Rejection]) -> MappedTable:
+        table = MappedTable(layout)
+        columns = [(column.name, column.convert) for column in layout.columns]
+        key_columns = layout.key_columns
+        # Later changes to a key supersede earlier ones within the batch: only the last is written.
+        latest: dict[tuple[Any, ...], RowChange] = {}
+        for change in changes:
+            latest[tuple(change.values[k] for k in key_columns)] = change
+        for key, change in latest.items():
+            if any(part is None for part in key):
+                rejections.append(self._reject(layout.source_table, change, f"key column(s) {list(key_columns)} hold NULL"))
+                continue
+            values = change.values
+            row: list[Any] = []
+            try:
+                for name, convert in columns:
+                    value = values[name]
+                    if value is not None and convert is not None:
+                        try:
+                            value = convert(value)
+                        except ValueNotMappable as error:
+                            raise ValueNotMappable(f"column {name}: {error}") from None
+                        except (TypeError, ValueError, AttributeError) as error:
+                            raise ValueNotMappable(f"column {name}: cannot convert {type(value).__name__}: {error}") from None
+                    row.append(value)
+            except ValueNotMappable as error:
+                rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
+                continue
+            row.append(change.version)
+            row.append(1 if change.op is ChangeOp.DELETE else 0)
+            table.rows.append(row)
+            table.changes.append(change)
+        return table

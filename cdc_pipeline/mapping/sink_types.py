@@ -1,0 +1,42 @@
+"""What a mapped column looks like, whatever the sink: its type and how to convert a value into it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Converts a masked source value into what the sink's client expects; raises ValueNotMappable.
+Converter = Callable[[Any], Any]
+
+VERSION_COLUMN = "_version"
+DELETED_COLUMN = "_is_deleted"
+
+
+class ValueNotMappable(ValueError):
+    """A value that does not fit its sink column type; the message says which limit it breaks."""
+
+
+class TypeNotMappable(ValueError):
+    """A source type with no mapping for a sink; the message names the type and how to override it."""
+
+
+@dataclass(frozen=True)
+class SinkColumn:
+    name: str
+    sink_type: str  # the DDL type, e.g. "Nullable(Decimal(65, 30))" or "numeric(65,30)"
+    convert: Converter | None  # None: the value passes unchanged
+
+
+@dataclass(frozen=True)
+class SinkTableLayout:
+    """A sink table derived from a source table: the columns in source order, then the bookkeeping."""
+
+    source_table: str
+    table_name: str
+    columns: tuple[SinkColumn, ...]
+    key_columns: tuple[str, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]

@@ -1,0 +1,159 @@
+"""Applies the masking rules to a batch before anything leaves the masking step."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cdc_pipeline.config.models import MaskAction, MaskingConfig
+from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.masking.classification import classify_column
+
+REDACTED = "[REDACTED]"
+# Put in a payload in place of a value that could not be masked: the raw value never leaves.
+UNMASKABLE = "[REDACTED: masking failed]"
+_TEXT_TYPES = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "json", "enum", "set"})
+_BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
+_KEY_SAFE_ACTIONS = frozenset({"hash", "token", "none"})
+
+
+class MaskingError(ValueError):
+    """A masking rule cannot be applied; the message names the table, column and rule."""
+
+
+@dataclass(frozen=True)
+class ColumnMask:
+    column: str
+    action: MaskAction
+    length: int | None
+    origin: str  # why this column is masked: which rule, or which PII class
+
+
+def _value_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value)).encode()
+    return str(value).encode()
+
+
+class Masker:
+    def __init__(self, config: MaskingConfig, hmac_key: str | None) -> None:
+        self._config = config
+        self._key = hmac_key.encode() if hmac_key else None
+        self._plans: dict[tuple[str, tuple[str, ...]], dict[str, ColumnMask]] = {}
+
+    # -- which columns ---------------------------------------------------------------------------
+
+    def plan(self, qualified_table: str, column_names: list[str]) -> dict[str, ColumnMask]:
+        """Column -> mask for one table; explicit rules win over name classification, last rule wins."""
+        cache_key = (qualified_table, tuple(column_names))
+        if cache_key in self._plans:
+            return self._plans[cache_key]
+        plan: dict[str, ColumnMask] = {}
+        for column in column_names:
+            mask = None
+            if self._config.classify_by_name:
+                pii_class = classify_column(column)
+                if pii_class is not None:
+                    mask = ColumnMask(column, pii_class.action, None, f"classified as {pii_class.name}")
+            for index, rule in enumerate(self._config.rules):
+                if fnmatch.fnmatchcase(qualified_table, rule.table) and fnmatch.fnmatchcase(column, rule.column):
+                    mask = ColumnMask(column, rule.action, rule.length, f"masking.rules[{index}]")
+            if mask is not None and mask.action != "none":
+                plan[column] = mask
+        self._plans[cache_key] = plan
+        return plan
+
+    def masked_schema(self, schema: TableSchema) -> TableSchema:
+        """The schema the sinks see: hashed/tokenised/redacted columns become text."""
+        plan = self.plan(schema.qualified_name, schema.column_names)
+        self._check_plan(schema, plan)
+        columns: list[ColumnSchema] = []
+        for column in schema.columns:
+            mask = plan.get(column.name)
+            if mask is None or mask.action == "truncate":
+                columns.append(column)
+            elif mask.action == "null":
+                columns.append(replace(column, nullable=True))
+            else:
+                columns.append(column.as_masked_text())
+        return schema.with_columns(tuple(columns))
+
+    def _check_plan(self, schema: TableSchema, plan: dict[str, ColumnMask]) -> None:
+        for mask in plan.values():
+            where = f"table {schema.qualified_name}, column {mask.column} ({mask.origin})"
+            if mask.column in schema.key_columns and mask.action not in _KEY_SAFE_ACTIONS:
+                raise MaskingError(
+                    f"{where}: action '{mask.action}' on a key column would merge distinct rows; use hash or token"
+                )
+            if mask.action == "truncate":
+                data_type = schema.column(mask.column).data_type
+                if data_type not in _TEXT_TYPES | _BINARY_TYPES:
+                    raise MaskingError(f"{where}: 'truncate' applies to text or binary columns, not {data_type}")
+            if mask.action in ("hash", "token") and self._key is None:
+                raise MaskingError(
+                    f"{where}: action '{mask.action}' needs the HMAC key in ${self._config.hmac_key_env}, which is not set"
+                )
+
+    # -- the values ------------------------------------------------------------------------------
+
+    def _mask_function(self, mask: ColumnMask) -> Callable[[Any], Any]:
+        key = self._key
+        if mask.action == "hash":
+            assert key is not None
+            return lambda v: None if v is None else hmac.new(key, _value_bytes(v), hashlib.sha256).hexdigest()
+        if mask.action == "token":
+            assert key is not None
+            # A separate derivation so a token cannot be matched against a hash of the same value.
+            token_key = hmac.new(key, b"cdc-token", hashlib.sha256).digest()
+            return lambda v: None if v is None else "tok_" + hmac.new(token_key, _value_bytes(v), hashlib.sha256).hexdigest()[:20]
+        if mask.action == "redact":
+            return lambda v: None if v is None else REDACTED
+        if mask.action == "null":
+            return lambda v: None
+        length = mask.length or 0
+        return lambda v: None if v is None else v[:length]
+
+    def mask_batch(self, batch: ChangeBatch) -> ChangeBatch:
+        """Mask every value and every rejection payload of `batch`, in place."""
+        masked_tables: dict[str, TableChanges] = {}
+        for qualified, table in batch.tables.items():
+            try:
+                schema = self.masked_schema(table.schema)
+            except MaskingError as error:
+                plan = self.plan(qualified, table.schema.column_names)
+                for change in table.changes:
+                    payload = {k: (UNMASKABLE if k in plan else v) for k, v in change.values.items()}
+                    batch.rejections.append(Rejection("mask", qualified, change.op, str(error), change.position, change.version, payload))
+                continue
+            functions = {
+                column: self._mask_function(mask)
+                for column, mask in self.plan(qualified, table.schema.column_names).items()
+            }
+            for change in table.changes:
+                values = change.values
+                for column, function in functions.items():
+                    values[column] = function(values[column])
+            masked_tables[qualified] = TableChanges(schema, table.changes)
+        batch.tables = masked_tables
+        batch.rejections = [self._mask_rejection(rejection) for rejection in batch.rejections]
+        batch.masked = True
+        return batch
+
+    def _mask_rejection(self, rejection: Rejection) -> Rejection:
+        if rejection.stage == "mask":
+            return rejection  # built masked above
+        plan = self.plan(rejection.table, list(rejection.payload))
+        payload = dict(rejection.payload)
+        for column, mask in plan.items():
+            try:
+                payload[column] = self._mask_function(mask)(payload[column])
+            except Exception:  # a value the rule cannot handle is dropped, never kept raw
+                payload[column] = UNMASKABLE
+        return replace(rejection, payload=payload)

@@ -1,0 +1,84 @@
+"""What every sink offers the pipeline: its own checkpoint, and an idempotent bulk write."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
+
+
+@dataclass
+class WriteResult:
+    sink: str
+    # table -> {"insert": n, "update": n, "delete": n}
+    rows_by_table: dict[str, Counter[str]] = field(default_factory=dict)
+    skipped_already_applied: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    checkpoint: BinlogPosition | None = None
+
+    def count(self, op: ChangeOp) -> int:
+        return sum(counts[op.value] for counts in self.rows_by_table.values())
+
+
+@dataclass(frozen=True)
+class TableStats:
+    live_rows: int
+    # Sum of the live rows' _version: each change has its own version, so two sinks holding the
+    # same (key, version) pairs give the same sum, whatever order they store them in.
+    version_sum: int
+
+
+class Sink(Protocol):
+    name: str
+
+    def checkpoint(self, source: str) -> BinlogPosition | None: ...
+
+    def write(
+        self,
+        batch: MappedBatch,
+        record_rejections: Callable[[list[Rejection]], None],
+        advance_checkpoint: bool = True,
+    ) -> WriteResult: ...
+
+    def table_stats(self, source_table: str) -> TableStats | None: ...
+
+
+def rows_after_checkpoint(table: MappedTable, floor: int) -> tuple[list[list[Any]], list[RowChange]]:
+    """Drop the rows this sink already holds: their versions are below its checkpoint."""
+    if not table.changes or table.changes[0].version >= floor:
+        return table.rows, table.changes
+    kept = [(row, change) for row, change in zip(table.rows, table.changes) if change.version >= floor]
+    return [row for row, _ in kept], [change for _, change in kept]
+
+
+def bisect_failures(
+    rows: list[list[Any]],
+    changes: list[RowChange],
+    attempt: Callable[[list[list[Any]]], None],
+    reject: Callable[[RowChange, str], None],
+    is_data_error: Callable[[Exception], bool],
+) -> int:
+    """Write `rows` with `attempt`; when the sink refuses the data, split until the bad rows are isolated.
+
+    Returns the number of rows written. `attempt` must leave the sink unchanged when it raises.
+    Errors that are not about the data (connection refused, disk full) propagate: the run fails and
+    is retried from the checkpoint, and no row is sent to the DLQ for the sink's own trouble.
+    """
+    try:
+        attempt(rows)
+        return len(rows)
+    except Exception as error:
+        if not is_data_error(error):
+            raise
+        if len(rows) == 1:
+            reject(changes[0], f"{type(error).__name__}: {str(error).strip()}")
+            return 0
+    middle = len(rows) // 2
+    return bisect_failures(rows[:middle], changes[:middle], attempt, reject, is_data_error) + bisect_failures(
+        rows[middle:], changes[middle:], attempt, reject, is_data_error
+    )

@@ -1,0 +1,159 @@
+"""ClickHouse sink (server over HTTP, or embedded chdb): ReplacingMergeTree rows, then the checkpoint.
+
+ClickHouse has no transactions, so the order is what makes a crash safe: data first, checkpoint
+after. A crash in between replays the batch, whose rows carry the same `_version` and collapse.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DataError, DatabaseError, OperationalError
+
+from cdc_pipeline.core.changes import Rejection, RowChange
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.mapping.mapper import MappedBatch, sink_table_name
+from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, rows_after_checkpoint
+
+CHECKPOINT_TABLE = "_cdc_checkpoints"
+CURRENT_VIEW_SUFFIX = "_current"
+_INSERT_CHUNK_ROWS = 100_000
+
+
+def quote_identifier(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _is_data_error(error: Exception) -> bool:
+    # Client-side serialisation errors and server-side parse errors are about the rows; a refused
+    # connection (OperationalError) is about the server.
+    if isinstance(error, OperationalError):
+        return False
+    return isinstance(error, (DataError, DatabaseError, TypeError, ValueError, OverflowError, struct.error))
+
+
+class ClickHouseSink:
+    def __init__(self, name: str, dsn: str, database: str) -> None:
+        self.name = name
+        self._dsn = dsn
+        self._database = database
+        self._client: Client | None = None
+        self._created: set[str] = set()
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = clickhouse_connect.get_client(dsn=self._dsn)
+            self._client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self._database)}")
+            self._client.command(
+                f"CREATE TABLE IF NOT EXISTS {self._qualified(CHECKPOINT_TABLE)}"
+                " (source String, position String, file_sequence UInt64, offset UInt64,"
+                " updated_at DateTime64(6, 'UTC') DEFAULT now64(6))"
+                " ENGINE = ReplacingMergeTree(updated_at) ORDER BY source"
+            )
+        return self._client
+
+    def _qualified(self, table: str) -> str:
+        return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
+
+    def checkpoint(self, source: str) -> BinlogPosition | None:
+        # The largest position wins: the order of checkpoint rows is the order of the log.
+        rows = self.client.query(
+            f"SELECT position FROM {self._qualified(CHECKPOINT_TABLE)} WHERE source = {{source:String}}"
+            " ORDER BY file_sequence DESC, offset DESC LIMIT 1",
+            parameters={"source": source},
+        ).result_rows
+        return BinlogPosition.parse(rows[0][0]) if rows else None
+
+    def _ensure_table(self, layout: SinkTableLayout) -> None:
+        if layout.table_name in self._created:
+            return
+        columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
+        columns.append(f"{quote_identifier(VERSION_COLUMN)} UInt64")
+        columns.append(f"{quote_identifier(DELETED_COLUMN)} UInt8")
+        order_by = ", ".join(quote_identifier(k) for k in layout.key_columns)
+        self.client.command(
+            f"CREATE TABLE IF NOT EXISTS {self._qualified(layout.table_name)} ({', '.join(columns)})"
+            f" ENGINE = ReplacingMergeTree({quote_identifier(VERSION_COLUMN)}, {quote_identifier(DELETED_COLUMN)})"
+            f" ORDER BY ({order_by})"
+        )
+        # FINAL collapses versions and drops rows whose newest version is a delete.
+        self.client.command(
+            f"CREATE VIEW IF NOT EXISTS {self._qualified(layout.table_name + CURRENT_VIEW_SUFFIX)} AS"
+            f" SELECT {', '.join(quote_identifier(c) for c in layout.column_names)}"
+            f" FROM {self._qualified(layout.table_name)} FINAL WHERE {quote_identifier(DELETED_COLUMN)} = 0"
+        )
+        self._created.add(layout.table_name)
+
+    def write(
+        self,
+        batch: MappedBatch,
+        record_rejections: Callable[[list[Rejection]], None],
+        advance_checkpoint: bool = True,
+    ) -> WriteResult:
+        result = WriteResult(self.name)
+        stored = self.checkpoint(batch.source)
+        floor = stored.version_floor if (stored is not None and advance_checkpoint) else 0
+        for qualified, table in batch.tables.items():
+            rows, changes = rows_after_checkpoint(table, floor)
+            result.skipped_already_applied += len(table.rows) - len(rows)
+            if not rows:
+                continue
+            self._ensure_table(table.layout)
+            written = self._write_table(table.layout, rows, changes, result)
+            counts = result.rows_by_table.setdefault(qualified, Counter())
+            for change in written:
+                counts[change.op.value] += 1
+        record_rejections(result.rejections)
+        if advance_checkpoint and (stored is None or batch.end > stored):
+            self.client.insert(
+                self._qualified(CHECKPOINT_TABLE),
+                [[batch.source, str(batch.end), batch.end.file_sequence, batch.end.pos]],
+                column_names=["source", "position", "file_sequence", "offset"],
+            )
+            result.checkpoint = batch.end
+        else:
+            result.checkpoint = stored
+        return result
+
+    def _write_table(
+        self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], result: WriteResult
+    ) -> list[RowChange]:
+        column_names = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
+        target = self._qualified(layout.table_name)
+        rejected: set[int] = set()
+
+        def attempt(chunk: list[list[Any]]) -> None:
+            self.client.insert(target, chunk, column_names=column_names)
+
+        def reject(change: RowChange, error: str) -> None:
+            rejected.add(id(change))
+            result.rejections.append(
+                Rejection("write", layout.source_table, change.op, f"{self.name}: {error}", change.position,
+                          change.version, change.values, self.name)
+            )
+
+        for start in range(0, len(rows), _INSERT_CHUNK_ROWS):
+            end = start + _INSERT_CHUNK_ROWS
+            bisect_failures(rows[start:end], changes[start:end], attempt, reject, _is_data_error)
+        return [change for change in changes if id(change) not in rejected]
+
+    def table_stats(self, source_table: str) -> TableStats | None:
+        table = sink_table_name(source_table)
+        exists = self.client.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": self._database, "t": table},
+        ).result_rows[0][0]
+        if not exists:
+            return None
+        live, version_sum = self.client.query(
+            f"SELECT count(), sum(toUInt128({quote_identifier(VERSION_COLUMN)})) FROM {self._qualified(table)} FINAL"
+            f" WHERE {quote_identifier(DELETED_COLUMN)} = 0"
+        ).result_rows[0]
+        return TableStats(int(live), int(version_sum))

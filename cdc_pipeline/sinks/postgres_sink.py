@@ -1,0 +1,217 @@
+"""PostgreSQL sink: COPY into a staging table, one version-guarded merge, checkpoint in the same transaction."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from cdc_pipeline.core.changes import Rejection, RowChange
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.mapping.mapper import MappedBatch, sink_table_name
+from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, rows_after_checkpoint
+
+CHECKPOINT_TABLE = "_cdc_checkpoints"
+CURRENT_VIEW_SUFFIX = "_current"
+
+
+def _is_data_error(error: Exception) -> bool:
+    # DataError: value out of range, bad input syntax; IntegrityError: NOT NULL, CHECK. Anything else
+    # (OperationalError: server gone, disk full) is the sink's problem, not the row's.
+    return isinstance(error, (psycopg2.DataError, psycopg2.IntegrityError))
+
+
+def _copy_line(row: list[Any]) -> str:
+    return "\t".join("\\N" if value is None else str(value) for value in row)
+
+
+class PostgresSink:
+    def __init__(self, name: str, dsn: str, schema: str) -> None:
+        self.name = name
+        self._dsn = dsn
+        self._schema = schema
+        self._created: set[str] = set()
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        return psycopg2.connect(self._dsn)
+
+    def _qualified(self, table: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
+
+    def _ensure_bookkeeping(self, cursor: psycopg2.extensions.cursor) -> None:
+        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
+        cursor.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (source text PRIMARY KEY, position text NOT NULL,"
+                " updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self._qualified(CHECKPOINT_TABLE))
+        )
+
+    def checkpoint(self, source: str) -> BinlogPosition | None:
+        with self._connect() as connection, connection.cursor() as cursor:
+            self._ensure_bookkeeping(cursor)
+            cursor.execute(
+                sql.SQL("SELECT position FROM {} WHERE source = %s").format(self._qualified(CHECKPOINT_TABLE)), (source,)
+            )
+            row = cursor.fetchone()
+        connection.close()
+        return BinlogPosition.parse(row[0]) if row else None
+
+    def _ensure_table(self, cursor: psycopg2.extensions.cursor, layout: SinkTableLayout) -> None:
+        if layout.table_name in self._created:
+            return
+        key = set(layout.key_columns)
+        column_sql = [
+            sql.SQL("{} {}{}").format(
+                sql.Identifier(c.name), sql.SQL(c.sink_type), sql.SQL(" NOT NULL" if c.name in key else "")
+            )
+            for c in layout.columns
+        ]
+        column_sql.append(sql.SQL("{} bigint NOT NULL").format(sql.Identifier(VERSION_COLUMN)))
+        column_sql.append(sql.SQL("{} boolean NOT NULL DEFAULT false").format(sql.Identifier(DELETED_COLUMN)))
+        column_sql.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, layout.key_columns))))
+        cursor.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                self._qualified(layout.table_name), sql.SQL(", ").join(column_sql)
+            )
+        )
+        # Deleted rows stay as tombstones (so a late replay cannot resurrect them); the view hides them.
+        cursor.execute(
+            sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT {} FROM {} WHERE NOT {}").format(
+                self._qualified(layout.table_name + CURRENT_VIEW_SUFFIX),
+                sql.SQL(", ").join(map(sql.Identifier, layout.column_names)),
+                self._qualified(layout.table_name),
+                sql.Identifier(DELETED_COLUMN),
+            )
+        )
+        self._created.add(layout.table_name)
+
+    def _merge_statement(self, layout: SinkTableLayout, staging: str) -> sql.Composed:
+        all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
+        target = self._qualified(layout.table_name)
+        updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in all_columns if c not in layout.key_columns]
+        return sql.SQL(
+            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staging}"
+            " ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE t.{version} < EXCLUDED.{version}"
+        ).format(
+            target=target,
+            columns=sql.SQL(", ").join(map(sql.Identifier, all_columns)),
+            staging=sql.Identifier(staging),
+            keys=sql.SQL(", ").join(map(sql.Identifier, layout.key_columns)),
+            updates=sql.SQL(", ").join(updates),
+            version=sql.Identifier(VERSION_COLUMN),
+        )
+
+    def write(
+        self,
+        batch: MappedBatch,
+        record_rejections: Callable[[list[Rejection]], None],
+        advance_checkpoint: bool = True,
+    ) -> WriteResult:
+        result = WriteResult(self.name)
+        connection = self._connect()
+        try:
+            with connection, connection.cursor() as cursor:
+                self._ensure_bookkeeping(cursor)
+                # Locking the checkpoint row serialises two writers of the same source.
+                cursor.execute(
+                    sql.SQL("INSERT INTO {} (source, position) VALUES (%s, %s) ON CONFLICT (source) DO NOTHING").format(
+                        self._qualified(CHECKPOINT_TABLE)
+                    ),
+                    (batch.source, str(batch.start)),
+                )
+                cursor.execute(
+                    sql.SQL("SELECT position FROM {} WHERE source = %s FOR UPDATE").format(self._qualified(CHECKPOINT_TABLE)),
+                    (batch.source,),
+                )
+                stored = BinlogPosition.parse(cursor.fetchone()[0])
+                floor = stored.version_floor if advance_checkpoint else 0
+                for qualified, table in batch.tables.items():
+                    rows, changes = rows_after_checkpoint(table, floor)
+                    result.skipped_already_applied += len(table.rows) - len(rows)
+                    if not rows:
+                        continue
+                    self._ensure_table(cursor, table.layout)
+                    written = self._write_table(cursor, table.layout, rows, changes, result)
+                    counts = result.rows_by_table.setdefault(qualified, Counter())
+                    for change in written:
+                        counts[change.op.value] += 1
+                # Rejections are stored before the checkpoint commits, so none is lost in a crash.
+                record_rejections(result.rejections)
+                if advance_checkpoint and batch.end > stored:
+                    cursor.execute(
+                        sql.SQL("UPDATE {} SET position = %s, updated_at = now() WHERE source = %s").format(
+                            self._qualified(CHECKPOINT_TABLE)
+                        ),
+                        (str(batch.end), batch.source),
+                    )
+                    result.checkpoint = batch.end
+                else:
+                    result.checkpoint = stored
+        finally:
+            connection.close()
+        return result
+
+    def _write_table(
+        self,
+        cursor: psycopg2.extensions.cursor,
+        layout: SinkTableLayout,
+        rows: list[list[Any]],
+        changes: list[RowChange],
+        result: WriteResult,
+    ) -> list[RowChange]:
+        staging = f"_cdc_staging_{layout.table_name}"[:63]
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
+                sql.Identifier(staging), self._qualified(layout.table_name)
+            )
+        )
+        merge = self._merge_statement(layout, staging)
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(staging),
+            sql.SQL(", ").join(map(sql.Identifier, [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN])),
+        ).as_string(cursor)
+        truncate = sql.SQL("TRUNCATE {}").format(sql.Identifier(staging))
+        rejected: set[int] = set()
+
+        def attempt(chunk: list[list[Any]]) -> None:
+            cursor.execute("SAVEPOINT cdc_chunk")
+            try:
+                cursor.execute(truncate)
+                cursor.copy_expert(copy, io.StringIO("\n".join(map(_copy_line, chunk)) + "\n"))
+                cursor.execute(merge)
+            except Exception:
+                cursor.execute("ROLLBACK TO SAVEPOINT cdc_chunk")
+                raise
+            cursor.execute("RELEASE SAVEPOINT cdc_chunk")
+
+        def reject(change: RowChange, error: str) -> None:
+            rejected.add(id(change))
+            result.rejections.append(
+                Rejection("write", layout.source_table, change.op, f"{self.name}: {error}", change.position,
+                          change.version, change.values, self.name)
+            )
+
+        bisect_failures(rows, changes, attempt, reject, _is_data_error)
+        return [change for change in changes if id(change) not in rejected]
+
+    def table_stats(self, source_table: str) -> TableStats | None:
+        table = self._qualified(sink_table_name(source_table))
+        with self._connect() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s)", (table.as_string(cursor),))
+            if cursor.fetchone()[0] is None:
+                connection.close()
+                return None
+            cursor.execute(
+                sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} WHERE NOT {}").format(
+                    sql.Identifier(VERSION_COLUMN), table, sql.Identifier(DELETED_COLUMN)
+                )
+            )
+            live, version_sum = cursor.fetchone()
+        connection.close()
+        return TableStats(int(live), int(version_sum))

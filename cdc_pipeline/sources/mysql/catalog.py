@@ -1,0 +1,92 @@
+"""Table schemas read from information_schema: exact types, keys and enum members."""
+
+from __future__ import annotations
+
+import re
+
+from cdc_pipeline.config.models import TableSelection
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+
+_SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+_ENUM_MEMBER = re.compile(r"'((?:[^']|'')*)'")
+
+
+def _enum_members(column_type: str) -> tuple[str, ...]:
+    if not column_type.startswith(("enum(", "set(")):
+        return ()
+    return tuple(member.replace("''", "'") for member in _ENUM_MEMBER.findall(column_type))
+
+
+class MySqlCatalog:
+    """Reads and caches the schemas of the selected tables."""
+
+    def __init__(
+        self,
+        settings: MySqlConnectionSettings,
+        selection: TableSelection,
+        key_overrides: dict[str, list[str]] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._selection = selection
+        self._key_overrides = key_overrides or {}
+        self._cache: dict[tuple[str, str], TableSchema | None] = {}
+
+    def selects(self, database: str, table: str) -> bool:
+        return database not in _SYSTEM_DATABASES and self._selection.selects(database, table)
+
+    def table(self, database: str, table: str) -> TableSchema | None:
+        """The table's schema, or None when it no longer exists at the source."""
+        key = (database, table)
+        if key not in self._cache:
+            self._cache[key] = self._read_table(database, table)
+        return self._cache[key]
+
+    def selected_tables(self) -> list[TableSchema]:
+        with self._settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'"
+                " ORDER BY TABLE_SCHEMA, TABLE_NAME"
+            )
+            names = [(str(d), str(t)) for d, t in cursor.fetchall()]
+        schemas = [self.table(d, t) for d, t in names if self.selects(d, t)]
+        return [schema for schema in schemas if schema is not None]
+
+    def _read_table(self, database: str, table: str) -> TableSchema | None:
+        with self._settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE,"
+                " DATETIME_PRECISION, CHARACTER_MAXIMUM_LENGTH, COLUMN_KEY"
+                " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+                " ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
+            rows = cursor.fetchall()
+            cursor.execute(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE"
+                " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY'"
+                " ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
+            primary_key = tuple(str(r[0]) for r in cursor.fetchall())
+        if not rows:
+            return None
+        columns = []
+        for name, data_type, column_type, nullable, precision, scale, dt_precision, char_length, _ in rows:
+            column_type = str(column_type).lower()
+            columns.append(
+                ColumnSchema(
+                    name=str(name),
+                    data_type=str(data_type).lower(),
+                    column_type=column_type,
+                    nullable=nullable == "YES",
+                    unsigned="unsigned" in column_type,
+                    precision=int(precision) if precision is not None else None,
+                    scale=int(scale) if scale is not None else None,
+                    datetime_precision=int(dt_precision) if dt_precision is not None else None,
+                    char_length=int(char_length) if char_length is not None else None,
+                    enum_values=_enum_members(column_type),
+                )
+            )
+        keys = tuple(self._key_overrides.get(f"{database}.{table}", primary_key))
+        return TableSchema(database, table, tuple(columns), keys)
