@@ -59,7 +59,7 @@ def _decimal_converter(precision: int, scale: int) -> Converter:
     limit = Decimal(10) ** (precision - scale)
 
     def convert(value: Decimal) -> Decimal:
-        if abs(value) >= limit:
+        if value.copy_abs() >= limit:  # abs() would round to the context's 28 digits
             raise ValueNotMappable(f"{value} does not fit Decimal({precision}, {scale})")
         return value
 

@@ -76,7 +76,7 @@ def _decimal(precision: int, scale: int) -> Converter:
     limit = Decimal(10) ** (precision - scale)
 
     def convert(value: Decimal) -> str:
-        if abs(value) >= limit:
+        if value.copy_abs() >= limit:  # abs() would round to the context's 28 digits
             raise ValueNotMappable(f"{value} does not fit numeric({precision},{scale})")
         return str(value)
 

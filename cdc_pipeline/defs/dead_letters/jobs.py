@@ -14,7 +14,7 @@ REPLAY_JOB_NAME = "replay_dead_letters"
 
 def build_replay_job(pipeline: PipelineConfig) -> dg.JobDefinition:
     @dg.op(
-        name="replay_dead_letters",
+        name="replay_dead_letters_op",
         required_resource_keys={
             DEAD_LETTER_QUEUE,
             MASKING,

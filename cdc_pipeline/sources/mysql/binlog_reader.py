@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import NONE_SOURCE
 from pymysqlreplication.event import NotImplementedEvent, QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
@@ -40,6 +42,7 @@ class BinlogBatchReader:
         self._settings = settings
         self._server_id = server_id
         self._catalog = catalog
+        self._normaliser_cache: dict[str, tuple[TableSchema, list[tuple[str, Callable[[Any], Any]]]]] = {}
 
     def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
         # is_mariadb stays False: with it, mysql-replication ignores log_file/log_pos unless GTIDs are used
@@ -95,6 +98,13 @@ class BinlogBatchReader:
         # Rows of a transaction whose commit was not read yet stay out: the next batch reads them again.
         return batch
 
+    def _normalisers(self, schema: TableSchema) -> list[tuple[str, Callable[[Any], Any]]]:
+        cached = self._normaliser_cache.get(schema.qualified_name)
+        if cached is None or cached[0] is not schema:
+            cached = (schema, value_normalisers(schema))
+            self._normaliser_cache[schema.qualified_name] = cached
+        return cached[1]
+
     def _parse_rows_event(
         self,
         event: RowsEvent,
@@ -117,12 +127,18 @@ class BinlogBatchReader:
             version = row_version(sequence, event_start, row_index)
             images = _row_images(event, row, schema.key_columns if schema else ())
             if problem is not None or schema is None:
-                for op, values in images:
+                for op, values, _ in images:
                     rejections.append(Rejection("parse", qualified, op, problem or "", position, version, values))
                 continue
             changes = tables.setdefault(qualified, TableChanges(schema)).changes
-            for op, values in images:
-                _normalise(values)
+            fixes = self._normalisers(schema)
+            for op, values, none_sources in images:
+                unrepresentable = _apply_none_sources(values, none_sources)
+                if unrepresentable:
+                    rejections.append(Rejection("parse", qualified, op, unrepresentable, position, version, values))
+                    continue
+                for column, fix in fixes:
+                    values[column] = fix(values[column])
                 changes.append(RowChange(op, values, version, position, event.timestamp))
         return rows
 
@@ -161,28 +177,93 @@ def _decoded_rows(event: RowsEvent, position: str) -> Iterator[dict[str, Any]]:
     return iter(rows)
 
 
-def _row_images(
-    event: RowsEvent, row: dict[str, Any], key_columns: tuple[str, ...]
-) -> list[tuple[ChangeOp, dict[str, Any]]]:
+Image = tuple[ChangeOp, dict[str, Any], dict[str, str]]
+
+
+def _row_images(event: RowsEvent, row: dict[str, Any], key_columns: tuple[str, ...]) -> list[Image]:
+    """(op, values, why-None per column) for each row image the change produces."""
     if isinstance(event, WriteRowsEvent):
-        return [(ChangeOp.INSERT, row["values"])]
+        return [(ChangeOp.INSERT, row["values"], row.get("none_sources", {}))]
     if isinstance(event, DeleteRowsEvent):
-        return [(ChangeOp.DELETE, row["values"])]
+        return [(ChangeOp.DELETE, row["values"], row.get("none_sources", {}))]
     before, after = row["before_values"], row["after_values"]
+    before_none, after_none = row.get("before_none_sources", {}), row.get("after_none_sources", {})
     if any(before.get(column) != after.get(column) for column in key_columns):
         # The row moved to another key: the old key must disappear from the sinks.
-        return [(ChangeOp.DELETE, before), (ChangeOp.INSERT, after)]
-    return [(ChangeOp.UPDATE, after)]
+        return [(ChangeOp.DELETE, before, before_none), (ChangeOp.INSERT, after, after_none)]
+    return [(ChangeOp.UPDATE, after, after_none)]
 
 
-def _normalise(values: dict[str, Any]) -> None:
-    """Give library-specific value shapes one canonical form before masking and mapping."""
-    for name, value in values.items():
-        if isinstance(value, set):
-            values[name] = frozenset(value)
-        elif isinstance(value, (dict, list)):
-            # MySQL's binary JSON arrives decoded; MariaDB's JSON is text already.
-            values[name] = json.dumps(value, ensure_ascii=False)
+def _apply_none_sources(values: dict[str, Any], none_sources: dict[str, str]) -> str | None:
+    """mysql-replication decodes an empty SET and an unrepresentable value (a zero date) as None
+    too; tell them apart from NULL. Returns the reason when a value cannot be represented."""
+    problems = []
+    for column, reason in none_sources.items():
+        if reason == NONE_SOURCE.EMPTY_SET:
+            values[column] = ""
+        elif reason != NONE_SOURCE.NULL:
+            problems.append(f"column {column}: {reason} (e.g. a zero date), which no sink type can hold")
+    return "; ".join(problems) or None
+
+
+ZERO_TIME = dt.timedelta(0)
+_BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
+
+
+def _to_bytes(value: Any) -> Any:
+    # mysql-replication returns '' (str) for an empty binary value.
+    return value.encode() if isinstance(value, str) else value
+
+
+def _padded_binary(width: int) -> Callable[[Any], Any]:
+    # BINARY(n) is stored without its trailing NUL padding, which the server adds back on read.
+    def pad(value: Any) -> Any:
+        return _to_bytes(value).ljust(width, b"\x00") if value is not None else None
+
+    return pad
+
+
+def _set_text(members: tuple[str, ...]) -> Callable[[Any], Any]:
+    # The server's own text form: members in definition order, comma separated.
+    def as_text(value: Any) -> Any:
+        return ",".join(m for m in members if m in value) if isinstance(value, (set, frozenset)) else value
+
+    return as_text
+
+
+def _json_text(value: Any) -> Any:
+    # MySQL's binary JSON arrives decoded; MariaDB's JSON is text already.
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list, int, float, bool)) else value
+
+
+def _negative_fractional_time(value: Any) -> Any:
+    """Undo mysql-replication's TIME2 decoding of negative values with a fraction.
+
+    The library reads the fraction bytes as a signed number after the integer part already
+    borrowed one second, so -12:34:56.789012 arrives as -12:34:56.210988: the result is
+    -(s + 1 - u) where the truth is -(s + u). Checked by the end-to-end type test, which fails
+    if a library upgrade fixes the decoding (the dependency is pinned below 1.1 for that reason).
+    """
+    if isinstance(value, dt.timedelta) and value < ZERO_TIME and value.microseconds:
+        return value + dt.timedelta(seconds=1) - dt.timedelta(microseconds=2 * value.microseconds)
+    return value
+
+
+def value_normalisers(schema: TableSchema) -> list[tuple[str, Callable[[Any], Any]]]:
+    """Per-column fixes that give library-specific value shapes one canonical form."""
+    fixes: list[tuple[str, Callable[[Any], Any]]] = []
+    for column in schema.columns:
+        if column.data_type == "binary" and column.char_length:
+            fixes.append((column.name, _padded_binary(column.char_length)))
+        elif column.data_type in _BINARY_TYPES:
+            fixes.append((column.name, _to_bytes))
+        elif column.data_type == "set":
+            fixes.append((column.name, _set_text(column.enum_values)))
+        elif column.data_type == "time" and column.datetime_precision:
+            fixes.append((column.name, _negative_fractional_time))
+        elif column.data_type == "json":
+            fixes.append((column.name, _json_text))
+    return fixes
 
 
 def _merge(batch: ChangeBatch, tables: dict[str, TableChanges], rejections: list[Rejection]) -> None:

@@ -1,0 +1,62 @@
+"""Real servers, one per test session (per xdist worker); a database of their own per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cdc_pipeline.local_servers.mariadb import LocalMariaDb
+from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline_tests.harness import MASKING_KEY, PipelineHarness
+
+_test_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def worker_id_safe(worker_id: str = "main") -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDb]:
+    server = LocalMariaDb(tmp_path_factory.mktemp("mariadb")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    # chdb holds one on-disk path per process: one per worker, a database per test inside it.
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture
+def harness(
+    mariadb: LocalMariaDb,
+    postgres: LocalPostgres,
+    chdb_dsn: str,
+    worker_id_safe: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[PipelineHarness]:
+    name = f"t_{worker_id_safe}_{next(_test_numbers)}"
+    with mariadb.settings.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    pg_dsn = postgres.create_database(name)
+    monkeypatch.setenv("CDC_TEST_PG_DSN", pg_dsn)
+    monkeypatch.setenv("CDC_MASKING_KEY", MASKING_KEY)
+    yield PipelineHarness(mariadb, name, pg_dsn, chdb_dsn, tmp_path, {})
+    with mariadb.settings.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    postgres.drop_database(name)

@@ -1,0 +1,206 @@
+"""A per-test pipeline wired to the session's real servers, and row comparison across them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg2
+import yaml
+
+from cdc_pipeline.config.loading import parse_pipeline_config
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.defs.builder import build_definitions
+from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
+from cdc_pipeline.defs.resources import (
+    ClickHouseSinkResource,
+    DeadLetterQueueResource,
+    MaskingResource,
+    MySqlSourceResource,
+    PostgresSinkResource,
+)
+from cdc_pipeline.local_servers.mariadb import LocalMariaDb
+from cdc_pipeline.mapping.mapper import sink_table_name
+from cdc_pipeline.sinks.clickhouse_sink import quote_identifier
+
+MASKING_KEY = "test-masking-key-not-a-secret"
+SOURCE = "shop"
+CH_SINK = "warehouse"
+PG_SINK = "analytics"
+
+
+@dataclass
+class PipelineHarness:
+    mariadb: LocalMariaDb
+    database: str  # the source database, also the ClickHouse database's stem
+    pg_dsn: str
+    chdb_dsn: str
+    work_dir: Path
+    extra_config: dict[str, Any]
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def config_dict(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "sources": {
+                SOURCE: {
+                    "host": "127.0.0.1",
+                    "port": self.mariadb.port,
+                    "user": "root",
+                    "server_id": 1000 + os.getpid() % 1000,
+                    "tables": {"include": [f"{self.database}.*"]},
+                }
+            },
+            "sinks": {
+                CH_SINK: {"kind": "clickhouse", "dsn": self.chdb_dsn, "database": f"{self.database}_ch"},
+                PG_SINK: {"kind": "postgres", "dsn_env": "CDC_TEST_PG_DSN", "schema": "replica"},
+            },
+            "dlq": {"dsn_env": "CDC_TEST_PG_DSN", "schema": "dlq"},
+            "batch": {"max_rows": 50_000, "poll_interval_seconds": 1},
+        }
+        for key, value in self.extra_config.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        return config
+
+    @property
+    def pipeline(self) -> PipelineConfig:
+        return parse_pipeline_config(yaml.safe_dump(self.config_dict()))
+
+    def write_config_file(self) -> Path:
+        path = self.work_dir / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(self.config_dict()))
+        return path
+
+    def resources(self) -> dict[str, Any]:
+        pipeline = self.pipeline
+        return {
+            source_key(SOURCE): MySqlSourceResource(
+                host="127.0.0.1", port=self.mariadb.port, user="root", server_id=pipeline.sources[SOURCE].server_id
+            ),
+            sink_key(CH_SINK): ClickHouseSinkResource(dsn=self.chdb_dsn, database=f"{self.database}_ch"),
+            sink_key(PG_SINK): PostgresSinkResource(dsn=self.pg_dsn, schema_name="replica"),
+            DEAD_LETTER_QUEUE: DeadLetterQueueResource(dsn=self.pg_dsn, schema_name="dlq"),
+            MASKING: MaskingResource(hmac_key=MASKING_KEY),
+        }
+
+    def definitions(self) -> dg.Definitions:
+        return build_definitions(self.pipeline, self.resources())
+
+    def replicate(self, instance: dg.DagsterInstance | None = None, **run_config: Any) -> dg.ExecuteInProcessResult:
+        job = self.definitions().resolve_job_def(f"replicate_{SOURCE}")
+        config = {"ops": {f"parse_{SOURCE}": {"config": run_config}}} if run_config else None
+        result = job.execute_in_process(run_config=config, instance=instance)
+        assert result.success
+        return result
+
+    def replay_dead_letters(self) -> dg.ExecuteInProcessResult:
+        result = self.definitions().resolve_job_def("replay_dead_letters").execute_in_process()
+        assert result.success
+        return result
+
+    # -- the three sides -------------------------------------------------------------------------
+
+    def source_execute(self, *statements: str) -> None:
+        with self.mariadb.settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(f"USE `{self.database}`")
+            for statement in statements:
+                cursor.execute(statement)
+
+    def source_column_types(self, table: str) -> dict[str, str]:
+        with self.mariadb.settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s"
+                " ORDER BY ORDINAL_POSITION",
+                (self.database, table),
+            )
+            return {str(n): str(t).lower() for n, t in cursor.fetchall()}
+
+    def source_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
+        types = self.source_column_types(table)
+        with self.mariadb.settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM `{self.database}`.`{table}` ORDER BY `{key}`")
+            names = [d[0] for d in cursor.description]
+            return [{n: canonical(types[n], v) for n, v in zip(names, row)} for row in cursor.fetchall()]
+
+    def clickhouse_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
+        types = self.source_column_types(table)
+        sink = ClickHouseSinkResource(dsn=self.chdb_dsn, database=f"{self.database}_ch").sink(CH_SINK)
+        expressions = [
+            f"hex({quote_identifier(n)})" if t in BINARY_TYPES else quote_identifier(n) for n, t in types.items()
+        ]
+        name = f"{quote_identifier(self.database + '_ch')}.{quote_identifier(sink_table_name(f'{self.database}.{table}') + '_current')}"
+        rows = sink.client.query(f"SELECT {', '.join(expressions)} FROM {name} ORDER BY {quote_identifier(key)}").result_rows
+        return [
+            {n: canonical(t, bytes.fromhex(v) if (t in BINARY_TYPES and v is not None) else v) for (n, t), v in zip(types.items(), row)}
+            for row in rows
+        ]
+
+    def postgres_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
+        types = self.source_column_types(table)
+        view = f'"replica"."{sink_table_name(f"{self.database}.{table}")}_current"'
+        with psycopg2.connect(self.pg_dsn) as connection, connection.cursor() as cursor:
+            cursor.execute(f'SELECT * FROM {view} ORDER BY "{key}"')
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        connection.close()
+        return [{n: canonical(types[n], v) for n, v in zip(names, row)} for row in rows]
+
+    def dead_letters(self) -> list[tuple[str, str, str, str, Any]]:
+        with psycopg2.connect(self.pg_dsn) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('dlq.dead_letters')")
+            if cursor.fetchone()[0] is None:
+                return []
+            cursor.execute("SELECT source_table, sink, stage, error, payload FROM dlq.dead_letters ORDER BY id")
+            rows = cursor.fetchall()
+        connection.close()
+        return rows
+
+
+BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
+
+
+def canonical(data_type: str, value: Any) -> Any:
+    """One comparable form per source type for values read back from MariaDB, ClickHouse or PostgreSQL."""
+    if value is None:
+        return None
+    if data_type == "bit":
+        if isinstance(value, bytes):
+            return int.from_bytes(value, "big")
+        return int(value, 2) if isinstance(value, str) else int(value)
+    if data_type in ("datetime", "timestamp") and isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if data_type == "time":
+        if isinstance(value, dt.time):
+            return dt.timedelta(hours=value.hour, minutes=value.minute, seconds=value.second, microseconds=value.microsecond)
+        return value
+    if data_type == "json":
+        return json.loads(value) if isinstance(value, str) else value
+    if data_type in ("decimal", "numeric"):
+        return Decimal(value)
+    if data_type in BINARY_TYPES:
+        return bytes(value)
+    if data_type == "set" and not isinstance(value, str):
+        return ",".join(sorted(value))
+    if data_type in ("char", "varchar", "text", "tinytext", "mediumtext", "longtext", "enum", "set") and isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def assert_same_rows(actual: list[dict[str, Any]], expected: list[dict[str, Any]], where: str) -> None:
+    """Row-by-row equality, reporting the first differing cells rather than a truncated repr."""
+    differences = []
+    for index, (got, want) in enumerate(zip(actual, expected)):
+        for column in want:
+            if got.get(column, "<missing>") != want[column]:
+                differences.append(f"row {index} column {column}: {where} has {got.get(column, '<missing>')!r}, source {want[column]!r}")
+    assert len(actual) == len(expected), f"{where} has {len(actual)} rows, source {len(expected)}"
+    assert not differences, "\n".join(differences[:20])
