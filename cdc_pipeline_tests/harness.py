@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -43,6 +46,13 @@ class PipelineHarness:
     chdb_dsn: str
     work_dir: Path
     extra_config: dict[str, Any]
+    # True when subprocesses (the CLI, crash tests) write the chdb path: this process must not open it.
+    clickhouse_in_subprocess: bool = False
+
+    def use_private_clickhouse(self) -> None:
+        """Give the pipeline a chdb path of its own, for tests that replicate in subprocesses."""
+        self.chdb_dsn = f"chdb://{self.work_dir / 'chdb'}"
+        self.clickhouse_in_subprocess = True
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -133,16 +143,17 @@ class PipelineHarness:
 
     def clickhouse_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self.source_column_types(table)
-        sink = ClickHouseSinkResource(dsn=self.chdb_dsn, database=f"{self.database}_ch").sink(CH_SINK)
-        expressions = [
-            f"hex({quote_identifier(n)})" if t in BINARY_TYPES else quote_identifier(n) for n, t in types.items()
-        ]
-        name = f"{quote_identifier(self.database + '_ch')}.{quote_identifier(sink_table_name(f'{self.database}.{table}') + '_current')}"
-        rows = sink.client.query(f"SELECT {', '.join(expressions)} FROM {name} ORDER BY {quote_identifier(key)}").result_rows
-        return [
-            {n: canonical(t, bytes.fromhex(v) if (t in BINARY_TYPES and v is not None) else v) for (n, t), v in zip(types.items(), row)}
-            for row in rows
-        ]
+        arguments = (self.chdb_dsn, f"{self.database}_ch", f"{self.database}.{table}", types, key)
+        if not self.clickhouse_in_subprocess:
+            return read_clickhouse_rows(*arguments)
+        # The chdb path belongs to another process's runs: read it from a fresh process too.
+        completed = subprocess.run(
+            [sys.executable, "-m", "cdc_pipeline_tests.clickhouse_dump"],
+            input=pickle.dumps(arguments),
+            capture_output=True,
+            check=True,
+        )
+        return pickle.loads(completed.stdout)
 
     def postgres_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self.source_column_types(table)
@@ -163,6 +174,22 @@ class PipelineHarness:
             rows = cursor.fetchall()
         connection.close()
         return rows
+
+
+def read_clickhouse_rows(
+    chdb_dsn: str, database: str, source_table: str, types: dict[str, str], key: str
+) -> list[dict[str, Any]]:
+    sink = ClickHouseSinkResource(dsn=chdb_dsn, database=database).sink(CH_SINK)
+    expressions = [f"hex({quote_identifier(n)})" if t in BINARY_TYPES else quote_identifier(n) for n, t in types.items()]
+    view = f"{quote_identifier(database)}.{quote_identifier(sink_table_name(source_table) + '_current')}"
+    rows = sink.client.query(f"SELECT {', '.join(expressions)} FROM {view} ORDER BY {quote_identifier(key)}").result_rows
+    return [
+        {
+            name: canonical(data_type, bytes.fromhex(value) if (data_type in BINARY_TYPES and value is not None) else value)
+            for (name, data_type), value in zip(types.items(), row)
+        }
+        for row in rows
+    ]
 
 
 BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})

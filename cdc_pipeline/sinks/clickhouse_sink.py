@@ -16,6 +16,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DataError, DatabaseError, OperationalError
 
 from cdc_pipeline.core.changes import Rejection, RowChange
+from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.mapping.mapper import MappedBatch, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
@@ -107,10 +108,12 @@ class ClickHouseSink:
                 continue
             self._ensure_table(table.layout)
             written = self._write_table(table.layout, rows, changes, result)
+            crash_point("clickhouse_mid_write")
             counts = result.rows_by_table.setdefault(qualified, Counter())
             for change in written:
                 counts[change.op.value] += 1
         record_rejections(result.rejections)
+        crash_point("clickhouse_before_checkpoint")
         if advance_checkpoint and (stored is None or batch.end > stored):
             self.client.insert(
                 self._qualified(CHECKPOINT_TABLE),

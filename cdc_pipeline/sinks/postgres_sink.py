@@ -11,6 +11,7 @@ import psycopg2
 from psycopg2 import sql
 
 from cdc_pipeline.core.changes import Rejection, RowChange
+from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.mapping.mapper import MappedBatch, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
@@ -138,6 +139,7 @@ class PostgresSink:
                         continue
                     self._ensure_table(cursor, table.layout)
                     written = self._write_table(cursor, table.layout, rows, changes, result)
+                    crash_point("postgres_mid_write")
                     counts = result.rows_by_table.setdefault(qualified, Counter())
                     for change in written:
                         counts[change.op.value] += 1
@@ -151,6 +153,7 @@ class PostgresSink:
                         (str(batch.end), batch.source),
                     )
                     result.checkpoint = batch.end
+                    crash_point("postgres_before_commit")
                 else:
                     result.checkpoint = stored
         finally:

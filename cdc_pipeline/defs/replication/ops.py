@@ -13,6 +13,7 @@ import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch
+from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper, sink_table_name
@@ -59,6 +60,7 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
             max_rows=config.max_rows or pipeline.batch.max_rows,
             stop_at=BinlogPosition.parse(config.stop_at) if config.stop_at else None,
         )
+        crash_point("after_read")
         context.log.info(
             f"read {batch.row_count} row changes of {len(batch.tables)} tables from {batch.start} to {batch.end}"
             f" (sink checkpoints: { {k: str(v) for k, v in checkpoints.items()} })"
@@ -123,6 +125,7 @@ def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
         result = sink.write(
             mapped, lambda rejections: dead_letters.record(source_name, [*mapped.rejections, *rejections])
         )
+        crash_point(f"after_sink_{sink_name}")
         lag = round(time.time() - mapped.last_commit_ts, 3) if mapped.last_commit_ts else 0.0
         failed = Counter(r.table for r in [*mapped.rejections, *result.rejections])
         for table, counts in result.rows_by_table.items():
