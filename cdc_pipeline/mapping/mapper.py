@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +31,9 @@ class MappedTable:
     rows: list[list[Any]] = field(default_factory=list)
     # The masked change behind each row, for the DLQ if the sink refuses the row.
     changes: list[RowChange] = field(default_factory=list)
+    # Source changes folded into each row (id of its change -> count per op), for the metadata:
+    # an insert then an update of one key in a batch is one row written, two changes delivered.
+    folded_ops: dict[int, Counter[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,8 +93,11 @@ class TypeMapper:
         key_columns = layout.key_columns
         # Later changes to a key supersede earlier ones within the batch: only the last is written.
         latest: dict[tuple[Any, ...], RowChange] = {}
+        folded: dict[tuple[Any, ...], Counter[str]] = defaultdict(Counter)
         for change in changes:
-            latest[tuple(change.values[k] for k in key_columns)] = change
+            key = tuple(change.values[k] for k in key_columns)
+            latest[key] = change
+            folded[key][change.op.value] += 1
         for key, change in latest.items():
             if any(part is None for part in key):
                 rejections.append(self._reject(layout.source_table, change, f"key column(s) {list(key_columns)} hold NULL"))
@@ -115,4 +122,5 @@ class TypeMapper:
             row.append(1 if change.op is ChangeOp.DELETE else 0)
             table.rows.append(row)
             table.changes.append(change)
+            table.folded_ops[id(change)] = folded[key]
         return table

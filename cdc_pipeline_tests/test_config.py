@@ -1,0 +1,68 @@
+"""A bad pipeline config fails at load time, naming the key and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdc_pipeline.config.loading import PipelineConfigError, load_pipeline_config, parse_pipeline_config
+
+VALID = """
+sources:
+  shop: {host: 127.0.0.1, port: 3306, tables: {include: ["shop.*"], exclude: ["shop.audit_*"]}}
+sinks:
+  warehouse: {kind: clickhouse, dsn: "chdb:///tmp/cdc"}
+  analytics: {kind: postgres, dsn_env: ANALYTICS_DSN}
+dlq: {dsn_env: ANALYTICS_DSN}
+"""
+
+
+def test_a_valid_config_loads_with_defaults() -> None:
+    config = parse_pipeline_config(VALID)
+    assert config.batch.max_rows == 50_000
+    assert config.masking.classify_by_name is True
+    assert config.sources["shop"].tables.selects("shop", "orders")
+    assert not config.sources["shop"].tables.selects("shop", "audit_log")
+    assert not config.sources["shop"].tables.selects("other", "orders")
+
+
+@pytest.mark.parametrize(
+    ("change", "named_key", "expectation"),
+    [
+        (("port: 3306", "port: 99999"), "sources.shop.port", "less than or equal to 65535"),
+        (("kind: clickhouse", "kind: bigquery"), "sinks.warehouse", "expected tags: 'clickhouse', 'postgres'"),
+        (("host: 127.0.0.1", "hots: 127.0.0.1"), "sources.shop.hots", "Extra inputs are not permitted"),
+        (('"shop.*"', '"shop"'), "sources.shop.tables.include", "must have the form 'database.table'"),
+        (("dsn_env: ANALYTICS_DSN}\ndlq", "dsn_env: 1-bad}\ndlq"), "sinks.analytics.postgres.dsn_env", "String should match pattern"),
+        (("dlq: {dsn_env: ANALYTICS_DSN}", ""), "dlq", "Field required"),
+    ],
+)
+def test_errors_name_the_key_and_the_expectation(change: tuple[str, str], named_key: str, expectation: str) -> None:
+    text = VALID.replace(*change)
+    assert text != VALID
+    with pytest.raises(PipelineConfigError) as error:
+        parse_pipeline_config(text, source="pipeline.yaml")
+    message = str(error.value)
+    assert "pipeline.yaml" in message and named_key in message and expectation in message
+
+
+def test_type_override_must_name_a_known_sink() -> None:
+    text = VALID + "type_overrides: [{table: shop.orders, column: c, sink: nowhere, type: String}]\n"
+    with pytest.raises(PipelineConfigError, match=r"type_overrides\[0\]\.sink: 'nowhere' is not one of the sinks"):
+        parse_pipeline_config(text)
+
+
+def test_type_override_cannot_smuggle_sql() -> None:
+    text = VALID + "type_overrides: [{table: shop.orders, column: c, type: 'String); DROP TABLE x; --'}]\n"
+    with pytest.raises(PipelineConfigError, match=r"type_overrides\.0\.type"):
+        parse_pipeline_config(text)
+
+
+def test_missing_file_and_invalid_yaml_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(PipelineConfigError, match="does not exist"):
+        load_pipeline_config(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sources: [unclosed")
+    with pytest.raises(PipelineConfigError, match="is not valid YAML"):
+        load_pipeline_config(broken)

@@ -1,0 +1,63 @@
+"""The source must carry full row images uncompressed; otherwise the run fails naming the variable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+import re
+
+import pytest
+
+from cdc_pipeline.sources.mysql.binlog_reader import BinlogDecodeError
+from cdc_pipeline.sources.mysql.preflight import SourcePreflightError, check_binlog_settings
+from cdc_pipeline_tests.harness import SOURCE, PipelineHarness
+
+
+@contextmanager
+def global_variable(harness: PipelineHarness, name: str, value: str) -> Iterator[None]:
+    with harness.mariadb.settings.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT @@GLOBAL.{name}")
+        previous = cursor.fetchone()[0]
+        cursor.execute(f"SET GLOBAL {name} = %s", (value,))
+    try:
+        yield
+    finally:
+        with harness.mariadb.settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(f"SET GLOBAL {name} = %s", (previous,))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("binlog_row_metadata", "MINIMAL", "binlog_row_metadata=MINIMAL, expected FULL"),
+        ("binlog_row_image", "MINIMAL", "binlog_row_image=MINIMAL, expected FULL"),
+        ("binlog_format", "STATEMENT", "binlog_format=STATEMENT, expected ROW"),
+        ("log_bin_compress", "ON", "log_bin_compress=ON, expected OFF"),
+    ],
+)
+def test_misconfigured_binlog_is_refused_naming_the_variable(
+    harness: PipelineHarness, variable: str, value: str, message: str
+) -> None:
+    with global_variable(harness, variable, value):
+        with pytest.raises(SourcePreflightError, match=message):
+            check_binlog_settings(harness.mariadb.settings)
+        job = harness.definitions().resolve_job_def(f"replicate_{SOURCE}")
+        result = job.execute_in_process(raise_on_error=False)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert message in str(failure.step_failure_data.error)
+
+
+def test_compressed_events_already_in_the_binlog_stop_the_reader_with_their_position(harness: PipelineHarness) -> None:
+    harness.source_execute("CREATE TABLE docs (id INT PRIMARY KEY, body TEXT)")
+    with global_variable(harness, "log_bin_compress", "ON"):
+        # Fresh sessions pick up the global setting; rows above log_bin_compress_min_len compress.
+        harness.source_execute(f"INSERT INTO docs VALUES (1, '{'x' * 2000}')")
+    # Compression is off again, so the start-up check passes; the compressed event is still there.
+    job = harness.definitions().resolve_job_def(f"replicate_{SOURCE}")
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    cause = failure.step_failure_data.error.cause
+    assert cause.cls_name == BinlogDecodeError.__name__
+    assert re.search(r"compressed binlog event \(type 0x[0-9a-f]+\) at binlog\.\d+:\d+", cause.message)
