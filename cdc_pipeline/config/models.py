@@ -56,7 +56,6 @@ class MySqlSourceConfig(_StrictModel):
         default_factory=dict,
         description="'database.table' -> key columns, for tables without a primary key",
     )
-    use_gtid: bool = False
 
 
 class ClickHouseSinkConfig(_StrictModel):

