@@ -49,11 +49,18 @@ class LocalMariaDb:
         data = self.base_dir / "data"
         self.base_dir.mkdir(parents=True, exist_ok=True)
         log = self.base_dir / "mariadbd.log"
-        subprocess.run(
-            [install, "--no-defaults", f"--datadir={data}", "--user=root", "--auth-root-authentication-method=normal"],
-            check=True,
+        installed = subprocess.run(
+            # --force and --skip-name-resolve: no host name look-up, which can fail on a closed network.
+            [install, "--no-defaults", f"--datadir={data}", "--user=root", "--auth-root-authentication-method=normal",
+             "--skip-name-resolve", "--force", "--skip-test-db"],
             capture_output=True,
+            text=True,
         )
+        if installed.returncode != 0:
+            raise RuntimeError(
+                f"mariadb-install-db failed for {data} (exit {installed.returncode}):\n"
+                f"{installed.stdout[-2000:]}\n{installed.stderr[-2000:]}"
+            )
         with log.open("ab") as log_file:
             self._process = subprocess.Popen(
                 [
