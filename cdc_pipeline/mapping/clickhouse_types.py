@@ -33,11 +33,14 @@ def _check_date(value: dt.date, sink_type: str) -> None:
 
 
 def _datetime_converter(sink_type: str) -> Converter:
+    utc = dt.timezone.utc
+
     def convert(value: dt.datetime) -> dt.datetime:
-        _check_date(value, sink_type)
+        if not _MIN_DATE.year <= value.year <= _MAX_DATE.year:
+            _check_date(value, sink_type)
         # Naive values are wall-clock times; pinning them to UTC stops the client from shifting them
         # by the local time zone.
-        return value.replace(tzinfo=dt.timezone.utc)
+        return value.replace(tzinfo=utc)
 
     return convert
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,9 +31,12 @@ class MappedTable:
     rows: list[list[Any]] = field(default_factory=list)
     # The masked change behind each row, for the DLQ if the sink refuses the row.
     changes: list[RowChange] = field(default_factory=list)
-    # Source changes folded into each row (id of its change -> count per op), for the metadata:
-    # an insert then an update of one key in a batch is one row written, two changes delivered.
+    # Source changes folded into a row (id of its change -> count per op) where a key changed more
+    # than once in the batch: an insert then an update is one row written, two changes delivered.
     folded_ops: dict[int, Counter[str]] = field(default_factory=dict)
+
+    def delivered_ops(self, change: RowChange) -> Counter[str]:
+        return self.folded_ops.get(id(change)) or Counter({change.op.value: 1})
 
 
 @dataclass
@@ -89,32 +92,36 @@ class TypeMapper:
 
     def _map_table(self, layout: SinkTableLayout, changes: list[RowChange], rejections: list[Rejection]) -> MappedTable:
         table = MappedTable(layout)
-        columns = [(column.name, column.convert) for column in layout.columns]
+        names = layout.column_names
+        converting = [(index, column.name, column.convert) for index, column in enumerate(layout.columns) if column.convert]
         key_columns = layout.key_columns
         # Later changes to a key supersede earlier ones within the batch: only the last is written.
         latest: dict[tuple[Any, ...], RowChange] = {}
-        folded: dict[tuple[Any, ...], Counter[str]] = defaultdict(Counter)
+        folded: dict[tuple[Any, ...], Counter[str]] = {}
         for change in changes:
-            key = tuple(change.values[k] for k in key_columns)
+            key = tuple([change.values[k] for k in key_columns])
+            earlier = latest.get(key)
+            if earlier is not None:
+                counts = folded.get(key) or Counter({earlier.op.value: 1})
+                counts[change.op.value] += 1
+                folded[key] = counts
             latest[key] = change
-            folded[key][change.op.value] += 1
         for key, change in latest.items():
-            if any(part is None for part in key):
+            if None in key:
                 rejections.append(self._reject(layout.source_table, change, f"key column(s) {list(key_columns)} hold NULL"))
                 continue
             values = change.values
-            row: list[Any] = []
+            row = [values[name] for name in names]
             try:
-                for name, convert in columns:
-                    value = values[name]
-                    if value is not None and convert is not None:
+                for index, name, convert in converting:
+                    value = row[index]
+                    if value is not None:
                         try:
-                            value = convert(value)
+                            row[index] = convert(value)
                         except ValueNotMappable as error:
                             raise ValueNotMappable(f"column {name}: {error}") from None
                         except (TypeError, ValueError, AttributeError) as error:
                             raise ValueNotMappable(f"column {name}: cannot convert {type(value).__name__}: {error}") from None
-                    row.append(value)
             except ValueNotMappable as error:
                 rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
                 continue
@@ -122,5 +129,6 @@ class TypeMapper:
             row.append(1 if change.op is ChangeOp.DELETE else 0)
             table.rows.append(row)
             table.changes.append(change)
-            table.folded_ops[id(change)] = folded[key]
+            if key in folded:
+                table.folded_ops[id(change)] = folded[key]
         return table

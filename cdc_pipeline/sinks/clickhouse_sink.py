@@ -111,7 +111,7 @@ class ClickHouseSink:
             crash_point("clickhouse_mid_write")
             counts = result.rows_by_table.setdefault(qualified, Counter())
             for change in written:
-                counts.update(table.folded_ops[id(change)])
+                counts.update(table.delivered_ops(change))
         record_rejections(result.rejections)
         crash_point("clickhouse_before_checkpoint")
         if advance_checkpoint and (stored is None or batch.end > stored):

@@ -142,7 +142,7 @@ class PostgresSink:
                     crash_point("postgres_mid_write")
                     counts = result.rows_by_table.setdefault(qualified, Counter())
                     for change in written:
-                        counts.update(table.folded_ops[id(change)])
+                        counts.update(table.delivered_ops(change))
                 # Rejections are stored before the checkpoint commits, so none is lost in a crash.
                 record_rejections(result.rejections)
                 if advance_checkpoint and batch.end > stored:

@@ -53,7 +53,11 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
         # A sink without a checkpoint starts from the oldest binlog the server still has.
         start = min(known) if len(known) == len(checkpoints) else oldest_binlog_position(source.settings)
         reader = BinlogBatchReader(
-            source_name, source.settings, source.server_id, source.catalog(source_config.tables, source_config.key_columns)
+            source_name,
+            source.settings,
+            source.server_id,
+            source.catalog(source_config.tables, source_config.key_columns),
+            compiled_decoder=source_config.compiled_row_decoder,
         )
         batch = reader.read(
             start,

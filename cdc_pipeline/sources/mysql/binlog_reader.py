@@ -17,6 +17,7 @@ from cdc_pipeline.core.positions import BinlogPosition, row_version
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
 
 # MariaDB's compressed query/row events (0xA5-0xAB) and MySQL's TRANSACTION_PAYLOAD_EVENT (0x28):
 # mysql-replication cannot decode them and would otherwise drop them without a word.
@@ -37,12 +38,15 @@ class BinlogBatchReader:
         settings: MySqlConnectionSettings,
         server_id: int,
         catalog: MySqlCatalog,
+        compiled_decoder: bool = True,
     ) -> None:
         self._source_name = source_name
+        self._use_compiled_decoder = compiled_decoder
         self._settings = settings
         self._server_id = server_id
         self._catalog = catalog
         self._normaliser_cache: dict[str, tuple[TableSchema, list[tuple[str, Callable[[Any], Any]]]]] = {}
+        self._decoders: dict[tuple[int, str], tuple[TableSchema, CompiledRowDecoder | None]] = {}
 
     def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
         # is_mariadb stays False: with it, mysql-replication ignores log_file/log_pos unless GTIDs are used
@@ -79,7 +83,7 @@ class BinlogBatchReader:
                     if event.packet.event_type in _COMPRESSED_EVENT_TYPES:
                         raise BinlogDecodeError(
                             f"compressed binlog event (type 0x{event.packet.event_type:02x}) at "
-                            f"{stream.log_file}:{event.packet.log_pos - event.event_size}: turn off "
+                            f"{stream.log_file}:{event.packet.log_pos - event.packet.event_size}: turn off "
                             "log_bin_compress / binlog_transaction_compression and re-sync the affected tables"
                         )
                     continue
@@ -116,13 +120,23 @@ class BinlogBatchReader:
         if not self._catalog.selects(database, table_name):
             return 0
         qualified = f"{database}.{table_name}"
-        event_start = event.packet.log_pos - event.event_size
+        # The wrapper's event_size counts the header and checksum too: the event starts here.
+        event_start = event.packet.log_pos - event.packet.event_size
         position = f"{log_file}:{event_start}"
         sequence = BinlogPosition(log_file, event_start).file_sequence
         schema = self._catalog.table(database, table_name)
         problem = _table_problem(schema, qualified, event)
+        decoder = None
+        if self._use_compiled_decoder and problem is None and schema is not None:
+            decoder = self._compiled_decoder(event, schema)
+        if decoder is not None:
+            decoded_rows = _rows_from_images(event, decoder.decode(event))
+            fixes: list[tuple[str, Callable[[Any], Any]]] = []
+        else:
+            decoded_rows = _decoded_rows(event, position)
+            fixes = self._normalisers(schema) if schema is not None else []
         rows = 0
-        for row_index, row in enumerate(_decoded_rows(event, position)):
+        for row_index, row in enumerate(decoded_rows):
             rows += 1
             version = row_version(sequence, event_start, row_index)
             images = _row_images(event, row, schema.key_columns if schema else ())
@@ -131,16 +145,35 @@ class BinlogBatchReader:
                     rejections.append(Rejection("parse", qualified, op, problem or "", position, version, values))
                 continue
             changes = tables.setdefault(qualified, TableChanges(schema)).changes
-            fixes = self._normalisers(schema)
             for op, values, none_sources in images:
-                unrepresentable = _apply_none_sources(values, none_sources)
-                if unrepresentable:
-                    rejections.append(Rejection("parse", qualified, op, unrepresentable, position, version, values))
-                    continue
+                if none_sources:
+                    unrepresentable = _apply_none_sources(values, none_sources)
+                    if unrepresentable:
+                        rejections.append(Rejection("parse", qualified, op, unrepresentable, position, version, values))
+                        continue
                 for column, fix in fixes:
                     values[column] = fix(values[column])
                 changes.append(RowChange(op, values, version, position, event.timestamp))
         return rows
+
+    def _compiled_decoder(self, event: RowsEvent, schema: TableSchema) -> CompiledRowDecoder | None:
+        key = (event.table_id, schema.qualified_name)
+        cached = self._decoders.get(key)
+        if cached is None or cached[0] is not schema:
+            cached = (schema, CompiledRowDecoder.compile(event.columns, schema))
+            self._decoders[key] = cached
+        decoder = cached[1]
+        return decoder if decoder is not None and decoder.accepts(event) else None
+
+
+def _rows_from_images(event: RowsEvent, images: list[tuple[dict[str, Any], dict[str, str]]]) -> list[dict[str, Any]]:
+    """The compiled decoder's images in the library's row shape, so both paths share what follows."""
+    if isinstance(event, UpdateRowsEvent):
+        return [
+            {"before_values": before, "before_none_sources": before_problems, "after_values": after, "after_none_sources": after_problems}
+            for (before, before_problems), (after, after_problems) in zip(images[::2], images[1::2])
+        ]
+    return [{"values": values, "none_sources": problems} for values, problems in images]
 
 
 def _ends_transaction(event: Any) -> bool:
@@ -231,6 +264,11 @@ def _set_text(members: tuple[str, ...]) -> Callable[[Any], Any]:
     return as_text
 
 
+def _bits_to_int(value: Any) -> Any:
+    # The library gives BIT as a string of '0'/'1'; the canonical form is the number.
+    return int(value, 2) if isinstance(value, str) else value
+
+
 def _json_text(value: Any) -> Any:
     # MySQL's binary JSON arrives decoded; MariaDB's JSON is text already.
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list, int, float, bool)) else value
@@ -259,6 +297,8 @@ def value_normalisers(schema: TableSchema) -> list[tuple[str, Callable[[Any], An
             fixes.append((column.name, _to_bytes))
         elif column.data_type == "set":
             fixes.append((column.name, _set_text(column.enum_values)))
+        elif column.data_type == "bit":
+            fixes.append((column.name, _bits_to_int))
         elif column.data_type == "time" and column.datetime_precision:
             fixes.append((column.name, _negative_fractional_time))
         elif column.data_type == "json":
