@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import psycopg2
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from cdc_pipeline.defs.replication.jobs import SOURCE_TAG
@@ -72,20 +73,26 @@ def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness:
     check_keys = [
         key for key in definitions.resolve_asset_graph().asset_check_keys if key.asset_key.path[-1] == f"{harness.database}__orders"
     ]
-    assert {k.name for k in check_keys} == {"row_count_matches_source", "versions_match_other_sinks"}
+    assert {k.name for k in check_keys} == {"row_count_matches_source", "keys_match_source", "versions_match_other_sinks"}
     checks = definitions.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=set(check_keys))
     outcome = checks.execute_in_process()
     evaluations = outcome.get_asset_check_evaluations()
-    assert len(evaluations) == 4 and all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations]
+    assert len(evaluations) == 6 and all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations]
     by_name = {(e.asset_key.path[0], e.check_name): e for e in evaluations}
     assert by_name[(PG_SINK, "row_count_matches_source")].metadata["source_rows"].value == 2
 
-    # A row removed behind the pipeline's back makes the row-count check fail.
-    import psycopg2
-
+    # A key changed behind the pipeline's back: same row count, but the key digest differs.
     with psycopg2.connect(harness.pg_dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(f'DELETE FROM replica."{harness.database}__orders" WHERE id = 2')
+        cursor.execute(f'UPDATE replica."{harness.database}__orders" SET id = 20 WHERE id = 2')
     connection.close()
     evaluations = checks.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
     failed = {(e.asset_key.path[0], e.check_name) for e in evaluations if not e.passed}
-    assert (PG_SINK, "row_count_matches_source") in failed
+    assert failed == {(PG_SINK, "keys_match_source")}
+
+    # A row removed behind the pipeline's back makes the row-count check fail too.
+    with psycopg2.connect(harness.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(f'DELETE FROM replica."{harness.database}__orders" WHERE id = 20')
+    connection.close()
+    evaluations = checks.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
+    failed = {(e.asset_key.path[0], e.check_name) for e in evaluations if not e.passed}
+    assert (PG_SINK, "row_count_matches_source") in failed and (PG_SINK, "keys_match_source") in failed

@@ -122,6 +122,7 @@ def _measure_pipeline(phase: str, settings: MySqlConnectionSettings, start: Binl
     mapper = TypeMapper(sink.name, kind, []) if sink is not None else None
     position, rows = start, 0
     while position < end:
+        # One batch alive at a time, as in the job (one batch per run).
         batch = reader.read(position, max_rows=batch_rows, stop_at=end)
         if batch.end == position:
             break
@@ -130,6 +131,8 @@ def _measure_pipeline(phase: str, settings: MySqlConnectionSettings, start: Binl
         if mapper is not None:
             mapped = mapper.map_batch(masker.mask_batch(batch))
             sink.write(mapped, lambda rejections: None)
+            del mapped
+        del batch
     return rows
 
 

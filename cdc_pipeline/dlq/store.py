@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,31 +41,39 @@ class DeadLetterStore:
     def _table(self) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(DLQ_TABLE))
 
-    def connect(self) -> psycopg2.extensions.connection:
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor in one transaction, committed on success; the connection is closed either way."""
         connection = psycopg2.connect(self._dsn)
-        if not self._ready:
+        try:
             with connection, connection.cursor() as cursor:
-                cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
-                cursor.execute(
-                    sql.SQL(
-                        """CREATE TABLE IF NOT EXISTS {} (
-                        id bigserial PRIMARY KEY,
-                        source text NOT NULL,
-                        sink text NOT NULL,
-                        source_table text NOT NULL,
-                        op text NOT NULL,
-                        stage text NOT NULL,
-                        error text NOT NULL,
-                        position text NOT NULL,
-                        version bigint NOT NULL,
-                        payload jsonb NOT NULL,
-                        first_seen timestamptz NOT NULL DEFAULT now(),
-                        replay_attempts integer NOT NULL DEFAULT 0,
-                        UNIQUE (source, sink, source_table, version, op, stage))"""
-                    ).format(self._table())
-                )
-            self._ready = True
-        return connection
+                if not self._ready:
+                    self._create(cursor)
+                yield cursor
+            self._ready = True  # only once the CREATEs have committed
+        finally:
+            connection.close()
+
+    def _create(self, cursor: psycopg2.extensions.cursor) -> None:
+        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
+        cursor.execute(
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
+                id bigserial PRIMARY KEY,
+                source text NOT NULL,
+                sink text NOT NULL,
+                source_table text NOT NULL,
+                op text NOT NULL,
+                stage text NOT NULL,
+                error text NOT NULL,
+                position text NOT NULL,
+                version bigint NOT NULL,
+                payload jsonb NOT NULL,
+                first_seen timestamptz NOT NULL DEFAULT now(),
+                replay_attempts integer NOT NULL DEFAULT 0,
+                UNIQUE (source, sink, source_table, version, op, stage))"""
+            ).format(self._table())
+        )
 
     def record(self, source: str, rejections: Iterable[Rejection]) -> int:
         """Store rejections; recording the same event twice (a replayed batch) keeps one row."""
@@ -75,7 +84,7 @@ class DeadLetterStore:
         ]
         if not rows:
             return 0
-        with self.connect() as connection, connection.cursor() as cursor:
+        with self._transaction() as cursor:
             psycopg2.extras.execute_values(
                 cursor,
                 sql.SQL(
@@ -85,7 +94,6 @@ class DeadLetterStore:
                 rows,
                 page_size=1000,
             )
-        connection.close()
         return len(rows)
 
     def pending(self, source: str | None = None) -> list[DeadLetter]:
@@ -93,10 +101,9 @@ class DeadLetterStore:
             "SELECT id, source, sink, source_table, op, stage, error, position, version, payload FROM {}"
             " WHERE %(source)s::text IS NULL OR source = %(source)s ORDER BY version, id"
         ).format(self._table())
-        with self.connect() as connection, connection.cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute(query, {"source": source})
             rows = cursor.fetchall()
-        connection.close()
         return [
             DeadLetter(r[0], r[1], r[2], r[3], ChangeOp(r[4]), r[5], r[6], r[7], r[8], decode_row(r[9])) for r in rows
         ]
@@ -104,14 +111,13 @@ class DeadLetterStore:
     def resolve(self, ids: list[int]) -> None:
         if not ids:
             return
-        with self.connect() as connection, connection.cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._table()), (ids,))
-        connection.close()
 
     def mark_failed_again(self, failures: dict[int, str]) -> None:
         if not failures:
             return
-        with self.connect() as connection, connection.cursor() as cursor:
+        with self._transaction() as cursor:
             psycopg2.extras.execute_values(
                 cursor,
                 sql.SQL(
@@ -120,15 +126,13 @@ class DeadLetterStore:
                 ).format(self._table()).as_string(cursor),
                 list(failures.items()),
             )
-        connection.close()
 
     def counts(self) -> list[tuple[str, str, str, str, int]]:
         """(source_table, sink, stage, error, count) for the asset's metadata."""
         query = sql.SQL(
             "SELECT source_table, sink, stage, error, count(*) FROM {} GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC"
         ).format(self._table())
-        with self.connect() as connection, connection.cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute(query)
             rows = cursor.fetchall()
-        connection.close()
         return [(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]

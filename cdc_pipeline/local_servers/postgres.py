@@ -25,20 +25,21 @@ class LocalPostgres:
         parts = urlsplit(self._server.get_uri())
         return urlunsplit(parts._replace(path=f"/{database}"))
 
-    def create_database(self, name: str) -> str:
+    def _run_outside_transaction(self, statement: sql.Composed) -> None:
         connection = psycopg2.connect(self.dsn())
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        connection.close()
+        connection.autocommit = True  # CREATE/DROP DATABASE refuse to run in a transaction
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()
+
+    def create_database(self, name: str) -> str:
+        self._run_outside_transaction(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.dsn(name)
 
     def drop_database(self, name: str) -> None:
-        connection = psycopg2.connect(self.dsn())
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        connection.close()
+        self._run_outside_transaction(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def stop(self) -> None:
         if self._server is not None:

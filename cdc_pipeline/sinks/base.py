@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +46,29 @@ class Sink(Protocol):
     ) -> WriteResult: ...
 
     def table_stats(self, source_table: str) -> TableStats | None: ...
+
+    def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+        """The keys of the live (not deleted) rows, streamed."""
+        ...
+
+
+def write_rows_after_checkpoint(
+    batch: MappedBatch,
+    floor: int,
+    result: WriteResult,
+    write_table: Callable[[MappedTable, list[list[Any]], list[RowChange]], list[RowChange]],
+) -> None:
+    """Write each table's rows at or above `floor` with `write_table` (which returns the changes it
+    wrote), counting the delivered source changes per table into `result`."""
+    for qualified, table in batch.tables.items():
+        rows, changes = rows_after_checkpoint(table, floor)
+        result.skipped_already_applied += len(table.rows) - len(rows)
+        if not rows:
+            continue
+        written = write_table(table, rows, changes)
+        counts = result.rows_by_table.setdefault(qualified, Counter())
+        for change in written:
+            counts.update(table.delivered_ops(change))
 
 
 def rows_after_checkpoint(table: MappedTable, floor: int) -> tuple[list[list[Any]], list[RowChange]]:

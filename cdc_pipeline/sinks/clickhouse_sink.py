@@ -7,8 +7,7 @@ after. A crash in between replays the batch, whose rows carry the same `_version
 from __future__ import annotations
 
 import struct
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import clickhouse_connect
@@ -18,9 +17,9 @@ from clickhouse_connect.driver.exceptions import DataError, DatabaseError, Opera
 from cdc_pipeline.core.changes import Rejection, RowChange
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import BinlogPosition
-from cdc_pipeline.mapping.mapper import MappedBatch, sink_table_name
+from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, rows_after_checkpoint
+from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
@@ -101,17 +100,14 @@ class ClickHouseSink:
         result = WriteResult(self.name)
         stored = self.checkpoint(batch.source)
         floor = stored.version_floor if (stored is not None and advance_checkpoint) else 0
-        for qualified, table in batch.tables.items():
-            rows, changes = rows_after_checkpoint(table, floor)
-            result.skipped_already_applied += len(table.rows) - len(rows)
-            if not rows:
-                continue
+
+        def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
             self._ensure_table(table.layout)
             written = self._write_table(table.layout, rows, changes, result)
             crash_point("clickhouse_mid_write")
-            counts = result.rows_by_table.setdefault(qualified, Counter())
-            for change in written:
-                counts.update(table.delivered_ops(change))
+            return written
+
+        write_rows_after_checkpoint(batch, floor, result, write_table)
         record_rejections(result.rejections)
         crash_point("clickhouse_before_checkpoint")
         if advance_checkpoint and (stored is None or batch.end > stored):
@@ -160,3 +156,12 @@ class ClickHouseSink:
             f" WHERE {quote_identifier(DELETED_COLUMN)} = 0"
         ).result_rows[0]
         return TableStats(int(live), int(version_sum))
+
+    def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+        columns = ", ".join(quote_identifier(k) for k in key_columns)
+        with self.client.query_row_block_stream(
+            f"SELECT {columns} FROM {self._qualified(sink_table_name(source_table))} FINAL"
+            f" WHERE {quote_identifier(DELETED_COLUMN)} = 0"
+        ) as blocks:
+            for block in blocks:
+                yield from (tuple(row) for row in block)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -13,9 +13,9 @@ from psycopg2 import sql
 from cdc_pipeline.core.changes import Rejection, RowChange
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import BinlogPosition
-from cdc_pipeline.mapping.mapper import MappedBatch, sink_table_name
+from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, rows_after_checkpoint
+from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
@@ -38,8 +38,15 @@ class PostgresSink:
         self._schema = schema
         self._created: set[str] = set()
 
-    def _connect(self) -> psycopg2.extensions.connection:
-        return psycopg2.connect(self._dsn)
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor in one transaction, committed on success; the connection is closed either way."""
+        connection = psycopg2.connect(self._dsn)
+        try:
+            with connection, connection.cursor() as cursor:
+                yield cursor
+        finally:
+            connection.close()
 
     def _qualified(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
@@ -54,13 +61,12 @@ class PostgresSink:
         )
 
     def checkpoint(self, source: str) -> BinlogPosition | None:
-        with self._connect() as connection, connection.cursor() as cursor:
+        with self._transaction() as cursor:
             self._ensure_bookkeeping(cursor)
             cursor.execute(
                 sql.SQL("SELECT position FROM {} WHERE source = %s").format(self._qualified(CHECKPOINT_TABLE)), (source,)
             )
             row = cursor.fetchone()
-        connection.close()
         return BinlogPosition.parse(row[0]) if row else None
 
     def _ensure_table(self, cursor: psycopg2.extensions.cursor, layout: SinkTableLayout) -> None:
@@ -92,6 +98,21 @@ class PostgresSink:
         )
         self._created.add(layout.table_name)
 
+    def _lock_checkpoint(self, cursor: psycopg2.extensions.cursor, batch: MappedBatch) -> BinlogPosition:
+        """This sink's checkpoint for the batch's source, locked until the batch commits: two
+        writers of one source wait for each other instead of interleaving."""
+        cursor.execute(
+            sql.SQL("INSERT INTO {} (source, position) VALUES (%s, %s) ON CONFLICT (source) DO NOTHING").format(
+                self._qualified(CHECKPOINT_TABLE)
+            ),
+            (batch.source, str(batch.start)),
+        )
+        cursor.execute(
+            sql.SQL("SELECT position FROM {} WHERE source = %s FOR UPDATE").format(self._qualified(CHECKPOINT_TABLE)),
+            (batch.source,),
+        )
+        return BinlogPosition.parse(cursor.fetchone()[0])
+
     def _merge_statement(self, layout: SinkTableLayout, staging: str) -> sql.Composed:
         all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
         target = self._qualified(layout.table_name)
@@ -115,49 +136,31 @@ class PostgresSink:
         advance_checkpoint: bool = True,
     ) -> WriteResult:
         result = WriteResult(self.name)
-        connection = self._connect()
-        try:
-            with connection, connection.cursor() as cursor:
-                self._ensure_bookkeeping(cursor)
-                # Locking the checkpoint row serialises two writers of the same source.
+        with self._transaction() as cursor:
+            self._ensure_bookkeeping(cursor)
+            stored = self._lock_checkpoint(cursor, batch) if advance_checkpoint else None
+            floor = stored.version_floor if stored is not None else 0
+
+            def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
+                self._ensure_table(cursor, table.layout)
+                written = self._write_table(cursor, table.layout, rows, changes, result)
+                crash_point("postgres_mid_write")
+                return written
+
+            write_rows_after_checkpoint(batch, floor, result, write_table)
+            # Rejections are stored before the checkpoint commits, so none is lost in a crash.
+            record_rejections(result.rejections)
+            if stored is not None and batch.end > stored:
                 cursor.execute(
-                    sql.SQL("INSERT INTO {} (source, position) VALUES (%s, %s) ON CONFLICT (source) DO NOTHING").format(
+                    sql.SQL("UPDATE {} SET position = %s, updated_at = now() WHERE source = %s").format(
                         self._qualified(CHECKPOINT_TABLE)
                     ),
-                    (batch.source, str(batch.start)),
+                    (str(batch.end), batch.source),
                 )
-                cursor.execute(
-                    sql.SQL("SELECT position FROM {} WHERE source = %s FOR UPDATE").format(self._qualified(CHECKPOINT_TABLE)),
-                    (batch.source,),
-                )
-                stored = BinlogPosition.parse(cursor.fetchone()[0])
-                floor = stored.version_floor if advance_checkpoint else 0
-                for qualified, table in batch.tables.items():
-                    rows, changes = rows_after_checkpoint(table, floor)
-                    result.skipped_already_applied += len(table.rows) - len(rows)
-                    if not rows:
-                        continue
-                    self._ensure_table(cursor, table.layout)
-                    written = self._write_table(cursor, table.layout, rows, changes, result)
-                    crash_point("postgres_mid_write")
-                    counts = result.rows_by_table.setdefault(qualified, Counter())
-                    for change in written:
-                        counts.update(table.delivered_ops(change))
-                # Rejections are stored before the checkpoint commits, so none is lost in a crash.
-                record_rejections(result.rejections)
-                if advance_checkpoint and batch.end > stored:
-                    cursor.execute(
-                        sql.SQL("UPDATE {} SET position = %s, updated_at = now() WHERE source = %s").format(
-                            self._qualified(CHECKPOINT_TABLE)
-                        ),
-                        (str(batch.end), batch.source),
-                    )
-                    result.checkpoint = batch.end
-                    crash_point("postgres_before_commit")
-                else:
-                    result.checkpoint = stored
-        finally:
-            connection.close()
+                result.checkpoint = batch.end
+                crash_point("postgres_before_commit")
+            else:
+                result.checkpoint = stored
         return result
 
     def _write_table(
@@ -205,10 +208,9 @@ class PostgresSink:
 
     def table_stats(self, source_table: str) -> TableStats | None:
         table = self._qualified(sink_table_name(source_table))
-        with self._connect() as connection, connection.cursor() as cursor:
+        with self._transaction() as cursor:
             cursor.execute("SELECT to_regclass(%s)", (table.as_string(cursor),))
             if cursor.fetchone()[0] is None:
-                connection.close()
                 return None
             cursor.execute(
                 sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} WHERE NOT {}").format(
@@ -216,5 +218,21 @@ class PostgresSink:
                 )
             )
             live, version_sum = cursor.fetchone()
-        connection.close()
         return TableStats(int(live), int(version_sum))
+
+    def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+        connection = psycopg2.connect(self._dsn)
+        try:
+            # A named (server-side) cursor streams the keys instead of loading the table.
+            with connection, connection.cursor(name="cdc_live_keys") as cursor:
+                cursor.itersize = 10_000
+                cursor.execute(
+                    sql.SQL("SELECT {} FROM {} WHERE NOT {}").format(
+                        sql.SQL(", ").join(map(sql.Identifier, key_columns)),
+                        self._qualified(sink_table_name(source_table)),
+                        sql.Identifier(DELETED_COLUMN),
+                    )
+                )
+                yield from cursor
+        finally:
+            connection.close()

@@ -1,21 +1,26 @@
-"""Asset checks per sink table: live rows equal the source's, and the sinks hold the same versions."""
+"""Asset checks per sink table, comparing it with the source and with the other sinks.
 
+- row_count_matches_source: live rows in the sink == rows at the source;
+- keys_match_source: the same set of keys (an order-independent digest of the keys);
+- versions_match_other_sinks: same live rows and sum of `_version` as the other sinks.
+
+A difference is an error once the sink's checkpoint has reached the source's high-water mark, and
+only a warning while the sink lags (the difference is then expected).
+"""
 
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.key_digest import key_digest
+from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.replication.ops import sink_table_asset_key
-from cdc_pipeline.defs.resource_keys import sink_key, source_key
+from cdc_pipeline.defs.resource_keys import MASKING, sink_key, source_key
+from cdc_pipeline.defs.resources import MySqlSourceResource
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
+from cdc_pipeline.masking.masker import Masker
+from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
-
-
-def _source_row_count(source_resource: object, table: str) -> int:
-    database, _, name = table.partition(".")
-    quoted = f"`{database.replace('`', '``')}`.`{name.replace('`', '``')}`"
-    with source_resource.settings.connect() as connection, connection.cursor() as cursor:  # type: ignore[attr-defined]
-        cursor.execute(f"SELECT COUNT(*) FROM {quoted}")
-        return int(cursor.fetchone()[0])
 
 
 def build_sink_table_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefinition]:
@@ -24,9 +29,26 @@ def build_sink_table_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefi
         for table in configured_tables(pipeline, source_name):
             for sink_name in pipeline.sinks:
                 checks.append(_row_count_check(source_name, table, sink_name))
+                checks.append(_keys_check(source_name, table, sink_name, pipeline))
                 if len(pipeline.sinks) > 1:
                     checks.append(_sinks_agree_check(source_name, table, sink_name, list(pipeline.sinks)))
     return checks
+
+
+def _source_row_count(source: MySqlSourceResource, table: str) -> int:
+    database, _, name = table.partition(".")
+    with source.settings.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(database)}.{quote_identifier(name)}")
+        return int(cursor.fetchone()[0])
+
+
+def _sink_progress(source: MySqlSourceResource, sink: Sink, source_name: str) -> tuple[BinlogPosition, BinlogPosition | None]:
+    return current_binlog_position(source.settings), sink.checkpoint(source_name)
+
+
+def _severity(high_water: BinlogPosition, checkpoint: BinlogPosition | None) -> dg.AssetCheckSeverity:
+    caught_up = checkpoint is not None and checkpoint >= high_water
+    return dg.AssetCheckSeverity.ERROR if caught_up else dg.AssetCheckSeverity.WARN
 
 
 def _row_count_check(source_name: str, table: str, sink_name: str) -> dg.AssetChecksDefinition:
@@ -34,31 +56,66 @@ def _row_count_check(source_name: str, table: str, sink_name: str) -> dg.AssetCh
         asset=sink_table_asset_key(sink_name, table),
         name="row_count_matches_source",
         required_resource_keys={source_key(source_name), sink_key(sink_name)},
-        description="Live rows in the sink equal the source's row count, once the sink has caught up.",
+        description="Live rows in the sink equal the source's row count.",
     )
     def row_count_matches_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         source = getattr(context.resources, source_key(source_name))
         sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
-        high_water = current_binlog_position(source.settings)
-        checkpoint = sink.checkpoint(source_name)
+        high_water, checkpoint = _sink_progress(source, sink, source_name)
         stats = sink.table_stats(table)
         source_rows = _source_row_count(source, table)
         sink_rows = stats.live_rows if stats else 0
-        caught_up = checkpoint is not None and checkpoint >= high_water
         return dg.AssetCheckResult(
             passed=source_rows == sink_rows,
-            # While the sink lags, a difference is expected: warn, do not fail.
-            severity=dg.AssetCheckSeverity.ERROR if caught_up else dg.AssetCheckSeverity.WARN,
+            severity=_severity(high_water, checkpoint),
             metadata={
                 "source_rows": source_rows,
                 "sink_rows": sink_rows,
                 "sink_checkpoint": str(checkpoint),
                 "source_high_water_mark": str(high_water),
-                "caught_up": caught_up,
             },
         )
 
     return row_count_matches_source
+
+
+def _keys_check(source_name: str, table: str, sink_name: str, pipeline: PipelineConfig) -> dg.AssetChecksDefinition:
+    source_config = pipeline.sources[source_name]
+
+    @dg.asset_check(
+        asset=sink_table_asset_key(sink_name, table),
+        name="keys_match_source",
+        required_resource_keys={source_key(source_name), sink_key(sink_name), MASKING},
+        description="The sink holds exactly the source's keys (streamed, order-independent digest).",
+    )
+    def keys_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        source = getattr(context.resources, source_key(source_name))
+        sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
+        catalog: MySqlCatalog = source.catalog(source_config.tables, source_config.key_columns)
+        database, _, name = table.partition(".")
+        schema = catalog.table(database, name)
+        if schema is None or not schema.key_columns:
+            return dg.AssetCheckResult(passed=False, metadata={"reason": f"{table} has no key at the source"})
+        masked_keys = set(Masker(pipeline.masking, None).plan(table, list(schema.key_columns))) & set(schema.key_columns)
+        if masked_keys:
+            # Hashed keys cannot be compared with the source's; the count check still applies.
+            return dg.AssetCheckResult(passed=True, metadata={"skipped": f"key columns {sorted(masked_keys)} are masked"})
+        high_water, checkpoint = _sink_progress(source, sink, source_name)
+        at_source = key_digest(catalog.live_keys(schema))
+        in_sink = key_digest(sink.live_keys(table, schema.key_columns)) if sink.table_stats(table) else key_digest([])
+        return dg.AssetCheckResult(
+            passed=at_source == in_sink,
+            severity=_severity(high_water, checkpoint),
+            metadata={
+                "source_keys": at_source.count,
+                "sink_keys": in_sink.count,
+                "source_digest": f"{at_source.digest:016x}",
+                "sink_digest": f"{in_sink.digest:016x}",
+                "sink_checkpoint": str(checkpoint),
+            },
+        )
+
+    return keys_match_source
 
 
 def _sinks_agree_check(source_name: str, table: str, sink_name: str, sink_names: list[str]) -> dg.AssetChecksDefinition:
@@ -75,12 +132,11 @@ def _sinks_agree_check(source_name: str, table: str, sink_name: str, sink_names:
             stats = sink.table_stats(table)
             observed[name] = (str(sink.checkpoint(source_name)), stats.live_rows if stats else 0, stats.version_sum if stats else 0)
         mine = observed[sink_name]
+        # Sinks at another checkpoint are expected to differ; only those at this one are compared.
         comparable = {name: o for name, o in observed.items() if o[0] == mine[0]}
-        passed = all(o[1:] == mine[1:] for o in comparable.values())
         return dg.AssetCheckResult(
-            passed=passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={f"{name}": f"checkpoint {o[0]}, rows {o[1]}, version sum {o[2]}" for name, o in observed.items()},
+            passed=all(o[1:] == mine[1:] for o in comparable.values()),
+            metadata={name: f"checkpoint {o[0]}, rows {o[1]}, version sum {o[2]}" for name, o in observed.items()},
         )
 
     return versions_match_other_sinks

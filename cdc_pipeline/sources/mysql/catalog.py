@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pymysql.cursors
 
 from cdc_pipeline.config.models import TableSelection
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
@@ -90,3 +95,18 @@ class MySqlCatalog:
             )
         keys = tuple(self._key_overrides.get(f"{database}.{table}", primary_key))
         return TableSchema(database, table, tuple(columns), keys)
+
+    def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
+        """The table's keys, streamed with an unbuffered cursor."""
+        columns = ", ".join(quote_identifier(k) for k in schema.key_columns)
+        connection = pymysql.connect(**self._settings.as_pymysql_kwargs(), cursorclass=pymysql.cursors.SSCursor)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {columns} FROM {quote_identifier(schema.database)}.{quote_identifier(schema.name)}")
+                yield from cursor
+        finally:
+            connection.close()
+
+
+def quote_identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
