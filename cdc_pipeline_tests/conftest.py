@@ -17,7 +17,8 @@ _test_numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def worker_id_safe(worker_id: str = "main") -> str:
+def worker_name() -> str:
+    """xdist's worker id ('gw0', ...) or 'main': part of every per-test database name."""
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
@@ -46,17 +47,20 @@ def harness(
     mariadb: LocalMariaDb,
     postgres: LocalPostgres,
     chdb_dsn: str,
-    worker_id_safe: str,
+    worker_name: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[PipelineHarness]:
-    name = f"t_{worker_id_safe}_{next(_test_numbers)}"
+    name = f"t_{worker_name}_{next(_test_numbers)}"
     with mariadb.settings.connect() as connection, connection.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     pg_dsn = postgres.create_database(name)
     monkeypatch.setenv("CDC_TEST_PG_DSN", pg_dsn)
     monkeypatch.setenv("CDC_MASKING_KEY", MASKING_KEY)
-    yield PipelineHarness(mariadb, name, pg_dsn, chdb_dsn, tmp_path, {})
+    harness = PipelineHarness(mariadb, name, pg_dsn, chdb_dsn, tmp_path, {})
+    yield harness
     with mariadb.settings.connect() as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
     postgres.drop_database(name)
+    if not harness.clickhouse_in_subprocess:
+        harness.drop_clickhouse_database()

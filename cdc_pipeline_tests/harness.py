@@ -155,6 +155,10 @@ class PipelineHarness:
         )
         return pickle.loads(completed.stdout)
 
+    def drop_clickhouse_database(self) -> None:
+        sink = ClickHouseSinkResource(dsn=self.chdb_dsn, database=f"{self.database}_ch").sink(CH_SINK)
+        sink.client.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database + '_ch')}")
+
     def postgres_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self.source_column_types(table)
         view = f'"replica"."{sink_table_name(f"{self.database}.{table}")}_current"'

@@ -6,6 +6,7 @@ import dagster as dg
 import psycopg2
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.replication.jobs import SOURCE_TAG
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness
@@ -44,6 +45,26 @@ def test_sensor_requests_one_run_per_new_range_and_waits_for_the_running_one(har
         newer = str(current_binlog_position(harness.mariadb.settings))
         retried = _evaluate(harness, instance, cursor=newer)
         assert retried.run_requests[0].run_key == f"{SOURCE}:{newer}-{newer}:retry-of-{running.run_id}"
+
+
+def test_sensor_continues_a_run_that_stopped_at_the_batch_size(harness: PipelineHarness) -> None:
+    harness.source_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY)",
+        *[f"INSERT INTO t VALUES ({i})" for i in range(4)],  # four transactions
+    )
+    high_water = str(current_binlog_position(harness.mariadb.settings))
+    with dg.instance_for_test() as instance:
+        first = harness.replicate(instance=instance, stop_at=high_water, max_rows=2)
+        reached = instance.get_run_by_id(first.run_id).tags["cdc/reached"]
+        assert BinlogPosition.parse(reached) < BinlogPosition.parse(high_water)
+        assert len(harness.postgres_rows("t")) == 2
+        # No new binlog event since the sensor's cursor, yet the rest is requested.
+        tick = _evaluate(harness, instance, cursor=high_water)
+        (request,) = tick.run_requests
+        assert request.run_key == f"{SOURCE}:{reached}-{high_water}"
+        harness.replicate(instance=instance, stop_at=high_water, max_rows=2)
+        assert len(harness.postgres_rows("t")) == 4
+        assert "no new binlog events" in str(_evaluate(harness, instance, cursor=high_water).skip_message)
 
 
 def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness: PipelineHarness) -> None:

@@ -21,6 +21,9 @@ from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, oldest_binlog_position
 
 
+REACHED_TAG = "cdc/reached"
+
+
 class BatchWindow(dg.Config):
     """Where this run stops reading; the sensor sets it to the high-water mark it saw."""
 
@@ -65,6 +68,9 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
             stop_at=BinlogPosition.parse(config.stop_at) if config.stop_at else None,
         )
         crash_point("after_read")
+        # The sensor reads this tag: a run that stopped short of stop_at (batch size reached) is
+        # followed by another from here, even when no new binlog event arrives.
+        context.instance.add_run_tags(context.run_id, {REACHED_TAG: str(batch.end)})
         context.log.info(
             f"read {batch.row_count} row changes of {len(batch.tables)} tables from {batch.start} to {batch.end}"
             f" (sink checkpoints: { {k: str(v) for k, v in checkpoints.items()} })"

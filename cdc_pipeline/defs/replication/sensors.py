@@ -4,7 +4,9 @@
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.replication.jobs import SOURCE_TAG
+from cdc_pipeline.defs.replication.ops import REACHED_TAG
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 
@@ -35,19 +37,25 @@ def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: Pipel
         if latest is not None and latest.status in _IN_PROGRESS:
             return dg.SkipReason(f"run {latest.run_id} of {source_name} is still in progress")
         high_water = str(current_binlog_position(getattr(context.resources, source_key(source_name)).settings))
-        requested = context.cursor
         # The sink checkpoints are the truth (the run reads from them); the cursor only says what
-        # was last requested. A failed run is requested again under a new key naming the failure.
-        retry_of = latest.run_id if latest is not None and latest.status == dg.DagsterRunStatus.FAILURE else None
-        if requested == high_water and retry_of is None:
-            return dg.SkipReason(f"no new binlog events past {high_water}")
-        run_key = f"{source_name}:{requested or 'start'}-{high_water}" + (f":retry-of-{retry_of}" if retry_of else "")
+        # was last requested. A failed run is requested again under a new key naming the failure;
+        # a run that stopped at the batch size is continued from where it stopped.
+        start = context.cursor or "start"
+        suffix = ""
+        if latest is not None and latest.status == dg.DagsterRunStatus.FAILURE:
+            suffix = f":retry-of-{latest.run_id}"
+        elif context.cursor == high_water:
+            reached = latest.tags.get(REACHED_TAG) if latest is not None else None
+            if reached is None or BinlogPosition.parse(reached) >= BinlogPosition.parse(high_water):
+                return dg.SkipReason(f"no new binlog events past {high_water}")
+            start = reached
+        run_key = f"{source_name}:{start}-{high_water}{suffix}"
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
                     run_key=run_key,
                     run_config={"ops": {parse_op: {"config": {"stop_at": high_water}}}},
-                    tags={SOURCE_TAG: source_name, RANGE_TAG: f"{requested or 'start'}-{high_water}"},
+                    tags={SOURCE_TAG: source_name, RANGE_TAG: f"{start}-{high_water}"},
                 )
             ],
             cursor=high_water,
