@@ -12,7 +12,7 @@ from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DataError, DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
 from cdc_pipeline.core.changes import Rejection, RowChange
 from cdc_pipeline.core.fault_injection import crash_point
@@ -24,6 +24,10 @@ from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, wr
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
 _INSERT_CHUNK_ROWS = 100_000
+
+
+class ClickHouseSinkUnavailable(RuntimeError):
+    """The ClickHouse sink cannot be reached or opened; the run fails and is retried, no row is lost."""
 
 
 def quote_identifier(name: str) -> str:
@@ -49,7 +53,7 @@ class ClickHouseSink:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = clickhouse_connect.get_client(dsn=self._dsn)
+            self._client = self._open_client()
             self._client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self._database)}")
             self._client.command(
                 f"CREATE TABLE IF NOT EXISTS {self._qualified(CHECKPOINT_TABLE)}"
@@ -58,6 +62,20 @@ class ClickHouseSink:
                 " ENGINE = ReplacingMergeTree(updated_at) ORDER BY source"
             )
         return self._client
+
+    def _open_client(self) -> Client:
+        try:
+            return clickhouse_connect.get_client(dsn=self._dsn)
+        except ProgrammingError as error:
+            if not self._dsn.startswith("chdb:"):
+                raise
+            # chdb opens an on-disk path in one process at a time; say so instead of the engine's
+            # bare "Error initializing EmbeddedServer".
+            raise ClickHouseSinkUnavailable(
+                f"sink '{self.name}': the embedded ClickHouse at {self._dsn.removeprefix('chdb://')} cannot be opened"
+                " by this process. chdb serves a path to one process at a time: another run (or a check) is"
+                f" probably using it; retry when it ends, or use a ClickHouse server. ({error})"
+            ) from error
 
     def _qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
