@@ -88,3 +88,24 @@ def test_values_a_sink_cannot_hold_go_to_that_sinks_dlq_only(harness: PipelineHa
     assert (ch_sink, ch_stage) == (CH_SINK, "map") and "column valid_from" in ch_error and "1000-01-01" in ch_error
     assert [r["id"] for r in harness.postgres_rows("history")] == [1, 2]
     assert [r["id"] for r in harness.clickhouse_rows("history")] == [2, 3]
+
+
+def test_the_run_reports_dead_letters_on_the_sink_table_and_the_dlq_asset(harness: PipelineHarness) -> None:
+    harness.source_execute(
+        "CREATE TABLE places (id INT PRIMARY KEY, location POINT)",
+        "INSERT INTO places VALUES (1, ST_GeomFromText('POINT(1 2)')), (2, NULL)",
+    )
+    result = harness.replicate()
+    for sink in (CH_SINK, PG_SINK):
+        (materialization,) = [
+            m for m in result.asset_materializations_for_node(f"write_shop_to_{sink}")
+            if m.asset_key.path == [sink, f"{harness.database}__places"]
+        ]
+        assert materialization.metadata["dlq_count"].value == 2
+        assert materialization.metadata["rows_inserted"].value == 0
+    dlq_reports = [
+        m for node in (f"write_shop_to_{CH_SINK}", f"write_shop_to_{PG_SINK}")
+        for m in result.asset_materializations_for_node(node) if m.asset_key.path == ["dead_letter_queue"]
+    ]
+    # Each write step reports the queue after adding its letters: the later one sees all four.
+    assert sorted(m.metadata["dead_letters"].value for m in dlq_reports) == [2, 4]

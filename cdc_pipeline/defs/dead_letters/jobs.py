@@ -4,8 +4,8 @@
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.defs.dead_letters.assets import dead_letter_metadata
-from cdc_pipeline.defs.replication.ops import dead_letter_asset_key
+from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY
+from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.dlq.replay import replay_dead_letters
 
@@ -37,7 +37,7 @@ def build_replay_job(pipeline: PipelineConfig) -> dg.JobDefinition:
         masker = getattr(context.resources, MASKING).masker(pipeline.masking)
         result = replay_dead_letters(store, pipeline, sinks, schema_of, masker)
         context.log.info(f"replayed dead letters: {result.resolved} resolved, {result.still_failing} still failing")
-        context.log_event(dg.AssetMaterialization(asset_key=dead_letter_asset_key(), metadata=dead_letter_metadata(store)))
+        context.log_event(dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store)))
 
     @dg.job(
         name=REPLAY_JOB_NAME,

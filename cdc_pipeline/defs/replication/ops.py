@@ -15,8 +15,10 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY, sink_table_asset_key
+from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper, sink_table_name
+from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, oldest_binlog_position
 
@@ -29,14 +31,6 @@ class BatchWindow(dg.Config):
 
     stop_at: str | None = None
     max_rows: int | None = None
-
-
-def dead_letter_asset_key() -> dg.AssetKey:
-    return dg.AssetKey(["dead_letter_queue"])
-
-
-def sink_table_asset_key(sink_name: str, source_table: str) -> dg.AssetKey:
-    return dg.AssetKey([sink_name, sink_table_name(source_table)])
 
 
 def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.GraphDefinition:
@@ -87,9 +81,11 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
     @dg.op(name=f"dead_letter_{source_name}", required_resource_keys={DEAD_LETTER_QUEUE})
     def record_upstream_rejections(context: dg.OpExecutionContext, batch: ChangeBatch) -> ChangeBatch:
         """Parse/mask failures concern every sink: store them before any sink checkpoint passes them."""
-        recorded = getattr(context.resources, DEAD_LETTER_QUEUE).store().record(source_name, batch.rejections)
+        store = getattr(context.resources, DEAD_LETTER_QUEUE).store()
+        recorded = store.record(source_name, batch.rejections)
         if recorded:
             context.log.warning(f"{recorded} events sent to the DLQ: {_reasons(batch.rejections)}")
+            context.log_event(dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store)))
         context.add_output_metadata({"dead_lettered": recorded})
         return batch
 
@@ -137,8 +133,10 @@ def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
         )
         crash_point(f"after_sink_{sink_name}")
         lag = round(time.time() - mapped.last_commit_ts, 3) if mapped.last_commit_ts else 0.0
-        failed = Counter(r.table for r in [*mapped.rejections, *result.rejections])
-        for table, counts in result.rows_by_table.items():
+        rejections = [*mapped.rejections, *result.rejections]
+        failed = Counter(r.table for r in rejections)
+        for table in sorted(result.rows_by_table.keys() | failed.keys()):
+            counts = result.rows_by_table.get(table, Counter())
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key=sink_table_asset_key(sink_name, table),
@@ -152,6 +150,9 @@ def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
                     },
                 )
             )
+        if failed:
+            context.log.warning(f"{sum(failed.values())} events sent to the DLQ for {sink_name}: {_reasons(rejections)}")
+            context.log_event(dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(dead_letters)))
         context.log.info(
             f"{sink_name}: wrote {sum(sum(c.values()) for c in result.rows_by_table.values())} rows,"
             f" skipped {result.skipped_already_applied} already applied, {sum(failed.values())} to the DLQ;"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.defs.replication.ops import sink_table_asset_key
+from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 
 
 def configured_tables(pipeline: PipelineConfig, source_name: str) -> list[str]:

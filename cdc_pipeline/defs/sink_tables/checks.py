@@ -13,7 +13,7 @@ import dagster as dg
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.key_digest import key_digest
 from cdc_pipeline.core.positions import BinlogPosition
-from cdc_pipeline.defs.replication.ops import sink_table_asset_key
+from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import MySqlSourceResource
 from cdc_pipeline.defs.sink_tables.assets import configured_tables

@@ -1,0 +1,12 @@
+"""Asset keys, in one place: the ops report materializations of the assets the definitions declare."""
+
+import dagster as dg
+
+from cdc_pipeline.mapping.mapper import sink_table_name
+
+DEAD_LETTER_QUEUE_KEY = dg.AssetKey(["dead_letter_queue"])
+
+
+def sink_table_asset_key(sink_name: str, source_table: str) -> dg.AssetKey:
+    """`[sink, database__table]`: one asset per table per sink."""
+    return dg.AssetKey([sink_name, sink_table_name(source_table)])
