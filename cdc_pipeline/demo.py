@@ -9,6 +9,7 @@ the replication job into ClickHouse (embedded chdb) and PostgreSQL on the Dagste
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import secrets
@@ -21,6 +22,7 @@ import yaml
 
 from cdc_pipeline.config.loading import CONFIG_PATH_ENV, load_pipeline_config
 from cdc_pipeline.defs.builder import build_definitions
+from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.mapping.mapper import sink_table_name
@@ -48,13 +50,23 @@ def _change_the_shop(mariadb: LocalMariaDb, rng: random.Random, round_number: in
             cursor.execute(
                 "INSERT INTO shop.customers (full_name, email, phone, birth_date, home_address, created_at)"
                 " VALUES (%s, %s, %s, %s, %s, NOW(6))",
-                (f"Customer {n}", f"customer{n}@example.com", f"+1-555-{n % 10000:04d}",
-                 f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}", f"{n} Main Street"),
+                (
+                    f"Customer {n}",
+                    f"customer{n}@example.com",
+                    f"+1-555-{n % 10000:04d}",
+                    f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}",
+                    f"{n} Main Street",
+                ),
             )
             customer = cursor.lastrowid
             cursor.execute(
-                "INSERT INTO shop.orders (customer_id, status, total, placed_at, items) VALUES (%s, 'new', %s, NOW(6), %s)",
-                (customer, f"{rng.randrange(100, 99999) / 100:.2f}", '{"sku": "A-%d", "qty": %d}' % (n, rng.randrange(1, 5))),
+                "INSERT INTO shop.orders (customer_id, status, total, placed_at, items)"
+                " VALUES (%s, 'new', %s, NOW(6), %s)",
+                (
+                    customer,
+                    f"{rng.randrange(100, 99999) / 100:.2f}",
+                    json.dumps({"sku": f"A-{n}", "qty": rng.randrange(1, 5)}),
+                ),
             )
         cursor.execute("UPDATE shop.orders SET status = 'paid' WHERE status = 'new' AND id % 2 = 0")
         cursor.execute(
@@ -69,8 +81,14 @@ def _change_the_shop(mariadb: LocalMariaDb, rng: random.Random, round_number: in
 
 def _write_config(data: Path, mariadb: LocalMariaDb) -> Path:
     config = {
-        "sources": {"shop": {"host": "127.0.0.1", "port": mariadb.port, "user": "root", "tables": {
-            "include": [f"shop.{t}" for t in TABLES]}}},
+        "sources": {
+            "shop": {
+                "host": "127.0.0.1",
+                "port": mariadb.port,
+                "user": "root",
+                "tables": {"include": [f"shop.{t}" for t in TABLES]},
+            }
+        },
         "sinks": {
             "warehouse": {"kind": "clickhouse", "dsn": f"chdb://{data / 'chdb'}", "database": "shop_replica"},
             "analytics": {"kind": "postgres", "dsn_env": "CDC_DEMO_PG_DSN", "schema": "shop_replica"},
@@ -84,10 +102,15 @@ def _write_config(data: Path, mariadb: LocalMariaDb) -> Path:
     return path
 
 
-def _summary(mariadb: LocalMariaDb, pg_dsn: str, definitions: dg.Definitions) -> list[str]:
+def _summary(mariadb: LocalMariaDb, pg_dsn: str, chdb_dsn: str) -> list[str]:
     lines = [f"{'table':<12}{'source':>8}{'clickhouse':>12}{'postgres':>10}"]
-    clickhouse = definitions.resources["sink_warehouse"].sink("warehouse")  # type: ignore[union-attr]
-    with mariadb.settings.connect() as my, my.cursor() as cursor, psycopg2.connect(pg_dsn) as pg, pg.cursor() as pg_cursor:
+    clickhouse = ClickHouseSinkResource(dsn=chdb_dsn, database="shop_replica").sink("warehouse")
+    with (
+        mariadb.settings.connect() as my,
+        my.cursor() as cursor,
+        psycopg2.connect(pg_dsn) as pg,
+        pg.cursor() as pg_cursor,
+    ):
         for table in TABLES:
             cursor.execute(f"SELECT COUNT(*) FROM shop.`{table}`")
             name = sink_table_name(f"shop.{table}")
@@ -128,14 +151,16 @@ def main() -> None:
             for round_number in range(args.rounds):
                 _change_the_shop(mariadb, rng, round_number)
                 result = job.execute_in_process(instance=instance)
-                print(f"round {round_number + 1}/{args.rounds}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+                outcome_text = "succeeded" if result.success else "FAILED"
+                print(f"round {round_number + 1}/{args.rounds}: run {result.run_id} {outcome_text}")
             checks = definitions.resolve_implicit_global_asset_job_def().get_subset(
                 asset_check_selection=set(definitions.resolve_asset_graph().asset_check_keys)
             )
             outcome = checks.execute_in_process(instance=instance, raise_on_error=False)
-        print("\n".join(_summary(mariadb, os.environ["CDC_DEMO_PG_DSN"], definitions)))
+        print("\n".join(_summary(mariadb, os.environ["CDC_DEMO_PG_DSN"], f"chdb://{data / 'chdb'}")))
         for evaluation in outcome.get_asset_check_evaluations():
-            print(f"check {'/'.join(evaluation.asset_key.path)} {evaluation.check_name}: {'passed' if evaluation.passed else 'FAILED'}")
+            verdict = "passed" if evaluation.passed else "FAILED"
+            print(f"check {'/'.join(evaluation.asset_key.path)} {evaluation.check_name}: {verdict}")
         print(f"\nDagster instance: {dagster_home} (runs, materializations and checks are there for `dagster dev`)")
     finally:
         postgres.stop()

@@ -139,7 +139,7 @@ class PipelineHarness:
         with self.mariadb.settings.connect() as connection, connection.cursor() as cursor:
             cursor.execute(f"SELECT * FROM `{self.database}`.`{table}` ORDER BY `{key}`")
             names = [d[0] for d in cursor.description]
-            return [{n: canonical(types[n], v) for n, v in zip(names, row)} for row in cursor.fetchall()]
+            return [{n: canonical(types[n], v) for n, v in zip(names, row, strict=False)} for row in cursor.fetchall()]
 
     def clickhouse_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self.source_column_types(table)
@@ -167,7 +167,7 @@ class PipelineHarness:
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
         connection.close()
-        return [{n: canonical(types[n], v) for n, v in zip(names, row)} for row in rows]
+        return [{n: canonical(types[n], v) for n, v in zip(names, row, strict=False)} for row in rows]
 
     def dead_letters(self) -> list[tuple[str, str, str, str, Any]]:
         with psycopg2.connect(self.pg_dsn) as connection, connection.cursor() as cursor:
@@ -184,13 +184,19 @@ def read_clickhouse_rows(
     chdb_dsn: str, database: str, source_table: str, types: dict[str, str], key: str
 ) -> list[dict[str, Any]]:
     sink = ClickHouseSinkResource(dsn=chdb_dsn, database=database).sink(CH_SINK)
-    expressions = [f"hex({quote_identifier(n)})" if t in BINARY_TYPES else quote_identifier(n) for n, t in types.items()]
+    expressions = [
+        f"hex({quote_identifier(n)})" if t in BINARY_TYPES else quote_identifier(n) for n, t in types.items()
+    ]
     view = f"{quote_identifier(database)}.{quote_identifier(sink_table_name(source_table) + '_current')}"
-    rows = sink.client.query(f"SELECT {', '.join(expressions)} FROM {view} ORDER BY {quote_identifier(key)}").result_rows
+    rows = sink.client.query(
+        f"SELECT {', '.join(expressions)} FROM {view} ORDER BY {quote_identifier(key)}"
+    ).result_rows
     return [
         {
-            name: canonical(data_type, bytes.fromhex(value) if (data_type in BINARY_TYPES and value is not None) else value)
-            for (name, data_type), value in zip(types.items(), row)
+            name: canonical(
+                data_type, bytes.fromhex(value) if (data_type in BINARY_TYPES and value is not None) else value
+            )
+            for (name, data_type), value in zip(types.items(), row, strict=False)
         }
         for row in rows
     ]
@@ -208,10 +214,12 @@ def canonical(data_type: str, value: Any) -> Any:
             return int.from_bytes(value, "big")
         return int(value, 2) if isinstance(value, str) else int(value)
     if data_type in ("datetime", "timestamp") and isinstance(value, dt.datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
     if data_type == "time":
         if isinstance(value, dt.time):
-            return dt.timedelta(hours=value.hour, minutes=value.minute, seconds=value.second, microseconds=value.microsecond)
+            return dt.timedelta(
+                hours=value.hour, minutes=value.minute, seconds=value.second, microseconds=value.microsecond
+            )
         return value
     if data_type == "json":
         return json.loads(value) if isinstance(value, str) else value
@@ -221,7 +229,9 @@ def canonical(data_type: str, value: Any) -> Any:
         return bytes(value)
     if data_type == "set" and not isinstance(value, str):
         return ",".join(sorted(value))
-    if data_type in ("char", "varchar", "text", "tinytext", "mediumtext", "longtext", "enum", "set") and isinstance(value, bytes):
+    if data_type in ("char", "varchar", "text", "tinytext", "mediumtext", "longtext", "enum", "set") and isinstance(
+        value, bytes
+    ):
         return value.decode()
     return value
 
@@ -229,9 +239,10 @@ def canonical(data_type: str, value: Any) -> Any:
 def assert_same_rows(actual: list[dict[str, Any]], expected: list[dict[str, Any]], where: str) -> None:
     """Row-by-row equality, reporting the first differing cells rather than a truncated repr."""
     differences = []
-    for index, (got, want) in enumerate(zip(actual, expected)):
+    for index, (got, want) in enumerate(zip(actual, expected, strict=False)):
         for column in want:
             if got.get(column, "<missing>") != want[column]:
-                differences.append(f"row {index} column {column}: {where} has {got.get(column, '<missing>')!r}, source {want[column]!r}")
+                found = got.get(column, "<missing>")
+                differences.append(f"row {index} column {column}: {where} has {found!r}, source {want[column]!r}")
     assert len(actual) == len(expected), f"{where} has {len(actual)} rows, source {len(expected)}"
     assert not differences, "\n".join(differences[:20])

@@ -23,7 +23,9 @@ ClickHouseSink("warehouse", sys.argv[1], "db").checkpoint("shop")
 
 def test_a_chdb_path_held_by_another_process_gives_a_clear_error(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'chdb'}"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, dsn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, dsn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         second = subprocess.run([sys.executable, "-c", OPEN, dsn], capture_output=True, text=True, timeout=120)

@@ -34,7 +34,11 @@ def test_a_valid_config_loads_with_defaults() -> None:
         (("kind: clickhouse", "kind: bigquery"), "sinks.warehouse", "expected tags: 'clickhouse', 'postgres'"),
         (("host: 127.0.0.1", "hots: 127.0.0.1"), "sources.shop.hots", "Extra inputs are not permitted"),
         (('"shop.*"', '"shop"'), "sources.shop.tables.include", "must have the form 'database.table'"),
-        (("dsn_env: ANALYTICS_DSN}\ndlq", "dsn_env: 1-bad}\ndlq"), "sinks.analytics.postgres.dsn_env", "String should match pattern"),
+        (
+            ("dsn_env: ANALYTICS_DSN}\ndlq", "dsn_env: 1-bad}\ndlq"),
+            "sinks.analytics.postgres.dsn_env",
+            "String should match pattern",
+        ),
         (("dlq: {dsn_env: ANALYTICS_DSN}", ""), "dlq", "Field required"),
     ],
 )

@@ -23,7 +23,9 @@ CRASH_POINTS = [
 ]
 
 
-def run_replication_cli(harness: PipelineHarness, dagster_home: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_replication_cli(
+    harness: PipelineHarness, dagster_home: Path, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CDC_PIPELINE_CONFIG": str(harness.write_config_file()), "DAGSTER_HOME": str(dagster_home)}
     env.pop(CRASH_AT_ENV, None)
     if crash_at is not None:

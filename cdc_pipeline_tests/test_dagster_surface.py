@@ -15,7 +15,9 @@ from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness
 def _evaluate(harness: PipelineHarness, instance: dg.DagsterInstance, cursor: str | None) -> SensorExecutionData:
     definitions = harness.definitions()
     sensor = definitions.resolve_sensor_def(f"{SOURCE}_binlog_sensor")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=harness.resources(), definitions=definitions)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=harness.resources(), definitions=definitions
+    )
     return sensor.evaluate_tick(context)
 
 
@@ -69,7 +71,9 @@ def test_sensor_continues_a_run_that_stopped_at_the_batch_size(harness: Pipeline
 
 def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness: PipelineHarness) -> None:
     table = f"{harness.database}.orders"
-    harness.extra_config["sources"] = {"shop": {**harness.config_dict()["sources"]["shop"], "tables": {"include": [table]}}}
+    harness.extra_config["sources"] = {
+        "shop": {**harness.config_dict()["sources"]["shop"], "tables": {"include": [table]}}
+    }
     harness.source_execute(
         "CREATE TABLE orders (id INT PRIMARY KEY, total DECIMAL(10,2))",
         "INSERT INTO orders VALUES (1, 10.00), (2, 20.00), (3, 30.00)",
@@ -80,7 +84,8 @@ def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness:
     high_water = str(current_binlog_position(harness.mariadb.settings))
     for sink in (CH_SINK, PG_SINK):
         (materialization,) = [
-            m for m in result.asset_materializations_for_node(f"write_{SOURCE}_to_{sink}")
+            m
+            for m in result.asset_materializations_for_node(f"write_{SOURCE}_to_{sink}")
             if m.asset_key.path == [sink, f"{harness.database}__orders"]
         ]
         metadata = {k: v.value for k, v in materialization.metadata.items()}
@@ -92,13 +97,21 @@ def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness:
 
     definitions = harness.definitions()
     check_keys = [
-        key for key in definitions.resolve_asset_graph().asset_check_keys if key.asset_key.path[-1] == f"{harness.database}__orders"
+        key
+        for key in definitions.resolve_asset_graph().asset_check_keys
+        if key.asset_key.path[-1] == f"{harness.database}__orders"
     ]
-    assert {k.name for k in check_keys} == {"row_count_matches_source", "keys_match_source", "versions_match_other_sinks"}
+    assert {k.name for k in check_keys} == {
+        "row_count_matches_source",
+        "keys_match_source",
+        "versions_match_other_sinks",
+    }
     checks = definitions.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=set(check_keys))
     outcome = checks.execute_in_process()
     evaluations = outcome.get_asset_check_evaluations()
-    assert len(evaluations) == 6 and all(e.passed for e in evaluations), [(e.check_name, e.metadata) for e in evaluations]
+    assert len(evaluations) == 6 and all(e.passed for e in evaluations), [
+        (e.check_name, e.metadata) for e in evaluations
+    ]
     by_name = {(e.asset_key.path[0], e.check_name): e for e in evaluations}
     assert by_name[(PG_SINK, "row_count_matches_source")].metadata["source_rows"].value == 2
 

@@ -9,10 +9,16 @@ from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness, assert
 
 
 def _letters_by(harness: PipelineHarness, table: str) -> list[tuple[str, str, str]]:
-    return [(sink, stage, error) for t, sink, stage, error, _ in harness.dead_letters() if t == f"{harness.database}.{table}"]
+    return [
+        (sink, stage, error)
+        for t, sink, stage, error, _ in harness.dead_letters()
+        if t == f"{harness.database}.{table}"
+    ]
 
 
-def test_table_without_primary_key_is_dead_lettered_then_replayed_after_key_columns_are_set(harness: PipelineHarness) -> None:
+def test_table_without_primary_key_is_dead_lettered_then_replayed_after_key_columns_are_set(
+    harness: PipelineHarness,
+) -> None:
     harness.source_execute(
         "CREATE TABLE events (event_id INT NOT NULL, kind VARCHAR(16))",
         "CREATE TABLE neighbour (id INT PRIMARY KEY, v VARCHAR(16))",
@@ -22,21 +28,33 @@ def test_table_without_primary_key_is_dead_lettered_then_replayed_after_key_colu
     harness.replicate()
     letters = _letters_by(harness, "events")
     assert len(letters) == 2
-    assert all(sink == "" and stage == "parse" and "has no primary key" in error and "key_columns" in error for sink, stage, error in letters)
+    assert all(
+        sink == "" and stage == "parse" and "has no primary key" in error and "key_columns" in error
+        for sink, stage, error in letters
+    )
     assert_same_rows(harness.postgres_rows("neighbour"), harness.source_rows("neighbour"), "PostgreSQL")
     assert_same_rows(harness.clickhouse_rows("neighbour"), harness.source_rows("neighbour"), "ClickHouse")
 
     # The operator names the key columns, then re-drives the DLQ.
     harness.extra_config["sources"] = {
-        "shop": {**harness.config_dict()["sources"]["shop"], "key_columns": {f"{harness.database}.events": ["event_id"]}}
+        "shop": {
+            **harness.config_dict()["sources"]["shop"],
+            "key_columns": {f"{harness.database}.events": ["event_id"]},
+        }
     }
     harness.replay_dead_letters()
     assert _letters_by(harness, "events") == []
-    assert_same_rows(harness.postgres_rows("events", "event_id"), harness.source_rows("events", "event_id"), "PostgreSQL")
-    assert_same_rows(harness.clickhouse_rows("events", "event_id"), harness.source_rows("events", "event_id"), "ClickHouse")
+    assert_same_rows(
+        harness.postgres_rows("events", "event_id"), harness.source_rows("events", "event_id"), "PostgreSQL"
+    )
+    assert_same_rows(
+        harness.clickhouse_rows("events", "event_id"), harness.source_rows("events", "event_id"), "ClickHouse"
+    )
 
 
-def test_unsupported_type_is_dead_lettered_per_sink_then_replayed_after_a_type_override(harness: PipelineHarness) -> None:
+def test_unsupported_type_is_dead_lettered_per_sink_then_replayed_after_a_type_override(
+    harness: PipelineHarness,
+) -> None:
     harness.source_execute(
         "CREATE TABLE places (id INT PRIMARY KEY, label VARCHAR(20), location POINT)",
         "CREATE TABLE neighbour (id INT PRIMARY KEY, v VARCHAR(16))",
@@ -98,14 +116,17 @@ def test_the_run_reports_dead_letters_on_the_sink_table_and_the_dlq_asset(harnes
     result = harness.replicate()
     for sink in (CH_SINK, PG_SINK):
         (materialization,) = [
-            m for m in result.asset_materializations_for_node(f"write_shop_to_{sink}")
+            m
+            for m in result.asset_materializations_for_node(f"write_shop_to_{sink}")
             if m.asset_key.path == [sink, f"{harness.database}__places"]
         ]
         assert materialization.metadata["dlq_count"].value == 2
         assert materialization.metadata["rows_inserted"].value == 0
     dlq_reports = [
-        m for node in (f"write_shop_to_{CH_SINK}", f"write_shop_to_{PG_SINK}")
-        for m in result.asset_materializations_for_node(node) if m.asset_key.path == ["dead_letter_queue"]
+        m
+        for node in (f"write_shop_to_{CH_SINK}", f"write_shop_to_{PG_SINK}")
+        for m in result.asset_materializations_for_node(node)
+        if m.asset_key.path == ["dead_letter_queue"]
     ]
     # Each write step reports the queue after adding its letters: the later one sees all four.
     assert sorted(m.metadata["dead_letters"].value for m in dlq_reports) == [2, 4]

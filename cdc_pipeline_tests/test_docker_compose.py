@@ -19,8 +19,12 @@ def test_compose_file_matches_the_pipeline_config_it_ships_with() -> None:
     assert {"mysql", "clickhouse", "postgres", "dagster-webserver", "dagster-daemon"} <= set(services)
 
     mysql_flags = set(services["mysql"]["command"])
-    for flag in ("--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
-                 "--binlog-transaction-compression=OFF"):
+    for flag in (
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--binlog-row-metadata=FULL",
+        "--binlog-transaction-compression=OFF",
+    ):
         assert flag in mysql_flags
     source = config.sources["shop"]
     assert source.host == "mysql" and str(source.port) == services["mysql"]["ports"][0].split(":")[1]

@@ -97,18 +97,24 @@ def test_transactions_are_never_split_across_batches(harness: PipelineHarness) -
     assert_same_rows(harness.clickhouse_rows("t"), harness.source_rows("t"), "ClickHouse")
 
 
-
 def test_negative_and_fractional_times_at_every_precision(harness: PipelineHarness) -> None:
     precisions = range(0, 7)
     columns = ", ".join(f"t{p} TIME({p})" for p in precisions)
-    values = ["-838:59:59", "838:59:59", "-00:00:00.1", "-12:34:56.789012", "-00:00:59.999999", "-01:00:00.000001",
-              "00:00:00", "-00:00:01", "23:59:59.5", "-100:00:00.05"]
+    values = [
+        "-838:59:59",
+        "838:59:59",
+        "-00:00:00.1",
+        "-12:34:56.789012",
+        "-00:00:59.999999",
+        "-01:00:00.000001",
+        "00:00:00",
+        "-00:00:01",
+        "23:59:59.5",
+        "-100:00:00.05",
+    ]
     harness.source_execute(
         f"CREATE TABLE times (id INT PRIMARY KEY, {columns})",
-        *[
-            f"INSERT INTO times VALUES ({i}, {', '.join(repr(v) for _ in precisions)})"
-            for i, v in enumerate(values)
-        ],
+        *[f"INSERT INTO times VALUES ({i}, {', '.join(repr(v) for _ in precisions)})" for i, v in enumerate(values)],
     )
     harness.replicate()
     source = harness.source_rows("times")

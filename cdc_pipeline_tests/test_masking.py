@@ -18,12 +18,29 @@ from cdc_pipeline_tests.harness import CH_SINK, PipelineHarness
 @pytest.mark.parametrize(
     ("column", "expected"),
     [
-        ("email", "email"), ("contact_email", "email"), ("emailAddress", "email"), ("email_address", "email"),
-        ("phone_number", "phone"), ("mobile", "phone"), ("ssn", "ssn"), ("social_security_no", "ssn"),
-        ("home_address", "address"), ("street", "address"), ("ip_address", "ip_address"), ("client_ip", "ip_address"),
-        ("card_number", "card_number"), ("credit_card", "card_number"), ("birth_date", "birth_date"), ("dob", "birth_date"),
-        ("mrn", "medical_record"), ("medical_record_number", "medical_record"), ("diagnosis", "diagnosis"),
-        ("icd10", "diagnosis"), ("prescription", "prescription"), ("patient_id", "patient_id"), ("PatientId", "patient_id"),
+        ("email", "email"),
+        ("contact_email", "email"),
+        ("emailAddress", "email"),
+        ("email_address", "email"),
+        ("phone_number", "phone"),
+        ("mobile", "phone"),
+        ("ssn", "ssn"),
+        ("social_security_no", "ssn"),
+        ("home_address", "address"),
+        ("street", "address"),
+        ("ip_address", "ip_address"),
+        ("client_ip", "ip_address"),
+        ("card_number", "card_number"),
+        ("credit_card", "card_number"),
+        ("birth_date", "birth_date"),
+        ("dob", "birth_date"),
+        ("mrn", "medical_record"),
+        ("medical_record_number", "medical_record"),
+        ("diagnosis", "diagnosis"),
+        ("icd10", "diagnosis"),
+        ("prescription", "prescription"),
+        ("patient_id", "patient_id"),
+        ("PatientId", "patient_id"),
     ],
 )
 def test_pii_and_phi_columns_are_recognised_by_name(column: str, expected: str) -> None:
@@ -31,7 +48,9 @@ def test_pii_and_phi_columns_are_recognised_by_name(column: str, expected: str) 
     assert found is not None and found.name == expected
 
 
-@pytest.mark.parametrize("column", ["id", "zip_code", "shipped_at", "description", "tips", "recipe", "address_count_total_x"][:6])
+@pytest.mark.parametrize(
+    "column", ["id", "zip_code", "shipped_at", "description", "tips", "recipe", "address_count_total_x"][:6]
+)
 def test_ordinary_columns_are_not_classified(column: str) -> None:
     assert classify_column(column) is None
 
@@ -57,8 +76,16 @@ def test_each_action_masks_as_configured() -> None:
     )
     masker = Masker(config, "key")
     plan = masker.plan("db.t", ["id", "h", "k", "r", "c", "n"])
-    assert {c: m.action for c, m in plan.items()} == {"h": "hash", "k": "token", "r": "redact", "c": "truncate", "n": "null"}
-    schema = masker.masked_schema(_schema(_column("id", "int"), _column("h", "int"), _column("r"), _column("c"), _column("n", "date")))
+    assert {c: m.action for c, m in plan.items()} == {
+        "h": "hash",
+        "k": "token",
+        "r": "redact",
+        "c": "truncate",
+        "n": "null",
+    }
+    schema = masker.masked_schema(
+        _schema(_column("id", "int"), _column("h", "int"), _column("r"), _column("c"), _column("n", "date"))
+    )
     assert schema.column("h").masked_as_text and schema.column("h").data_type == "varchar"
     assert schema.column("n").nullable and schema.column("n").data_type == "date"
 

@@ -36,9 +36,11 @@ def test_compiled_decoder_equals_the_library_on_every_type_and_change_kind(harne
     for table, changes in compiled.tables.items():
         expected = library.tables[table].changes
         assert len(changes.changes) == len(expected) > 0
-        for got, want in zip(changes.changes, expected):
+        for got, want in zip(changes.changes, expected, strict=False):
             assert (got.op, got.version, got.position) == (want.op, want.version, want.position)
-            assert got.values == want.values, {k: (v, want.values[k]) for k, v in got.values.items() if v != want.values[k]}
+            assert got.values == want.values, {
+                k: (v, want.values[k]) for k, v in got.values.items() if v != want.values[k]
+            }
 
 
 def test_tables_the_decoder_does_not_know_fall_back_to_the_library(harness: PipelineHarness) -> None:

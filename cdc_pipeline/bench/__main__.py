@@ -56,11 +56,18 @@ def generate_workload(settings: MySqlConnectionSettings, rows: int) -> dict[str,
         chunk = 1000
         for start in range(0, rows, chunk):
             values = [
-                (i, i % 9973, i % 50 + 1, f"{i % 1000}.{i % 100:02d}", f"{i * 3 % 100000}.{i % 10000:04d}",
-                 f"SKU-{i:08d}", None if i % 7 == 0 else f"note for order {i} with some text",
-                 f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d} 12:{i % 60:02d}:{i % 60:02d}.{i % 1000000:06d}",
-                 None if i % 3 == 0 else f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d} 18:00:00",
-                 json.dumps({"gift": i % 2 == 0, "tags": ["a", "b"][: i % 3], "weight": i % 17 / 4}))
+                (
+                    i,
+                    i % 9973,
+                    i % 50 + 1,
+                    f"{i % 1000}.{i % 100:02d}",
+                    f"{i * 3 % 100000}.{i % 10000:04d}",
+                    f"SKU-{i:08d}",
+                    None if i % 7 == 0 else f"note for order {i} with some text",
+                    f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d} 12:{i % 60:02d}:{i % 60:02d}.{i % 1000000:06d}",
+                    None if i % 3 == 0 else f"2024-{i % 12 + 1:02d}-{i % 28 + 1:02d} 18:00:00",
+                    json.dumps({"gift": i % 2 == 0, "tags": ["a", "b"][: i % 3], "weight": i % 17 / 4}),
+                )
                 for i in range(start, min(start + chunk, rows))
             ]
             cursor.execute("BEGIN")
@@ -89,8 +96,12 @@ def _measure_reference(settings: MySqlConnectionSettings, start: BinlogPosition,
     from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
     stream = BinLogStreamReader(
-        connection_settings=settings.as_pymysql_kwargs(), server_id=9001, resume_stream=True,
-        log_file=start.file, log_pos=start.pos, blocking=False,
+        connection_settings=settings.as_pymysql_kwargs(),
+        server_id=9001,
+        resume_stream=True,
+        log_file=start.file,
+        log_pos=start.pos,
+        blocking=False,
         only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
     )
     rows = 0
@@ -102,8 +113,14 @@ def _measure_reference(settings: MySqlConnectionSettings, start: BinlogPosition,
     return rows
 
 
-def _measure_pipeline(phase: str, settings: MySqlConnectionSettings, start: BinlogPosition, end: BinlogPosition,
-                      batch_rows: int, sink_target: str) -> int:
+def _measure_pipeline(
+    phase: str,
+    settings: MySqlConnectionSettings,
+    start: BinlogPosition,
+    end: BinlogPosition,
+    batch_rows: int,
+    sink_target: str,
+) -> int:
     from cdc_pipeline.mapping.mapper import TypeMapper
     from cdc_pipeline.masking.masker import Masker
     from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
@@ -114,12 +131,14 @@ def _measure_pipeline(phase: str, settings: MySqlConnectionSettings, start: Binl
     catalog = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"]))
     reader = BinlogBatchReader("bench", settings, 9002, catalog)
     masker = Masker(MaskingConfig(), "bench-key")
-    sink: Any = None
+    sink: ClickHouseSink | PostgresSink | None = None
+    mapper: TypeMapper | None = None
     if phase == "clickhouse":
-        sink, kind = ClickHouseSink("warehouse", sink_target, "bench"), "clickhouse"
+        sink = ClickHouseSink("warehouse", sink_target, "bench")
+        mapper = TypeMapper(sink.name, "clickhouse", [])
     elif phase == "postgres":
-        sink, kind = PostgresSink("analytics", sink_target, "bench"), "postgres"
-    mapper = TypeMapper(sink.name, kind, []) if sink is not None else None
+        sink = PostgresSink("analytics", sink_target, "bench")
+        mapper = TypeMapper(sink.name, "postgres", [])
     position, rows = start, 0
     while position < end:
         # One batch alive at a time, as in the job (one batch per run).
@@ -128,7 +147,7 @@ def _measure_pipeline(phase: str, settings: MySqlConnectionSettings, start: Binl
             break
         rows += batch.row_count
         position = batch.end
-        if mapper is not None:
+        if mapper is not None and sink is not None:
             mapped = mapper.map_batch(masker.mask_batch(batch))
             sink.write(mapped, lambda rejections: None)
             del mapped
@@ -169,15 +188,30 @@ def run_benchmark(args: argparse.Namespace) -> None:
                     elif phase == "postgres":
                         target = postgres.create_database(f"bench_{run}")
                     command = [
-                        sys.executable, "-m", "cdc_pipeline.bench", "--measure", phase, "--port", str(mariadb.port),
-                        "--start", workload["start"], "--end", workload["end"], "--batch-rows", str(args.batch_rows),
-                        "--sink-target", target,
+                        sys.executable,
+                        "-m",
+                        "cdc_pipeline.bench",
+                        "--measure",
+                        phase,
+                        "--port",
+                        str(mariadb.port),
+                        "--start",
+                        workload["start"],
+                        "--end",
+                        workload["end"],
+                        "--batch-rows",
+                        str(args.batch_rows),
+                        "--sink-target",
+                        target,
                     ]
                     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                     measured = json.loads(output.strip().splitlines()[-1])
                     results[phase].append(measured)
-                    print(f"  run {run + 1} {phase:<10} {measured['rows'] / measured['seconds']:>10,.0f} rows/s"
-                          f"  peak {measured['peak_rss_mib']:.0f} MiB", flush=True)
+                    print(
+                        f"  run {run + 1} {phase:<10} {measured['rows'] / measured['seconds']:>10,.0f} rows/s"
+                        f"  peak {measured['peak_rss_mib']:.0f} MiB",
+                        flush=True,
+                    )
             report(results, workload, args)
         finally:
             postgres.stop()
@@ -190,7 +224,10 @@ def report(results: dict[str, list[dict[str, float]]], workload: dict[str, Any],
 
     reference = median_rate("reference")
     print()
-    print(f"workload: {workload['changes']:,} row changes; batch size {args.batch_rows:,} rows; median of {args.runs} runs")
+    print(
+        f"workload: {workload['changes']:,} row changes; batch size {args.batch_rows:,} rows;"
+        f" median of {args.runs} runs"
+    )
     print(f"{'measurement':<34}{'rows/s':>12}{'vs reference':>14}{'peak RSS MiB':>14}")
     labels = {
         "reference": "bare mysql-replication iteration",

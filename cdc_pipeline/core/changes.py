@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
 
 
-class ChangeOp(str, Enum):
+class ChangeOp(StrEnum):
     """What happened to the row at the source; inserts and updates are both upserts in the sinks."""
 
     INSERT = "insert"

@@ -33,7 +33,7 @@ def canonical_key_part(value: Any) -> str:
         return bytes(value).hex()
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         return str((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds)

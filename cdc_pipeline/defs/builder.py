@@ -40,7 +40,9 @@ def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
             resources[sink_key(name)] = ClickHouseSinkResource(dsn=dsn, database=sink.database)
         else:
             resources[sink_key(name)] = PostgresSinkResource(dsn=dg.EnvVar(sink.dsn_env), schema_name=sink.schema_name)
-    resources[DEAD_LETTER_QUEUE] = DeadLetterQueueResource(dsn=dg.EnvVar(pipeline.dlq.dsn_env), schema_name=pipeline.dlq.schema_name)
+    resources[DEAD_LETTER_QUEUE] = DeadLetterQueueResource(
+        dsn=dg.EnvVar(pipeline.dlq.dsn_env), schema_name=pipeline.dlq.schema_name
+    )
     resources[MASKING] = MaskingResource(hmac_key=dg.EnvVar(pipeline.masking.hmac_key_env))
     return resources
 

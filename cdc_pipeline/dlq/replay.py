@@ -71,9 +71,7 @@ def replay_dead_letters(
             mapped = TypeMapper(sink_name, pipeline.sinks[sink_name].kind, pipeline.type_overrides).map_batch(batch)
             write_rejections: list[Rejection] = []
             sink.write(mapped, write_rejections.extend, advance_checkpoint=False)
-            outcome[sink_name] = {
-                _identity(r.version, r.op.value): r for r in [*mapped.rejections, *write_rejections]
-            }
+            outcome[sink_name] = {_identity(r.version, r.op.value): r for r in [*mapped.rejections, *write_rejections]}
         for letter in replayable:
             key = _identity(letter.version, letter.op.value)
             failures = {
@@ -85,8 +83,7 @@ def replay_dead_letters(
                 failed_again[letter.id] = failures[letter.sink].error
             else:
                 # It now fails in fewer sinks, or differently: keep one sink-specific letter per failure.
-                for sink_name, rejection in failures.items():
-                    new_rejections[source].append(rejection)
+                new_rejections[source].extend(failures.values())
                 resolved.append(letter.id)
 
     for source, rejections in new_rejections.items():
@@ -115,7 +112,7 @@ def _masked_schema_or_problem(
 def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> ChangeBatch:
     changes = [
         RowChange(letter.op, dict(letter.values), letter.version, letter.position, 0)
-        for letter in sorted(letters, key=lambda l: l.version)
+        for letter in sorted(letters, key=lambda letter: letter.version)
     ]
     # Payloads are masked already; only columns that still exist are replayed.
     names = set(schema.column_names)

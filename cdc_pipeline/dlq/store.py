@@ -78,8 +78,17 @@ class DeadLetterStore:
     def record(self, source: str, rejections: Iterable[Rejection]) -> int:
         """Store rejections; recording the same event twice (a replayed batch) keeps one row."""
         rows = [
-            (source, r.sink or "", r.table, r.op.value, r.stage, r.error, r.position, r.version,
-             json.dumps(encode_row(r.payload), ensure_ascii=False))
+            (
+                source,
+                r.sink or "",
+                r.table,
+                r.op.value,
+                r.stage,
+                r.error,
+                r.position,
+                r.version,
+                json.dumps(encode_row(r.payload), ensure_ascii=False),
+            )
             for r in rejections
         ]
         if not rows:
@@ -90,7 +99,9 @@ class DeadLetterStore:
                 sql.SQL(
                     "INSERT INTO {} (source, sink, source_table, op, stage, error, position, version, payload)"
                     " VALUES %s ON CONFLICT DO NOTHING"
-                ).format(self._table()).as_string(cursor),
+                )
+                .format(self._table())
+                .as_string(cursor),
                 rows,
                 page_size=1000,
             )
@@ -123,7 +134,9 @@ class DeadLetterStore:
                 sql.SQL(
                     "UPDATE {} AS d SET error = v.error, replay_attempts = d.replay_attempts + 1"
                     " FROM (VALUES %s) AS v(id, error) WHERE d.id = v.id"
-                ).format(self._table()).as_string(cursor),
+                )
+                .format(self._table())
+                .as_string(cursor),
                 list(failures.items()),
             )
 

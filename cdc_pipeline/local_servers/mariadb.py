@@ -51,8 +51,16 @@ class LocalMariaDb:
         log = self.base_dir / "mariadbd.log"
         installed = subprocess.run(
             # --force and --skip-name-resolve: no host name look-up, which can fail on a closed network.
-            [install, "--no-defaults", f"--datadir={data}", "--user=root", "--auth-root-authentication-method=normal",
-             "--skip-name-resolve", "--force", "--skip-test-db"],
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-name-resolve",
+                "--force",
+                "--skip-test-db",
+            ],
             capture_output=True,
             text=True,
         )
@@ -64,10 +72,19 @@ class LocalMariaDb:
         with log.open("ab") as log_file:
             self._process = subprocess.Popen(
                 [
-                    server, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={self.port}",
-                    "--bind-address=127.0.0.1", f"--socket={self.base_dir / 'mariadbd.sock'}",
-                    f"--pid-file={self.base_dir / 'mariadbd.pid'}", f"--server-id={self._server_id}",
-                    "--skip-name-resolve", "--innodb-buffer-pool-size=128M", *BINLOG_FLAGS, *self._extra_flags,
+                    server,
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    "--user=root",
+                    f"--port={self.port}",
+                    "--bind-address=127.0.0.1",
+                    f"--socket={self.base_dir / 'mariadbd.sock'}",
+                    f"--pid-file={self.base_dir / 'mariadbd.pid'}",
+                    f"--server-id={self._server_id}",
+                    "--skip-name-resolve",
+                    "--innodb-buffer-pool-size=128M",
+                    *BINLOG_FLAGS,
+                    *self._extra_flags,
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -79,9 +96,11 @@ class LocalMariaDb:
             try:
                 pymysql.connect(**self.settings.as_pymysql_kwargs()).close()
                 return self
-            except pymysql.err.OperationalError:
+            except pymysql.err.OperationalError as error:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"mariadbd did not accept connections within {timeout_seconds}s; see {log}")
+                    raise RuntimeError(
+                        f"mariadbd did not accept connections within {timeout_seconds}s; see {log}"
+                    ) from error
                 time.sleep(0.1)
 
     def stop(self) -> None:

@@ -13,7 +13,17 @@ _INTEGER_WIDTHS = {"tinyint": 8, "smallint": 16, "mediumint": 32, "int": 32, "in
 _TEXT = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "set", "json"})
 _BINARY = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 _SPATIAL = frozenset(
-    {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection", "geomcollection"}
+    {
+        "geometry",
+        "point",
+        "linestring",
+        "polygon",
+        "multipoint",
+        "multilinestring",
+        "multipolygon",
+        "geometrycollection",
+        "geomcollection",
+    }
 )
 # DateTime64 and Date32 cover 1900-01-01 .. 2299-12-31; MySQL allows 1000 .. 9999.
 _MIN_DATE, _MAX_DATE = dt.date(1900, 1, 1), dt.date(2299, 12, 31)
@@ -33,7 +43,7 @@ def _check_date(value: dt.date, sink_type: str) -> None:
 
 
 def _datetime_converter(sink_type: str) -> Converter:
-    utc = dt.timezone.utc
+    utc = dt.UTC
 
     def convert(value: dt.datetime) -> dt.datetime:
         if not _MIN_DATE.year <= value.year <= _MAX_DATE.year:

@@ -60,9 +60,7 @@ class TypeMapper:
     def __init__(self, sink_name: str, sink_kind: SinkKind, overrides: list[TypeOverride]) -> None:
         self.sink_name = sink_name
         self._column_mapper = _COLUMN_MAPPERS[sink_kind]
-        self._overrides = {
-            (o.table, o.column): o.type for o in overrides if o.sink is None or o.sink == sink_name
-        }
+        self._overrides = {(o.table, o.column): o.type for o in overrides if o.sink is None or o.sink == sink_name}
 
     def layout(self, schema: TableSchema) -> SinkTableLayout:
         columns: list[SinkColumn] = []
@@ -72,7 +70,9 @@ class TypeMapper:
                 columns.append(self._column_mapper(column, column.name in schema.key_columns, override))
             except TypeNotMappable as error:
                 raise TypeNotMappable(f"table {schema.qualified_name}, column {column.name}: {error}") from None
-        return SinkTableLayout(schema.qualified_name, sink_table_name(schema.qualified_name), tuple(columns), schema.key_columns)
+        return SinkTableLayout(
+            schema.qualified_name, sink_table_name(schema.qualified_name), tuple(columns), schema.key_columns
+        )
 
     def map_batch(self, batch: ChangeBatch) -> MappedBatch:
         if not batch.masked:
@@ -88,12 +88,16 @@ class TypeMapper:
         return mapped
 
     def _reject(self, qualified: str, change: RowChange, error: str) -> Rejection:
-        return Rejection("map", qualified, change.op, error, change.position, change.version, change.values, self.sink_name)
+        return Rejection(
+            "map", qualified, change.op, error, change.position, change.version, change.values, self.sink_name
+        )
 
     def _map_table(self, layout: SinkTableLayout, changes: list[RowChange], rejections: list[Rejection]) -> MappedTable:
         table = MappedTable(layout)
         names = layout.column_names
-        converting = [(index, column.name, column.convert) for index, column in enumerate(layout.columns) if column.convert]
+        converting = [
+            (index, column.name, column.convert) for index, column in enumerate(layout.columns) if column.convert
+        ]
         key_columns = layout.key_columns
         # Later changes to a key supersede earlier ones within the batch: only the last is written.
         latest: dict[tuple[Any, ...], RowChange] = {}
@@ -108,7 +112,9 @@ class TypeMapper:
             latest[key] = change
         for key, change in latest.items():
             if None in key:
-                rejections.append(self._reject(layout.source_table, change, f"key column(s) {list(key_columns)} hold NULL"))
+                rejections.append(
+                    self._reject(layout.source_table, change, f"key column(s) {list(key_columns)} hold NULL")
+                )
                 continue
             values = change.values
             row = [values[name] for name in names]
@@ -121,7 +127,9 @@ class TypeMapper:
                         except ValueNotMappable as error:
                             raise ValueNotMappable(f"column {name}: {error}") from None
                         except (TypeError, ValueError, AttributeError) as error:
-                            raise ValueNotMappable(f"column {name}: cannot convert {type(value).__name__}: {error}") from None
+                            raise ValueNotMappable(
+                                f"column {name}: cannot convert {type(value).__name__}: {error}"
+                            ) from None
             except ValueNotMappable as error:
                 rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
                 continue

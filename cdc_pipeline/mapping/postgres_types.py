@@ -12,7 +12,17 @@ from cdc_pipeline.mapping.sink_types import Converter, SinkColumn, TypeNotMappab
 _TEXT = frozenset({"tinytext", "text", "mediumtext", "longtext", "enum", "set"})
 _BINARY = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 _SPATIAL = frozenset(
-    {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection", "geomcollection"}
+    {
+        "geometry",
+        "point",
+        "linestring",
+        "polygon",
+        "multipoint",
+        "multilinestring",
+        "multipolygon",
+        "geometrycollection",
+        "geomcollection",
+    }
 )
 # signed, unsigned
 _INTEGER_TYPES = {

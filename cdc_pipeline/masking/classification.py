@@ -29,7 +29,9 @@ PII_CLASSES: tuple[PiiClass, ...] = (
         "token",
         (("card", "number"), ("card", "no"), ("cc", "number"), ("credit", "card"), ("pan",), ("card", "num")),
     ),
-    PiiClass("birth_date", "null", (("birth", "date"), ("birthdate",), ("dob",), ("date", "of", "birth"), ("birthday",))),
+    PiiClass(
+        "birth_date", "null", (("birth", "date"), ("birthdate",), ("dob",), ("date", "of", "birth"), ("birthday",))
+    ),
     PiiClass("medical_record", "token", (("mrn",), ("medical", "record"))),
     PiiClass("patient_id", "token", (("patient", "id"), ("patientid",))),
     PiiClass("diagnosis", "redact", (("diagnosis",), ("diagnoses",), ("icd",), ("icd10",))),

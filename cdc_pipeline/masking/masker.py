@@ -98,7 +98,8 @@ class Masker:
                     raise MaskingError(f"{where}: 'truncate' applies to text or binary columns, not {data_type}")
             if mask.action in ("hash", "token") and self._key is None:
                 raise MaskingError(
-                    f"{where}: action '{mask.action}' needs the HMAC key in ${self._config.hmac_key_env}, which is not set"
+                    f"{where}: action '{mask.action}' needs the HMAC key in ${self._config.hmac_key_env},"
+                    " which is not set"
                 )
 
     # -- the values ------------------------------------------------------------------------------
@@ -112,7 +113,9 @@ class Masker:
             assert key is not None
             # A separate derivation so a token cannot be matched against a hash of the same value.
             token_key = hmac.new(key, b"cdc-token", hashlib.sha256).digest()
-            return lambda v: None if v is None else "tok_" + hmac.new(token_key, _value_bytes(v), hashlib.sha256).hexdigest()[:20]
+            return lambda v: (
+                None if v is None else "tok_" + hmac.new(token_key, _value_bytes(v), hashlib.sha256).hexdigest()[:20]
+            )
         if mask.action == "redact":
             return lambda v: None if v is None else REDACTED
         if mask.action == "null":
@@ -130,7 +133,9 @@ class Masker:
                 plan = self.plan(qualified, table.schema.column_names)
                 for change in table.changes:
                     payload = {k: (UNMASKABLE if k in plan else v) for k, v in change.values.items()}
-                    batch.rejections.append(Rejection("mask", qualified, change.op, str(error), change.position, change.version, payload))
+                    batch.rejections.append(
+                        Rejection("mask", qualified, change.op, str(error), change.position, change.version, payload)
+                    )
                 continue
             functions = {
                 column: self._mask_function(mask)

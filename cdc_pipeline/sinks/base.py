@@ -75,7 +75,7 @@ def rows_after_checkpoint(table: MappedTable, floor: int) -> tuple[list[list[Any
     """Drop the rows this sink already holds: their versions are below its checkpoint."""
     if not table.changes or table.changes[0].version >= floor:
         return table.rows, table.changes
-    kept = [(row, change) for row, change in zip(table.rows, table.changes) if change.version >= floor]
+    kept = [(row, change) for row, change in zip(table.rows, table.changes, strict=False) if change.version >= floor]
     return [row for row, _ in kept], [change for _, change in kept]
 
 

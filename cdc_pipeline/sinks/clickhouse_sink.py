@@ -152,8 +152,16 @@ class ClickHouseSink:
         def reject(change: RowChange, error: str) -> None:
             rejected.add(id(change))
             result.rejections.append(
-                Rejection("write", layout.source_table, change.op, f"{self.name}: {error}", change.position,
-                          change.version, change.values, self.name)
+                Rejection(
+                    "write",
+                    layout.source_table,
+                    change.op,
+                    f"{self.name}: {error}",
+                    change.position,
+                    change.version,
+                    change.values,
+                    self.name,
+                )
             )
 
         for start in range(0, len(rows), _INSERT_CHUNK_ROWS):

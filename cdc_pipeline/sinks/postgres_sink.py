@@ -64,7 +64,8 @@ class PostgresSink:
         with self._transaction() as cursor:
             self._ensure_bookkeeping(cursor)
             cursor.execute(
-                sql.SQL("SELECT position FROM {} WHERE source = %s").format(self._qualified(CHECKPOINT_TABLE)), (source,)
+                sql.SQL("SELECT position FROM {} WHERE source = %s").format(self._qualified(CHECKPOINT_TABLE)),
+                (source,),
             )
             row = cursor.fetchone()
         return BinlogPosition.parse(row[0]) if row else None
@@ -81,7 +82,9 @@ class PostgresSink:
         ]
         column_sql.append(sql.SQL("{} bigint NOT NULL").format(sql.Identifier(VERSION_COLUMN)))
         column_sql.append(sql.SQL("{} boolean NOT NULL DEFAULT false").format(sql.Identifier(DELETED_COLUMN)))
-        column_sql.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, layout.key_columns))))
+        column_sql.append(
+            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, layout.key_columns)))
+        )
         cursor.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
                 self._qualified(layout.table_name), sql.SQL(", ").join(column_sql)
@@ -116,7 +119,9 @@ class PostgresSink:
     def _merge_statement(self, layout: SinkTableLayout, staging: str) -> sql.Composed:
         all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
         target = self._qualified(layout.table_name)
-        updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in all_columns if c not in layout.key_columns]
+        updates = [
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in all_columns if c not in layout.key_columns
+        ]
         return sql.SQL(
             "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staging}"
             " ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE t.{version} < EXCLUDED.{version}"
@@ -178,10 +183,14 @@ class PostgresSink:
             )
         )
         merge = self._merge_statement(layout, staging)
-        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(staging),
-            sql.SQL(", ").join(map(sql.Identifier, [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN])),
-        ).as_string(cursor)
+        copy = (
+            sql.SQL("COPY {} ({}) FROM STDIN")
+            .format(
+                sql.Identifier(staging),
+                sql.SQL(", ").join(map(sql.Identifier, [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN])),
+            )
+            .as_string(cursor)
+        )
         truncate = sql.SQL("TRUNCATE {}").format(sql.Identifier(staging))
         rejected: set[int] = set()
 
@@ -199,8 +208,16 @@ class PostgresSink:
         def reject(change: RowChange, error: str) -> None:
             rejected.add(id(change))
             result.rejections.append(
-                Rejection("write", layout.source_table, change.op, f"{self.name}: {error}", change.position,
-                          change.version, change.values, self.name)
+                Rejection(
+                    "write",
+                    layout.source_table,
+                    change.op,
+                    f"{self.name}: {error}",
+                    change.position,
+                    change.version,
+                    change.values,
+                    self.name,
+                )
             )
 
         bisect_failures(rows, changes, attempt, reject, _is_data_error)

@@ -1,6 +1,5 @@
 """The DLQ as an asset: its metadata counts dead letters by table, sink, stage and reason."""
 
-
 import dagster as dg
 
 from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY
@@ -13,7 +12,9 @@ from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE
     required_resource_keys={DEAD_LETTER_QUEUE},
     group_name="dead_letters",
     kinds={"postgres"},
-    description="Events that could not be parsed, masked, mapped or written, kept masked with stage, error and position.",
+    description=(
+        "Events that could not be parsed, masked, mapped or written, kept masked with stage, error and position."
+    ),
 )
 def dead_letter_queue(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=dead_letter_metadata(getattr(context.resources, DEAD_LETTER_QUEUE).store()))

@@ -1,6 +1,5 @@
 """The replay job: re-drives dead letters through map and write after a config or mapping fix."""
 
-
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
@@ -37,7 +36,9 @@ def build_replay_job(pipeline: PipelineConfig) -> dg.JobDefinition:
         masker = getattr(context.resources, MASKING).masker(pipeline.masking)
         result = replay_dead_letters(store, pipeline, sinks, schema_of, masker)
         context.log.info(f"replayed dead letters: {result.resolved} resolved, {result.still_failing} still failing")
-        context.log_event(dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store)))
+        context.log_event(
+            dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store))
+        )
 
     @dg.job(
         name=REPLAY_JOB_NAME,

@@ -4,7 +4,6 @@ The job runs in one process with an in-memory IO manager: rows move between ops 
 so unmasked values never reach Dagster's storage.
 """
 
-
 import time
 from collections import Counter
 from typing import Any
@@ -21,7 +20,6 @@ from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key
 from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, oldest_binlog_position
-
 
 REACHED_TAG = "cdc/reached"
 
@@ -45,7 +43,9 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
     def parse(context: dg.OpExecutionContext, config: BatchWindow) -> ChangeBatch:
         source = getattr(context.resources, source_key(source_name))
         check_binlog_settings(source.settings)
-        checkpoints = {name: getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name) for name in sink_names}
+        checkpoints = {
+            name: getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name) for name in sink_names
+        }
         known = [position for position in checkpoints.values() if position is not None]
         # A sink without a checkpoint starts from the oldest binlog the server still has.
         start = min(known) if len(known) == len(checkpoints) else oldest_binlog_position(source.settings)
@@ -85,7 +85,9 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
         recorded = store.record(source_name, batch.rejections)
         if recorded:
             context.log.warning(f"{recorded} events sent to the DLQ: {_reasons(batch.rejections)}")
-            context.log_event(dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store)))
+            context.log_event(
+                dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store))
+            )
         context.add_output_metadata({"dead_lettered": recorded})
         return batch
 
@@ -151,11 +153,16 @@ def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
                 )
             )
         if failed:
-            context.log.warning(f"{sum(failed.values())} events sent to the DLQ for {sink_name}: {_reasons(rejections)}")
-            context.log_event(dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(dead_letters)))
+            context.log.warning(
+                f"{sum(failed.values())} events sent to the DLQ for {sink_name}: {_reasons(rejections)}"
+            )
+            context.log_event(
+                dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(dead_letters))
+            )
         context.log.info(
             f"{sink_name}: wrote {sum(sum(c.values()) for c in result.rows_by_table.values())} rows,"
             f" skipped {result.skipped_already_applied} already applied, {sum(failed.values())} to the DLQ;"
             f" checkpoint {result.checkpoint}"
         )
+
     return write

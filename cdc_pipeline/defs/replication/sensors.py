@@ -1,6 +1,5 @@
 """A sensor per source: reads only the binlog high-water mark and requests one run at a time."""
 
-
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig

@@ -23,7 +23,7 @@ def build_sink_table_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
                 specs.append(
                     dg.AssetSpec(
                         key=sink_table_asset_key(sink_name, table),
-                        description=f"{table} from source '{source_name}', replicated into {sink.kind} sink '{sink_name}'",
+                        description=f"{table} from source '{source_name}', replicated into {sink.kind} '{sink_name}'",
                         group_name=sink_name,
                         kinds={sink.kind, "mysql"},
                         metadata={"source": source_name, "source_table": table},

@@ -42,7 +42,9 @@ def _source_row_count(source: MySqlSourceResource, table: str) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _sink_progress(source: MySqlSourceResource, sink: Sink, source_name: str) -> tuple[BinlogPosition, BinlogPosition | None]:
+def _sink_progress(
+    source: MySqlSourceResource, sink: Sink, source_name: str
+) -> tuple[BinlogPosition, BinlogPosition | None]:
     return current_binlog_position(source.settings), sink.checkpoint(source_name)
 
 
@@ -96,10 +98,14 @@ def _keys_check(source_name: str, table: str, sink_name: str, pipeline: Pipeline
         schema = catalog.table(database, name)
         if schema is None or not schema.key_columns:
             return dg.AssetCheckResult(passed=False, metadata={"reason": f"{table} has no key at the source"})
-        masked_keys = set(Masker(pipeline.masking, None).plan(table, list(schema.key_columns))) & set(schema.key_columns)
+        masked_keys = set(Masker(pipeline.masking, None).plan(table, list(schema.key_columns))) & set(
+            schema.key_columns
+        )
         if masked_keys:
             # Hashed keys cannot be compared with the source's; the count check still applies.
-            return dg.AssetCheckResult(passed=True, metadata={"skipped": f"key columns {sorted(masked_keys)} are masked"})
+            return dg.AssetCheckResult(
+                passed=True, metadata={"skipped": f"key columns {sorted(masked_keys)} are masked"}
+            )
         high_water, checkpoint = _sink_progress(source, sink, source_name)
         at_source = key_digest(catalog.live_keys(schema))
         in_sink = key_digest(sink.live_keys(table, schema.key_columns)) if sink.table_stats(table) else key_digest([])
@@ -130,7 +136,11 @@ def _sinks_agree_check(source_name: str, table: str, sink_name: str, sink_names:
         for name in sink_names:
             sink = getattr(context.resources, sink_key(name)).sink(name)
             stats = sink.table_stats(table)
-            observed[name] = (str(sink.checkpoint(source_name)), stats.live_rows if stats else 0, stats.version_sum if stats else 0)
+            observed[name] = (
+                str(sink.checkpoint(source_name)),
+                stats.live_rows if stats else 0,
+                stats.version_sum if stats else 0,
+            )
         mine = observed[sink_name]
         # Sinks at another checkpoint are expected to differ; only those at this one are compared.
         comparable = {name: o for name, o in observed.items() if o[0] == mine[0]}

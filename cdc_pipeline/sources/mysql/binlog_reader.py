@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.constants import NONE_SOURCE
 from pymysqlreplication.event import NotImplementedEvent, QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
@@ -17,6 +14,7 @@ from cdc_pipeline.core.positions import BinlogPosition, row_version
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.library_values import ValueFix, apply_none_sources, value_normalisers
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
 
 # MariaDB's compressed query/row events (0xA5-0xAB) and MySQL's TRANSACTION_PAYLOAD_EVENT (0x28):
@@ -45,7 +43,7 @@ class BinlogBatchReader:
         self._settings = settings
         self._server_id = server_id
         self._catalog = catalog
-        self._normaliser_cache: dict[str, tuple[TableSchema, list[tuple[str, Callable[[Any], Any]]]]] = {}
+        self._normaliser_cache: dict[str, tuple[TableSchema, list[tuple[str, ValueFix]]]] = {}
         self._decoders: dict[tuple[int, str], tuple[TableSchema, CompiledRowDecoder | None]] = {}
 
     def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
@@ -102,7 +100,7 @@ class BinlogBatchReader:
         # Rows of a transaction whose commit was not read yet stay out: the next batch reads them again.
         return batch
 
-    def _normalisers(self, schema: TableSchema) -> list[tuple[str, Callable[[Any], Any]]]:
+    def _normalisers(self, schema: TableSchema) -> list[tuple[str, ValueFix]]:
         cached = self._normaliser_cache.get(schema.qualified_name)
         if cached is None or cached[0] is not schema:
             cached = (schema, value_normalisers(schema))
@@ -129,9 +127,10 @@ class BinlogBatchReader:
         decoder = None
         if self._use_compiled_decoder and problem is None and schema is not None:
             decoder = self._compiled_decoder(event, schema)
+        decoded_rows: Iterable[dict[str, Any]]
         if decoder is not None:
             decoded_rows = _rows_from_images(event, decoder.decode(event))
-            fixes: list[tuple[str, Callable[[Any], Any]]] = []
+            fixes: list[tuple[str, ValueFix]] = []
         else:
             decoded_rows = _decoded_rows(event, position)
             fixes = self._normalisers(schema) if schema is not None else []
@@ -147,7 +146,7 @@ class BinlogBatchReader:
             changes = tables.setdefault(qualified, TableChanges(schema)).changes
             for op, values, none_sources in images:
                 if none_sources:
-                    unrepresentable = _apply_none_sources(values, none_sources)
+                    unrepresentable = apply_none_sources(values, none_sources)
                     if unrepresentable:
                         rejections.append(Rejection("parse", qualified, op, unrepresentable, position, version, values))
                         continue
@@ -170,8 +169,13 @@ def _rows_from_images(event: RowsEvent, images: list[tuple[dict[str, Any], dict[
     """The compiled decoder's images in the library's row shape, so both paths share what follows."""
     if isinstance(event, UpdateRowsEvent):
         return [
-            {"before_values": before, "before_none_sources": before_problems, "after_values": after, "after_none_sources": after_problems}
-            for (before, before_problems), (after, after_problems) in zip(images[::2], images[1::2])
+            {
+                "before_values": before,
+                "before_none_sources": before_problems,
+                "after_values": after,
+                "after_none_sources": after_problems,
+            }
+            for (before, before_problems), (after, after_problems) in zip(images[::2], images[1::2], strict=False)
         ]
     return [{"values": values, "none_sources": problems} for values, problems in images]
 
@@ -225,85 +229,6 @@ def _row_images(event: RowsEvent, row: dict[str, Any], key_columns: tuple[str, .
         # The row moved to another key: the old key must disappear from the sinks.
         return [(ChangeOp.DELETE, before, before_none), (ChangeOp.INSERT, after, after_none)]
     return [(ChangeOp.UPDATE, after, after_none)]
-
-
-def _apply_none_sources(values: dict[str, Any], none_sources: dict[str, str]) -> str | None:
-    """mysql-replication decodes an empty SET and an unrepresentable value (a zero date) as None
-    too; tell them apart from NULL. Returns the reason when a value cannot be represented."""
-    problems = []
-    for column, reason in none_sources.items():
-        if reason == NONE_SOURCE.EMPTY_SET:
-            values[column] = ""
-        elif reason != NONE_SOURCE.NULL:
-            problems.append(f"column {column}: {reason} (e.g. a zero date), which no sink type can hold")
-    return "; ".join(problems) or None
-
-
-ZERO_TIME = dt.timedelta(0)
-_BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
-
-
-def _to_bytes(value: Any) -> Any:
-    # mysql-replication returns '' (str) for an empty binary value.
-    return value.encode() if isinstance(value, str) else value
-
-
-def _padded_binary(width: int) -> Callable[[Any], Any]:
-    # BINARY(n) is stored without its trailing NUL padding, which the server adds back on read.
-    def pad(value: Any) -> Any:
-        return _to_bytes(value).ljust(width, b"\x00") if value is not None else None
-
-    return pad
-
-
-def _set_text(members: tuple[str, ...]) -> Callable[[Any], Any]:
-    # The server's own text form: members in definition order, comma separated.
-    def as_text(value: Any) -> Any:
-        return ",".join(m for m in members if m in value) if isinstance(value, (set, frozenset)) else value
-
-    return as_text
-
-
-def _bits_to_int(value: Any) -> Any:
-    # The library gives BIT as a string of '0'/'1'; the canonical form is the number.
-    return int(value, 2) if isinstance(value, str) else value
-
-
-def _json_text(value: Any) -> Any:
-    # MySQL's binary JSON arrives decoded; MariaDB's JSON is text already.
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list, int, float, bool)) else value
-
-
-def _negative_fractional_time(value: Any) -> Any:
-    """Undo mysql-replication's TIME2 decoding of negative values with a fraction.
-
-    The library reads the fraction bytes as a signed number after the integer part already
-    borrowed one second, so -12:34:56.789012 arrives as -12:34:56.210988: the result is
-    -(s + 1 - u) where the truth is -(s + u). Checked by the end-to-end type test, which fails
-    if a library upgrade fixes the decoding (the dependency is pinned below 1.1 for that reason).
-    """
-    if isinstance(value, dt.timedelta) and value < ZERO_TIME and value.microseconds:
-        return value + dt.timedelta(seconds=1) - dt.timedelta(microseconds=2 * value.microseconds)
-    return value
-
-
-def value_normalisers(schema: TableSchema) -> list[tuple[str, Callable[[Any], Any]]]:
-    """Per-column fixes that give library-specific value shapes one canonical form."""
-    fixes: list[tuple[str, Callable[[Any], Any]]] = []
-    for column in schema.columns:
-        if column.data_type == "binary" and column.char_length:
-            fixes.append((column.name, _padded_binary(column.char_length)))
-        elif column.data_type in _BINARY_TYPES:
-            fixes.append((column.name, _to_bytes))
-        elif column.data_type == "set":
-            fixes.append((column.name, _set_text(column.enum_values)))
-        elif column.data_type == "bit":
-            fixes.append((column.name, _bits_to_int))
-        elif column.data_type == "time" and column.datetime_precision:
-            fixes.append((column.name, _negative_fractional_time))
-        elif column.data_type == "json":
-            fixes.append((column.name, _json_text))
-    return fixes
 
 
 def _merge(batch: ChangeBatch, tables: dict[str, TableChanges], rejections: list[Rejection]) -> None:

@@ -102,7 +102,9 @@ class MySqlCatalog:
         connection = pymysql.connect(**self._settings.as_pymysql_kwargs(), cursorclass=pymysql.cursors.SSCursor)
         try:
             with connection.cursor() as cursor:
-                cursor.execute(f"SELECT {columns} FROM {quote_identifier(schema.database)}.{quote_identifier(schema.name)}")
+                cursor.execute(
+                    f"SELECT {columns} FROM {quote_identifier(schema.database)}.{quote_identifier(schema.name)}"
+                )
                 yield from cursor
         finally:
             connection.close()

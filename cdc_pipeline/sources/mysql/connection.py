@@ -16,7 +16,13 @@ class MySqlConnectionSettings:
     password: str = field(default="", repr=False)  # never printed
 
     def as_pymysql_kwargs(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password, "charset": "utf8mb4"}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "charset": "utf8mb4",
+        }
 
     def connect(self) -> pymysql.connections.Connection:
         return pymysql.connect(**self.as_pymysql_kwargs(), autocommit=True)

@@ -152,9 +152,7 @@ def _datetime2(fsp: int) -> ColumnReader:
         ymd, hms = packed >> 17, packed & 0x1FFFF
         year_month, day = ymd >> 5, ymd & 0x1F
         try:
-            value = dt.datetime(
-                year_month // 13, year_month % 13, day, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F, micro
-            )
+            value = dt.datetime(year_month // 13, year_month % 13, day, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F, micro)
         except ValueError:  # zero dates and dates with a zero month or day
             value = UNREPRESENTABLE
         return value, at + size
@@ -318,7 +316,7 @@ class CompiledRowDecoder:
                 else:
                     value, at = read(body, at)
                     append(value)
-            row = dict(zip(names, values))
+            row = dict(zip(names, values, strict=False))
             problems = {}
             if UNREPRESENTABLE in values:
                 for name, value in row.items():
