@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cdc_pipeline.config.models import TableSelection
 from cdc_pipeline.core.changes import ChangeBatch
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
@@ -12,10 +14,10 @@ from cdc_pipeline_tests.harness import PipelineHarness
 from cdc_pipeline_tests.test_end_to_end import ALL_TYPES_TABLE, ROWS
 
 
-def _read(harness: PipelineHarness, compiled: bool, start) -> ChangeBatch:  # type: ignore[no-untyped-def]
+def _read(harness: PipelineHarness, compiled: bool, start: BinlogPosition) -> ChangeBatch:
     catalog = MySqlCatalog(harness.mariadb.settings, TableSelection(include=[f"{harness.database}.*"]))
     reader = BinlogBatchReader("shop", harness.mariadb.settings, 777, catalog, compiled_decoder=compiled)
-    return reader.read(start, max_rows=10**6)
+    return reader.read(Checkpoint(start), max_rows=10**6)
 
 
 def test_compiled_decoder_equals_the_library_on_every_type_and_change_kind(harness: PipelineHarness) -> None:

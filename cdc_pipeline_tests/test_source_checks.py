@@ -5,11 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogDecodeError
-from cdc_pipeline.sources.mysql.preflight import SourcePreflightError, check_binlog_settings
+from cdc_pipeline.sources.mysql.preflight import (
+    SourcePreflightError,
+    check_binlog_settings,
+    current_binlog_position,
+    oldest_binlog_position,
+)
 from cdc_pipeline_tests.harness import SOURCE, PipelineHarness
 
 
@@ -48,7 +55,20 @@ def test_misconfigured_binlog_is_refused_naming_the_variable(
         assert message in str(failure.step_failure_data.error)
 
 
-def test_compressed_events_already_in_the_binlog_stop_the_reader_with_their_position(harness: PipelineHarness) -> None:
+@pytest.fixture
+def own_mariadb(tmp_path: Path) -> Iterator[LocalMariaDb]:
+    server = LocalMariaDb(tmp_path / "own-mariadb").start()
+    yield server
+    server.stop()
+
+
+def test_compressed_events_already_in_the_binlog_stop_the_reader_with_their_position(
+    harness: PipelineHarness, own_mariadb: LocalMariaDb
+) -> None:
+    # A server of its own: the compressed event would stop every later test reading this binlog.
+    harness.mariadb = own_mariadb
+    with harness.mariadb.settings.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{harness.database}`")
     harness.source_execute("CREATE TABLE docs (id INT PRIMARY KEY, body TEXT)")
     with global_variable(harness, "log_bin_compress", "ON"):
         # Fresh sessions pick up the global setting; rows above log_bin_compress_min_len compress.
@@ -61,3 +81,20 @@ def test_compressed_events_already_in_the_binlog_stop_the_reader_with_their_posi
     cause = failure.step_failure_data.error.cause
     assert cause.cls_name == BinlogDecodeError.__name__
     assert re.search(r"compressed binlog event \(type 0x[0-9a-f]+\) at binlog\.\d+:\d+", cause.message)
+
+
+def test_a_checkpoint_in_a_purged_binlog_stops_the_run_naming_the_lost_range(harness: PipelineHarness) -> None:
+    harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    harness.replicate()
+    checkpoint_file = str(current_binlog_position(harness.mariadb.settings).file)
+    harness.source_execute("FLUSH BINARY LOGS", "INSERT INTO t VALUES (2)", "FLUSH BINARY LOGS")
+    harness.source_execute(f"PURGE BINARY LOGS TO '{current_binlog_position(harness.mariadb.settings).file}'")
+    # The server may keep a file a replication client still reads: ask which one is oldest now.
+    oldest_kept = str(oldest_binlog_position(harness.mariadb.settings).file)
+    assert oldest_kept != checkpoint_file
+    job = harness.definitions().resolve_job_def(f"replicate_{SOURCE}")
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.cause.message
+    assert f"checkpoint {checkpoint_file}:" in message
+    assert f"(oldest kept: {oldest_kept})" in message and "were purged" in message

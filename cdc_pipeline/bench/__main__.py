@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cdc_pipeline.config.models import MaskingConfig, TableSelection
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
@@ -142,11 +143,11 @@ def _measure_pipeline(
     position, rows = start, 0
     while position < end:
         # One batch alive at a time, as in the job (one batch per run).
-        batch = reader.read(position, max_rows=batch_rows, stop_at=end)
-        if batch.end == position:
+        batch = reader.read(Checkpoint(position), max_rows=batch_rows, stop_at=end)
+        if batch.end.position == position:
             break
         rows += batch.row_count
-        position = batch.end
+        position = batch.end.position
         if mapper is not None and sink is not None:
             mapped = mapper.map_batch(masker.mask_batch(batch))
             sink.write(mapped, lambda rejections: None)

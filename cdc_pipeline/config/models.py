@@ -56,6 +56,10 @@ class MySqlSourceConfig(_StrictModel):
         default_factory=dict,
         description="'database.table' -> key columns, for tables without a primary key",
     )
+    resume_by: Literal["position", "gtid"] = Field(
+        default="position",
+        description="'gtid' (MariaDB): resume by GTID, which survives a failover to another server",
+    )
     compiled_row_decoder: bool = Field(
         default=True,
         description="decode row images with the pipeline's compiled decoder (false: mysql-replication's own)",

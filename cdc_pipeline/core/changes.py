@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.schema import TableSchema
 
 
@@ -54,8 +54,8 @@ class ChangeBatch:
     """Everything one run moves: changes per table between two transaction boundaries."""
 
     source: str
-    start: BinlogPosition
-    end: BinlogPosition
+    start: Checkpoint
+    end: Checkpoint  # after the last transaction read: the sinks' next checkpoint
     tables: dict[str, TableChanges] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     last_commit_ts: int | None = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
@@ -121,6 +122,7 @@ def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> Ch
             change.values[column] = None
         for column in change.values.keys() - names:
             del change.values[column]
-    position = BinlogPosition(letters[0].position.rpartition(":")[0], 0)
+    # Replays never move a checkpoint; the batch's bounds only say where its letters came from.
+    position = Checkpoint(BinlogPosition(letters[0].position.rpartition(":")[0], 4))
     batch = ChangeBatch(source, position, position, {schema.qualified_name: TableChanges(schema, changes)}, masked=True)
     return batch

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from cdc_pipeline.config.models import TypeOverride
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.mapping.clickhouse_types import clickhouse_column
 from cdc_pipeline.mapping.postgres_types import postgres_column
@@ -43,8 +43,8 @@ class MappedTable:
 class MappedBatch:
     sink: str
     source: str
-    start: BinlogPosition
-    end: BinlogPosition
+    start: Checkpoint
+    end: Checkpoint
     last_commit_ts: int | None
     tables: dict[str, MappedTable] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)

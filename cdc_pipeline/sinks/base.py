@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 
 
@@ -19,7 +19,7 @@ class WriteResult:
     rows_by_table: dict[str, Counter[str]] = field(default_factory=dict)
     skipped_already_applied: int = 0
     rejections: list[Rejection] = field(default_factory=list)
-    checkpoint: BinlogPosition | None = None
+    checkpoint: Checkpoint | None = None
 
     def count(self, op: ChangeOp) -> int:
         return sum(counts[op.value] for counts in self.rows_by_table.values())
@@ -36,7 +36,7 @@ class TableStats:
 class Sink(Protocol):
     name: str
 
-    def checkpoint(self, source: str) -> BinlogPosition | None: ...
+    def checkpoint(self, source: str) -> Checkpoint | None: ...
 
     def write(
         self,

@@ -15,8 +15,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
 from cdc_pipeline.core.changes import Rejection, RowChange
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
@@ -57,9 +57,9 @@ class ClickHouseSink:
             self._client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self._database)}")
             self._client.command(
                 f"CREATE TABLE IF NOT EXISTS {self._qualified(CHECKPOINT_TABLE)}"
-                " (source String, position String, file_sequence UInt64, offset UInt64,"
-                " updated_at DateTime64(6, 'UTC') DEFAULT now64(6))"
-                " ENGINE = ReplacingMergeTree(updated_at) ORDER BY source"
+                " (source String, position String, gtid Nullable(String), server_id Nullable(UInt64),"
+                " progress UInt64, updated_at DateTime64(6, 'UTC') DEFAULT now64(6))"
+                " ENGINE = ReplacingMergeTree(progress) ORDER BY source"
             )
         return self._client
 
@@ -80,14 +80,15 @@ class ClickHouseSink:
     def _qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
 
-    def checkpoint(self, source: str) -> BinlogPosition | None:
-        # The largest position wins: the order of checkpoint rows is the order of the log.
+    def checkpoint(self, source: str) -> Checkpoint | None:
+        # Checkpoint rows are only ever added further along: the one with the most progress (its
+        # version floor, which grows with the log, across a failover too) is the current one.
         rows = self.client.query(
-            f"SELECT position FROM {self._qualified(CHECKPOINT_TABLE)} WHERE source = {{source:String}}"
-            " ORDER BY file_sequence DESC, offset DESC LIMIT 1",
+            f"SELECT position, gtid, server_id FROM {self._qualified(CHECKPOINT_TABLE)}"
+            " WHERE source = {source:String} ORDER BY progress DESC LIMIT 1",
             parameters={"source": source},
         ).result_rows
-        return BinlogPosition.parse(rows[0][0]) if rows else None
+        return Checkpoint.from_columns(*rows[0]) if rows else None
 
     def _ensure_table(self, layout: SinkTableLayout) -> None:
         if layout.table_name in self._created:
@@ -128,11 +129,11 @@ class ClickHouseSink:
         write_rows_after_checkpoint(batch, floor, result, write_table)
         record_rejections(result.rejections)
         crash_point("clickhouse_before_checkpoint")
-        if advance_checkpoint and (stored is None or batch.end > stored):
+        if advance_checkpoint and (stored is None or batch.end.is_after(stored)):
             self.client.insert(
                 self._qualified(CHECKPOINT_TABLE),
-                [[batch.source, str(batch.end), batch.end.file_sequence, batch.end.pos]],
-                column_names=["source", "position", "file_sequence", "offset"],
+                [[batch.source, *batch.end.columns(), batch.end.version_floor]],
+                column_names=["source", "position", "gtid", "server_id", "progress"],
             )
             result.checkpoint = batch.end
         else:

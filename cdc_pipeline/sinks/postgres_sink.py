@@ -11,8 +11,8 @@ import psycopg2
 from psycopg2 import sql
 
 from cdc_pipeline.core.changes import Rejection, RowChange
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
@@ -56,19 +56,21 @@ class PostgresSink:
         cursor.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (source text PRIMARY KEY, position text NOT NULL,"
-                " updated_at timestamptz NOT NULL DEFAULT now())"
+                " gtid text, server_id bigint, updated_at timestamptz NOT NULL DEFAULT now())"
             ).format(self._qualified(CHECKPOINT_TABLE))
         )
 
-    def checkpoint(self, source: str) -> BinlogPosition | None:
+    def checkpoint(self, source: str) -> Checkpoint | None:
         with self._transaction() as cursor:
             self._ensure_bookkeeping(cursor)
             cursor.execute(
-                sql.SQL("SELECT position FROM {} WHERE source = %s").format(self._qualified(CHECKPOINT_TABLE)),
+                sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s").format(
+                    self._qualified(CHECKPOINT_TABLE)
+                ),
                 (source,),
             )
             row = cursor.fetchone()
-        return BinlogPosition.parse(row[0]) if row else None
+        return Checkpoint.from_columns(*row) if row else None
 
     def _ensure_table(self, cursor: psycopg2.extensions.cursor, layout: SinkTableLayout) -> None:
         if layout.table_name in self._created:
@@ -101,20 +103,25 @@ class PostgresSink:
         )
         self._created.add(layout.table_name)
 
-    def _lock_checkpoint(self, cursor: psycopg2.extensions.cursor, batch: MappedBatch) -> BinlogPosition:
-        """This sink's checkpoint for the batch's source, locked until the batch commits: two
-        writers of one source wait for each other instead of interleaving."""
+    def _lock_checkpoint(self, cursor: psycopg2.extensions.cursor, batch: MappedBatch) -> Checkpoint | None:
+        """This sink's checkpoint for the batch's source (None: it had none), locked until the batch
+        commits, so that two writers of one source wait for each other instead of interleaving."""
         cursor.execute(
-            sql.SQL("INSERT INTO {} (source, position) VALUES (%s, %s) ON CONFLICT (source) DO NOTHING").format(
+            sql.SQL(
+                "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (source) DO NOTHING RETURNING source"
+            ).format(self._qualified(CHECKPOINT_TABLE)),
+            (batch.source, *batch.start.columns()),
+        )
+        if cursor.fetchone() is not None:
+            return None  # the row is new, and locked by this transaction already
+        cursor.execute(
+            sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s FOR UPDATE").format(
                 self._qualified(CHECKPOINT_TABLE)
             ),
-            (batch.source, str(batch.start)),
-        )
-        cursor.execute(
-            sql.SQL("SELECT position FROM {} WHERE source = %s FOR UPDATE").format(self._qualified(CHECKPOINT_TABLE)),
             (batch.source,),
         )
-        return BinlogPosition.parse(cursor.fetchone()[0])
+        return Checkpoint.from_columns(*cursor.fetchone())
 
     def _merge_statement(self, layout: SinkTableLayout, staging: str) -> sql.Composed:
         all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
@@ -155,12 +162,12 @@ class PostgresSink:
             write_rows_after_checkpoint(batch, floor, result, write_table)
             # Rejections are stored before the checkpoint commits, so none is lost in a crash.
             record_rejections(result.rejections)
-            if stored is not None and batch.end > stored:
+            if advance_checkpoint and (stored is None or batch.end.is_after(stored)):
                 cursor.execute(
-                    sql.SQL("UPDATE {} SET position = %s, updated_at = now() WHERE source = %s").format(
-                        self._qualified(CHECKPOINT_TABLE)
-                    ),
-                    (str(batch.end), batch.source),
+                    sql.SQL(
+                        "UPDATE {} SET position = %s, gtid = %s, server_id = %s, updated_at = now() WHERE source = %s"
+                    ).format(self._qualified(CHECKPOINT_TABLE)),
+                    (*batch.end.columns(), batch.source),
                 )
                 result.checkpoint = batch.end
                 crash_point("postgres_before_commit")

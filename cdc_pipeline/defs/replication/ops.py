@@ -19,7 +19,8 @@ from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
-from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, oldest_binlog_position
+from cdc_pipeline.sources.mysql.preflight import check_binlog_settings
+from cdc_pipeline.sources.mysql.resume import resume_point
 
 REACHED_TAG = "cdc/reached"
 
@@ -42,19 +43,18 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
     )
     def parse(context: dg.OpExecutionContext, config: BatchWindow) -> ChangeBatch:
         source = getattr(context.resources, source_key(source_name))
-        check_binlog_settings(source.settings)
+        check_binlog_settings(source.settings, needs_gtid=source_config.resume_by == "gtid")
         checkpoints = {
             name: getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name) for name in sink_names
         }
-        known = [position for position in checkpoints.values() if position is not None]
-        # A sink without a checkpoint starts from the oldest binlog the server still has.
-        start = min(known) if len(known) == len(checkpoints) else oldest_binlog_position(source.settings)
+        start = resume_point(checkpoints, source.settings, source_config.resume_by)
         reader = BinlogBatchReader(
             source_name,
             source.settings,
             source.server_id,
             source.catalog(source_config.tables, source_config.key_columns),
             compiled_decoder=source_config.compiled_row_decoder,
+            gtid_versions=source_config.resume_by == "gtid",
         )
         batch = reader.read(
             start,
@@ -64,7 +64,7 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
         crash_point("after_read")
         # The sensor reads this tag: a run that stopped short of stop_at (batch size reached) is
         # followed by another from here, even when no new binlog event arrives.
-        context.instance.add_run_tags(context.run_id, {REACHED_TAG: str(batch.end)})
+        context.instance.add_run_tags(context.run_id, {REACHED_TAG: str(batch.end.position)})
         context.log.info(
             f"read {batch.row_count} row changes of {len(batch.tables)} tables from {batch.start} to {batch.end}"
             f" (sink checkpoints: { {k: str(v) for k, v in checkpoints.items()} })"
@@ -147,7 +147,7 @@ def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
                         "rows_updated": counts["update"],
                         "rows_deleted": counts["delete"],
                         "dlq_count": failed.get(table, 0),
-                        "source_position": str(mapped.end),
+                        "source_position": str(mapped.end.position),
                         "lag_seconds": lag,
                     },
                 )

@@ -11,6 +11,7 @@ only a warning while the sink lags (the difference is then expected).
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.key_digest import key_digest
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
@@ -44,12 +45,13 @@ def _source_row_count(source: MySqlSourceResource, table: str) -> int:
 
 def _sink_progress(
     source: MySqlSourceResource, sink: Sink, source_name: str
-) -> tuple[BinlogPosition, BinlogPosition | None]:
+) -> tuple[BinlogPosition, Checkpoint | None]:
     return current_binlog_position(source.settings), sink.checkpoint(source_name)
 
 
-def _severity(high_water: BinlogPosition, checkpoint: BinlogPosition | None) -> dg.AssetCheckSeverity:
-    caught_up = checkpoint is not None and checkpoint >= high_water
+def _severity(high_water: BinlogPosition, checkpoint: Checkpoint | None) -> dg.AssetCheckSeverity:
+    # Offsets of another server (before a failover) do not compare: such a sink counts as lagging.
+    caught_up = checkpoint is not None and checkpoint.position >= high_water
     return dg.AssetCheckSeverity.ERROR if caught_up else dg.AssetCheckSeverity.WARN
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import NotImplementedEvent, QueryEvent, RotateEvent, XidEvent
+from pymysqlreplication.event import MariadbGtidEvent, NotImplementedEvent, QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.gtid import Gtid, gtid_row_version
 from cdc_pipeline.core.positions import BinlogPosition, row_version
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
@@ -37,9 +39,12 @@ class BinlogBatchReader:
         server_id: int,
         catalog: MySqlCatalog,
         compiled_decoder: bool = True,
+        gtid_versions: bool = False,
     ) -> None:
         self._source_name = source_name
         self._use_compiled_decoder = compiled_decoder
+        # Versions from GTID sequence numbers (resume_by: gtid) instead of binlog offsets.
+        self._gtid_versions = gtid_versions
         self._settings = settings
         self._server_id = server_id
         self._catalog = catalog
@@ -56,26 +61,36 @@ class BinlogBatchReader:
             log_file=start.file,
             log_pos=start.pos,
             blocking=False,
-            only_events=[*_ROW_EVENTS, XidEvent, QueryEvent, RotateEvent, NotImplementedEvent],
+            only_events=[*_ROW_EVENTS, MariadbGtidEvent, XidEvent, QueryEvent, RotateEvent, NotImplementedEvent],
             filter_non_implemented_events=False,
         )
 
-    def read(self, start: BinlogPosition, max_rows: int, stop_at: BinlogPosition | None = None) -> ChangeBatch:
+    def read(self, start: Checkpoint, max_rows: int, stop_at: BinlogPosition | None = None) -> ChangeBatch:
         """Read committed transactions from `start` until `max_rows` rows or `stop_at` is reached.
 
         The batch ends after the last complete transaction read; a transaction is never split, so a
         single transaction larger than `max_rows` makes a larger batch.
         """
+        server_id = self._source_server_id()
+        start = Checkpoint(start.position, start.gtid, server_id)
         batch = ChangeBatch(source=self._source_name, start=start, end=start)
         pending_tables: dict[str, TableChanges] = {}
         pending_rejections: list[Rejection] = []
         pending_rows = 0
         committed_rows = 0
-        stream = self._open_stream(start)
+        transaction = _Transaction(start.gtid)
+        stream = self._open_stream(start.position)
         try:
             for event in stream:
                 if isinstance(event, RowsEvent):
-                    pending_rows += self._parse_rows_event(event, stream.log_file, pending_tables, pending_rejections)
+                    rows = self._parse_rows_event(
+                        event, stream.log_file, transaction, pending_tables, pending_rejections
+                    )
+                    pending_rows += rows
+                    transaction.rows_seen += rows
+                    continue
+                if isinstance(event, MariadbGtidEvent):
+                    transaction.begin(Gtid(event.domain_id, event.server_id, event.gtid_seq_no), self._gtid_versions)
                     continue
                 if isinstance(event, NotImplementedEvent):
                     if event.packet.event_type in _COMPRESSED_EVENT_TYPES:
@@ -91,14 +106,20 @@ class BinlogBatchReader:
                 _merge(batch, pending_tables, pending_rejections)
                 committed_rows += pending_rows
                 pending_tables, pending_rejections, pending_rows = {}, [], 0
-                batch.end = BinlogPosition(stream.log_file, event.packet.log_pos)
+                gtid = transaction.gtid if self._gtid_versions else None
+                batch.end = Checkpoint(BinlogPosition(stream.log_file, event.packet.log_pos), gtid, server_id)
                 batch.last_commit_ts = event.timestamp
-                if committed_rows >= max_rows or (stop_at is not None and batch.end >= stop_at):
+                if committed_rows >= max_rows or (stop_at is not None and batch.end.position >= stop_at):
                     break
         finally:
             stream.close()
         # Rows of a transaction whose commit was not read yet stay out: the next batch reads them again.
         return batch
+
+    def _source_server_id(self) -> int:
+        with self._settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT @@server_id")
+            return int(cursor.fetchone()[0])
 
     def _normalisers(self, schema: TableSchema) -> list[tuple[str, ValueFix]]:
         cached = self._normaliser_cache.get(schema.qualified_name)
@@ -111,6 +132,7 @@ class BinlogBatchReader:
         self,
         event: RowsEvent,
         log_file: str,
+        transaction: _Transaction,
         tables: dict[str, TableChanges],
         rejections: list[Rejection],
     ) -> int:
@@ -121,7 +143,7 @@ class BinlogBatchReader:
         # The wrapper's event_size counts the header and checksum too: the event starts here.
         event_start = event.packet.log_pos - event.packet.event_size
         position = f"{log_file}:{event_start}"
-        sequence = BinlogPosition(log_file, event_start).file_sequence
+        version_of = self._version_numbering(log_file, event_start, transaction, position)
         schema = self._catalog.table(database, table_name)
         problem = _table_problem(schema, qualified, event)
         decoder = None
@@ -137,7 +159,7 @@ class BinlogBatchReader:
         rows = 0
         for row_index, row in enumerate(decoded_rows):
             rows += 1
-            version = row_version(sequence, event_start, row_index)
+            version = version_of(row_index)
             images = _row_images(event, row, schema.key_columns if schema else ())
             if problem is not None or schema is None:
                 for op, values, _ in images:
@@ -154,6 +176,20 @@ class BinlogBatchReader:
                     values[column] = fix(values[column])
                 changes.append(RowChange(op, values, version, position, event.timestamp))
         return rows
+
+    def _version_numbering(
+        self, log_file: str, event_start: int, transaction: _Transaction, position: str
+    ) -> Callable[[int], int]:
+        """row index in the event -> `_version`: from the binlog offset, or from the GTID."""
+        if not self._gtid_versions:
+            file_sequence = BinlogPosition(log_file, event_start).file_sequence
+            return lambda row_index: row_version(file_sequence, event_start, row_index)
+        if transaction.gtid is None:
+            raise BinlogDecodeError(
+                f"row event at {position} has no GTID before it; resume_by: gtid needs MariaDB GTIDs"
+            )
+        sequence, rows_before = transaction.gtid.sequence, transaction.rows_seen
+        return lambda row_index: gtid_row_version(sequence, rows_before + row_index)
 
     def _compiled_decoder(self, event: RowsEvent, schema: TableSchema) -> CompiledRowDecoder | None:
         key = (event.table_id, schema.qualified_name)
@@ -178,6 +214,26 @@ def _rows_from_images(event: RowsEvent, images: list[tuple[dict[str, Any], dict[
             for (before, before_problems), (after, after_problems) in zip(images[::2], images[1::2], strict=False)
         ]
     return [{"values": values, "none_sources": problems} for values, problems in images]
+
+
+class _Transaction:
+    """The transaction being read: its GTID and the rows it has changed so far."""
+
+    def __init__(self, last_gtid: Gtid | None) -> None:
+        self.gtid = last_gtid
+        self.rows_seen = 0
+        self._domain = last_gtid.domain if last_gtid is not None else None
+
+    def begin(self, gtid: Gtid, single_domain: bool) -> None:
+        if single_domain:
+            if self._domain is not None and gtid.domain != self._domain:
+                raise BinlogDecodeError(
+                    f"GTID {gtid} is in domain {gtid.domain}, after domain {self._domain}: resume_by: gtid supports"
+                    " one replication domain per source"
+                )
+            self._domain = gtid.domain
+        self.gtid = gtid
+        self.rows_seen = 0
 
 
 def _ends_transaction(event: Any) -> bool:

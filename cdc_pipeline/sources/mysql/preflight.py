@@ -23,7 +23,7 @@ class SourcePreflightError(RuntimeError):
     """The source server is not configured for row-based change capture."""
 
 
-def check_binlog_settings(settings: MySqlConnectionSettings) -> None:
+def check_binlog_settings(settings: MySqlConnectionSettings, needs_gtid: bool = False) -> None:
     names = list(_REQUIRED) + list(_MUST_BE_OFF)
     with settings.connect() as connection, connection.cursor() as cursor:
         cursor.execute(
@@ -40,6 +40,12 @@ def check_binlog_settings(settings: MySqlConnectionSettings) -> None:
     for variable, why in _MUST_BE_OFF.items():
         if found.get(variable, "OFF") != "OFF":
             problems.append(f"{variable}={found[variable]}, expected OFF: {why}")
+    if needs_gtid:
+        with settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+        if "mariadb" not in version.lower():
+            problems.append(f"resume_by: gtid needs a MariaDB server (MariaDB GTIDs); this is {version}")
     if problems:
         raise SourcePreflightError(
             f"source {settings.describe()} cannot be replicated:\n  - " + "\n  - ".join(problems)
