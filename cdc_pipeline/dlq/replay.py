@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
@@ -28,7 +28,6 @@ _NOT_REPLAYABLE_STAGES = {"mask": "masking failed before the value was masked; f
 class ReplayResult:
     resolved: int = 0
     still_failing: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def _identity(version: int, op: str) -> tuple[int, str]:
@@ -55,7 +54,8 @@ def replay_dead_letters(
         replayable = [letter for letter in letters if letter.stage not in _NOT_REPLAYABLE_STAGES]
         for letter in letters:
             if letter.stage in _NOT_REPLAYABLE_STAGES:
-                failed_again[letter.id] = f"{letter.error} [not replayed: {_NOT_REPLAYABLE_STAGES[letter.stage]}]"
+                note = f" [not replayed: {_NOT_REPLAYABLE_STAGES[letter.stage]}]"
+                failed_again[letter.id] = letter.error if letter.error.endswith(note) else letter.error + note
         if not replayable:
             continue
         schema = _masked_schema_or_problem(source, table, schema_of, masker)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pymysql
+
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 
@@ -55,7 +57,11 @@ def check_binlog_settings(settings: MySqlConnectionSettings, needs_gtid: bool = 
 def current_binlog_position(settings: MySqlConnectionSettings) -> BinlogPosition:
     """The high-water mark: where the server will write its next event."""
     with settings.connect() as connection, connection.cursor() as cursor:
-        cursor.execute("SHOW MASTER STATUS")
+        try:
+            cursor.execute("SHOW MASTER STATUS")
+        except pymysql.err.ProgrammingError:
+            # MySQL 8.4 removed SHOW MASTER STATUS in favour of SHOW BINARY LOG STATUS (8.2+).
+            cursor.execute("SHOW BINARY LOG STATUS")
         row = cursor.fetchone()
     if row is None:
         raise SourcePreflightError(f"source {settings.describe()}: SHOW MASTER STATUS is empty; is log_bin on?")
