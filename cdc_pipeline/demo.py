@@ -41,6 +41,8 @@ SHOP_SCHEMA = [
         amount DECIMAL(12,2) NOT NULL, paid_at TIMESTAMP(3) NULL)""",
 ]
 TABLES = ("customers", "orders", "payments")
+# The runs' full logs are in the instance (and the UI); the terminal shows warnings and up.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _change_the_shop(mariadb: LocalMariaDb, rng: random.Random, round_number: int) -> None:
@@ -150,13 +152,13 @@ def main() -> None:
         with dg.DagsterInstance.get() as instance:
             for round_number in range(args.rounds):
                 _change_the_shop(mariadb, rng, round_number)
-                result = job.execute_in_process(instance=instance)
+                result = job.execute_in_process(instance=instance, run_config=_QUIET)
                 outcome_text = "succeeded" if result.success else "FAILED"
                 print(f"round {round_number + 1}/{args.rounds}: run {result.run_id} {outcome_text}")
             checks = definitions.resolve_implicit_global_asset_job_def().get_subset(
                 asset_check_selection=set(definitions.resolve_asset_graph().asset_check_keys)
             )
-            outcome = checks.execute_in_process(instance=instance, raise_on_error=False)
+            outcome = checks.execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
         print("\n".join(_summary(mariadb, os.environ["CDC_DEMO_PG_DSN"], f"chdb://{data / 'chdb'}")))
         for evaluation in outcome.get_asset_check_evaluations():
             verdict = "passed" if evaluation.passed else "FAILED"

@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -170,14 +171,12 @@ class PipelineHarness:
         return [{n: canonical(types[n], v) for n, v in zip(names, row, strict=False)} for row in rows]
 
     def dead_letters(self) -> list[tuple[str, str, str, str, Any]]:
-        with psycopg2.connect(self.pg_dsn) as connection, connection.cursor() as cursor:
+        with closing(psycopg2.connect(self.pg_dsn)) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass('dlq.dead_letters')")
             if cursor.fetchone()[0] is None:
                 return []
             cursor.execute("SELECT source_table, sink, stage, error, payload FROM dlq.dead_letters ORDER BY id")
-            rows = cursor.fetchall()
-        connection.close()
-        return rows
+            return cursor.fetchall()
 
 
 def read_clickhouse_rows(

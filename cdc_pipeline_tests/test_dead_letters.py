@@ -130,3 +130,25 @@ def test_the_run_reports_dead_letters_on_the_sink_table_and_the_dlq_asset(harnes
     ]
     # Each write step reports the queue after adding its letters: the later one sees all four.
     assert sorted(m.metadata["dead_letters"].value for m in dlq_reports) == [2, 4]
+
+
+def test_a_rule_that_cannot_mask_sends_rows_to_the_dlq_without_their_values(harness: PipelineHarness) -> None:
+    harness.extra_config["masking"] = {"rules": [{"table": "*.*", "column": "amount", "action": "truncate", "length": 2}]}
+    harness.source_execute(
+        "CREATE TABLE payments (id INT PRIMARY KEY, amount DECIMAL(10,2), card_number VARCHAR(19))",
+        "INSERT INTO payments VALUES (1, 12345.67, '4111111111111111')",
+        "CREATE TABLE neighbour (id INT PRIMARY KEY)",
+        "INSERT INTO neighbour VALUES (1)",
+    )
+    harness.replicate()
+    ((table, sink, stage, error, payload),) = [row for row in harness.dead_letters() if row[0].endswith(".payments")]
+    assert (sink, stage) == ("", "mask")
+    assert "column amount (masking.rules[0]): 'truncate' applies to text or binary columns, not decimal" in error
+    assert payload["amount"] == "[REDACTED: masking failed]" and payload["card_number"] == "[REDACTED: masking failed]"
+    assert len(harness.postgres_rows("neighbour")) == 1
+
+    # Masking failed before anything could be masked: replay keeps the letter, says why, once.
+    harness.replay_dead_letters()
+    harness.replay_dead_letters()
+    ((_, _, _, error, _),) = [row for row in harness.dead_letters() if row[0].endswith(".payments")]
+    assert error.count("[not replayed: masking failed before the value was masked") == 1

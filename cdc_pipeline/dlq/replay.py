@@ -30,6 +30,12 @@ class ReplayResult:
     still_failing: int = 0
 
 
+def _noted(error: str, why_not_replayed: str) -> str:
+    """The letter's error with the reason it was not replayed, added once however often it is tried."""
+    note = f" [not replayed: {why_not_replayed}]"
+    return error if error.endswith(note) else error + note
+
+
 def _identity(version: int, op: str) -> tuple[int, str]:
     return (version, op)
 
@@ -54,8 +60,11 @@ def replay_dead_letters(
         replayable = [letter for letter in letters if letter.stage not in _NOT_REPLAYABLE_STAGES]
         for letter in letters:
             if letter.stage in _NOT_REPLAYABLE_STAGES:
-                note = f" [not replayed: {_NOT_REPLAYABLE_STAGES[letter.stage]}]"
-                failed_again[letter.id] = letter.error if letter.error.endswith(note) else letter.error + note
+                failed_again[letter.id] = _noted(letter.error, _NOT_REPLAYABLE_STAGES[letter.stage])
+        for letter in replayable:
+            if letter.sink and letter.sink not in sinks:
+                failed_again[letter.id] = _noted(letter.error, f"sink '{letter.sink}' is not configured")
+        replayable = [letter for letter in replayable if not letter.sink or letter.sink in sinks]
         if not replayable:
             continue
         schema = _masked_schema_or_problem(source, table, schema_of, masker)
