@@ -133,7 +133,8 @@ def test_the_run_reports_dead_letters_on_the_sink_table_and_the_dlq_asset(harnes
 
 
 def test_a_rule_that_cannot_mask_sends_rows_to_the_dlq_without_their_values(harness: PipelineHarness) -> None:
-    harness.extra_config["masking"] = {"rules": [{"table": "*.*", "column": "amount", "action": "truncate", "length": 2}]}
+    rule = {"table": "*.*", "column": "amount", "action": "truncate", "length": 2}
+    harness.extra_config["masking"] = {"rules": [rule]}
     harness.source_execute(
         "CREATE TABLE payments (id INT PRIMARY KEY, amount DECIMAL(10,2), card_number VARCHAR(19))",
         "INSERT INTO payments VALUES (1, 12345.67, '4111111111111111')",
