@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdc_pipeline_tests.harness import PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.harness import CH_SINK, PipelineHarness, assert_same_rows
 
 ALL_TYPES_TABLE = """
 CREATE TABLE all_types (
@@ -121,3 +121,25 @@ def test_negative_and_fractional_times_at_every_precision(harness: PipelineHarne
     assert len(source) == len(values)
     assert_same_rows(harness.clickhouse_rows("times"), source, "ClickHouse")
     assert_same_rows(harness.postgres_rows("times"), source, "PostgreSQL")
+
+
+def test_full_mysql_date_range_reaches_postgres_and_clickhouse_through_a_string_override(harness: PipelineHarness) -> None:
+    table = f"{harness.database}.extremes"
+    harness.extra_config["type_overrides"] = [
+        {"table": table, "column": column, "sink": CH_SINK, "type": "Nullable(String)"} for column in ("dt", "da")
+    ]
+    harness.source_execute(
+        "CREATE TABLE extremes (id INT PRIMARY KEY, dt DATETIME(6), da DATE, yr YEAR)",
+        "INSERT INTO extremes VALUES (1, '1000-01-01 00:00:00', '1000-01-01', 0),"
+        " (2, '9999-12-31 23:59:59.999999', '9999-12-31', 2155), (3, NULL, NULL, NULL)",
+    )
+    harness.replicate()
+    source = harness.source_rows("extremes")
+    assert_same_rows(harness.postgres_rows("extremes"), source, "PostgreSQL")
+    in_clickhouse = harness.clickhouse_rows("extremes")
+    assert [(r["dt"], r["da"], r["yr"]) for r in in_clickhouse] == [
+        ("1000-01-01 00:00:00", "1000-01-01", 0),
+        ("9999-12-31 23:59:59.999999", "9999-12-31", 2155),
+        (None, None, None),
+    ]
+    assert harness.dead_letters() == []
