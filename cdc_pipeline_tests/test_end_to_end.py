@@ -123,7 +123,9 @@ def test_negative_and_fractional_times_at_every_precision(harness: PipelineHarne
     assert_same_rows(harness.postgres_rows("times"), source, "PostgreSQL")
 
 
-def test_full_mysql_date_range_reaches_postgres_and_clickhouse_through_a_string_override(harness: PipelineHarness) -> None:
+def test_full_mysql_date_range_reaches_postgres_and_clickhouse_through_a_string_override(
+    harness: PipelineHarness,
+) -> None:
     table = f"{harness.database}.extremes"
     harness.extra_config["type_overrides"] = [
         {"table": table, "column": column, "sink": CH_SINK, "type": "Nullable(String)"} for column in ("dt", "da")
