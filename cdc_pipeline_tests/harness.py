@@ -20,6 +20,7 @@ import yaml
 
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.type_families import BINARY_TYPES
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import (
@@ -199,9 +200,6 @@ def read_clickhouse_rows(
         }
         for row in rows
     ]
-
-
-BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 
 
 def canonical(data_type: str, value: Any) -> Any:

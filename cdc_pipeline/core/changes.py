@@ -42,6 +42,10 @@ class Rejection:
     payload: dict[str, Any]  # masked values (or column names only when masking itself failed)
     sink: str | None = None  # None: failed before the per-sink stages, so it concerns every sink
 
+    @classmethod
+    def of_change(cls, stage: str, table: str, change: RowChange, error: str, sink: str | None = None) -> Rejection:
+        return cls(stage, table, change.op, error, change.position, change.version, change.values, sink)
+
 
 @dataclass
 class TableChanges:

@@ -7,24 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 from cdc_pipeline.core.schema import ColumnSchema
+from cdc_pipeline.core.type_families import BINARY_TYPES, CHARACTER_TYPES, SPATIAL_TYPES, TEXT_BLOB_TYPES
 from cdc_pipeline.mapping.sink_types import Converter, SinkColumn, TypeNotMappable, ValueNotMappable
 
 _INTEGER_WIDTHS = {"tinyint": 8, "smallint": 16, "mediumint": 32, "int": 32, "integer": 32, "bigint": 64}
-_TEXT = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "set", "json"})
-_BINARY = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
-_SPATIAL = frozenset(
-    {
-        "geometry",
-        "point",
-        "linestring",
-        "polygon",
-        "multipoint",
-        "multilinestring",
-        "multipolygon",
-        "geometrycollection",
-        "geomcollection",
-    }
-)
+_TEXT = CHARACTER_TYPES | TEXT_BLOB_TYPES | {"set", "json"}
 # DateTime64 and Date32 cover 1900-01-01 .. 2299-12-31; MySQL allows 1000 .. 9999.
 _MIN_DATE, _MAX_DATE = dt.date(1900, 1, 1), dt.date(2299, 12, 31)
 
@@ -107,9 +94,9 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter | None]:
     if kind == "enum":
         members = ", ".join(f"{_quote_enum_member(m)} = {i}" for i, m in enumerate(column.enum_values, start=1))
         return (f"Enum8({members})" if len(column.enum_values) < 127 else f"Enum16({members})"), None
-    if kind in _BINARY:
+    if kind in BINARY_TYPES:
         return "String", None
-    if kind in _SPATIAL:
+    if kind in SPATIAL_TYPES:
         raise TypeNotMappable(
             f"spatial type {kind} has no ClickHouse mapping; add a type_overrides entry (e.g. type: String, "
             "which stores the source's internal WKB bytes) to replicate it"

@@ -88,9 +88,7 @@ class TypeMapper:
         return mapped
 
     def _reject(self, qualified: str, change: RowChange, error: str) -> Rejection:
-        return Rejection(
-            "map", qualified, change.op, error, change.position, change.version, change.values, self.sink_name
-        )
+        return Rejection.of_change("map", qualified, change, error, self.sink_name)
 
     def _map_table(self, layout: SinkTableLayout, changes: list[RowChange], rejections: list[Rejection]) -> MappedTable:
         table = MappedTable(layout)

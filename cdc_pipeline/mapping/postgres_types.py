@@ -7,23 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 from cdc_pipeline.core.schema import ColumnSchema
+from cdc_pipeline.core.type_families import BINARY_TYPES, SPATIAL_TYPES, TEXT_BLOB_TYPES
 from cdc_pipeline.mapping.sink_types import Converter, SinkColumn, TypeNotMappable, ValueNotMappable
 
-_TEXT = frozenset({"tinytext", "text", "mediumtext", "longtext", "enum", "set"})
-_BINARY = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
-_SPATIAL = frozenset(
-    {
-        "geometry",
-        "point",
-        "linestring",
-        "polygon",
-        "multipoint",
-        "multilinestring",
-        "multipolygon",
-        "geometrycollection",
-        "geomcollection",
-    }
-)
+_TEXT = TEXT_BLOB_TYPES | {"enum", "set"}
 # signed, unsigned
 _INTEGER_TYPES = {
     "tinyint": ("smallint", "smallint"),
@@ -126,9 +113,9 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter]:
     if kind == "bit":
         width = column.precision or 1
         return f"bit({width})", _bits(width)
-    if kind in _BINARY:
+    if kind in BINARY_TYPES:
         return "bytea", _bytea
-    if kind in _SPATIAL:
+    if kind in SPATIAL_TYPES:
         raise TypeNotMappable(
             f"spatial type {kind} has no PostgreSQL mapping; add a type_overrides entry (e.g. type: bytea, "
             "which stores the source's internal WKB bytes) to replicate it"

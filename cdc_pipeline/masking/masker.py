@@ -12,13 +12,12 @@ from typing import Any
 from cdc_pipeline.config.models import MaskAction, MaskingConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.core.type_families import BINARY_TYPES, TEXTUAL_TYPES
 from cdc_pipeline.masking.classification import classify_column
 
 REDACTED = "[REDACTED]"
 # Put in a payload in place of a value that could not be masked: the raw value never leaves.
 UNMASKABLE = "[REDACTED: masking failed]"
-_TEXT_TYPES = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "json", "enum", "set"})
-_BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 _KEY_SAFE_ACTIONS = frozenset({"hash", "token", "none"})
 
 
@@ -94,7 +93,7 @@ class Masker:
                 )
             if mask.action == "truncate":
                 data_type = schema.column(mask.column).data_type
-                if data_type not in _TEXT_TYPES | _BINARY_TYPES:
+                if data_type not in TEXTUAL_TYPES | BINARY_TYPES:
                     raise MaskingError(f"{where}: 'truncate' applies to text or binary columns, not {data_type}")
             if mask.action in ("hash", "token") and self._key is None:
                 raise MaskingError(

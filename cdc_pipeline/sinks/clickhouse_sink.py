@@ -153,16 +153,7 @@ class ClickHouseSink:
         def reject(change: RowChange, error: str) -> None:
             rejected.add(id(change))
             result.rejections.append(
-                Rejection(
-                    "write",
-                    layout.source_table,
-                    change.op,
-                    f"{self.name}: {error}",
-                    change.position,
-                    change.version,
-                    change.values,
-                    self.name,
-                )
+                Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
             )
 
         for start in range(0, len(rows), _INSERT_CHUNK_ROWS):

@@ -215,16 +215,7 @@ class PostgresSink:
         def reject(change: RowChange, error: str) -> None:
             rejected.add(id(change))
             result.rejections.append(
-                Rejection(
-                    "write",
-                    layout.source_table,
-                    change.op,
-                    f"{self.name}: {error}",
-                    change.position,
-                    change.version,
-                    change.values,
-                    self.name,
-                )
+                Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
             )
 
         bisect_failures(rows, changes, attempt, reject, _is_data_error)

@@ -14,12 +14,12 @@ from typing import Any
 from pymysqlreplication.constants import NONE_SOURCE
 
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.type_families import BINARY_TYPES
 
 ValueFix = Callable[[Any], Any]
 
 
 ZERO_TIME = dt.timedelta(0)
-_BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 
 
 def _to_bytes(value: Any) -> Any:
@@ -72,7 +72,7 @@ def value_normalisers(schema: TableSchema) -> list[tuple[str, ValueFix]]:
     for column in schema.columns:
         if column.data_type == "binary" and column.char_length:
             fixes.append((column.name, _padded_binary(column.char_length)))
-        elif column.data_type in _BINARY_TYPES:
+        elif column.data_type in BINARY_TYPES:
             fixes.append((column.name, _to_bytes))
         elif column.data_type == "set":
             fixes.append((column.name, _set_text(column.enum_values)))
