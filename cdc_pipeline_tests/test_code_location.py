@@ -50,3 +50,4 @@ def test_the_instance_settings_load_and_limit_runs_per_source(tmp_path: Path) ->
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits  # type: ignore[attr-defined]
     assert {"key": "cdc/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    assert {"key": "cdc/chdb", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits

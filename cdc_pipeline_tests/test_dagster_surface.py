@@ -7,7 +7,7 @@ import psycopg2
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from cdc_pipeline.core.positions import BinlogPosition
-from cdc_pipeline.defs.replication.jobs import SOURCE_TAG
+from cdc_pipeline.defs.run_tags import EMBEDDED_CLICKHOUSE_TAG, SOURCE_TAG
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness
 
@@ -26,6 +26,8 @@ def test_sensor_requests_one_run_per_new_range_and_waits_for_the_running_one(har
     with dg.instance_for_test() as instance:
         result = _evaluate(harness, instance, cursor=None)
         (request,) = result.run_requests
+        job = harness.definitions().resolve_job_def(f"replicate_{SOURCE}")
+        assert job.tags[SOURCE_TAG] == SOURCE and EMBEDDED_CLICKHOUSE_TAG in job.tags
         high_water = str(current_binlog_position(harness.mariadb.settings))
         assert request.run_key == f"{SOURCE}:start-{high_water}"
         assert request.run_config["ops"][f"parse_{SOURCE}"]["config"]["stop_at"] == high_water

@@ -71,6 +71,14 @@ class ClickHouseSinkConfig(_StrictModel):
     dsn: str = Field(default="chdb:///tmp/cdc_pipeline/chdb", description="chdb:///path or http(s)://host:port")
     dsn_env: EnvVarName | None = Field(default=None, description="read the DSN from this variable instead")
     database: str = Field(default="cdc", pattern=_NAME_PATTERN)
+    busy_timeout_seconds: int = Field(
+        default=60, ge=0, le=3600, description="chdb: how long to wait for another process to release the path"
+    )
+
+    @property
+    def embedded_path(self) -> str | None:
+        """The on-disk path of an embedded (chdb) sink configured in this file, else None."""
+        return self.dsn.removeprefix("chdb://") if self.dsn_env is None and self.dsn.startswith("chdb:") else None
 
 
 class PostgresSinkConfig(_StrictModel):
@@ -156,3 +164,22 @@ class PipelineConfig(_StrictModel):
                     f"type_overrides[{index}].sink: {override.sink!r} is not one of the sinks {sorted(self.sinks)}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _one_embedded_clickhouse_path(self) -> PipelineConfig:
+        # chdb serves one on-disk path per process, and a run writes every sink from one process.
+        paths = {
+            name: sink.embedded_path for name, sink in self.sinks.items() if isinstance(sink, ClickHouseSinkConfig)
+        }
+        distinct = {path for path in paths.values() if path is not None}
+        if len(distinct) > 1:
+            named = ", ".join(f"sinks.{name}.dsn={path!r}" for name, path in sorted(paths.items()) if path)
+            raise ValueError(f"embedded ClickHouse sinks must share one chdb path (one per process): {named}")
+        return self
+
+    @property
+    def embedded_clickhouse_path(self) -> str | None:
+        paths = [
+            s.embedded_path for s in self.sinks.values() if isinstance(s, ClickHouseSinkConfig) and s.embedded_path
+        ]
+        return paths[0] if paths else None

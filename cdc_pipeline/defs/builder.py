@@ -37,7 +37,9 @@ def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
     for name, sink in pipeline.sinks.items():
         if isinstance(sink, ClickHouseSinkConfig):
             dsn = dg.EnvVar(sink.dsn_env) if sink.dsn_env else sink.dsn
-            resources[sink_key(name)] = ClickHouseSinkResource(dsn=dsn, database=sink.database)
+            resources[sink_key(name)] = ClickHouseSinkResource(
+                dsn=dsn, database=sink.database, busy_timeout_seconds=sink.busy_timeout_seconds
+            )
         else:
             resources[sink_key(name)] = PostgresSinkResource(dsn=dg.EnvVar(sink.dsn_env), schema_name=sink.schema_name)
     resources[DEAD_LETTER_QUEUE] = DeadLetterQueueResource(

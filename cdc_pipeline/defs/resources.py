@@ -37,12 +37,13 @@ class ClickHouseSinkResource(dg.ConfigurableResource):
 
     dsn: str
     database: str
+    busy_timeout_seconds: int = 60
 
     def sink(self, name: str) -> ClickHouseSink:
         # One client per process and database: chdb holds its path for the whole process anyway.
         key = (name, self.dsn, self.database)
         if key not in _CLICKHOUSE_SINKS:
-            _CLICKHOUSE_SINKS[key] = ClickHouseSink(name, self.dsn, self.database)
+            _CLICKHOUSE_SINKS[key] = ClickHouseSink(name, self.dsn, self.database, self.busy_timeout_seconds)
         return _CLICKHOUSE_SINKS[key]
 
 

@@ -6,7 +6,9 @@ after. A crash in between replays the batch, whose rows carry the same `_version
 
 from __future__ import annotations
 
+import logging
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +26,8 @@ from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, wr
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
 _INSERT_CHUNK_ROWS = 100_000
+_BUSY_POLL_SECONDS = 0.5
+_log = logging.getLogger(__name__)
 
 
 class ClickHouseSinkUnavailable(RuntimeError):
@@ -43,10 +47,11 @@ def _is_data_error(error: Exception) -> bool:
 
 
 class ClickHouseSink:
-    def __init__(self, name: str, dsn: str, database: str) -> None:
+    def __init__(self, name: str, dsn: str, database: str, busy_timeout_seconds: float = 60.0) -> None:
         self.name = name
         self._dsn = dsn
         self._database = database
+        self._busy_timeout_seconds = busy_timeout_seconds
         self._client: Client | None = None
         self._created: set[str] = set()
 
@@ -64,18 +69,33 @@ class ClickHouseSink:
         return self._client
 
     def _open_client(self) -> Client:
-        try:
+        if not self._dsn.startswith("chdb:"):
             return clickhouse_connect.get_client(dsn=self._dsn)
-        except ProgrammingError as error:
-            if not self._dsn.startswith("chdb:"):
-                raise
-            # chdb opens an on-disk path in one process at a time; say so instead of the engine's
-            # bare "Error initializing EmbeddedServer".
-            raise ClickHouseSinkUnavailable(
-                f"sink '{self.name}': the embedded ClickHouse at {self._dsn.removeprefix('chdb://')} cannot be opened"
-                " by this process. chdb serves a path to one process at a time: another run (or a check) is"
-                f" probably using it; retry when it ends, or use a ClickHouse server. ({error})"
-            ) from error
+        # chdb serves an on-disk path to one process at a time (the engine locks it; a second
+        # process cannot corrupt it). Wait for the other process to let go, then say so plainly
+        # instead of the engine's bare "Error initializing EmbeddedServer".
+        deadline = time.monotonic() + self._busy_timeout_seconds
+        waiting = False
+        while True:
+            try:
+                return clickhouse_connect.get_client(dsn=self._dsn)
+            except ProgrammingError as error:
+                if not waiting:
+                    waiting = True
+                    _log.warning(
+                        "sink '%s': the embedded ClickHouse at %s is busy in another process; waiting up to %gs",
+                        self.name,
+                        self._dsn.removeprefix("chdb://"),
+                        self._busy_timeout_seconds,
+                    )
+                if time.monotonic() >= deadline:
+                    raise ClickHouseSinkUnavailable(
+                        f"sink '{self.name}': the embedded ClickHouse at {self._dsn.removeprefix('chdb://')} stayed"
+                        f" busy for {self._busy_timeout_seconds:g}s. chdb serves a path to one process at a time:"
+                        " another run (or a check) is using it; retry when it ends, or use a ClickHouse server."
+                        f" ({error})"
+                    ) from error
+                time.sleep(_BUSY_POLL_SECONDS)
 
     def _qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"

@@ -6,6 +6,7 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY
 from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
+from cdc_pipeline.defs.run_tags import embedded_clickhouse_tags
 from cdc_pipeline.dlq.replay import replay_dead_letters
 
 REPLAY_JOB_NAME = "replay_dead_letters"
@@ -44,6 +45,7 @@ def build_replay_job(pipeline: PipelineConfig) -> dg.JobDefinition:
         name=REPLAY_JOB_NAME,
         executor_def=dg.in_process_executor,
         description="Re-drives the DLQ with the current config; removes the dead letters that now succeed.",
+        tags=embedded_clickhouse_tags(pipeline),
     )
     def replay_job() -> None:
         replay()

@@ -6,8 +6,7 @@ import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.replication.ops import build_replication_ops
-
-SOURCE_TAG = "cdc/source"
+from cdc_pipeline.defs.run_tags import SOURCE_TAG, embedded_clickhouse_tags
 
 
 def replication_job_name(source_name: str) -> str:
@@ -21,5 +20,5 @@ def build_replication_job(source_name: str, pipeline: PipelineConfig) -> dg.JobD
         # Unmasked rows exist between parse and mask: one process, with the in-memory IO manager the
         # definitions bind, means they are never pickled into Dagster's storage.
         executor_def=dg.in_process_executor,
-        tags={SOURCE_TAG: source_name},
+        tags={SOURCE_TAG: source_name, **embedded_clickhouse_tags(pipeline)},
     )

@@ -17,12 +17,11 @@ from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY, sink_table_asset_key
 from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
+from cdc_pipeline.defs.run_tags import REACHED_TAG
 from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.preflight import check_binlog_settings
 from cdc_pipeline.sources.mysql.resume import resume_point
-
-REACHED_TAG = "cdc/reached"
 
 
 class BatchWindow(dg.Config):

@@ -4,12 +4,10 @@ import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.positions import BinlogPosition
-from cdc_pipeline.defs.replication.jobs import SOURCE_TAG
-from cdc_pipeline.defs.replication.ops import REACHED_TAG
 from cdc_pipeline.defs.resource_keys import source_key
+from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 
-RANGE_TAG = "cdc/range"
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

@@ -1,0 +1,22 @@
+"""Run tags the pipeline sets and reads: dagster.yaml limits runs by some of them."""
+
+from __future__ import annotations
+
+import hashlib
+
+from cdc_pipeline.config.models import PipelineConfig
+
+# One replication run per source at a time (dagster.yaml), and the sensor finds a source's runs.
+SOURCE_TAG = "cdc/source"
+# The binlog range a sensor requested: "<from>-<to>".
+RANGE_TAG = "cdc/range"
+# Where a run's read stopped; the sensor continues from there when it stopped at the batch size.
+REACHED_TAG = "cdc/reached"
+# Runs that open the embedded ClickHouse path; dagster.yaml lets one such run go at a time.
+EMBEDDED_CLICKHOUSE_TAG = "cdc/chdb"
+
+
+def embedded_clickhouse_tags(pipeline: PipelineConfig) -> dict[str, str]:
+    """The tag for runs that write an embedded ClickHouse sink (a short digest of its path)."""
+    path = pipeline.embedded_clickhouse_path
+    return {EMBEDDED_CLICKHOUSE_TAG: hashlib.sha256(path.encode()).hexdigest()[:16]} if path else {}
