@@ -36,10 +36,6 @@ def _noted(error: str, why_not_replayed: str) -> str:
     return error if error.endswith(note) else error + note
 
 
-def _identity(version: int, op: str) -> tuple[int, str]:
-    return (version, op)
-
-
 def replay_dead_letters(
     store: DeadLetterStore,
     pipeline: PipelineConfig,
@@ -71,21 +67,23 @@ def replay_dead_letters(
         if isinstance(schema, str):
             failed_again.update({letter.id: schema for letter in replayable})
             continue
-        # sink -> identities that failed there, with the reason
-        outcome: dict[str, dict[tuple[int, str], Rejection]] = {}
+        # sink -> letter id -> the rejection it met there again
+        outcome: dict[str, dict[int, Rejection]] = {}
         for sink_name, sink in sinks.items():
             targeted = [letter for letter in replayable if letter.sink in ("", sink_name)]
             if not targeted:
                 continue
-            batch = _batch_of(source, schema, targeted)
+            batch, letter_of = _batch_of(source, schema, targeted)
             mapped = TypeMapper(sink_name, pipeline.sinks[sink_name].kind, pipeline.type_overrides).map_batch(batch)
             write_rejections: list[Rejection] = []
             sink.write(mapped, write_rejections.extend, advance_checkpoint=False)
-            outcome[sink_name] = {_identity(r.version, r.op.value): r for r in [*mapped.rejections, *write_rejections]}
+            # A rejection carries its change's own values dict: that identifies the letter exactly.
+            outcome[sink_name] = {letter_of[id(r.payload)].id: r for r in [*mapped.rejections, *write_rejections]}
         for letter in replayable:
-            key = _identity(letter.version, letter.op.value)
             failures = {
-                name: failed[key] for name, failed in outcome.items() if letter.sink in ("", name) and key in failed
+                name: failed[letter.id]
+                for name, failed in outcome.items()
+                if letter.sink in ("", name) and letter.id in failed
             }
             if not failures:
                 resolved.append(letter.id)
@@ -119,19 +117,17 @@ def _masked_schema_or_problem(
         return str(error)
 
 
-def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> ChangeBatch:
-    changes = [
-        RowChange(letter.op, dict(letter.values), letter.version, letter.position, 0)
-        for letter in sorted(letters, key=lambda letter: letter.version)
-    ]
-    # Payloads are masked already; only columns that still exist are replayed.
+def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> tuple[ChangeBatch, dict[int, DeadLetter]]:
+    """The letters as a masked batch, and which letter each change's values dict came from."""
     names = set(schema.column_names)
-    for change in changes:
-        for column in names - change.values.keys():
-            change.values[column] = None
-        for column in change.values.keys() - names:
-            del change.values[column]
+    changes = []
+    letter_of: dict[int, DeadLetter] = {}
+    for letter in sorted(letters, key=lambda letter: letter.version):
+        # Payloads are masked already; only columns that still exist are replayed.
+        values = {column: letter.values.get(column) for column in schema.column_names if column in names}
+        changes.append(RowChange(letter.op, values, letter.version, letter.position, 0))
+        letter_of[id(values)] = letter
     # Replays never move a checkpoint; the batch's bounds only say where its letters came from.
     position = Checkpoint(BinlogPosition(letters[0].position.rpartition(":")[0], 4))
     batch = ChangeBatch(source, position, position, {schema.qualified_name: TableChanges(schema, changes)}, masked=True)
-    return batch
+    return batch, letter_of

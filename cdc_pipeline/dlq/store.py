@@ -71,7 +71,9 @@ class DeadLetterStore:
                 payload jsonb NOT NULL,
                 first_seen timestamptz NOT NULL DEFAULT now(),
                 replay_attempts integer NOT NULL DEFAULT 0,
-                UNIQUE (source, sink, source_table, version, op, stage))"""
+                -- The rows of an initial-load chunk share one version: the payload tells them apart.
+                payload_digest text GENERATED ALWAYS AS (md5(payload::text)) STORED,
+                UNIQUE (source, sink, source_table, version, op, stage, payload_digest))"""
             ).format(self._table())
         )
 

@@ -38,6 +38,10 @@ class Sink(Protocol):
 
     def checkpoint(self, source: str) -> Checkpoint | None: ...
 
+    def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
+        """Set the checkpoint if the sink has none (an initial load's handoff); return the one in force."""
+        ...
+
     def write(
         self,
         batch: MappedBatch,

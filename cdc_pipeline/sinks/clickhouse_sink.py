@@ -110,6 +110,20 @@ class ClickHouseSink:
         ).result_rows
         return Checkpoint.from_columns(*rows[0]) if rows else None
 
+    def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
+        existing = self.checkpoint(source)
+        if existing is not None:
+            return existing
+        self._insert_checkpoint(source, checkpoint)
+        return checkpoint
+
+    def _insert_checkpoint(self, source: str, checkpoint: Checkpoint) -> None:
+        self.client.insert(
+            self._qualified(CHECKPOINT_TABLE),
+            [[source, *checkpoint.columns(), checkpoint.version_floor]],
+            column_names=["source", "position", "gtid", "server_id", "progress"],
+        )
+
     def _ensure_table(self, layout: SinkTableLayout) -> None:
         if layout.table_name in self._created:
             return
@@ -150,11 +164,7 @@ class ClickHouseSink:
         record_rejections(result.rejections)
         crash_point("clickhouse_before_checkpoint")
         if advance_checkpoint and (stored is None or batch.end.is_after(stored)):
-            self.client.insert(
-                self._qualified(CHECKPOINT_TABLE),
-                [[batch.source, *batch.end.columns(), batch.end.version_floor]],
-                column_names=["source", "position", "gtid", "server_id", "progress"],
-            )
+            self._insert_checkpoint(batch.source, batch.end)
             result.checkpoint = batch.end
         else:
             result.checkpoint = stored

@@ -72,6 +72,20 @@ class PostgresSink:
             row = cursor.fetchone()
         return Checkpoint.from_columns(*row) if row else None
 
+    def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
+        with self._transaction() as cursor:
+            self._ensure_bookkeeping(cursor)
+            cursor.execute(
+                sql.SQL(
+                    "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (source) DO NOTHING"
+                ).format(self._qualified(CHECKPOINT_TABLE)),
+                (source, *checkpoint.columns()),
+            )
+        adopted = self.checkpoint(source)
+        assert adopted is not None
+        return adopted
+
     def _ensure_table(self, cursor: psycopg2.extensions.cursor, layout: SinkTableLayout) -> None:
         if layout.table_name in self._created:
             return
