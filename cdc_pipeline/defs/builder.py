@@ -21,6 +21,8 @@ from cdc_pipeline.defs.resources import (
 )
 from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
+from cdc_pipeline.defs.snapshots.assets import build_snapshot_assets
+from cdc_pipeline.defs.snapshots.jobs import build_plan_snapshot_job
 
 
 def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
@@ -56,9 +58,10 @@ def build_definitions(pipeline: PipelineConfig, resources: dict[str, Any] | None
         job = build_replication_job(source_name, pipeline)
         jobs.append(job)
         sensors.append(build_source_sensor(source_name, job, pipeline))
+        jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(
-        assets=[*build_sink_table_specs(pipeline), dead_letter_queue],
+        assets=[*build_sink_table_specs(pipeline), *build_snapshot_assets(pipeline), dead_letter_queue],
         asset_checks=[*build_sink_table_checks(pipeline), dead_letter_queue_is_empty],
         jobs=jobs,
         sensors=sensors,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.defs.asset_keys import sink_table_asset_key
+from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
 
 
 def configured_tables(pipeline: PipelineConfig, source_name: str) -> list[str]:
@@ -27,6 +27,8 @@ def build_sink_table_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
                         group_name=sink_name,
                         kinds={sink.kind, "mysql"},
                         metadata={"source": source_name, "source_table": table},
+                        # Loaded by the snapshot backfill, kept current by the replication job.
+                        deps=[snapshot_asset_key(source_name, table)],
                     )
                 )
     return specs
