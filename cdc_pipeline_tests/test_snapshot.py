@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import psycopg2
 
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
@@ -73,3 +74,44 @@ def test_backfill_loads_existing_rows_and_the_handoff_to_streaming_converges(har
         assert_same_rows(_without(rows, "email"), _without(source, "email"), where)
         assert all(row["email"].startswith("tok_") for row in rows), where  # masked on the way in
     assert harness.dead_letters() == []
+
+
+def test_resync_repairs_a_damaged_sink_while_streaming_goes_on(harness: PipelineHarness) -> None:
+    table = f"{harness.database}.items"
+    source_config = harness.config_dict()["sources"][SOURCE]
+    harness.extra_config["sources"] = {SOURCE: {**source_config, "tables": {"include": [table]}}}
+    harness.source_execute(
+        "CREATE TABLE items (id BIGINT UNSIGNED PRIMARY KEY, label VARCHAR(20))",
+        "INSERT INTO items VALUES " + ", ".join(f"({i}, 'item {i}')" for i in range(1, 301)),
+    )
+    harness.replicate()
+    sink_table = f'replica."{harness.database}__items"'
+    # Damage the PostgreSQL sink behind the pipeline's back.
+    with psycopg2.connect(harness.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {sink_table} WHERE id IN (3, 250)")
+        cursor.execute(f"UPDATE {sink_table} SET label = 'wrong' WHERE id = 7")
+        cursor.execute(f"INSERT INTO {sink_table} VALUES (150000, 'only in the sink', 1, false)")
+    connection.close()
+    harness.source_execute("UPDATE items SET label = 'streamed' WHERE id = 9")
+
+    definitions = harness.definitions()
+    with dg.instance_for_test() as instance:
+        plan = definitions.resolve_job_def(f"plan_snapshot_{SOURCE}")
+        plan.execute_in_process(
+            run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": 100}}}},
+            instance=instance,
+        )
+        snapshot = definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table))
+        removed = 0
+        for key in instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table)):
+            result = dg.materialize([snapshot], partition_key=key, instance=instance)
+            removed += (
+                result.asset_materializations_for_node(snapshot.node_def.name)[0]
+                .metadata["rows_removed_analytics"]
+                .value
+            )
+        harness.replicate(instance=instance)
+    assert removed == 1
+    source = harness.source_rows("items")
+    assert_same_rows(harness.postgres_rows("items"), source, "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows("items"), source, "ClickHouse")

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
+from cdc_pipeline.mapping.sink_types import SinkTableLayout
 
 
 @dataclass
@@ -50,6 +51,14 @@ class Sink(Protocol):
     ) -> WriteResult: ...
 
     def table_stats(self, source_table: str) -> TableStats | None: ...
+
+    def tombstone_missing(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
+    ) -> int:
+        """Mark deleted, at `version`, the live rows older than it whose first key column lies in
+        `key_range` (None: anywhere) and whose canonical key is not in `present`: rows a re-sync
+        found only in the sink. Returns how many."""
+        ...
 
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         """The keys of the live (not deleted) rows, streamed."""

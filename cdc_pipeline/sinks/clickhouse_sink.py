@@ -19,6 +19,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from cdc_pipeline.core.changes import Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
+from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
@@ -213,3 +214,29 @@ class ClickHouseSink:
         ) as blocks:
             for block in blocks:
                 yield from (tuple(row) for row in block)
+
+    def tombstone_missing(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
+    ) -> int:
+        self._ensure_table(layout)
+        columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
+        where = f"{quote_identifier(DELETED_COLUMN)} = 0 AND {quote_identifier(VERSION_COLUMN)} < {int(version)}"
+        parameters: dict[str, int] = {}
+        if key_range is not None:
+            where += f" AND {quote_identifier(layout.key_columns[0])} BETWEEN {{low:Int256}} AND {{high:Int256}}"
+            parameters = {"low": key_range[0], "high": key_range[1]}
+        rows = self.client.query(
+            f"SELECT {', '.join(quote_identifier(c) for c in columns)} FROM {self._qualified(layout.table_name)}"
+            f" FINAL WHERE {where}",
+            parameters=parameters,
+        ).result_rows
+        key_indexes = [layout.column_names.index(k) for k in layout.key_columns]
+        gone = [
+            [*row[: len(layout.column_names)], version, 1]
+            for row in rows
+            if tuple(canonical_key_part(row[i]) for i in key_indexes) not in present
+        ]
+        if gone:
+            # A tombstone row with a newer version: FINAL then hides the row.
+            self.client.insert(self._qualified(layout.table_name), gone, column_names=columns)
+        return len(gone)

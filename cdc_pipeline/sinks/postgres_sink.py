@@ -8,11 +8,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
+import psycopg2.extras
 from psycopg2 import sql
 
 from cdc_pipeline.core.changes import Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
+from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
@@ -265,3 +267,43 @@ class PostgresSink:
                 yield from cursor
         finally:
             connection.close()
+
+    def tombstone_missing(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
+    ) -> int:
+        keys = [sql.Identifier(k) for k in layout.key_columns]
+        condition = sql.SQL("NOT {deleted} AND {version} < %(version)s").format(
+            deleted=sql.Identifier(DELETED_COLUMN), version=sql.Identifier(VERSION_COLUMN)
+        )
+        if key_range is not None:
+            condition = sql.SQL("{} AND {} BETWEEN %(low)s AND %(high)s").format(condition, keys[0])
+        with self._transaction() as cursor:
+            self._ensure_bookkeeping(cursor)
+            self._ensure_table(cursor, layout)
+            cursor.execute(
+                sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                    sql.SQL(", ").join(keys), self._qualified(layout.table_name), condition
+                ),
+                {
+                    "version": version,
+                    "low": key_range[0] if key_range else None,
+                    "high": key_range[1] if key_range else None,
+                },
+            )
+            gone = [row for row in cursor.fetchall() if tuple(canonical_key_part(v) for v in row) not in present]
+            if gone:
+                match = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(k) for k in keys)
+                psycopg2.extras.execute_batch(
+                    cursor,
+                    # The version guard again: a streamed change may have landed since the SELECT.
+                    sql.SQL("UPDATE {} SET {} = true, {} = %s WHERE {} AND {} < %s").format(
+                        self._qualified(layout.table_name),
+                        sql.Identifier(DELETED_COLUMN),
+                        sql.Identifier(VERSION_COLUMN),
+                        match,
+                        sql.Identifier(VERSION_COLUMN),
+                    ),
+                    [(version, *row, version) for row in gone],
+                    page_size=1000,
+                )
+        return len(gone)

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.mapping.mapper import TypeMapper
+from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.snapshot.chunks import Chunk
@@ -30,7 +32,10 @@ _NOT_FROM_THE_LOG = Checkpoint(BinlogPosition("snapshot.000000", 4))
 class ChunkLoadResult:
     rows_read: int = 0
     rows_written: Counter[str] = field(default_factory=Counter)  # sink -> rows
+    rows_removed: Counter[str] = field(default_factory=Counter)  # sink -> rows found only in the sink
     dead_lettered: int = 0
+    # False when masking failed for the table: its keys are unknown, so nothing may be removed.
+    keys_complete: bool = True
 
 
 def load_chunk(
@@ -46,6 +51,7 @@ def load_chunk(
 ) -> ChunkLoadResult:
     result = ChunkLoadResult()
     mappers = {name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in sinks}
+    present: set[tuple[str, ...]] = set()  # the chunk's keys as the sinks hold them (masked)
     for changes in read_chunk(settings, schema, chunk, slice_rows):
         result.rows_read += len(changes)
         batch = ChangeBatch(
@@ -53,6 +59,12 @@ def load_chunk(
         )
         masked = masker.mask_batch(batch)
         result.dead_lettered += dead_letters.record(source_name, masked.rejections)
+        if masked.rejections:
+            result.keys_complete = False
+        for table in masked.tables.values():
+            present.update(
+                tuple(canonical_key_part(change.values[k]) for k in schema.key_columns) for change in table.changes
+            )
         for name, sink in sinks.items():
             mapped = mappers[name].map_batch(masked)
 
@@ -61,4 +73,14 @@ def load_chunk(
 
             written = sink.write(mapped, record, advance_checkpoint=False)
             result.rows_written[name] += sum(sum(counts.values()) for counts in written.rows_by_table.values())
+    if result.keys_complete:
+        # A re-sync also removes what exists only in the sink (within this chunk's key range).
+        key_range = None if chunk.low is None or chunk.high is None else (chunk.low, chunk.high)
+        masked_schema = masker.masked_schema(schema)
+        for name, sink in sinks.items():
+            try:
+                layout = mappers[name].layout(masked_schema)
+            except TypeNotMappable:
+                continue  # the table cannot exist in this sink: its rows are in the DLQ
+            result.rows_removed[name] = sink.tombstone_missing(layout, key_range, present, chunk.version)
     return result
