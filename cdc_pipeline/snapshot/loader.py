@@ -7,6 +7,7 @@ values a sink refuses to the DLQ, version-guarded writes. Checkpoints are never 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import PipelineConfig
@@ -15,7 +16,6 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
-from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
@@ -46,9 +46,10 @@ def load_chunk(
     pipeline: PipelineConfig,
     masker: Masker,
     sinks: dict[str, Sink],
-    dead_letters: DeadLetterStore,
+    record_rejections: Callable[[list[Rejection]], int],
     slice_rows: int = 10_000,
 ) -> ChunkLoadResult:
+    """`record_rejections` stores dead letters (masked) and returns how many it stored."""
     result = ChunkLoadResult()
     mappers = {name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in sinks}
     present: set[tuple[str, ...]] = set()  # the chunk's keys as the sinks hold them (masked)
@@ -58,7 +59,7 @@ def load_chunk(
             source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, {schema.qualified_name: TableChanges(schema, changes)}
         )
         masked = masker.mask_batch(batch)
-        result.dead_lettered += dead_letters.record(source_name, masked.rejections)
+        result.dead_lettered += record_rejections(masked.rejections)
         if masked.rejections:
             result.keys_complete = False
         for table in masked.tables.values():
@@ -69,7 +70,7 @@ def load_chunk(
             mapped = mappers[name].map_batch(masked)
 
             def record(rejections: list[Rejection], refused_by_map: list[Rejection] = mapped.rejections) -> None:
-                result.dead_lettered += dead_letters.record(source_name, [*refused_by_map, *rejections])
+                result.dead_lettered += record_rejections([*refused_by_map, *rejections])
 
             written = sink.write(mapped, record, advance_checkpoint=False)
             result.rows_written[name] += sum(sum(counts.values()) for counts in written.rows_by_table.values())

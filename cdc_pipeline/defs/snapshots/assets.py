@@ -51,6 +51,7 @@ def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> d
         schema = source.catalog(source_config.tables, source_config.key_columns).table(database, name)
         if schema is None or not schema.key_columns:
             raise dg.Failure(f"{table} cannot be loaded: it does not exist at '{source_name}' or has no key")
+        dead_letters = getattr(context.resources, DEAD_LETTER_QUEUE).store()
         result = load_chunk(
             source_name,
             source.settings,
@@ -59,7 +60,7 @@ def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> d
             pipeline,
             getattr(context.resources, MASKING).masker(pipeline.masking),
             {sink_name: getattr(context.resources, sink_key(sink_name)).sink(sink_name) for sink_name in sink_names},
-            getattr(context.resources, DEAD_LETTER_QUEUE).store(),
+            lambda rejections: dead_letters.record(source_name, rejections),
         )
         return dg.MaterializeResult(
             metadata={
