@@ -5,9 +5,11 @@ from __future__ import annotations
 import dagster as dg
 import psycopg2
 
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
 from cdc_pipeline.snapshot.chunks import Chunk
+from cdc_pipeline.snapshot.clickhouse_pull import why_not_pullable
 from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, assert_same_rows
 
 ROWS = 2500
@@ -51,6 +53,7 @@ def test_backfill_loads_existing_rows_and_the_handoff_to_streaming_converges(har
         first = dg.materialize([snapshot], partition_key=chunks[0].partition_key, instance=instance)
         metadata = first.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
         assert metadata["rows_read"].value == 834  # ids 1..834: the first third of 1..2500
+        assert metadata["pulled_by"].value == []  # email is masked: masking runs in Python
 
         # The source changes while the load runs, inside and outside the loaded ranges.
         harness.source_execute(
@@ -105,13 +108,58 @@ def test_resync_repairs_a_damaged_sink_while_streaming_goes_on(harness: Pipeline
         removed = 0
         for key in instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table)):
             result = dg.materialize([snapshot], partition_key=key, instance=instance)
-            removed += (
-                result.asset_materializations_for_node(snapshot.node_def.name)[0]
-                .metadata["rows_removed_analytics"]
-                .value
-            )
+            metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
+            removed += metadata["rows_removed_analytics"].value
+            assert metadata["pulled_by"].value == ["warehouse"]  # ClickHouse pulled from MySQL itself
         harness.replicate(instance=instance)
     assert removed == 1
     source = harness.source_rows("items")
     assert_same_rows(harness.postgres_rows("items"), source, "PostgreSQL")
     assert_same_rows(harness.clickhouse_rows("items"), source, "ClickHouse")
+
+
+def test_the_clickhouse_pull_matches_the_python_path_and_leaves_unfit_chunks_to_it(harness: PipelineHarness) -> None:
+    table = f"{harness.database}.mixed"
+    source_config = harness.config_dict()["sources"][SOURCE]
+    harness.extra_config["sources"] = {SOURCE: {**source_config, "tables": {"include": [table]}}}
+    harness.source_execute(
+        "CREATE TABLE mixed (id INT UNSIGNED PRIMARY KEY, amount DECIMAL(30,10), ratio DOUBLE, label VARCHAR(30),"
+        " body TEXT, raw VARBINARY(8), kind ENUM('a','b c'), doc JSON, day DATE,"
+        " at DATETIME(6), stamp TIMESTAMP(3) NULL, small TINYINT, big BIGINT UNSIGNED)",
+        "INSERT INTO mixed VALUES"
+        " (1, -12345678901234567890.0123456789, 0.1, 'émoji 😀', '', x'00ff', 'b c', '{\"k\": [1, null]}',"
+        " '2024-02-29', '2024-02-29 23:59:59.999999', '2038-01-19 03:14:07.999', -128, 18446744073709551615),"
+        " (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),"
+        " (3000, 1, 2, 'old', 'x', x'', 'a', '[]', '1000-01-01', '1900-01-01 00:00:00', NULL, 0, 0)",
+    )
+    definitions = harness.definitions()
+    with dg.instance_for_test() as instance:
+        definitions.resolve_job_def(f"plan_snapshot_{SOURCE}").execute_in_process(
+            run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": 2}}}},
+            instance=instance,
+        )
+        snapshot = definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table))
+        pulled = {}
+        for key in instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table)):
+            result = dg.materialize([snapshot], partition_key=key, instance=instance)
+            metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
+            pulled[Chunk.parse(key).index] = metadata["pulled_by"].value
+    # Chunk 0 (ids 1, 2) fits ClickHouse and is pulled; chunk 1 holds a 1000-01-01 date: Python path.
+    assert pulled == {0: ["warehouse"], 1: []}
+    source = harness.source_rows("mixed")
+    assert_same_rows(harness.postgres_rows("mixed"), source, "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows("mixed"), source[:2], "ClickHouse")
+    ((_, sink, stage, error, _),) = harness.dead_letters()
+    assert (sink, stage) == ("warehouse", "map") and "1000-01-01" in error
+
+
+def test_tables_the_pull_cannot_copy_exactly_stay_on_the_python_path() -> None:
+    def schema(*types: str) -> TableSchema:
+        columns = tuple(ColumnSchema(f"c{i}", t, t, nullable=True) for i, t in enumerate(types))
+        return TableSchema("db", "t", (ColumnSchema("id", "int", "int", False), *columns), ("id",))
+
+    assert why_not_pullable(schema("varchar", "decimal", "datetime", "json"), set(), set()) is None
+    assert "c0 (binary)" in (why_not_pullable(schema("binary"), set(), set()) or "")
+    assert "c0 (time)" in (why_not_pullable(schema("time"), set(), set()) or "")
+    assert "masked" in (why_not_pullable(schema("varchar"), {"c0"}, set()) or "")
+    assert "type overrides" in (why_not_pullable(schema("varchar"), set(), {"c0"}) or "")

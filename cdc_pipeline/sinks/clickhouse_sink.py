@@ -62,7 +62,7 @@ class ClickHouseSink:
             self._client = self._open_client()
             self._client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self._database)}")
             self._client.command(
-                f"CREATE TABLE IF NOT EXISTS {self._qualified(CHECKPOINT_TABLE)}"
+                f"CREATE TABLE IF NOT EXISTS {self.qualified(CHECKPOINT_TABLE)}"
                 " (source String, position String, gtid Nullable(String), server_id Nullable(UInt64),"
                 " progress UInt64, updated_at DateTime64(6, 'UTC') DEFAULT now64(6))"
                 " ENGINE = ReplacingMergeTree(progress) ORDER BY source"
@@ -98,14 +98,14 @@ class ClickHouseSink:
                     ) from error
                 time.sleep(_BUSY_POLL_SECONDS)
 
-    def _qualified(self, table: str) -> str:
+    def qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
 
     def checkpoint(self, source: str) -> Checkpoint | None:
         # Checkpoint rows are only ever added further along: the one with the most progress (its
         # version floor, which grows with the log, across a failover too) is the current one.
         rows = self.client.query(
-            f"SELECT position, gtid, server_id FROM {self._qualified(CHECKPOINT_TABLE)}"
+            f"SELECT position, gtid, server_id FROM {self.qualified(CHECKPOINT_TABLE)}"
             " WHERE source = {source:String} ORDER BY progress DESC LIMIT 1",
             parameters={"source": source},
         ).result_rows
@@ -120,12 +120,12 @@ class ClickHouseSink:
 
     def _insert_checkpoint(self, source: str, checkpoint: Checkpoint) -> None:
         self.client.insert(
-            self._qualified(CHECKPOINT_TABLE),
+            self.qualified(CHECKPOINT_TABLE),
             [[source, *checkpoint.columns(), checkpoint.version_floor]],
             column_names=["source", "position", "gtid", "server_id", "progress"],
         )
 
-    def _ensure_table(self, layout: SinkTableLayout) -> None:
+    def ensure_table(self, layout: SinkTableLayout) -> None:
         if layout.table_name in self._created:
             return
         columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
@@ -133,15 +133,15 @@ class ClickHouseSink:
         columns.append(f"{quote_identifier(DELETED_COLUMN)} UInt8")
         order_by = ", ".join(quote_identifier(k) for k in layout.key_columns)
         self.client.command(
-            f"CREATE TABLE IF NOT EXISTS {self._qualified(layout.table_name)} ({', '.join(columns)})"
+            f"CREATE TABLE IF NOT EXISTS {self.qualified(layout.table_name)} ({', '.join(columns)})"
             f" ENGINE = ReplacingMergeTree({quote_identifier(VERSION_COLUMN)}, {quote_identifier(DELETED_COLUMN)})"
             f" ORDER BY ({order_by})"
         )
         # FINAL collapses versions and drops rows whose newest version is a delete.
         self.client.command(
-            f"CREATE VIEW IF NOT EXISTS {self._qualified(layout.table_name + CURRENT_VIEW_SUFFIX)} AS"
+            f"CREATE VIEW IF NOT EXISTS {self.qualified(layout.table_name + CURRENT_VIEW_SUFFIX)} AS"
             f" SELECT {', '.join(quote_identifier(c) for c in layout.column_names)}"
-            f" FROM {self._qualified(layout.table_name)} FINAL WHERE {quote_identifier(DELETED_COLUMN)} = 0"
+            f" FROM {self.qualified(layout.table_name)} FINAL WHERE {quote_identifier(DELETED_COLUMN)} = 0"
         )
         self._created.add(layout.table_name)
 
@@ -156,7 +156,7 @@ class ClickHouseSink:
         floor = stored.version_floor if (stored is not None and advance_checkpoint) else 0
 
         def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-            self._ensure_table(table.layout)
+            self.ensure_table(table.layout)
             written = self._write_table(table.layout, rows, changes, result)
             crash_point("clickhouse_mid_write")
             return written
@@ -175,7 +175,7 @@ class ClickHouseSink:
         self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], result: WriteResult
     ) -> list[RowChange]:
         column_names = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
-        target = self._qualified(layout.table_name)
+        target = self.qualified(layout.table_name)
         rejected: set[int] = set()
 
         def attempt(chunk: list[list[Any]]) -> None:
@@ -201,7 +201,7 @@ class ClickHouseSink:
         if not exists:
             return None
         live, version_sum = self.client.query(
-            f"SELECT count(), sum(toUInt128({quote_identifier(VERSION_COLUMN)})) FROM {self._qualified(table)} FINAL"
+            f"SELECT count(), sum(toUInt128({quote_identifier(VERSION_COLUMN)})) FROM {self.qualified(table)} FINAL"
             f" WHERE {quote_identifier(DELETED_COLUMN)} = 0"
         ).result_rows[0]
         return TableStats(int(live), int(version_sum))
@@ -209,7 +209,7 @@ class ClickHouseSink:
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         columns = ", ".join(quote_identifier(k) for k in key_columns)
         with self.client.query_row_block_stream(
-            f"SELECT {columns} FROM {self._qualified(sink_table_name(source_table))} FINAL"
+            f"SELECT {columns} FROM {self.qualified(sink_table_name(source_table))} FINAL"
             f" WHERE {quote_identifier(DELETED_COLUMN)} = 0"
         ) as blocks:
             for block in blocks:
@@ -218,7 +218,7 @@ class ClickHouseSink:
     def tombstone_missing(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:
-        self._ensure_table(layout)
+        self.ensure_table(layout)
         columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
         where = f"{quote_identifier(DELETED_COLUMN)} = 0 AND {quote_identifier(VERSION_COLUMN)} < {int(version)}"
         parameters: dict[str, int] = {}
@@ -226,7 +226,7 @@ class ClickHouseSink:
             where += f" AND {quote_identifier(layout.key_columns[0])} BETWEEN {{low:Int256}} AND {{high:Int256}}"
             parameters = {"low": key_range[0], "high": key_range[1]}
         rows = self.client.query(
-            f"SELECT {', '.join(quote_identifier(c) for c in columns)} FROM {self._qualified(layout.table_name)}"
+            f"SELECT {', '.join(quote_identifier(c) for c in columns)} FROM {self.qualified(layout.table_name)}"
             f" FINAL WHERE {where}",
             parameters=parameters,
         ).result_rows
@@ -238,5 +238,5 @@ class ClickHouseSink:
         ]
         if gone:
             # A tombstone row with a newer version: FINAL then hides the row.
-            self.client.insert(self._qualified(layout.table_name), gone, column_names=columns)
+            self.client.insert(self.qualified(layout.table_name), gone, column_names=columns)
         return len(gone)

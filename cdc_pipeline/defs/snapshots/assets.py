@@ -68,6 +68,8 @@ def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> d
                 **{f"rows_written_{sink_name}": result.rows_written[sink_name] for sink_name in sink_names},
                 **{f"rows_removed_{sink_name}": result.rows_removed[sink_name] for sink_name in sink_names},
                 "dlq_count": result.dead_lettered,
+                # ClickHouse sinks that pulled the chunk from MySQL themselves (the fast path).
+                "pulled_by": dg.MetadataValue.json(result.pulled_by),
                 "key_range": "whole table" if chunk.low is None else f"{chunk.low} .. {chunk.high}",
                 "snapshot_version": chunk.version,
             }
