@@ -157,18 +157,18 @@ def _measure_pipeline(
     return rows
 
 
-def _measure_snapshot(phase: str, settings: MySqlConnectionSettings, sink_target: str, chunk_rows: int) -> int:
-    """The initial load of the whole table, chunk after chunk, as the backfill's runs would do it."""
+def _load_chunks(phase: str, port: int, sink_target: str, partition_keys: list[str]) -> int:
+    """One backfill worker: load the given chunks into a sink of its own (as one run per chunk would)."""
     from cdc_pipeline.config.loading import parse_pipeline_config
     from cdc_pipeline.masking.masker import Masker
     from cdc_pipeline.sinks.base import Sink
     from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
     from cdc_pipeline.sinks.postgres_sink import PostgresSink
-    from cdc_pipeline.snapshot.chunks import plan_chunks
-    from cdc_pipeline.snapshot.handoff import handoff_checkpoint, snapshot_version
+    from cdc_pipeline.snapshot.chunks import Chunk
     from cdc_pipeline.snapshot.loader import load_chunk
     from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 
+    settings = MySqlConnectionSettings("127.0.0.1", port, "root", "")
     kind = "clickhouse" if phase == "snapshot_clickhouse" else "postgres"
     pipeline = parse_pipeline_config(
         f"sources: {{bench: {{}}}}\nsinks: {{target: {{kind: {kind}, dsn_env: UNUSED}}}}\ndlq: {{dsn_env: UNUSED}}"
@@ -181,11 +181,34 @@ def _measure_snapshot(phase: str, settings: MySqlConnectionSettings, sink_target
     schema = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"])).table(DATABASE, "orders")
     assert schema is not None
     masker = Masker(MaskingConfig(), "bench-key")
-    version = snapshot_version(handoff_checkpoint(settings, "position"))
     rows = 0
-    for chunk in plan_chunks(settings, schema, chunk_rows, version):
-        rows += load_chunk("bench", settings, schema, chunk, pipeline, masker, {"target": sink}, len).rows_read
+    for key in partition_keys:
+        rows += load_chunk(
+            "bench", settings, schema, Chunk.parse(key), pipeline, masker, {"target": sink}, len
+        ).rows_read
     return rows
+
+
+def _measure_snapshot(
+    phase: str, settings: MySqlConnectionSettings, sink_target: str, chunk_rows: int, parallel: int
+) -> int:
+    """The initial load of the whole table, its chunks spread over `parallel` worker processes (the
+    backfill's concurrent runs). chdb serves one process per path, so ClickHouse loads one at a time."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from cdc_pipeline.snapshot.chunks import plan_chunks
+    from cdc_pipeline.snapshot.handoff import handoff_checkpoint, snapshot_version
+    from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+
+    schema = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"])).table(DATABASE, "orders")
+    assert schema is not None
+    chunks = plan_chunks(settings, schema, chunk_rows, snapshot_version(handoff_checkpoint(settings, "position")))
+    workers = 1 if phase == "snapshot_clickhouse" else max(1, parallel)
+    shares = [[c.partition_key for c in chunks[i::workers]] for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        loads = [pool.submit(_load_chunks, phase, settings.port, sink_target, share) for share in shares if share]
+        return sum(load.result() for load in loads)
 
 
 def measure_in_this_process(args: argparse.Namespace) -> None:
@@ -195,11 +218,12 @@ def measure_in_this_process(args: argparse.Namespace) -> None:
     if args.phase == "reference":
         rows = _measure_reference(settings, start, end)
     elif args.phase.startswith("snapshot_"):
-        rows = _measure_snapshot(args.phase, settings, args.sink_target, args.batch_rows)
+        rows = _measure_snapshot(args.phase, settings, args.sink_target, args.batch_rows, args.parallel)
     else:
         rows = _measure_pipeline(args.phase, settings, start, end, args.batch_rows, args.sink_target)
     elapsed = time.perf_counter() - began
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The largest of this process and its workers (the snapshot phases load in worker processes).
+    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(json.dumps({"rows": rows, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}))
 
 
@@ -238,6 +262,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
                         str(args.batch_rows),
                         "--sink-target",
                         target,
+                        "--parallel",
+                        str(args.parallel),
                     ]
                     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                     measured = json.loads(output.strip().splitlines()[-1])
@@ -283,6 +309,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-rows", type=int, default=50_000)
+    parser.add_argument("--parallel", type=int, default=2, help="initial-load worker processes (PostgreSQL)")
     parser.add_argument("--measure", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)

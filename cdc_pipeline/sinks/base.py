@@ -52,6 +52,13 @@ class Sink(Protocol):
 
     def table_stats(self, source_table: str) -> TableStats | None: ...
 
+    def older_live_keys(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
+    ) -> set[tuple[str, ...]]:
+        """Canonical keys of the live rows older than `version` whose first key column lies in
+        `key_range`: the rows a re-sync might have to remove (none after a first load)."""
+        ...
+
     def tombstone_missing(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:

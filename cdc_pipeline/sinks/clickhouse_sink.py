@@ -215,16 +215,32 @@ class ClickHouseSink:
             for block in blocks:
                 yield from (tuple(row) for row in block)
 
+    def older_live_keys(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
+    ) -> set[tuple[str, ...]]:
+        self.ensure_table(layout)
+        where, parameters = self._older_live(layout, key_range, version)
+        columns = ", ".join(quote_identifier(k) for k in layout.key_columns)
+        rows = self.client.query(
+            f"SELECT {columns} FROM {self.qualified(layout.table_name)} FINAL WHERE {where}", parameters=parameters
+        ).result_rows
+        return {tuple(canonical_key_part(part) for part in row) for row in rows}
+
+    def _older_live(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
+    ) -> tuple[str, dict[str, int]]:
+        where = f"{quote_identifier(DELETED_COLUMN)} = 0 AND {quote_identifier(VERSION_COLUMN)} < {int(version)}"
+        if key_range is None:
+            return where, {}
+        where += f" AND {quote_identifier(layout.key_columns[0])} BETWEEN {{low:Int256}} AND {{high:Int256}}"
+        return where, {"low": key_range[0], "high": key_range[1]}
+
     def tombstone_missing(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:
         self.ensure_table(layout)
         columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
-        where = f"{quote_identifier(DELETED_COLUMN)} = 0 AND {quote_identifier(VERSION_COLUMN)} < {int(version)}"
-        parameters: dict[str, int] = {}
-        if key_range is not None:
-            where += f" AND {quote_identifier(layout.key_columns[0])} BETWEEN {{low:Int256}} AND {{high:Int256}}"
-            parameters = {"low": key_range[0], "high": key_range[1]}
+        where, parameters = self._older_live(layout, key_range, version)
         rows = self.client.query(
             f"SELECT {', '.join(quote_identifier(c) for c in columns)} FROM {self.qualified(layout.table_name)}"
             f" FINAL WHERE {where}",

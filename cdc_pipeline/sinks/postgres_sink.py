@@ -268,28 +268,47 @@ class PostgresSink:
         finally:
             connection.close()
 
-    def tombstone_missing(
-        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
-    ) -> int:
+    def older_live_keys(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
+    ) -> set[tuple[str, ...]]:
+        with self._transaction() as cursor:
+            self._ensure_bookkeeping(cursor)
+            self._ensure_table(cursor, layout)
+            self._select_older_live_keys(cursor, layout, key_range, version)
+            return {tuple(canonical_key_part(part) for part in row) for row in cursor.fetchall()}
+
+    def _select_older_live_keys(
+        self,
+        cursor: psycopg2.extensions.cursor,
+        layout: SinkTableLayout,
+        key_range: tuple[int, int] | None,
+        version: int,
+    ) -> None:
         keys = [sql.Identifier(k) for k in layout.key_columns]
         condition = sql.SQL("NOT {deleted} AND {version} < %(version)s").format(
             deleted=sql.Identifier(DELETED_COLUMN), version=sql.Identifier(VERSION_COLUMN)
         )
         if key_range is not None:
             condition = sql.SQL("{} AND {} BETWEEN %(low)s AND %(high)s").format(condition, keys[0])
+        cursor.execute(
+            sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                sql.SQL(", ").join(keys), self._qualified(layout.table_name), condition
+            ),
+            {
+                "version": version,
+                "low": key_range[0] if key_range else None,
+                "high": key_range[1] if key_range else None,
+            },
+        )
+
+    def tombstone_missing(
+        self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
+    ) -> int:
+        keys = [sql.Identifier(k) for k in layout.key_columns]
         with self._transaction() as cursor:
             self._ensure_bookkeeping(cursor)
             self._ensure_table(cursor, layout)
-            cursor.execute(
-                sql.SQL("SELECT {} FROM {} WHERE {}").format(
-                    sql.SQL(", ").join(keys), self._qualified(layout.table_name), condition
-                ),
-                {
-                    "version": version,
-                    "low": key_range[0] if key_range else None,
-                    "high": key_range[1] if key_range else None,
-                },
-            )
+            self._select_older_live_keys(cursor, layout, key_range, version)
             gone = [row for row in cursor.fetchall() if tuple(canonical_key_part(v) for v in row) not in present]
             if gone:
                 match = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(k) for k in keys)

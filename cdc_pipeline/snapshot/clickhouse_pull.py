@@ -67,8 +67,9 @@ def _literal(value: str) -> str:
 
 def pull_chunk(
     sink: ClickHouseSink, layout: SinkTableLayout, settings: MySqlConnectionSettings, schema: TableSchema, chunk: Chunk
-) -> None:
-    """INSERT the chunk's rows into the sink table straight from MySQL, at the snapshot's version."""
+) -> int:
+    """INSERT the chunk's rows into the sink table straight from MySQL, at the snapshot's version;
+    returns how many rows of the chunk the table now holds at that version."""
     sink.ensure_table(layout)
     columns = ", ".join(quote_identifier(c) for c in layout.column_names)
     source = (
@@ -79,8 +80,11 @@ def pull_chunk(
         f"INSERT INTO {sink.qualified(layout.table_name)} ({columns}, {quote_identifier(VERSION_COLUMN)},"
         f" {quote_identifier(DELETED_COLUMN)}) SELECT {columns}, {int(chunk.version)}, 0 FROM {source}"
     )
+    in_chunk = f"{quote_identifier(VERSION_COLUMN)} = {int(chunk.version)}"
     if chunk.low is not None:
-        query += f" WHERE {quote_identifier(schema.key_columns[0])} BETWEEN {int(chunk.low)} AND {int(chunk.high or 0)}"
+        bounds = f"{quote_identifier(schema.key_columns[0])} BETWEEN {int(chunk.low)} AND {int(chunk.high or 0)}"
+        query += f" WHERE {bounds}"
+        in_chunk += f" AND {bounds}"
     try:
         # DATETIME text read as UTC wall-clock time, as the Python path stores it.
         sink.client.command(query, settings={"session_timezone": "UTC"})
@@ -90,3 +94,5 @@ def pull_chunk(
         raise ClickHouseSinkUnavailable(
             f"sink '{sink.name}': pulling {schema.qualified_name} chunk {chunk.index} from MySQL failed: {message}"
         ) from None
+    counted = sink.client.query(f"SELECT count() FROM {sink.qualified(layout.table_name)} WHERE {in_chunk}")
+    return int(counted.result_rows[0][0])

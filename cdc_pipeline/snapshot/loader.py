@@ -59,11 +59,6 @@ def load_chunk(
     pulled = _pull_where_possible(settings, schema, chunk, pipeline, masker, sinks, mappers)
     result.pulled_by = sorted(pulled)
     python_sinks = {name: sink for name, sink in sinks.items() if name not in pulled}
-    if not python_sinks:
-        # Nothing is masked when pulling: the source's keys are the sinks' keys.
-        for keys in read_chunk_keys(settings, schema, chunk, slice_rows):
-            present.update(tuple(canonical_key_part(part) for part in key) for key in keys)
-        result.rows_read = len(present)
     for changes in read_chunk(settings, schema, chunk, slice_rows) if python_sinks else ():
         result.rows_read += len(changes)
         batch = ChangeBatch(
@@ -85,19 +80,48 @@ def load_chunk(
 
             written = sink.write(mapped, record, advance_checkpoint=False)
             result.rows_written[name] += sum(sum(counts.values()) for counts in written.rows_by_table.values())
-    for name in pulled:
-        result.rows_written[name] = len(present)
+    for name, rows in pulled.items():
+        result.rows_written[name] = rows
+        result.rows_read = max(result.rows_read, rows)
     if result.keys_complete:
-        # A re-sync also removes what exists only in the sink (within this chunk's key range).
-        key_range = None if chunk.low is None or chunk.high is None else (chunk.low, chunk.high)
-        masked_schema = masker.masked_schema(schema)
-        for name, sink in sinks.items():
-            try:
-                layout = mappers[name].layout(masked_schema)
-            except TypeNotMappable:
-                continue  # the table cannot exist in this sink: its rows are in the DLQ
-            result.rows_removed[name] = sink.tombstone_missing(layout, key_range, present, chunk.version)
+        _remove_rows_only_in_the_sinks(
+            settings, schema, chunk, masker, sinks, mappers, present, bool(python_sinks), result
+        )
     return result
+
+
+def _remove_rows_only_in_the_sinks(
+    settings: MySqlConnectionSettings,
+    schema: TableSchema,
+    chunk: Chunk,
+    masker: Masker,
+    sinks: dict[str, Sink],
+    mappers: dict[str, TypeMapper],
+    present: set[tuple[str, ...]],
+    present_is_known: bool,
+    result: ChunkLoadResult,
+) -> None:
+    """A re-sync also removes what exists only in a sink, within the chunk's key range. A sink
+    with no live row older than the snapshot (a first load) needs nothing: the source's keys are
+    read only when some sink has such rows."""
+    key_range = None if chunk.low is None or chunk.high is None else (chunk.low, chunk.high)
+    masked_schema = masker.masked_schema(schema)
+    layouts = {}
+    for name in sinks:
+        try:
+            layouts[name] = mappers[name].layout(masked_schema)
+        except TypeNotMappable:
+            continue  # the table cannot exist in this sink: its rows are in the DLQ
+    suspects = {name: sinks[name].older_live_keys(layout, key_range, chunk.version) for name, layout in layouts.items()}
+    if not any(suspects.values()):
+        return
+    if not present_is_known:
+        # Only pulled sinks, which hold nothing masked: the source's keys are theirs.
+        for source_keys in read_chunk_keys(settings, schema, chunk):
+            present.update(tuple(canonical_key_part(part) for part in key) for key in source_keys)
+    for name, suspect_keys in suspects.items():
+        if suspect_keys - present:
+            result.rows_removed[name] = sinks[name].tombstone_missing(layouts[name], key_range, present, chunk.version)
 
 
 def _pull_where_possible(
@@ -108,8 +132,8 @@ def _pull_where_possible(
     masker: Masker,
     sinks: dict[str, Sink],
     mappers: dict[str, TypeMapper],
-) -> set[str]:
-    """Load the chunk into the ClickHouse sinks that can pull it from MySQL; return their names."""
+) -> dict[str, int]:
+    """Load the chunk into the ClickHouse sinks that can pull it from MySQL: their names -> rows."""
     masked = set(masker.plan(schema.qualified_name, schema.column_names))
     candidates = {}
     for name, sink in sinks.items():
@@ -121,7 +145,8 @@ def _pull_where_possible(
         if why_not_pullable(schema, masked, overridden) is None:
             candidates[name] = sink
     if not candidates or not chunk_fits_clickhouse(settings, schema, chunk):
-        return set()
-    for name, sink in candidates.items():
-        pull_chunk(sink, mappers[name].layout(schema), settings, schema, chunk)
-    return set(candidates)
+        return {}
+    return {
+        name: pull_chunk(sink, mappers[name].layout(schema), settings, schema, chunk)
+        for name, sink in candidates.items()
+    }
