@@ -163,3 +163,24 @@ def test_tables_the_pull_cannot_copy_exactly_stay_on_the_python_path() -> None:
     assert "c0 (time)" in (why_not_pullable(schema("time"), set(), set()) or "")
     assert "masked" in (why_not_pullable(schema("varchar"), {"c0"}, set()) or "")
     assert "type overrides" in (why_not_pullable(schema("varchar"), set(), {"c0"}) or "")
+
+
+def test_parallel_writers_create_a_fresh_sink_schema_without_tripping_over_each_other(
+    harness: PipelineHarness,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cdc_pipeline.core.checkpoint import Checkpoint
+    from cdc_pipeline.core.positions import BinlogPosition
+    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+
+    for attempt in range(3):
+        # Chunk runs of a backfill start together on a sink nobody has written yet.
+        sinks = [PostgresSink("analytics", harness.pg_dsn, f"fresh_{attempt}") for _ in range(8)]
+        with ThreadPoolExecutor(len(sinks)) as pool:
+            adopted = list(
+                pool.map(
+                    lambda sink: sink.adopt_checkpoint("shop", Checkpoint(BinlogPosition("binlog.000001", 4))), sinks
+                )
+            )
+        assert {str(checkpoint) for checkpoint in adopted} == {"binlog.000001:4"}

@@ -14,6 +14,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.changes import ChangeOp, Rejection
 from cdc_pipeline.dlq.payload_codec import decode_row, encode_row
+from cdc_pipeline.sinks.postgres_ddl import run_ddl
 
 DLQ_TABLE = "dead_letters"
 
@@ -44,19 +45,19 @@ class DeadLetterStore:
     @contextmanager
     def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor in one transaction, committed on success; the connection is closed either way."""
+        if not self._ready:
+            run_ddl(self._dsn, self._schema, self._creates())
+            self._ready = True
         connection = psycopg2.connect(self._dsn)
         try:
             with connection, connection.cursor() as cursor:
-                if not self._ready:
-                    self._create(cursor)
                 yield cursor
-            self._ready = True  # only once the CREATEs have committed
         finally:
             connection.close()
 
-    def _create(self, cursor: psycopg2.extensions.cursor) -> None:
-        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
-        cursor.execute(
+    def _creates(self) -> list[sql.Composable]:
+        return [
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)),
             sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {} (
                 id bigserial PRIMARY KEY,
@@ -74,8 +75,8 @@ class DeadLetterStore:
                 -- The rows of an initial-load chunk share one version: the payload tells them apart.
                 payload_digest text GENERATED ALWAYS AS (md5(payload::text)) STORED,
                 UNIQUE (source, sink, source_table, version, op, stage, payload_digest))"""
-            ).format(self._table())
-        )
+            ).format(self._table()),
+        ]
 
     def record(self, source: str, rejections: Iterable[Rejection]) -> int:
         """Store rejections; recording the same event twice (a replayed batch) keeps one row."""

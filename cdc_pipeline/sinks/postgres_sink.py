@@ -18,6 +18,7 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
+from cdc_pipeline.sinks.postgres_ddl import run_ddl
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
@@ -53,18 +54,25 @@ class PostgresSink:
     def _qualified(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
 
-    def _ensure_bookkeeping(self, cursor: psycopg2.extensions.cursor) -> None:
-        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
-        cursor.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (source text PRIMARY KEY, position text NOT NULL,"
-                " gtid text, server_id bigint, updated_at timestamptz NOT NULL DEFAULT now())"
-            ).format(self._qualified(CHECKPOINT_TABLE))
+    def _ensure_bookkeeping(self) -> None:
+        if CHECKPOINT_TABLE in self._created:
+            return
+        run_ddl(
+            self._dsn,
+            self._schema,
+            [
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)),
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (source text PRIMARY KEY, position text NOT NULL,"
+                    " gtid text, server_id bigint, updated_at timestamptz NOT NULL DEFAULT now())"
+                ).format(self._qualified(CHECKPOINT_TABLE)),
+            ],
         )
+        self._created.add(CHECKPOINT_TABLE)
 
     def checkpoint(self, source: str) -> Checkpoint | None:
+        self._ensure_bookkeeping()
         with self._transaction() as cursor:
-            self._ensure_bookkeeping(cursor)
             cursor.execute(
                 sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s").format(
                     self._qualified(CHECKPOINT_TABLE)
@@ -75,8 +83,8 @@ class PostgresSink:
         return Checkpoint.from_columns(*row) if row else None
 
     def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
+        self._ensure_bookkeeping()
         with self._transaction() as cursor:
-            self._ensure_bookkeeping(cursor)
             cursor.execute(
                 sql.SQL(
                     "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
@@ -88,9 +96,10 @@ class PostgresSink:
         assert adopted is not None
         return adopted
 
-    def _ensure_table(self, cursor: psycopg2.extensions.cursor, layout: SinkTableLayout) -> None:
+    def _ensure_table(self, layout: SinkTableLayout) -> None:
         if layout.table_name in self._created:
             return
+        self._ensure_bookkeeping()
         key = set(layout.key_columns)
         column_sql = [
             sql.SQL("{} {}{}").format(
@@ -103,20 +112,17 @@ class PostgresSink:
         column_sql.append(
             sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, layout.key_columns)))
         )
-        cursor.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-                self._qualified(layout.table_name), sql.SQL(", ").join(column_sql)
-            )
+        create_table = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+            self._qualified(layout.table_name), sql.SQL(", ").join(column_sql)
         )
         # Deleted rows stay as tombstones (so a late replay cannot resurrect them); the view hides them.
-        cursor.execute(
-            sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT {} FROM {} WHERE NOT {}").format(
-                self._qualified(layout.table_name + CURRENT_VIEW_SUFFIX),
-                sql.SQL(", ").join(map(sql.Identifier, layout.column_names)),
-                self._qualified(layout.table_name),
-                sql.Identifier(DELETED_COLUMN),
-            )
+        create_view = sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT {} FROM {} WHERE NOT {}").format(
+            self._qualified(layout.table_name + CURRENT_VIEW_SUFFIX),
+            sql.SQL(", ").join(map(sql.Identifier, layout.column_names)),
+            self._qualified(layout.table_name),
+            sql.Identifier(DELETED_COLUMN),
         )
+        run_ddl(self._dsn, self._schema, [create_table, create_view])
         self._created.add(layout.table_name)
 
     def _lock_checkpoint(self, cursor: psycopg2.extensions.cursor, batch: MappedBatch) -> Checkpoint | None:
@@ -164,13 +170,13 @@ class PostgresSink:
         advance_checkpoint: bool = True,
     ) -> WriteResult:
         result = WriteResult(self.name)
+        self._ensure_bookkeeping()
         with self._transaction() as cursor:
-            self._ensure_bookkeeping(cursor)
             stored = self._lock_checkpoint(cursor, batch) if advance_checkpoint else None
             floor = stored.version_floor if stored is not None else 0
 
             def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-                self._ensure_table(cursor, table.layout)
+                self._ensure_table(table.layout)
                 written = self._write_table(cursor, table.layout, rows, changes, result)
                 crash_point("postgres_mid_write")
                 return written
@@ -272,8 +278,7 @@ class PostgresSink:
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
     ) -> set[tuple[str, ...]]:
         with self._transaction() as cursor:
-            self._ensure_bookkeeping(cursor)
-            self._ensure_table(cursor, layout)
+            self._ensure_table(layout)
             self._select_older_live_keys(cursor, layout, key_range, version)
             return {tuple(canonical_key_part(part) for part in row) for row in cursor.fetchall()}
 
@@ -306,8 +311,7 @@ class PostgresSink:
     ) -> int:
         keys = [sql.Identifier(k) for k in layout.key_columns]
         with self._transaction() as cursor:
-            self._ensure_bookkeeping(cursor)
-            self._ensure_table(cursor, layout)
+            self._ensure_table(layout)
             self._select_older_live_keys(cursor, layout, key_range, version)
             gone = [row for row in cursor.fetchall() if tuple(canonical_key_part(v) for v in row) not in present]
             if gone:

@@ -1,0 +1,25 @@
+"""DDL in PostgreSQL from several processes at once (parallel backfill runs, a replay beside a run).
+
+`CREATE ... IF NOT EXISTS` is not safe under concurrency: two sessions can both find the object
+missing and one fails on the catalog's unique index. Each DDL step therefore runs in a short
+transaction of its own, serialised by an advisory lock, and never inside a batch's transaction
+(which would hold the lock for the whole batch).
+"""
+
+from __future__ import annotations
+
+import psycopg2
+from psycopg2 import sql
+
+_LOCK_NAMESPACE = "cdc_pipeline_ddl"
+
+
+def run_ddl(dsn: str, lock_name: str, statements: list[sql.Composable]) -> None:
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{_LOCK_NAMESPACE}:{lock_name}",))
+            for statement in statements:
+                cursor.execute(statement)
+    finally:
+        connection.close()
