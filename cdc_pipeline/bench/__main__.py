@@ -118,9 +118,9 @@ def run_benchmark(args: argparse.Namespace) -> None:
         try:
             print(f"generating {args.rows:,} rows (+10% updates, +5% deletes) in MariaDB ...", flush=True)
             workload = generate_workload(mariadb.settings, args.rows)
-            results: dict[str, list[dict[str, float]]] = {phase: [] for phase in PHASES}
+            results: dict[str, list[dict[str, float]]] = {phase: [] for phase in args.phases}
             for run in range(args.runs):
-                for phase in PHASES:
+                for phase in args.phases:
                     target = ""
                     if phase in ("clickhouse", "snapshot_clickhouse"):
                         target = f"chdb://{work / f'chdb-{phase}-{run}'}"
@@ -180,7 +180,7 @@ def report(results: dict[str, list[dict[str, float]]], workload: dict[str, Any],
         "snapshot_clickhouse": "initial load into ClickHouse (chdb)",
         "snapshot_postgres": "initial load into PostgreSQL",
     }
-    for phase in PHASES:
+    for phase in args.phases:
         rate = median_rate(phase)
         peak = statistics.median(r["peak_rss_mib"] for r in results[phase])
         print(f"{labels[phase]:<36}{rate:>12,.0f}{rate / reference:>13.2f}x{peak:>14.0f}")
@@ -192,12 +192,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-rows", type=int, default=50_000)
     parser.add_argument("--parallel", type=int, default=2, help="initial-load worker processes (PostgreSQL)")
+    parser.add_argument(
+        "--phases",
+        type=lambda text: [phase for phase in text.split(",") if phase],
+        default=list(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (the reference is always measured)",
+    )
     parser.add_argument("--measure", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
     parser.add_argument("--sink-target", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = sorted(set(args.phases) - set(PHASES))
+    if unknown:
+        parser.error(f"--phases: unknown {unknown}; choose from {', '.join(PHASES)}")
+    args.phases = ["reference", *[phase for phase in PHASES if phase in args.phases and phase != "reference"]]
     if args.measure:
         args.phase = args.measure
         measure_in_this_process(args)
