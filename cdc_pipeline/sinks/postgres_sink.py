@@ -152,7 +152,9 @@ class PostgresSink:
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in all_columns if c not in layout.key_columns
         ]
         return sql.SQL(
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staging}"
+            # Rows in key order: concurrent writers (a replication run beside backfill chunks) then
+            # lock rows in the same order and do not deadlock each other.
+            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staging} ORDER BY {keys}"
             " ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE t.{version} < EXCLUDED.{version}"
         ).format(
             target=target,
