@@ -15,6 +15,26 @@ from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, assert_same_rows
 ROWS = 2500
 
 
+def _plan(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, table: str, chunk_rows: int
+) -> tuple[dg.AssetsDefinition, list[Chunk]]:
+    """Run the plan job; return the snapshot asset (the test's resources bound) and its chunks."""
+    definitions.resolve_job_def(f"plan_snapshot_{SOURCE}").execute_in_process(
+        run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": chunk_rows}}}},
+        instance=instance,
+    )
+    keys = instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table))
+    chunks = sorted((Chunk.parse(key) for key in keys), key=lambda chunk: chunk.index)
+    return definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table)), chunks
+
+
+def _load(snapshot: dg.AssetsDefinition, chunk: Chunk, instance: dg.DagsterInstance) -> dict[str, object]:
+    """Materialize one chunk; return its metadata values."""
+    result = dg.materialize([snapshot], partition_key=chunk.partition_key, instance=instance)
+    metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
+    return {name: value.value for name, value in metadata.items()}
+
+
 def _without(rows: list[dict], column: str) -> list[dict]:  # type: ignore[type-arg]
     return [{k: v for k, v in row.items() if k != column} for row in rows]
 
@@ -39,21 +59,11 @@ def test_backfill_loads_existing_rows_and_the_handoff_to_streaming_converges(har
 
     definitions = harness.definitions()
     with dg.instance_for_test() as instance:
-        plan = definitions.resolve_job_def(f"plan_snapshot_{SOURCE}")
-        plan.execute_in_process(
-            run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": 1000}}}},
-            instance=instance,
-        )
-        keys = instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table))
-        chunks = sorted((Chunk.parse(key) for key in keys), key=lambda chunk: chunk.index)
+        snapshot, chunks = _plan(definitions, instance, table, chunk_rows=1000)
         assert [chunk.index for chunk in chunks] == [0, 1, 2]
-        # Resolved from the definitions, the asset comes with the test's resources bound.
-        snapshot = definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table))
-
-        first = dg.materialize([snapshot], partition_key=chunks[0].partition_key, instance=instance)
-        metadata = first.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
-        assert metadata["rows_read"].value == 834  # ids 1..834: the first third of 1..2500
-        assert metadata["pulled_by"].value == []  # email is masked: masking runs in Python
+        metadata = _load(snapshot, chunks[0], instance)
+        assert metadata["rows_read"] == 834  # ids 1..834: the first third of 1..2500
+        assert metadata["pulled_by"] == []  # email is masked: masking runs in Python
 
         # The source changes while the load runs, inside and outside the loaded ranges.
         harness.source_execute(
@@ -64,7 +74,7 @@ def test_backfill_loads_existing_rows_and_the_handoff_to_streaming_converges(har
             "INSERT INTO orders VALUES (2600, 1.00, 'new', 'late@example.com')",
         )
         for chunk in chunks[1:]:
-            dg.materialize([snapshot], partition_key=chunk.partition_key, instance=instance)
+            _load(snapshot, chunk, instance)
         # Streaming takes over from the handoff position the plan recorded.
         harness.replicate(instance=instance)
 
@@ -99,18 +109,12 @@ def test_resync_repairs_a_damaged_sink_while_streaming_goes_on(harness: Pipeline
 
     definitions = harness.definitions()
     with dg.instance_for_test() as instance:
-        plan = definitions.resolve_job_def(f"plan_snapshot_{SOURCE}")
-        plan.execute_in_process(
-            run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": 100}}}},
-            instance=instance,
-        )
-        snapshot = definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table))
+        snapshot, chunks = _plan(definitions, instance, table, chunk_rows=100)
         removed = 0
-        for key in instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table)):
-            result = dg.materialize([snapshot], partition_key=key, instance=instance)
-            metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
-            removed += metadata["rows_removed_analytics"].value
-            assert metadata["pulled_by"].value == ["warehouse"]  # ClickHouse pulled from MySQL itself
+        for chunk in chunks:
+            metadata = _load(snapshot, chunk, instance)
+            removed += metadata["rows_removed_analytics"]  # type: ignore[operator]
+            assert metadata["pulled_by"] == ["warehouse"]  # ClickHouse pulled from MySQL itself
         harness.replicate(instance=instance)
     assert removed == 1
     source = harness.source_rows("items")
@@ -134,16 +138,8 @@ def test_the_clickhouse_pull_matches_the_python_path_and_leaves_unfit_chunks_to_
     )
     definitions = harness.definitions()
     with dg.instance_for_test() as instance:
-        definitions.resolve_job_def(f"plan_snapshot_{SOURCE}").execute_in_process(
-            run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": 2}}}},
-            instance=instance,
-        )
-        snapshot = definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table))
-        pulled = {}
-        for key in instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table)):
-            result = dg.materialize([snapshot], partition_key=key, instance=instance)
-            metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
-            pulled[Chunk.parse(key).index] = metadata["pulled_by"].value
+        snapshot, chunks = _plan(definitions, instance, table, chunk_rows=2)
+        pulled = {chunk.index: _load(snapshot, chunk, instance)["pulled_by"] for chunk in chunks}
     # Chunk 0 (ids 1, 2) fits ClickHouse and is pulled; chunk 1 holds a 1000-01-01 date: Python path.
     assert pulled == {0: ["warehouse"], 1: []}
     source = harness.source_rows("mixed")

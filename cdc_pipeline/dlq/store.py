@@ -14,7 +14,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.changes import ChangeOp, Rejection
 from cdc_pipeline.dlq.payload_codec import decode_row, encode_row
-from cdc_pipeline.sinks.postgres_ddl import run_ddl
+from cdc_pipeline.sinks.postgres_session import run_ddl, transaction
 
 DLQ_TABLE = "dead_letters"
 
@@ -48,12 +48,8 @@ class DeadLetterStore:
         if not self._ready:
             run_ddl(self._dsn, self._schema, self._creates())
             self._ready = True
-        connection = psycopg2.connect(self._dsn)
-        try:
-            with connection, connection.cursor() as cursor:
-                yield cursor
-        finally:
-            connection.close()
+        with transaction(self._dsn) as cursor:
+            yield cursor
 
     def _creates(self) -> list[sql.Composable]:
         return [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -18,7 +17,7 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
-from cdc_pipeline.sinks.postgres_ddl import run_ddl
+from cdc_pipeline.sinks.postgres_session import run_ddl, transaction
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
@@ -41,16 +40,6 @@ class PostgresSink:
         self._schema = schema
         self._created: set[str] = set()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor in one transaction, committed on success; the connection is closed either way."""
-        connection = psycopg2.connect(self._dsn)
-        try:
-            with connection, connection.cursor() as cursor:
-                yield cursor
-        finally:
-            connection.close()
-
     def _qualified(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
 
@@ -72,7 +61,7 @@ class PostgresSink:
 
     def checkpoint(self, source: str) -> Checkpoint | None:
         self._ensure_bookkeeping()
-        with self._transaction() as cursor:
+        with transaction(self._dsn) as cursor:
             cursor.execute(
                 sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s").format(
                     self._qualified(CHECKPOINT_TABLE)
@@ -84,7 +73,7 @@ class PostgresSink:
 
     def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
         self._ensure_bookkeeping()
-        with self._transaction() as cursor:
+        with transaction(self._dsn) as cursor:
             cursor.execute(
                 sql.SQL(
                     "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
@@ -173,7 +162,7 @@ class PostgresSink:
     ) -> WriteResult:
         result = WriteResult(self.name)
         self._ensure_bookkeeping()
-        with self._transaction() as cursor:
+        with transaction(self._dsn) as cursor:
             stored = self._lock_checkpoint(cursor, batch) if advance_checkpoint else None
             floor = stored.version_floor if stored is not None else 0
 
@@ -247,7 +236,7 @@ class PostgresSink:
 
     def table_stats(self, source_table: str) -> TableStats | None:
         table = self._qualified(sink_table_name(source_table))
-        with self._transaction() as cursor:
+        with transaction(self._dsn) as cursor:
             cursor.execute("SELECT to_regclass(%s)", (table.as_string(cursor),))
             if cursor.fetchone()[0] is None:
                 return None
@@ -279,7 +268,7 @@ class PostgresSink:
     def older_live_keys(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
     ) -> set[tuple[str, ...]]:
-        with self._transaction() as cursor:
+        with transaction(self._dsn) as cursor:
             self._ensure_table(layout)
             self._select_older_live_keys(cursor, layout, key_range, version)
             return {tuple(canonical_key_part(part) for part in row) for row in cursor.fetchall()}
@@ -312,7 +301,7 @@ class PostgresSink:
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:
         keys = [sql.Identifier(k) for k in layout.key_columns]
-        with self._transaction() as cursor:
+        with transaction(self._dsn) as cursor:
             self._ensure_table(layout)
             self._select_older_live_keys(cursor, layout, key_range, version)
             gone = [row for row in cursor.fetchall() if tuple(canonical_key_part(v) for v in row) not in present]

@@ -1,0 +1,35 @@
+"""Short PostgreSQL sessions: a transaction that always closes its connection, and safe DDL.
+
+`CREATE ... IF NOT EXISTS` is not safe under concurrency (parallel backfill runs, a replay beside a
+run): two sessions can both find the object missing and one fails on the catalog's unique index.
+Each DDL step therefore runs in a short transaction of its own, serialised by an advisory lock, and
+never inside a batch's transaction (which would hold the lock for the whole batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+from psycopg2 import sql
+
+_LOCK_NAMESPACE = "cdc_pipeline_ddl"
+
+
+@contextmanager
+def transaction(dsn: str) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor in one transaction, committed on success; the connection is closed either way."""
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection, connection.cursor() as cursor:
+            yield cursor
+    finally:
+        connection.close()
+
+
+def run_ddl(dsn: str, lock_name: str, statements: list[sql.Composable]) -> None:
+    with transaction(dsn) as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{_LOCK_NAMESPACE}:{lock_name}",))
+        for statement in statements:
+            cursor.execute(statement)
