@@ -16,7 +16,10 @@ def test_compose_file_matches_the_pipeline_config_it_ships_with() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     config = load_pipeline_config(ROOT / "docker" / "pipeline.yaml")
     services = compose["services"]
-    assert {"mysql", "clickhouse", "postgres", "dagster-webserver", "dagster-daemon"} <= set(services)
+    assert {"mysql", "cassandra", "clickhouse", "postgres", "dagster-webserver", "dagster-daemon"} <= set(services)
+    assert services["cassandra"]["image"].startswith("cassandra:5")
+    assert "s/^cdc_enabled: false/cdc_enabled: true/" in " ".join(services["cassandra"]["entrypoint"])
+    assert services["postgres"]["image"].startswith("timescale/timescaledb")
 
     mysql_flags = set(services["mysql"]["command"])
     for flag in (
