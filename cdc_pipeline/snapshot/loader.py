@@ -53,100 +53,114 @@ def load_chunk(
     slice_rows: int = 10_000,
 ) -> ChunkLoadResult:
     """`record_rejections` stores dead letters (masked) and returns how many it stored."""
-    result = ChunkLoadResult()
-    mappers = {name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in sinks}
-    present: set[tuple[str, ...]] = set()  # the chunk's keys as the sinks hold them (masked)
-    pulled = _pull_where_possible(settings, schema, chunk, pipeline, masker, sinks, mappers)
-    result.pulled_by = sorted(pulled)
-    python_sinks = {name: sink for name, sink in sinks.items() if name not in pulled}
-    for changes in read_chunk(settings, schema, chunk, slice_rows) if python_sinks else ():
-        result.rows_read += len(changes)
-        batch = ChangeBatch(
-            source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, {schema.qualified_name: TableChanges(schema, changes)}
-        )
-        masked = masker.mask_batch(batch)
-        result.dead_lettered += record_rejections(masked.rejections)
-        if masked.rejections:
-            result.keys_complete = False
-        for table in masked.tables.values():
-            present.update(
-                tuple(canonical_key_part(change.values[k]) for k in schema.key_columns) for change in table.changes
-            )
-        for name, sink in python_sinks.items():
-            mapped = mappers[name].map_batch(masked)
-
-            def record(rejections: list[Rejection], refused_by_map: list[Rejection] = mapped.rejections) -> None:
-                result.dead_lettered += record_rejections([*refused_by_map, *rejections])
-
-            written = sink.write(mapped, record, advance_checkpoint=False)
-            result.rows_written[name] += sum(sum(counts.values()) for counts in written.rows_by_table.values())
-    for name, rows in pulled.items():
-        result.rows_written[name] = rows
-        result.rows_read = max(result.rows_read, rows)
-    if result.keys_complete:
-        _remove_rows_only_in_the_sinks(
-            settings, schema, chunk, masker, sinks, mappers, present, bool(python_sinks), result
-        )
-    return result
+    return _ChunkLoad(source_name, settings, schema, chunk, pipeline, masker, sinks).run(record_rejections, slice_rows)
 
 
-def _remove_rows_only_in_the_sinks(
-    settings: MySqlConnectionSettings,
-    schema: TableSchema,
-    chunk: Chunk,
-    masker: Masker,
-    sinks: dict[str, Sink],
-    mappers: dict[str, TypeMapper],
-    present: set[tuple[str, ...]],
-    present_is_known: bool,
-    result: ChunkLoadResult,
-) -> None:
-    """A re-sync also removes what exists only in a sink, within the chunk's key range. A sink
-    with no live row older than the snapshot (a first load) needs nothing: the source's keys are
-    read only when some sink has such rows."""
-    key_range = None if chunk.low is None or chunk.high is None else (chunk.low, chunk.high)
-    masked_schema = masker.masked_schema(schema)
-    layouts = {}
-    for name in sinks:
-        try:
-            layouts[name] = mappers[name].layout(masked_schema)
-        except TypeNotMappable:
-            continue  # the table cannot exist in this sink: its rows are in the DLQ
-    suspects = {name: sinks[name].older_live_keys(layout, key_range, chunk.version) for name, layout in layouts.items()}
-    if not any(suspects.values()):
-        return
-    if not present_is_known:
-        # Only pulled sinks, which hold nothing masked: the source's keys are theirs.
-        for source_keys in read_chunk_keys(settings, schema, chunk):
-            present.update(tuple(canonical_key_part(part) for part in key) for key in source_keys)
-    for name, suspect_keys in suspects.items():
-        if suspect_keys - present:
-            result.rows_removed[name] = sinks[name].tombstone_missing(layouts[name], key_range, present, chunk.version)
+@dataclass
+class _ChunkLoad:
+    """One chunk into every sink: the pull where possible, the Python path for the others, then the
+    removal of rows found only in a sink."""
 
+    source_name: str
+    settings: MySqlConnectionSettings
+    schema: TableSchema
+    chunk: Chunk
+    pipeline: PipelineConfig
+    masker: Masker
+    sinks: dict[str, Sink]
+    result: ChunkLoadResult = field(default_factory=ChunkLoadResult)
+    # The chunk's keys as the sinks hold them (masked, canonical).
+    present: set[tuple[str, ...]] = field(default_factory=set)
 
-def _pull_where_possible(
-    settings: MySqlConnectionSettings,
-    schema: TableSchema,
-    chunk: Chunk,
-    pipeline: PipelineConfig,
-    masker: Masker,
-    sinks: dict[str, Sink],
-    mappers: dict[str, TypeMapper],
-) -> dict[str, int]:
-    """Load the chunk into the ClickHouse sinks that can pull it from MySQL: their names -> rows."""
-    masked = set(masker.plan(schema.qualified_name, schema.column_names))
-    candidates = {}
-    for name, sink in sinks.items():
-        if not isinstance(sink, ClickHouseSink):
-            continue
-        overridden = {
-            o.column for o in pipeline.type_overrides if o.table == schema.qualified_name and o.sink in (None, name)
+    def __post_init__(self) -> None:
+        self.mappers = {
+            name: TypeMapper(name, self.pipeline.sinks[name].kind, self.pipeline.type_overrides) for name in self.sinks
         }
-        if why_not_pullable(schema, masked, overridden) is None:
-            candidates[name] = sink
-    if not candidates or not chunk_fits_clickhouse(settings, schema, chunk):
-        return {}
-    return {
-        name: pull_chunk(sink, mappers[name].layout(schema), settings, schema, chunk)
-        for name, sink in candidates.items()
-    }
+
+    def run(self, record_rejections: Callable[[list[Rejection]], int], slice_rows: int) -> ChunkLoadResult:
+        result = self.result
+        pulled = self._pull_where_possible()
+        result.pulled_by = sorted(pulled)
+        python_sinks = {name: sink for name, sink in self.sinks.items() if name not in pulled}
+        if python_sinks:
+            self._load_in_python(python_sinks, record_rejections, slice_rows)
+        for name, rows in pulled.items():
+            result.rows_written[name] = rows
+            result.rows_read = max(result.rows_read, rows)
+        if result.keys_complete:
+            self._remove_rows_only_in_the_sinks(present_is_known=bool(python_sinks))
+        return result
+
+    def _load_in_python(
+        self, sinks: dict[str, Sink], record_rejections: Callable[[list[Rejection]], int], slice_rows: int
+    ) -> None:
+        result, schema = self.result, self.schema
+        for changes in read_chunk(self.settings, schema, self.chunk, slice_rows):
+            result.rows_read += len(changes)
+            tables = {schema.qualified_name: TableChanges(schema, changes)}
+            masked = self.masker.mask_batch(ChangeBatch(self.source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, tables))
+            result.dead_lettered += record_rejections(masked.rejections)
+            if masked.rejections:
+                result.keys_complete = False
+            for table in masked.tables.values():
+                self.present.update(
+                    tuple(canonical_key_part(change.values[k]) for k in schema.key_columns) for change in table.changes
+                )
+            for name, sink in sinks.items():
+                mapped = self.mappers[name].map_batch(masked)
+
+                def record(rejections: list[Rejection], refused_by_map: list[Rejection] = mapped.rejections) -> None:
+                    result.dead_lettered += record_rejections([*refused_by_map, *rejections])
+
+                written = sink.write(mapped, record, advance_checkpoint=False)
+                result.rows_written[name] += sum(sum(counts.values()) for counts in written.rows_by_table.values())
+
+    def _pull_where_possible(self) -> dict[str, int]:
+        """Load the chunk into the ClickHouse sinks that can pull it from MySQL: their names -> rows."""
+        schema = self.schema
+        masked = set(self.masker.plan(schema.qualified_name, schema.column_names))
+        candidates = {}
+        for name, sink in self.sinks.items():
+            if not isinstance(sink, ClickHouseSink):
+                continue
+            overridden = {
+                o.column
+                for o in self.pipeline.type_overrides
+                if o.table == schema.qualified_name and o.sink in (None, name)
+            }
+            if why_not_pullable(schema, masked, overridden) is None:
+                candidates[name] = sink
+        if not candidates or not chunk_fits_clickhouse(self.settings, schema, self.chunk):
+            return {}
+        return {
+            name: pull_chunk(sink, self.mappers[name].layout(schema), self.settings, schema, self.chunk)
+            for name, sink in candidates.items()
+        }
+
+    def _remove_rows_only_in_the_sinks(self, present_is_known: bool) -> None:
+        """A re-sync also removes what exists only in a sink, within the chunk's key range. A sink
+        with no live row older than the snapshot (a first load) needs nothing: the source's keys are
+        read only when some sink has such rows."""
+        chunk = self.chunk
+        key_range = None if chunk.low is None or chunk.high is None else (chunk.low, chunk.high)
+        masked_schema = self.masker.masked_schema(self.schema)
+        layouts = {}
+        for name in self.sinks:
+            try:
+                layouts[name] = self.mappers[name].layout(masked_schema)
+            except TypeNotMappable:
+                continue  # the table cannot exist in this sink: its rows are in the DLQ
+        suspects = {
+            name: self.sinks[name].older_live_keys(layout, key_range, chunk.version) for name, layout in layouts.items()
+        }
+        if not any(suspects.values()):
+            return
+        if not present_is_known:
+            # Only pulled sinks, which hold nothing masked: the source's keys are theirs.
+            for source_keys in read_chunk_keys(self.settings, self.schema, chunk):
+                self.present.update(tuple(canonical_key_part(part) for part in key) for key in source_keys)
+        for name, suspect_keys in suspects.items():
+            if suspect_keys - self.present:
+                self.result.rows_removed[name] = self.sinks[name].tombstone_missing(
+                    layouts[name], key_range, self.present, chunk.version
+                )
