@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -151,7 +152,11 @@ class BinlogBatchReader:
             decoder = self._compiled_decoder(event, schema)
         decoded_rows: Iterable[dict[str, Any]]
         if decoder is not None:
-            decoded_rows = _rows_from_images(event, decoder.decode(event))
+            try:
+                decoded_images = decoder.decode(event)
+            except (ValueError, IndexError, struct.error) as error:  # a malformed image or text in a wrong charset
+                raise BinlogDecodeError(f"cannot decode rows of {qualified} at {position}: {error}") from error
+            decoded_rows = _rows_from_images(event, decoded_images)
             fixes: list[tuple[str, ValueFix]] = []
         else:
             decoded_rows = _decoded_rows(event, position)
