@@ -83,6 +83,10 @@ class PipelineHarness:
                 config[key] = value
         return config
 
+    def configure_source(self, **fields: Any) -> None:
+        """Change fields of the source's config (tables, key_columns, resume_by, ...)."""
+        self.extra_config["sources"] = {SOURCE: {**self.config_dict()["sources"][SOURCE], **fields}}
+
     @property
     def pipeline(self) -> PipelineConfig:
         return parse_pipeline_config(yaml.safe_dump(self.config_dict()))

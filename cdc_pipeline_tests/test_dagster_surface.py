@@ -73,9 +73,7 @@ def test_sensor_continues_a_run_that_stopped_at_the_batch_size(harness: Pipeline
 
 def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness: PipelineHarness) -> None:
     table = f"{harness.database}.orders"
-    harness.extra_config["sources"] = {
-        "shop": {**harness.config_dict()["sources"]["shop"], "tables": {"include": [table]}}
-    }
+    harness.configure_source(tables={"include": [table]})
     harness.source_execute(
         "CREATE TABLE orders (id INT PRIMARY KEY, total DECIMAL(10,2))",
         "INSERT INTO orders VALUES (1, 10.00), (2, 20.00), (3, 30.00)",

@@ -36,12 +36,7 @@ def test_table_without_primary_key_is_dead_lettered_then_replayed_after_key_colu
     assert_same_rows(harness.clickhouse_rows("neighbour"), harness.source_rows("neighbour"), "ClickHouse")
 
     # The operator names the key columns, then re-drives the DLQ.
-    harness.extra_config["sources"] = {
-        "shop": {
-            **harness.config_dict()["sources"]["shop"],
-            "key_columns": {f"{harness.database}.events": ["event_id"]},
-        }
-    }
+    harness.configure_source(key_columns={f"{harness.database}.events": ["event_id"]})
     harness.replay_dead_letters()
     assert _letters_by(harness, "events") == []
     assert_same_rows(

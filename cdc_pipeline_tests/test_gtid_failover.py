@@ -48,7 +48,7 @@ def primary_and_replica(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_resume_by_gtid_follows_a_failover_to_the_replica(harness: PipelineHarness, primary_and_replica) -> None:  # type: ignore[no-untyped-def]
     primary, replica = primary_and_replica
     pipeline = PipelineHarness(primary, harness.database, harness.pg_dsn, harness.chdb_dsn, harness.work_dir, {})
-    pipeline.extra_config["sources"] = {"shop": {**pipeline.config_dict()["sources"]["shop"], "resume_by": "gtid"}}
+    pipeline.configure_source(resume_by="gtid")
     _query(primary, f"CREATE DATABASE `{harness.database}`")
     pipeline.source_execute(
         "CREATE TABLE accounts (id INT PRIMARY KEY, balance DECIMAL(12,2), note VARCHAR(50))",
@@ -99,7 +99,7 @@ def test_resume_by_gtid_follows_a_failover_to_the_replica(harness: PipelineHarne
 def test_switching_an_existing_pipeline_to_gtid_is_refused(harness: PipelineHarness) -> None:
     harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1)")
     harness.replicate()
-    harness.extra_config["sources"] = {"shop": {**harness.config_dict()["sources"]["shop"], "resume_by": "gtid"}}
+    harness.configure_source(resume_by="gtid")
     job = harness.definitions().resolve_job_def("replicate_shop")
     result = job.execute_in_process(raise_on_error=False)
     assert not result.success

@@ -41,8 +41,7 @@ def _without(rows: list[dict], column: str) -> list[dict]:  # type: ignore[type-
 
 def test_backfill_loads_existing_rows_and_the_handoff_to_streaming_converges(harness: PipelineHarness) -> None:
     table = f"{harness.database}.orders"
-    source_config = harness.config_dict()["sources"][SOURCE]
-    harness.extra_config["sources"] = {SOURCE: {**source_config, "tables": {"include": [table]}}}
+    harness.configure_source(tables={"include": [table]})
     harness.source_execute(
         "CREATE TABLE orders (id INT PRIMARY KEY, total DECIMAL(10,2), note VARCHAR(40), email VARCHAR(80))",
         *[
@@ -91,8 +90,7 @@ def test_backfill_loads_existing_rows_and_the_handoff_to_streaming_converges(har
 
 def test_resync_repairs_a_damaged_sink_while_streaming_goes_on(harness: PipelineHarness) -> None:
     table = f"{harness.database}.items"
-    source_config = harness.config_dict()["sources"][SOURCE]
-    harness.extra_config["sources"] = {SOURCE: {**source_config, "tables": {"include": [table]}}}
+    harness.configure_source(tables={"include": [table]})
     harness.source_execute(
         "CREATE TABLE items (id BIGINT UNSIGNED PRIMARY KEY, label VARCHAR(20))",
         "INSERT INTO items VALUES " + ", ".join(f"({i}, 'item {i}')" for i in range(1, 301)),
@@ -124,8 +122,7 @@ def test_resync_repairs_a_damaged_sink_while_streaming_goes_on(harness: Pipeline
 
 def test_the_clickhouse_pull_matches_the_python_path_and_leaves_unfit_chunks_to_it(harness: PipelineHarness) -> None:
     table = f"{harness.database}.mixed"
-    source_config = harness.config_dict()["sources"][SOURCE]
-    harness.extra_config["sources"] = {SOURCE: {**source_config, "tables": {"include": [table]}}}
+    harness.configure_source(tables={"include": [table]})
     harness.source_execute(
         "CREATE TABLE mixed (id INT UNSIGNED PRIMARY KEY, amount DECIMAL(30,10), ratio DOUBLE, label VARCHAR(30),"
         " body TEXT, raw VARBINARY(8), kind ENUM('a','b c'), doc JSON, day DATE,"
