@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline_tests.harness import MASKING_KEY, PipelineHarness
+from cdc_pipeline_tests.postgres_source import PostgresSourceHarness, drop_slots
 
 _test_numbers = itertools.count()
 
@@ -64,3 +66,24 @@ def harness(
     postgres.drop_database(name)
     if not harness.clickhouse_in_subprocess:
         harness.drop_clickhouse_database()
+
+
+@pytest.fixture
+def pg_source(
+    postgres: LocalPostgres, chdb_dsn: str, worker_name: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PostgresSourceHarness]:
+    """A PostgreSQL source database, a PostgreSQL sink database and a chdb database of the test's own."""
+    name = f"t_{worker_name}_{next(_test_numbers)}"
+    source_dsn = postgres.create_database(f"{name}_src")
+    sink_dsn = postgres.create_database(name)
+    monkeypatch.setenv("CDC_TEST_SOURCE_DSN", source_dsn)
+    monkeypatch.setenv("CDC_TEST_PG_DSN", sink_dsn)
+    monkeypatch.setenv("CDC_MASKING_KEY", MASKING_KEY)
+    harness = PostgresSourceHarness(postgres, source_dsn, sink_dsn, chdb_dsn, f"{name}_ch", f"cdc_{name}")
+    yield harness
+    drop_slots(postgres, f"{name}_src")
+    postgres.drop_database(f"{name}_src")
+    postgres.drop_database(name)
+    ClickHouseSinkResource(dsn=chdb_dsn, database=harness.clickhouse_database).sink("cleanup").client.command(
+        f"DROP DATABASE IF EXISTS `{harness.clickhouse_database}`"
+    )

@@ -222,10 +222,13 @@ def canonical(data_type: str, value: Any) -> Any:
                 hours=value.hour, minutes=value.minute, seconds=value.second, microseconds=value.microsecond
             )
         return value
+    if data_type == "uuid":
+        return str(value)
     if data_type == "json":
         return json.loads(value) if isinstance(value, str) else value
     if data_type in ("decimal", "numeric"):
-        return Decimal(value)
+        number = Decimal(value)
+        return number if number.is_finite() else str(number)  # NaN never equals itself
     if data_type in BINARY_TYPES:
         return bytes(value)
     if data_type == "set" and not isinstance(value, str):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from cdc_pipeline.config.models import MaskingConfig, TableSelection
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 
 DATABASE = "bench"
@@ -68,7 +68,7 @@ def measure_pipeline(
         if batch.end.position == position:
             break
         rows += batch.row_count
-        position = batch.end.position
+        position = as_binlog_position(batch.end.position)
         if mapper is not None and sink is not None:
             mapped = mapper.map_batch(masker.mask_batch(batch))
             sink.write(mapped, lambda rejections: None)

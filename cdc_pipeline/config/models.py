@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -64,6 +64,45 @@ class MySqlSourceConfig(_StrictModel):
         default=True,
         description="decode row images with the pipeline's compiled decoder (false: mysql-replication's own)",
     )
+
+
+class PostgresSourceConfig(_StrictModel):
+    """A PostgreSQL database read through logical decoding (pgoutput) from a replication slot."""
+
+    kind: Literal["postgres"]
+    dsn_env: EnvVarName = Field(description="environment variable holding the libpq DSN of the source database")
+    slot: str | None = Field(
+        default=None, pattern=_NAME_PATTERN, description="replication slot name; default 'cdc_<source name>'"
+    )
+    publication: str | None = Field(
+        default=None,
+        pattern=_NAME_PATTERN,
+        description="publication to decode; default 'cdc_<source name>'. Created FOR the selected tables when missing",
+    )
+    tables: TableSelection = Field(default_factory=TableSelection, description="'schema.table' glob patterns")
+    key_columns: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="'schema.table' -> key columns, for tables without a primary key",
+    )
+
+    def slot_name(self, source_name: str) -> str:
+        return self.slot or f"cdc_{source_name}".lower()
+
+    def publication_name(self, source_name: str) -> str:
+        return self.publication or f"cdc_{source_name}".lower()
+
+
+def _source_kind(value: Any) -> str:
+    # `kind` may be left out for MySQL sources: the first source kind the pipeline had.
+    if isinstance(value, dict):
+        return str(value.get("kind", "mysql"))
+    return str(getattr(value, "kind", "mysql"))
+
+
+SourceConfig = Annotated[
+    Annotated[MySqlSourceConfig, Tag("mysql")] | Annotated[PostgresSourceConfig, Tag("postgres")],
+    Discriminator(_source_kind),
+]
 
 
 class ClickHouseSinkConfig(_StrictModel):
@@ -141,7 +180,7 @@ class DlqConfig(_StrictModel):
 
 
 class PipelineConfig(_StrictModel):
-    sources: dict[str, MySqlSourceConfig] = Field(min_length=1)
+    sources: dict[str, SourceConfig] = Field(min_length=1)
     sinks: dict[str, SinkConfig] = Field(min_length=1)
     dlq: DlqConfig
     masking: MaskingConfig = Field(default_factory=MaskingConfig)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.schema import TableSchema
 
 
@@ -64,6 +65,9 @@ class ChangeBatch:
     rejections: list[Rejection] = field(default_factory=list)
     last_commit_ts: int | None = None
     masked: bool = False
+    # A hint for the sensor: the log was read through here, which may lie past `end` when the tail
+    # holds nothing to replicate (PostgreSQL: the reader's own progress mark). Never a checkpoint.
+    log_read_to: SourcePosition | None = None
 
     @property
     def row_count(self) -> int:

@@ -5,19 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdc_pipeline.core.gtid import Gtid
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.positions import SourcePosition, parse_position
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     """The end of the last batch a sink committed.
 
-    `position` belongs to the server `server_id` (binlog names and offsets differ between servers);
-    `gtid` is the last committed transaction's GTID, kept when the source resumes by GTID, and then
-    also the basis of `_version`.
+    `position` is a binlog `file:offset` (MySQL/MariaDB) or a WAL LSN (PostgreSQL). For MySQL it
+    belongs to the server `server_id` (binlog names and offsets differ between servers); `gtid` is the
+    last committed transaction's GTID, kept when the source resumes by GTID, and then also the basis
+    of `_version`.
     """
 
-    position: BinlogPosition
+    position: SourcePosition
     gtid: Gtid | None = None
     server_id: int | None = None
 
@@ -32,7 +33,7 @@ class Checkpoint:
 
     @classmethod
     def from_columns(cls, position: str, gtid: str | None, server_id: int | None) -> Checkpoint:
-        return cls(BinlogPosition.parse(position), Gtid.parse(gtid) if gtid else None, server_id)
+        return cls(parse_position(position), Gtid.parse(gtid) if gtid else None, server_id)
 
     def is_after(self, other: Checkpoint) -> bool:
         """Whether this checkpoint is further along the source's history than `other`."""

@@ -1,4 +1,4 @@
-"""Binlog positions and the `_version` numbers derived from them."""
+"""Positions in a source's change log (binlog file:offset, PostgreSQL WAL LSN) and their `_version` numbers."""
 
 from __future__ import annotations
 
@@ -65,3 +65,81 @@ def row_version(file_sequence: int, event_start: int, row_index: int) -> int:
     if offset >= 2**_POSITION_BITS:
         raise PositionError(f"binlog offset {offset} does not fit in {_POSITION_BITS} bits")
     return (file_sequence << _POSITION_BITS) | offset
+
+
+# PostgreSQL: _version = the transaction's commit LSN in the high bits, the row's index inside the
+# transaction in the low 16. The next transaction's commit record starts at or after this one's end,
+# so a transaction owns (end LSN - commit LSN) << 16 versions: versions stay unique and follow commit
+# order as long as the row index stays below that room (checked, see wal_row_version).
+_WAL_ROW_BITS = 16
+_MAX_WAL_LSN = 2 ** (63 - _WAL_ROW_BITS) - 1  # 128 TiB of WAL; keeps _version inside a signed bigint
+_LSN_TEXT = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+
+
+@total_ordering
+@dataclass(frozen=True)
+class LogSequenceNumber:
+    """A point in PostgreSQL's write-ahead log, printed the way PostgreSQL prints it (`16/B374D848`)."""
+
+    value: int
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, LogSequenceNumber):
+            return NotImplemented
+        return self.value < other.value
+
+    def __str__(self) -> str:
+        return f"{self.value >> 32:X}/{self.value & 0xFFFFFFFF:X}"
+
+    @classmethod
+    def parse(cls, text: str) -> LogSequenceNumber:
+        match = _LSN_TEXT.match(text)
+        if match is None:
+            raise PositionError(f"WAL position {text!r} is not of the form 'XXXXXXXX/XXXXXXXX' (hex)")
+        return cls(int(match.group(1), 16) << 32 | int(match.group(2), 16))
+
+    @property
+    def version_floor(self) -> int:
+        """The smallest `_version` of a transaction that commits at or after this LSN."""
+        return _wal_version_base(self.value)
+
+
+def _wal_version_base(lsn: int) -> int:
+    if lsn > _MAX_WAL_LSN:
+        raise PositionError(
+            f"WAL position {LogSequenceNumber(lsn)} is past {LogSequenceNumber(_MAX_WAL_LSN)}, the last _version holds"
+        )
+    return lsn << _WAL_ROW_BITS
+
+
+def wal_row_version(commit_lsn: int, row_index: int) -> int:
+    """The `_version` of the row_index-th row change of the transaction committed at commit_lsn."""
+    return _wal_version_base(commit_lsn) + row_index
+
+
+def check_wal_version_room(commit_lsn: int, end_lsn: int, rows: int) -> None:
+    """Refuse a transaction whose rows would number into the next transaction's versions."""
+    room = (end_lsn - commit_lsn) << _WAL_ROW_BITS
+    if rows > room:
+        raise PositionError(
+            f"transaction committed at {LogSequenceNumber(commit_lsn)} changes {rows} rows, more than the {room}"
+            " versions its WAL range holds; split such transactions at the source"
+        )
+
+
+# A sink's checkpoint holds one of these; which one follows from the source's kind.
+SourcePosition = BinlogPosition | LogSequenceNumber
+
+
+def parse_position(text: str) -> SourcePosition:
+    """A position as sinks store it: `file:offset` (binlog) or `hi/lo` (WAL LSN)."""
+    if _LSN_TEXT.match(text):
+        return LogSequenceNumber.parse(text)
+    return BinlogPosition.parse(text)
+
+
+def as_binlog_position(position: SourcePosition) -> BinlogPosition:
+    """The position of a MySQL source's checkpoint (a WAL LSN there means a mixed-up sink)."""
+    if not isinstance(position, BinlogPosition):
+        raise PositionError(f"{position} is a PostgreSQL WAL position where a binlog position was expected")
+    return position

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field, replace
 
 @dataclass(frozen=True)
 class ColumnSchema:
-    """One column with the facts type mapping needs (MySQL vocabulary: data_type is lower case)."""
+    """One column with the facts type mapping needs.
+
+    `data_type` is the pipeline's vocabulary: MySQL's lower-case DATA_TYPE names, plus `boolean` and
+    `uuid`; other sources describe their columns in it (sources/postgres/column_types.py).
+    `precision` None on a decimal means unconstrained (PostgreSQL `numeric`).
+    """
 
     name: str
     data_type: str

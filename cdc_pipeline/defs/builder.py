@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from cdc_pipeline.config.models import ClickHouseSinkConfig, PipelineConfig
+from cdc_pipeline.config.models import ClickHouseSinkConfig, MySqlSourceConfig, PipelineConfig
 from cdc_pipeline.defs.dead_letters.assets import dead_letter_queue, dead_letter_queue_is_empty
 from cdc_pipeline.defs.dead_letters.jobs import build_replay_job
 from cdc_pipeline.defs.replication.jobs import build_replication_job
@@ -18,6 +18,7 @@ from cdc_pipeline.defs.resources import (
     MaskingResource,
     MySqlSourceResource,
     PostgresSinkResource,
+    PostgresSourceResource,
 )
 from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
@@ -29,13 +30,16 @@ def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
     """Production resources: every secret is read from the environment when a run starts."""
     resources: dict[str, Any] = {}
     for name, source in pipeline.sources.items():
-        resources[source_key(name)] = MySqlSourceResource(
-            host=source.host,
-            port=source.port,
-            user=source.user,
-            password=dg.EnvVar(source.password_env) if source.password_env else "",
-            server_id=source.server_id,
-        )
+        if isinstance(source, MySqlSourceConfig):
+            resources[source_key(name)] = MySqlSourceResource(
+                host=source.host,
+                port=source.port,
+                user=source.user,
+                password=dg.EnvVar(source.password_env) if source.password_env else "",
+                server_id=source.server_id,
+            )
+        else:
+            resources[source_key(name)] = PostgresSourceResource(dsn=dg.EnvVar(source.dsn_env))
     for name, sink in pipeline.sinks.items():
         if isinstance(sink, ClickHouseSinkConfig):
             dsn = dg.EnvVar(sink.dsn_env) if sink.dsn_env else sink.dsn
@@ -58,7 +62,8 @@ def build_definitions(pipeline: PipelineConfig, resources: dict[str, Any] | None
         job = build_replication_job(source_name, pipeline)
         jobs.append(job)
         sensors.append(build_source_sensor(source_name, job, pipeline))
-        jobs.append(build_plan_snapshot_job(source_name, pipeline))
+        if isinstance(pipeline.sources[source_name], MySqlSourceConfig):
+            jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(
         assets=[*build_sink_table_specs(pipeline), *build_snapshot_assets(pipeline), dead_letter_queue],

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
-from cdc_pipeline.config.models import MaskingConfig, TableSelection
+from cdc_pipeline.config.models import (
+    MaskingConfig,
+    MySqlSourceConfig,
+    PipelineConfig,
+    PostgresSourceConfig,
+    SourceConfig,
+    TableSelection,
+)
+from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
+from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 
 _CLICKHOUSE_SINKS: dict[tuple[str, str, str], ClickHouseSink] = {}
 
@@ -30,6 +43,28 @@ class MySqlSourceResource(dg.ConfigurableResource):
 
     def catalog(self, selection: TableSelection, key_columns: dict[str, list[str]]) -> MySqlCatalog:
         return MySqlCatalog(self.settings, selection, key_columns)
+
+    def change_source(self, name: str, config: SourceConfig) -> MySqlChangeSource:
+        if not isinstance(config, MySqlSourceConfig):
+            raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a MySQL resource")
+        return MySqlChangeSource(name, self.settings, self.server_id, config)
+
+
+class PostgresSourceResource(dg.ConfigurableResource):
+    """A PostgreSQL database read through logical decoding; the DSN comes from the environment."""
+
+    dsn: str
+
+    def change_source(self, name: str, config: SourceConfig) -> PostgresChangeSource:
+        if not isinstance(config, PostgresSourceConfig):
+            raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a PostgreSQL resource")
+        return PostgresChangeSource(name, self.dsn, config)
+
+
+def open_change_source(resources: Any, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
+    """The source behind `source_name`'s resource, as the ChangeSource the ops, sensor and checks use."""
+    resource: MySqlSourceResource | PostgresSourceResource = getattr(resources, source_key(source_name))
+    return resource.change_source(source_name, pipeline.sources[source_name])
 
 
 class ClickHouseSinkResource(dg.ConfigurableResource):

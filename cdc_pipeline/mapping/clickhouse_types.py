@@ -1,8 +1,9 @@
-"""MySQL column types -> ClickHouse column types and value converters."""
+"""Source column types (the pipeline's vocabulary, see core/schema.py) -> ClickHouse types and value converters."""
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -51,6 +52,10 @@ def _bits_to_int(value: Any) -> int:
     return int(value, 2) if isinstance(value, str) else int(value)
 
 
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
 def _set_to_text(value: Any) -> str:
     return value if isinstance(value, str) else ",".join(sorted(value))
 
@@ -59,11 +64,21 @@ def _decimal_converter(precision: int, scale: int) -> Converter:
     limit = Decimal(10) ** (precision - scale)
 
     def convert(value: Decimal) -> Decimal:
+        if not value.is_finite():
+            raise ValueNotMappable(f"{value} has no ClickHouse Decimal form")
         if value.copy_abs() >= limit:  # abs() would round to the context's 28 digits
             raise ValueNotMappable(f"{value} does not fit Decimal({precision}, {scale})")
+        if value.as_tuple().exponent < -scale:  # type: ignore[operator]
+            raise ValueNotMappable(
+                f"{value} has more than the {scale} decimal places Decimal({precision}, {scale}) keeps"
+            )
         return value
 
     return convert
+
+
+# PostgreSQL numeric without precision: the widest ClickHouse decimal, half of it after the point.
+_UNBOUNDED_DECIMAL = (76, 38)
 
 
 def base_type(column: ColumnSchema) -> tuple[str, Converter | None]:
@@ -74,7 +89,7 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter | None]:
     if kind in _INTEGER_WIDTHS:
         return f"{'UInt' if column.unsigned else 'Int'}{_INTEGER_WIDTHS[kind]}", None
     if kind in ("decimal", "numeric"):
-        precision, scale = column.precision or 10, column.scale or 0
+        precision, scale = (column.precision, column.scale or 0) if column.precision else _UNBOUNDED_DECIMAL
         return f"Decimal({precision}, {scale})", _decimal_converter(precision, scale)
     if kind == "float":
         return "Float32", None
@@ -96,6 +111,10 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter | None]:
         return (f"Enum8({members})" if len(column.enum_values) < 127 else f"Enum16({members})"), None
     if kind in BINARY_TYPES:
         return "String", None
+    if kind == "boolean":
+        return "Bool", None
+    if kind == "uuid":
+        return "UUID", _uuid
     if kind in SPATIAL_TYPES:
         raise TypeNotMappable(
             f"spatial type {kind} has no ClickHouse mapping; add a type_overrides entry (e.g. type: String, "

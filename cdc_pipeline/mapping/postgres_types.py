@@ -1,4 +1,4 @@
-"""MySQL column types -> PostgreSQL column types, with converters to COPY text format."""
+"""Source column types (the pipeline's vocabulary, see core/schema.py) -> PostgreSQL types, converters to COPY text."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+def _boolean(value: Any) -> str:
+    return "t" if value else "f"
+
+
 def _datetime(value: dt.datetime) -> str:
     return value.isoformat(sep=" ")
 
@@ -73,6 +77,8 @@ def _decimal(precision: int, scale: int) -> Converter:
     limit = Decimal(10) ** (precision - scale)
 
     def convert(value: Decimal) -> str:
+        if not value.is_finite():
+            return str(value)  # numeric(p,s) holds NaN and ±Infinity as they are
         if value.copy_abs() >= limit:  # abs() would round to the context's 28 digits
             raise ValueNotMappable(f"{value} does not fit numeric({precision},{scale})")
         return str(value)
@@ -88,7 +94,9 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter]:
         signed, unsigned = _INTEGER_TYPES[kind]
         return (unsigned if column.unsigned else signed), _plain
     if kind in ("decimal", "numeric"):
-        precision, scale = column.precision or 10, column.scale or 0
+        if column.precision is None:
+            return "numeric", _plain  # PostgreSQL's own unconstrained numeric (NaN included)
+        precision, scale = column.precision, column.scale or 0
         return f"numeric({precision},{scale})", _decimal(precision, scale)
     if kind == "float":
         return "real", _plain
@@ -115,6 +123,10 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter]:
         return f"bit({width})", _bits(width)
     if kind in BINARY_TYPES:
         return "bytea", _bytea
+    if kind == "boolean":
+        return "boolean", _boolean
+    if kind == "uuid":
+        return "uuid", _plain
     if kind in SPATIAL_TYPES:
         raise TypeNotMappable(
             f"spatial type {kind} has no PostgreSQL mapping; add a type_overrides entry (e.g. type: bytea, "

@@ -55,6 +55,7 @@ class ClickHouseSink:
         self._busy_timeout_seconds = busy_timeout_seconds
         self._client: Client | None = None
         self._created: set[str] = set()
+        self._tombstone_fills: dict[str, list[tuple[int, Any]]] = {}
 
     @property
     def client(self) -> Client:
@@ -177,6 +178,7 @@ class ClickHouseSink:
         column_names = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
         target = self.qualified(layout.table_name)
         rejected: set[int] = set()
+        self._fill_tombstones(layout, rows)
 
         def attempt(chunk: list[list[Any]]) -> None:
             self.client.insert(target, chunk, column_names=column_names)
@@ -191,6 +193,37 @@ class ClickHouseSink:
             end = start + _INSERT_CHUNK_ROWS
             bisect_failures(rows[start:end], changes[start:end], attempt, reject, _is_data_error)
         return [change for change in changes if id(change) not in rejected]
+
+    def _fill_tombstones(self, layout: SinkTableLayout, rows: list[list[Any]]) -> None:
+        """Give delete rows a value in every non-Nullable column.
+
+        Some sources only know a deleted row's key (PostgreSQL without REPLICA IDENTITY FULL); a
+        tombstone's other columns are never read (the `_current` view and FINAL hide it), but a
+        non-Nullable column refuses NULL, so it gets the type's default value.
+        """
+        fill = self._tombstone_fills.get(layout.table_name)
+        if fill is None:
+            wanted = [
+                (index, column.sink_type)
+                for index, column in enumerate(layout.columns)
+                if not column.sink_type.startswith("Nullable(")
+            ]
+            defaults = (
+                self.client.query(
+                    "SELECT " + ", ".join(f"defaultValueOfTypeName({{t{i}:String}})" for i in range(len(wanted))),
+                    parameters={f"t{i}": sink_type for i, (_, sink_type) in enumerate(wanted)},
+                ).result_rows[0]
+                if wanted
+                else []
+            )
+            fill = [(index, default) for (index, _), default in zip(wanted, defaults, strict=True)]
+            self._tombstone_fills[layout.table_name] = fill
+        deleted_at = len(layout.columns) + 1
+        for row in rows:
+            if row[deleted_at]:
+                for index, default in fill:
+                    if row[index] is None:
+                        row[index] = default
 
     def table_stats(self, source_table: str) -> TableStats | None:
         table = sink_table_name(source_table)

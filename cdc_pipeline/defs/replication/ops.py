@@ -13,15 +13,13 @@ import dagster as dg
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.fault_injection import crash_point
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY, sink_table_asset_key
 from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
+from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import REACHED_TAG
 from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
-from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
-from cdc_pipeline.sources.mysql.preflight import check_binlog_settings
-from cdc_pipeline.sources.mysql.resume import resume_point
 
 
 class BatchWindow(dg.Config):
@@ -32,38 +30,28 @@ class BatchWindow(dg.Config):
 
 
 def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.GraphDefinition:
-    source_config = pipeline.sources[source_name]
     sink_names = list(pipeline.sinks)
 
     @dg.op(
         name=f"parse_{source_name}",
         required_resource_keys={source_key(source_name), *map(sink_key, sink_names)},
-        description="Reads the binlog from the smallest sink checkpoint and parses row events.",
+        description="Reads the change log from the smallest sink checkpoint and parses row changes.",
     )
     def parse(context: dg.OpExecutionContext, config: BatchWindow) -> ChangeBatch:
-        source = getattr(context.resources, source_key(source_name))
-        check_binlog_settings(source.settings, needs_gtid=source_config.resume_by == "gtid")
+        source = open_change_source(context.resources, source_name, pipeline)
+        source.check()
         checkpoints = {
             name: getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name) for name in sink_names
         }
-        start = resume_point(checkpoints, source.settings, source_config.resume_by)
-        reader = BinlogBatchReader(
-            source_name,
-            source.settings,
-            source.server_id,
-            source.catalog(source_config.tables, source_config.key_columns),
-            compiled_decoder=source_config.compiled_row_decoder,
-            gtid_versions=source_config.resume_by == "gtid",
-        )
-        batch = reader.read(
-            start,
+        batch = source.read_batch(
+            checkpoints,
+            stop_at=parse_position(config.stop_at) if config.stop_at else None,
             max_rows=config.max_rows or pipeline.batch.max_rows,
-            stop_at=BinlogPosition.parse(config.stop_at) if config.stop_at else None,
         )
         crash_point("after_read")
         # The sensor reads this tag: a run that stopped short of stop_at (batch size reached) is
         # followed by another from here, even when no new binlog event arrives.
-        context.instance.add_run_tags(context.run_id, {REACHED_TAG: str(batch.end.position)})
+        context.instance.add_run_tags(context.run_id, {REACHED_TAG: str(batch.log_read_to or batch.end.position)})
         context.log.info(
             f"read {batch.row_count} row changes of {len(batch.tables)} tables from {batch.start} to {batch.end}"
             f" (sink checkpoints: { {k: str(v) for k, v in checkpoints.items()} })"

@@ -1,12 +1,12 @@
-"""A sensor per source: reads only the binlog high-water mark and requests one run at a time."""
+"""A sensor per source: reads only the change log's high-water mark and requests one run at a time."""
 
 import dagster as dg
 
-from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
+from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.resource_keys import source_key
+from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG
-from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
@@ -18,22 +18,23 @@ _IN_PROGRESS = [
 
 def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: PipelineConfig) -> dg.SensorDefinition:
     parse_op = f"parse_{source_name}"
+    log_name = "binlog" if isinstance(pipeline.sources[source_name], MySqlSourceConfig) else "wal"
 
     @dg.sensor(
-        name=f"{source_name}_binlog_sensor",
+        name=f"{source_name}_{log_name}_sensor",
         job=job,
         minimum_interval_seconds=pipeline.batch.poll_interval_seconds,
         required_resource_keys={source_key(source_name)},
-        description=f"Polls the binlog high-water mark of '{source_name}' and launches a replication run.",
+        description=f"Polls the {log_name} high-water mark of '{source_name}' and launches a replication run.",
     )
-    def poll_binlog(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    def poll_change_log(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         runs = context.instance.get_runs(
             filters=dg.RunsFilter(job_name=job.name, tags={SOURCE_TAG: source_name}), limit=1
         )
         latest = runs[0] if runs else None
         if latest is not None and latest.status in _IN_PROGRESS:
             return dg.SkipReason(f"run {latest.run_id} of {source_name} is still in progress")
-        high_water = str(current_binlog_position(getattr(context.resources, source_key(source_name)).settings))
+        high_water = str(open_change_source(context.resources, source_name, pipeline).high_water_mark())
         # The sink checkpoints are the truth (the run reads from them); the cursor only says what
         # was last requested. A failed run is requested again under a new key naming the failure;
         # a run that stopped at the batch size is continued from where it stopped.
@@ -43,8 +44,8 @@ def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: Pipel
             suffix = f":retry-of-{latest.run_id}"
         elif context.cursor == high_water:
             reached = latest.tags.get(REACHED_TAG) if latest is not None else None
-            if reached is None or BinlogPosition.parse(reached) >= BinlogPosition.parse(high_water):
-                return dg.SkipReason(f"no new binlog events past {high_water}")
+            if reached is None or parse_position(reached) >= parse_position(high_water):
+                return dg.SkipReason(f"no new {log_name} events past {high_water}")
             start = reached
         run_key = f"{source_name}:{start}-{high_water}{suffix}"
         return dg.SensorResult(
@@ -58,4 +59,4 @@ def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: Pipel
             cursor=high_water,
         )
 
-    return poll_binlog
+    return poll_change_log

@@ -13,15 +13,14 @@ import dagster as dg
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.key_digest import key_digest
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import MySqlSourceResource
+from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
-from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
-from cdc_pipeline.sources.mysql.preflight import current_binlog_position
+from cdc_pipeline.sources.change_source import ChangeSource
 
 
 def build_sink_table_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefinition]:
@@ -29,33 +28,28 @@ def build_sink_table_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefi
     for source_name in pipeline.sources:
         for table in configured_tables(pipeline, source_name):
             for sink_name in pipeline.sinks:
-                checks.append(_row_count_check(source_name, table, sink_name))
+                checks.append(_row_count_check(source_name, table, sink_name, pipeline))
                 checks.append(_keys_check(source_name, table, sink_name, pipeline))
                 if len(pipeline.sinks) > 1:
                     checks.append(_sinks_agree_check(source_name, table, sink_name, list(pipeline.sinks)))
     return checks
 
 
-def _source_row_count(source: MySqlSourceResource, table: str) -> int:
-    database, _, name = table.partition(".")
-    with source.settings.connect() as connection, connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(database)}.{quote_identifier(name)}")
-        return int(cursor.fetchone()[0])
+def _sink_progress(source: ChangeSource, sink: Sink, source_name: str) -> tuple[SourcePosition, Checkpoint | None]:
+    return source.high_water_mark(), sink.checkpoint(source_name)
 
 
-def _sink_progress(
-    source: MySqlSourceResource, sink: Sink, source_name: str
-) -> tuple[BinlogPosition, Checkpoint | None]:
-    return current_binlog_position(source.settings), sink.checkpoint(source_name)
-
-
-def _severity(high_water: BinlogPosition, checkpoint: Checkpoint | None) -> dg.AssetCheckSeverity:
+def _severity(high_water: SourcePosition, checkpoint: Checkpoint | None) -> dg.AssetCheckSeverity:
     # Offsets of another server (before a failover) do not compare: such a sink counts as lagging.
-    caught_up = checkpoint is not None and checkpoint.position >= high_water
+    caught_up = (
+        checkpoint is not None and type(checkpoint.position) is type(high_water) and checkpoint.position >= high_water
+    )
     return dg.AssetCheckSeverity.ERROR if caught_up else dg.AssetCheckSeverity.WARN
 
 
-def _row_count_check(source_name: str, table: str, sink_name: str) -> dg.AssetChecksDefinition:
+def _row_count_check(
+    source_name: str, table: str, sink_name: str, pipeline: PipelineConfig
+) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=sink_table_asset_key(sink_name, table),
         name="row_count_matches_source",
@@ -63,11 +57,11 @@ def _row_count_check(source_name: str, table: str, sink_name: str) -> dg.AssetCh
         description="Live rows in the sink equal the source's row count.",
     )
     def row_count_matches_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        source = getattr(context.resources, source_key(source_name))
+        source = open_change_source(context.resources, source_name, pipeline)
         sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
         high_water, checkpoint = _sink_progress(source, sink, source_name)
         stats = sink.table_stats(table)
-        source_rows = _source_row_count(source, table)
+        source_rows = source.row_count(table)
         sink_rows = stats.live_rows if stats else 0
         return dg.AssetCheckResult(
             passed=source_rows == sink_rows,
@@ -84,8 +78,6 @@ def _row_count_check(source_name: str, table: str, sink_name: str) -> dg.AssetCh
 
 
 def _keys_check(source_name: str, table: str, sink_name: str, pipeline: PipelineConfig) -> dg.AssetChecksDefinition:
-    source_config = pipeline.sources[source_name]
-
     @dg.asset_check(
         asset=sink_table_asset_key(sink_name, table),
         name="keys_match_source",
@@ -93,11 +85,9 @@ def _keys_check(source_name: str, table: str, sink_name: str, pipeline: Pipeline
         description="The sink holds exactly the source's keys (streamed, order-independent digest).",
     )
     def keys_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        source = getattr(context.resources, source_key(source_name))
+        source = open_change_source(context.resources, source_name, pipeline)
         sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
-        catalog: MySqlCatalog = source.catalog(source_config.tables, source_config.key_columns)
-        database, _, name = table.partition(".")
-        schema = catalog.table(database, name)
+        schema = source.table_schema(table)
         if schema is None or not schema.key_columns:
             return dg.AssetCheckResult(passed=False, metadata={"reason": f"{table} has no key at the source"})
         masked_keys = set(Masker(pipeline.masking, None).plan(table, list(schema.key_columns))) & set(
@@ -109,7 +99,7 @@ def _keys_check(source_name: str, table: str, sink_name: str, pipeline: Pipeline
                 passed=True, metadata={"skipped": f"key columns {sorted(masked_keys)} are masked"}
             )
         high_water, checkpoint = _sink_progress(source, sink, source_name)
-        at_source = key_digest(catalog.live_keys(schema))
+        at_source = key_digest(source.live_keys(schema))
         in_sink = key_digest(sink.live_keys(table, schema.key_columns)) if sink.table_stats(table) else key_digest([])
         return dg.AssetCheckResult(
             passed=at_source == in_sink,

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
@@ -22,6 +22,8 @@ def plan_snapshot_job_name(source_name: str) -> str:
 
 def build_plan_snapshot_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDefinition:
     source_config = pipeline.sources[source_name]
+    if not isinstance(source_config, MySqlSourceConfig):
+        raise ValueError(f"source '{source_name}': initial load by backfill reads MySQL/MariaDB sources only")
     tables = configured_tables(pipeline, source_name)
     sink_names = list(pipeline.sinks)
 

@@ -13,7 +13,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsE
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid, gtid_row_version
-from cdc_pipeline.core.positions import BinlogPosition, row_version
+from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position, row_version
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
@@ -80,7 +80,7 @@ class BinlogBatchReader:
         pending_rows = 0
         committed_rows = 0
         transaction = _Transaction(start.gtid)
-        stream = self._open_stream(start.position)
+        stream = self._open_stream(as_binlog_position(start.position))
         try:
             for event in stream:
                 if isinstance(event, RowsEvent):

@@ -12,7 +12,7 @@ from typing import Literal
 
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.preflight import oldest_binlog_position
 
@@ -44,7 +44,7 @@ def resume_point(
         )
     if resume_by == "position":
         name, earliest = min(known.items(), key=lambda item: item[1].position)
-        _ensure_still_kept(settings, name, earliest.position)
+        _ensure_still_kept(settings, name, as_binlog_position(earliest.position))
         return earliest
     earliest = min(known.values(), key=lambda checkpoint: checkpoint.gtid.sequence if checkpoint.gtid else 0)
     assert earliest.gtid is not None

@@ -1,0 +1,40 @@
+"""What the pipeline needs from a source, whatever its change log (MySQL binlog, PostgreSQL WAL).
+
+The replication ops, the sensor and the asset checks only talk to this protocol; each source kind
+implements it in its own package (`sources/mysql`, `sources/postgres`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from cdc_pipeline.core.changes import ChangeBatch
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import SourcePosition
+from cdc_pipeline.core.schema import TableSchema
+
+
+class ChangeSource(Protocol):
+    # How people call this source's change log, e.g. "binlog" or "wal"; part of sensor names.
+    log_name: str
+
+    def check(self) -> None:
+        """Raise with the setting's name when the server is not set up for change capture."""
+
+    def high_water_mark(self) -> SourcePosition:
+        """Where the change log ends now (cheap: sensors call it on every tick)."""
+
+    def read_batch(
+        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+    ) -> ChangeBatch:
+        """Committed changes from the earliest sink checkpoint (None: that sink has none yet) up to
+        `stop_at` or about `max_rows` rows, cut only at transaction ends."""
+
+    def table_schema(self, table: str) -> TableSchema | None:
+        """The live schema of 'database.table' (PostgreSQL: 'schema.table'), None if it does not exist."""
+
+    def row_count(self, table: str) -> int: ...
+
+    def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
+        """Every key of the table, streamed (for the key digest check)."""

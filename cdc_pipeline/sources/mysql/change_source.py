@@ -1,0 +1,63 @@
+"""The MySQL/MariaDB source: the binlog read as a replica would, behind the ChangeSource protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from cdc_pipeline.config.models import MySqlSourceConfig
+from cdc_pipeline.core.changes import ChangeBatch
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import BinlogPosition, SourcePosition
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
+from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
+from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, current_binlog_position
+from cdc_pipeline.sources.mysql.resume import resume_point
+
+
+class MySqlChangeSource:
+    log_name = "binlog"
+
+    def __init__(self, name: str, settings: MySqlConnectionSettings, server_id: int, config: MySqlSourceConfig) -> None:
+        self._name = name
+        self.settings = settings
+        self._server_id = server_id
+        self._config = config
+        self.catalog = MySqlCatalog(settings, config.tables, config.key_columns)
+
+    def check(self) -> None:
+        check_binlog_settings(self.settings, needs_gtid=self._config.resume_by == "gtid")
+
+    def high_water_mark(self) -> BinlogPosition:
+        return current_binlog_position(self.settings)
+
+    def read_batch(
+        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+    ) -> ChangeBatch:
+        if stop_at is not None and not isinstance(stop_at, BinlogPosition):
+            raise ValueError(f"source '{self._name}' reads a binlog; {stop_at} is not a binlog position")
+        start = resume_point(dict(checkpoints), self.settings, self._config.resume_by)
+        reader = BinlogBatchReader(
+            self._name,
+            self.settings,
+            self._server_id,
+            self.catalog,
+            compiled_decoder=self._config.compiled_row_decoder,
+            gtid_versions=self._config.resume_by == "gtid",
+        )
+        return reader.read(start, max_rows=max_rows, stop_at=stop_at)
+
+    def table_schema(self, table: str) -> TableSchema | None:
+        database, _, name = table.partition(".")
+        return self.catalog.table(database, name)
+
+    def row_count(self, table: str) -> int:
+        database, _, name = table.partition(".")
+        with self.settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(database)}.{quote_identifier(name)}")
+            return int(cursor.fetchone()[0])
+
+    def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
+        return self.catalog.live_keys(schema)

@@ -1,0 +1,101 @@
+"""The PostgreSQL source: logical decoding (pgoutput) from a replication slot, behind ChangeSource."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from cdc_pipeline.config.models import PostgresSourceConfig
+from cdc_pipeline.core.changes import ChangeBatch
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import LogSequenceNumber, SourcePosition
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
+from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
+from cdc_pipeline.sources.postgres.replication_slot import (
+    LogicalDecodingError,
+    ReplicationSlot,
+    current_flush_position,
+)
+from cdc_pipeline.sources.postgres.wal_reader import WalBatchReader
+
+
+class PostgresChangeSource:
+    log_name = "wal"
+
+    def __init__(self, name: str, dsn: str, config: PostgresSourceConfig) -> None:
+        self._name = name
+        self.settings = PostgresSourceSettings(dsn, name)
+        self.catalog = PostgresCatalog(self.settings, config.tables, config.key_columns)
+        self.slot = ReplicationSlot(self.settings, config.slot_name(name), config.publication_name(name))
+
+    def check(self) -> None:
+        self.slot.check_server()
+        missing = self.slot.unpublished(self.catalog.selected_tables())
+        if missing and self.slot.confirmed_position() is not None:
+            raise LogicalDecodingError(
+                f"{self.settings.describe()}: publication {self.slot.publication!r} does not carry the selected"
+                f" table(s) {missing}; their changes would never arrive. ALTER PUBLICATION {self.slot.publication}"
+                " ADD TABLE them, or exclude them in sources.<name>.tables"
+            )
+
+    def ensure_slot(self) -> LogSequenceNumber:
+        """The slot's position, creating publication and slot first if they do not exist yet."""
+        position = self.slot.confirmed_position()
+        return position if position is not None else self.slot.create(self.catalog.selected_tables())
+
+    def high_water_mark(self) -> LogSequenceNumber:
+        return current_flush_position(self.settings)
+
+    def read_batch(
+        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+    ) -> ChangeBatch:
+        # stop_at (the sensor's high-water mark) is only a hint here: the reader writes its own mark
+        # and reads up to it, which covers everything committed before the sensor looked.
+        slot_position = self._resume_slot(checkpoints)
+        start = Checkpoint(slot_position)
+        return WalBatchReader(self._name, self.slot, self.catalog).read(start, max_rows)
+
+    def _resume_slot(self, checkpoints: Mapping[str, Checkpoint | None]) -> LogSequenceNumber:
+        known: dict[str, LogSequenceNumber] = {}
+        for sink, checkpoint in checkpoints.items():
+            if checkpoint is None:
+                continue
+            if not isinstance(checkpoint.position, LogSequenceNumber):
+                raise LogicalDecodingError(
+                    f"sink '{sink}' holds checkpoint {checkpoint} of a binlog for source '{self._name}', which reads"
+                    " PostgreSQL WAL; re-sync that sink or give the source another name"
+                )
+            known[sink] = checkpoint.position
+        slot_position = self.slot.confirmed_position()
+        if slot_position is None:
+            if known:
+                raise LogicalDecodingError(
+                    f"{self.settings.describe()}: replication slot {self.slot.name!r} is gone, but sink(s)"
+                    f" {sorted(known)} hold checkpoints {sorted(map(str, known.values()))}: the changes since then"
+                    " are lost; re-sync the sinks"
+                )
+            return self.ensure_slot()
+        if len(known) < len(checkpoints):
+            # A sink without a checkpoint starts where the slot stands (what the others still need).
+            return slot_position
+        sink, earliest = min(known.items(), key=lambda item: item[1])
+        if earliest < slot_position:
+            raise LogicalDecodingError(
+                f"sink '{sink}' checkpoint {earliest} is behind replication slot {self.slot.name!r}"
+                f" ({slot_position}): the WAL between them was released before every sink read it; re-sync the sinks"
+            )
+        if earliest > slot_position:
+            self.slot.advance(earliest)  # frees the WAL every sink has committed
+        return earliest
+
+    def table_schema(self, table: str) -> TableSchema | None:
+        schema, _, name = table.partition(".")
+        return self.catalog.table(schema, name)
+
+    def row_count(self, table: str) -> int:
+        schema, _, name = table.partition(".")
+        return self.catalog.row_count(schema, name)
+
+    def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
+        return self.catalog.live_keys(schema)

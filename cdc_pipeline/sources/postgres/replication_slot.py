@@ -1,0 +1,128 @@
+"""The source's logical decoding set-up: server settings, the publication, the replication slot.
+
+The slot keeps the WAL the sinks still need. It only moves forward to the earliest sink
+checkpoint, at the start of each batch, so WAL is freed once every sink has committed past it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2.extensions
+from psycopg2 import sql
+
+from cdc_pipeline.core.positions import LogSequenceNumber
+from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
+
+PLUGIN = "pgoutput"
+
+
+class LogicalDecodingError(RuntimeError):
+    """The source is not set up for logical decoding, or its slot lost WAL the sinks still needed."""
+
+
+@contextmanager
+def autocommit_cursor(settings: PostgresSourceSettings) -> Iterator[psycopg2.extensions.cursor]:
+    connection = settings.connect()
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            yield cursor
+    finally:
+        connection.close()
+
+
+class ReplicationSlot:
+    def __init__(self, settings: PostgresSourceSettings, slot: str, publication: str) -> None:
+        self.settings = settings
+        self.name = slot
+        self.publication = publication
+
+    def check_server(self) -> None:
+        with autocommit_cursor(self.settings) as cursor:
+            cursor.execute("SELECT current_setting('wal_level'), current_setting('server_encoding')")
+            wal_level, encoding = cursor.fetchone()
+        problems = []
+        if wal_level != "logical":
+            problems.append(f"wal_level is {wal_level!r}, logical decoding needs 'logical' (set it and restart)")
+        if encoding != "UTF8":
+            problems.append(f"server_encoding is {encoding!r}; the reader decodes values as UTF8")
+        if problems:
+            raise LogicalDecodingError(f"{self.settings.describe()}: " + "; ".join(problems))
+
+    def confirmed_position(self) -> LogSequenceNumber | None:
+        """Where the slot stands (None: it does not exist)."""
+        with autocommit_cursor(self.settings) as cursor:
+            cursor.execute(
+                "SELECT confirmed_flush_lsn::text, plugin, database = current_database()"
+                " FROM pg_replication_slots WHERE slot_name = %s",
+                (self.name,),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        position, plugin, same_database = row
+        if plugin != PLUGIN or not same_database:
+            raise LogicalDecodingError(
+                f"{self.settings.describe()}: replication slot {self.name!r} exists but is not a {PLUGIN} slot of"
+                " this database; choose another sources.<name>.slot"
+            )
+        return LogSequenceNumber.parse(position)
+
+    def create(self, tables: list[tuple[str, str]]) -> LogSequenceNumber:
+        """Create the publication (if missing) and then the slot; changes from here on are captured.
+
+        The publication comes first: pgoutput reads it as of each change, so changes written
+        before it existed could not be decoded.
+        """
+        with autocommit_cursor(self.settings) as cursor:
+            cursor.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,))
+            if cursor.fetchone() is None:
+                if not tables:
+                    raise LogicalDecodingError(
+                        f"{self.settings.describe()}: no table matches sources.<name>.tables, so publication"
+                        f" {self.publication!r} would be empty"
+                    )
+                cursor.execute(
+                    sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                        sql.Identifier(self.publication),
+                        sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in tables),
+                    )
+                )
+            cursor.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, %s)", (self.name, PLUGIN))
+            return LogSequenceNumber.parse(cursor.fetchone()[0])
+
+    def unpublished(self, tables: list[tuple[str, str]]) -> list[str]:
+        """Selected tables the publication does not carry (their changes would never arrive)."""
+        with autocommit_cursor(self.settings) as cursor:
+            cursor.execute(
+                "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (self.publication,)
+            )
+            published = {(str(s), str(t)) for s, t in cursor.fetchall()}
+        return [f"{schema}.{table}" for schema, table in tables if (schema, table) not in published]
+
+    def advance(self, to: LogSequenceNumber) -> None:
+        with autocommit_cursor(self.settings) as cursor:
+            cursor.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.name, str(to)))
+
+    def mark_end_of_read(self, prefix: str) -> tuple[LogSequenceNumber, LogSequenceNumber]:
+        """Write a (non-transactional, flushed) logical message; return its LSN and the WAL flush
+        position after it.
+
+        Decoding emits it in WAL order among the commits, so once the reader sees it, every
+        transaction that committed before it has been read: the batch may end there even when
+        none of those transactions touched a published table.
+        """
+        with autocommit_cursor(self.settings) as cursor:
+            cursor.execute("SELECT pg_logical_emit_message(false, %s, ''::text, true)::text", (prefix,))
+            mark = LogSequenceNumber.parse(cursor.fetchone()[0])
+            cursor.execute("SELECT pg_current_wal_flush_lsn()::text")
+            return mark, LogSequenceNumber.parse(cursor.fetchone()[0])
+
+
+def current_flush_position(settings: PostgresSourceSettings) -> LogSequenceNumber:
+    """The end of the durable WAL: the source's high-water mark."""
+    with autocommit_cursor(settings) as cursor:
+        cursor.execute("SELECT pg_current_wal_flush_lsn()::text")
+        return LogSequenceNumber.parse(cursor.fetchone()[0])

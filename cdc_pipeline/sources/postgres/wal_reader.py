@@ -1,0 +1,257 @@
+"""Reads one micro-batch from a logical replication slot (pgoutput), cut only at transaction ends.
+
+The slot is peeked, never consumed: the batch's end becomes the sinks' checkpoints, and the slot
+is advanced to the earliest of them when the next batch starts. A batch reads up to a progress
+mark it writes itself (see ReplicationSlot.mark_end_of_read) or about `max_rows` rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import LogSequenceNumber, check_wal_version_room, wal_row_version
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
+from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser
+from cdc_pipeline.sources.postgres.pgoutput import (
+    UNCHANGED_TOAST,
+    Begin,
+    Commit,
+    LogicalMessage,
+    PgOutputError,
+    Relation,
+    RowMessage,
+    Truncate,
+    TupleValue,
+    decode_message,
+)
+from cdc_pipeline.sources.postgres.replication_slot import ReplicationSlot
+
+_MARK_PREFIX = "cdc_pipeline.read_mark"
+_FETCH_ROWS = 5_000
+
+
+class WalDecodeError(RuntimeError):
+    """A message the reader must not skip cannot be decoded; the message names its LSN."""
+
+
+@dataclass
+class _RelationPlan:
+    """How to turn a relation's row images into values: its schema, or why its rows go to the DLQ."""
+
+    relation: Relation
+    schema: TableSchema | None
+    parsers: list[tuple[str, ValueParser | None]]
+    problem: str | None
+
+
+@dataclass
+class _Transaction:
+    commit_lsn: int
+    commit_ts: int
+    rows: int = 0
+    tables: dict[str, TableChanges] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class WalBatchReader:
+    def __init__(self, source_name: str, slot: ReplicationSlot, catalog: PostgresCatalog) -> None:
+        self._source_name = source_name
+        self._slot = slot
+        self._catalog = catalog
+        self._plans: dict[int, _RelationPlan] = {}
+
+    def read(self, start: Checkpoint, max_rows: int) -> ChangeBatch:
+        mark_token = uuid.uuid4().hex
+        mark, flushed_after_mark = self._slot.mark_end_of_read(f"{_MARK_PREFIX}.{mark_token}")
+        # The mark's record starts at `mark`: reading up to one byte past it includes the mark itself.
+        past_mark = LogSequenceNumber(mark.value + 1)
+        batch = ChangeBatch(source=self._source_name, start=start, end=start)
+        transaction: _Transaction | None = None
+        committed_rows = 0
+        for lsn, message in self._messages(past_mark, max_rows):
+            if isinstance(message, Begin):
+                transaction = _Transaction(message.commit_lsn, int(message.commit_time.timestamp()))
+            elif isinstance(message, Relation):
+                self._plans[message.oid] = self._plan(message)
+            elif isinstance(message, RowMessage):
+                if transaction is None:
+                    raise WalDecodeError(f"row change at {lsn} outside a transaction")
+                self._add_row(transaction, message, lsn)
+            elif isinstance(message, Truncate):
+                if transaction is None:
+                    raise WalDecodeError(f"TRUNCATE at {lsn} outside a transaction")
+                self._add_truncate(transaction, message, lsn)
+            elif isinstance(message, Commit):
+                if transaction is None or transaction.commit_lsn != message.commit_lsn:
+                    raise WalDecodeError(f"commit at {lsn} does not close the transaction that began before it")
+                check_wal_version_room(message.commit_lsn, message.end_lsn, transaction.rows)
+                _merge(batch, transaction)
+                committed_rows += transaction.rows
+                batch.end = Checkpoint(LogSequenceNumber(message.end_lsn))
+                batch.last_commit_ts = transaction.commit_ts
+                transaction = None
+            elif isinstance(message, LogicalMessage) and message.prefix == f"{_MARK_PREFIX}.{mark_token}":
+                # Every transaction that committed before the mark has been read, and any later one
+                # commits after it: the batch ends past the mark even if nothing here was published.
+                if not isinstance(batch.end.position, LogSequenceNumber) or batch.end.position < past_mark:
+                    batch.end = Checkpoint(past_mark)
+                # The mark itself moved the WAL: the sensor must not take it for news.
+                batch.log_read_to = flushed_after_mark
+        # A transaction whose commit was not read stays out: the next batch reads it again.
+        return batch
+
+    def _messages(self, upto: LogSequenceNumber, max_rows: int) -> Iterator[tuple[str, Any]]:
+        connection = self._slot.settings.connect()
+        try:
+            # A server-side cursor keeps the client's memory to one fetch, whatever the batch size.
+            with connection.cursor(name="cdc_wal_batch") as cursor:
+                cursor.itersize = _FETCH_ROWS
+                cursor.execute(
+                    "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s,"
+                    " 'proto_version', '1', 'publication_names', %s, 'messages', 'true')",
+                    (self._slot.name, str(upto), max_rows, self._slot.publication),
+                )
+                for lsn, data in cursor:
+                    try:
+                        yield lsn, decode_message(bytes(data))
+                    except (PgOutputError, IndexError, ValueError) as error:
+                        raise WalDecodeError(f"cannot decode the pgoutput message at {lsn}: {error}") from error
+        finally:
+            connection.close()
+
+    def _plan(self, relation: Relation) -> _RelationPlan:
+        schema_name, table = relation.namespace, relation.name
+        if not self._catalog.selects(schema_name, table):
+            return _RelationPlan(relation, None, [], None)
+        self._catalog.forget(schema_name, table)  # a relation message follows any change of its shape
+        schema = self._catalog.table(schema_name, table)
+        columns = [column.name for column in relation.columns]
+        qualified = relation.qualified_name
+        problem = None
+        if schema is None:
+            problem = f"table {qualified} no longer exists at the source, its schema is unknown"
+        elif not schema.key_columns:
+            problem = (
+                f"table {qualified} has no primary key or replica identity index: set"
+                f" sources.<name>.key_columns['{qualified}'] to the columns that identify a row"
+            )
+        elif columns != schema.column_names:
+            problem = (
+                f"table {qualified}: the change's columns {columns} differ from the catalog's {schema.column_names}"
+                " (schema changed since this change was written)"
+            )
+        if problem is not None or schema is None:
+            return _RelationPlan(relation, schema, [(name, None) for name in columns], problem)
+        return _RelationPlan(relation, schema, [(c.name, value_parser(c)) for c in schema.columns], None)
+
+    def _add_row(self, transaction: _Transaction, message: RowMessage, lsn: str) -> None:
+        plan = self._plans.get(message.relation_oid)
+        if plan is None:
+            raise WalDecodeError(f"row change at {lsn} for relation {message.relation_oid} before its description")
+        if plan.schema is None and plan.problem is None:
+            return  # published, but not selected by this source's tables
+        qualified = plan.relation.qualified_name
+        version = wal_row_version(transaction.commit_lsn, transaction.rows)
+        transaction.rows += 1
+        position = f"{lsn}"
+        images = self._images(plan, message)
+        if plan.problem is not None or plan.schema is None:
+            for op, raw in images:
+                payload = _raw_payload(plan, raw)
+                transaction.rejections.append(
+                    Rejection("parse", qualified, op, plan.problem or "", position, version, payload)
+                )
+            return
+        changes = transaction.tables.setdefault(qualified, TableChanges(plan.schema)).changes
+        for op, raw in images:
+            try:
+                values = _values(plan, raw, message)
+            except ValueNotDecodable as error:
+                payload = _raw_payload(plan, raw)
+                transaction.rejections.append(Rejection("parse", qualified, op, str(error), position, version, payload))
+                continue
+            changes.append(RowChange(op, values, version, position, transaction.commit_ts))
+
+    def _images(self, plan: _RelationPlan, message: RowMessage) -> list[tuple[ChangeOp, list[TupleValue]]]:
+        if message.op is ChangeOp.DELETE:
+            assert message.old is not None
+            return [(ChangeOp.DELETE, message.old)]
+        assert message.new is not None
+        if message.op is ChangeOp.UPDATE and message.old is not None and plan.schema is not None:
+            keys = [i for i, (name, _) in enumerate(plan.parsers) if name in plan.schema.key_columns]
+            if any(message.old[i] != message.new[i] for i in keys):
+                # The row moved to another key: the old key must disappear from the sinks.
+                return [(ChangeOp.DELETE, message.old), (ChangeOp.INSERT, message.new)]
+        return [(message.op, message.new)]
+
+    def _add_truncate(self, transaction: _Transaction, message: Truncate, lsn: str) -> None:
+        for oid in message.relation_oids:
+            plan = self._plans.get(oid)
+            if plan is None or (plan.schema is None and plan.problem is None):
+                continue
+            # Never dropped silently: the DLQ shows it until the table is re-synced.
+            transaction.rejections.append(
+                Rejection(
+                    "parse",
+                    plan.relation.qualified_name,
+                    ChangeOp.DELETE,
+                    f"TRUNCATE of {plan.relation.qualified_name}: the sinks still hold its rows; re-sync the table",
+                    lsn,
+                    wal_row_version(transaction.commit_lsn, transaction.rows),
+                    {},
+                )
+            )
+            transaction.rows += 1
+
+
+def _raw_payload(plan: _RelationPlan, raw: list[TupleValue]) -> dict[str, Any]:
+    """The change as the source sent it (text values), for the DLQ; the mask step masks it."""
+    return {
+        name: "<unchanged TOAST value: not in the change>" if value is UNCHANGED_TOAST else value
+        for (name, _), value in zip(plan.parsers, raw, strict=True)
+    }
+
+
+def _values(plan: _RelationPlan, raw: list[TupleValue], message: RowMessage) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for index, ((name, parse), value) in enumerate(zip(plan.parsers, raw, strict=True)):
+        if value is UNCHANGED_TOAST:
+            value = _unchanged_value(plan, message, index, name)
+        if value is None or isinstance(value, str) and parse is None:
+            values[name] = value
+            continue
+        assert isinstance(value, str)
+        try:
+            values[name] = parse(value) if parse is not None else value
+        except ValueNotDecodable as error:
+            raise ValueNotDecodable(f"column {name}: {error}") from None
+        except ValueError as error:
+            raise ValueNotDecodable(f"column {name}: cannot parse {value[:40]!r}: {error}") from None
+    return values
+
+
+def _unchanged_value(plan: _RelationPlan, message: RowMessage, index: int, name: str) -> TupleValue:
+    """An UPDATE left a large (TOASTed) value out; REPLICA IDENTITY FULL's old image still has it."""
+    old = message.old[index] if message.old is not None and message.old_is_full_row else UNCHANGED_TOAST
+    if old is UNCHANGED_TOAST:
+        raise ValueNotDecodable(
+            f"column {name}: the UPDATE did not carry this large (TOASTed) unchanged value; set"
+            f" ALTER TABLE {plan.relation.qualified_name} REPLICA IDENTITY FULL so changes carry it"
+        )
+    return old
+
+
+def _merge(batch: ChangeBatch, transaction: _Transaction) -> None:
+    for qualified, pending in transaction.tables.items():
+        existing = batch.tables.get(qualified)
+        if existing is None:
+            batch.tables[qualified] = pending
+        else:
+            existing.changes.extend(pending.changes)
+    batch.rejections.extend(transaction.rejections)

@@ -1,0 +1,169 @@
+"""A per-test pipeline whose source is a PostgreSQL database read by logical decoding.
+
+The source is its own database on the session's embedded PostgreSQL (wal_level=logical); the
+sinks are a chdb database and a schema of the test's PostgreSQL sink database, as in harness.py.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import psycopg2
+import yaml
+from psycopg2 import sql
+
+from cdc_pipeline.config.loading import parse_pipeline_config
+from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.defs.builder import build_definitions
+from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
+from cdc_pipeline.defs.resources import (
+    ClickHouseSinkResource,
+    DeadLetterQueueResource,
+    MaskingResource,
+    PostgresSinkResource,
+    PostgresSourceResource,
+)
+from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.mapping.mapper import sink_table_name
+from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
+from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
+from cdc_pipeline_tests.harness import CH_SINK, MASKING_KEY, PG_SINK, read_clickhouse_rows, canonical
+
+SOURCE = "store"
+SCHEMA = "public"
+
+
+@dataclass
+class PostgresSourceHarness:
+    postgres: LocalPostgres
+    source_dsn: str
+    sink_dsn: str
+    chdb_dsn: str
+    clickhouse_database: str
+    slot: str  # slots are cluster-wide: one per test
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "sources": {
+                SOURCE: {
+                    "kind": "postgres",
+                    "dsn_env": "CDC_TEST_SOURCE_DSN",
+                    "slot": self.slot,
+                    "publication": self.slot,
+                    "tables": {"include": [f"{SCHEMA}.*"]},
+                }
+            },
+            "sinks": {
+                CH_SINK: {"kind": "clickhouse", "dsn": self.chdb_dsn, "database": self.clickhouse_database},
+                PG_SINK: {"kind": "postgres", "dsn_env": "CDC_TEST_PG_DSN", "schema": "replica"},
+            },
+            "dlq": {"dsn_env": "CDC_TEST_PG_DSN", "schema": "dlq"},
+            "batch": {"max_rows": 50_000, "poll_interval_seconds": 1},
+        }
+
+    @property
+    def pipeline(self) -> PipelineConfig:
+        return parse_pipeline_config(yaml.safe_dump(self.config_dict()))
+
+    @property
+    def source_config(self) -> PostgresSourceConfig:
+        config = self.pipeline.sources[SOURCE]
+        assert isinstance(config, PostgresSourceConfig)
+        return config
+
+    def resources(self) -> dict[str, Any]:
+        return {
+            source_key(SOURCE): PostgresSourceResource(dsn=self.source_dsn),
+            sink_key(CH_SINK): ClickHouseSinkResource(dsn=self.chdb_dsn, database=self.clickhouse_database),
+            sink_key(PG_SINK): PostgresSinkResource(dsn=self.sink_dsn, schema_name="replica"),
+            DEAD_LETTER_QUEUE: DeadLetterQueueResource(dsn=self.sink_dsn, schema_name="dlq"),
+            MASKING: MaskingResource(hmac_key=MASKING_KEY),
+        }
+
+    def definitions(self) -> dg.Definitions:
+        return build_definitions(self.pipeline, self.resources())
+
+    def replicate(self, instance: dg.DagsterInstance | None = None, **run_config: Any) -> dg.ExecuteInProcessResult:
+        job = self.definitions().resolve_job_def(f"replicate_{SOURCE}")
+        config = {"ops": {f"parse_{SOURCE}": {"config": run_config}}} if run_config else None
+        result = job.execute_in_process(run_config=config, instance=instance)
+        assert result.success
+        return result
+
+    def create_slot(self) -> None:
+        """Publication and slot before any change: what the pipeline creates on its first run."""
+        source = self.resources()[source_key(SOURCE)].change_source(SOURCE, self.source_config)
+        source.ensure_slot()
+
+    # -- the three sides -------------------------------------------------------------------------
+
+    def source_execute(self, *statements: str, parameters: tuple[Any, ...] | None = None) -> None:
+        """Run the statements in one transaction."""
+        with closing(psycopg2.connect(self.source_dsn)) as connection:
+            with connection, connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement, parameters)
+
+    def _vocabulary(self, table: str) -> dict[str, str]:
+        catalog = PostgresCatalog(PostgresSourceSettings(self.source_dsn, SOURCE), self.source_config.tables, {})
+        schema = catalog.table(SCHEMA, table)
+        assert schema is not None, table
+        return {column.name: column.data_type for column in schema.columns}
+
+    def source_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
+        types = self._vocabulary(table)
+        # Columns the pipeline carries as text are compared in their text form.
+        columns = sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(name)) if kind == "text" else sql.Identifier(name)
+            for name, kind in types.items()
+        )
+        query = sql.SQL("SELECT {} FROM {}.{} ORDER BY {}").format(
+            columns, sql.Identifier(SCHEMA), sql.Identifier(table), sql.Identifier(key)
+        )
+        with closing(psycopg2.connect(self.source_dsn)) as connection, connection.cursor() as cursor:
+            cursor.execute(query)
+            rows = cursor.fetchall()
+        return [{n: canonical(t, v) for (n, t), v in zip(types.items(), row, strict=True)} for row in rows]
+
+    def clickhouse_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
+        return read_clickhouse_rows(
+            self.chdb_dsn, self.clickhouse_database, f"{SCHEMA}.{table}", self._vocabulary(table), key
+        )
+
+    def postgres_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
+        types = self._vocabulary(table)
+        view = sql.Identifier("replica", f"{sink_table_name(f'{SCHEMA}.{table}')}_current")
+        with closing(psycopg2.connect(self.sink_dsn)) as connection, connection.cursor() as cursor:
+            cursor.execute(sql.SQL("SELECT * FROM {} ORDER BY {}").format(view, sql.Identifier(key)))
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        return [{n: canonical(types[n], v) for n, v in zip(names, row, strict=False) if n in types} for row in rows]
+
+    def dead_letters(self) -> list[tuple[str, str, str, str, Any]]:
+        with closing(psycopg2.connect(self.sink_dsn)) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('dlq.dead_letters')")
+            if cursor.fetchone()[0] is None:
+                return []
+            cursor.execute("SELECT source_table, sink, stage, error, payload FROM dlq.dead_letters ORDER BY id")
+            return cursor.fetchall()
+
+    def slot_position(self) -> str | None:
+        with closing(psycopg2.connect(self.source_dsn)) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                (self.source_config.slot_name(SOURCE),),
+            )
+            row = cursor.fetchone()
+        return str(row[0]) if row else None
+
+
+def drop_slots(postgres: LocalPostgres, database: str) -> None:
+    """A database with a replication slot cannot be dropped: drop its slots first."""
+    with closing(psycopg2.connect(postgres.dsn())) as connection, connection.cursor() as cursor:
+        connection.autocommit = True
+        cursor.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (database,)
+        )

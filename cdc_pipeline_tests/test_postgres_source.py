@@ -1,0 +1,153 @@
+"""The PostgreSQL logical-decoding source, end to end through the Dagster job, against real servers."""
+
+from __future__ import annotations
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from cdc_pipeline.defs.run_tags import REACHED_TAG
+from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, assert_same_rows
+from cdc_pipeline_tests.postgres_source import SOURCE, PostgresSourceHarness
+
+# Every type family the source maps, each with NULLs and edge values.
+_ALL_TYPES_TABLE = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE kinds (
+    id bigint PRIMARY KEY,
+    small smallint, medium integer NOT NULL DEFAULT 0, price numeric(12, 2), exact numeric,
+    ratio real, score double precision, flag boolean, label varchar(20), code char(5), note text,
+    ref uuid, born date, seen timestamp(3), happened_at timestamptz, opens time, doc jsonb,
+    raw bytea, feeling mood, wait interval, tags int[], net inet
+)
+"""
+_ROWS = [
+    "INSERT INTO kinds VALUES (1, -32768, 2147483647, 1234567890.12, 3.14159265358979323846264338327950288,"
+    " 1.5, -2.25e-300, true, 'héllo wörld', 'ab', E'line\\nbreak\\ttab', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',"
+    " '1999-12-31', '2024-02-29 23:59:59.123', '2024-06-01 12:00:00+02', '23:59:59.999999', '{\"a\": [1, null]}',"
+    " '\\x00ff10', 'happy', '1 day 02:03:04', '{1,2,3}', '10.0.0.1/8')",
+    "INSERT INTO kinds (id) VALUES (2)",
+    "INSERT INTO kinds (id, price, exact, ratio, score, note) VALUES (3, -0.01, 'NaN', 'Infinity', '-Infinity', '')",
+]
+
+
+def test_changes_of_every_type_reach_both_sinks_exactly(pg_source: PostgresSourceHarness) -> None:
+    pg_source.source_execute(_ALL_TYPES_TABLE)
+    pg_source.create_slot()
+    pg_source.source_execute(*_ROWS)
+    pg_source.replicate()
+
+    expected = pg_source.source_rows("kinds")
+    assert len(expected) == 3
+    assert_same_rows(pg_source.postgres_rows("kinds"), expected, PG_SINK)
+    # ClickHouse has no NaN/Infinity decimal: that row waits in the DLQ with the reason.
+    assert_same_rows(pg_source.clickhouse_rows("kinds"), expected[:2], CH_SINK)
+    ((table, sink, stage, error, _),) = pg_source.dead_letters()
+    assert (table, sink, stage) == ("public.kinds", CH_SINK, "map") and "NaN" in error and "column exact" in error
+
+    # Updates (one changing the key), deletes and a multi-statement transaction.
+    pg_source.source_execute(
+        "UPDATE kinds SET note = 'changed', flag = false, doc = '{\"b\": 2}' WHERE id = 1",
+        "UPDATE kinds SET id = 20 WHERE id = 2",
+        "DELETE FROM kinds WHERE id = 3",
+        "INSERT INTO kinds (id, note) SELECT g, 'bulk ' || g FROM generate_series(100, 1099) g",
+    )
+    pg_source.source_execute("UPDATE kinds SET medium = medium + 1 WHERE id BETWEEN 100 AND 599")
+    pg_source.replicate()
+    expected = pg_source.source_rows("kinds")
+    assert [row["id"] for row in expected[:3]] == [1, 20, 100] and len(expected) == 1002
+    assert_same_rows(pg_source.postgres_rows("kinds"), expected, PG_SINK)
+    assert_same_rows(pg_source.clickhouse_rows("kinds"), expected, CH_SINK)
+
+
+def test_a_replayed_range_changes_nothing_and_the_slot_follows_the_slowest_sink(
+    pg_source: PostgresSourceHarness,
+) -> None:
+    pg_source.source_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    pg_source.create_slot()
+    created_at = pg_source.slot_position()
+    pg_source.source_execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 500) g")
+    with dg.instance_for_test() as instance:
+        first = pg_source.replicate(instance)
+        # Nothing new: the next run reads nothing and writes nothing.
+        second = pg_source.replicate(instance)
+    written = [
+        e.materialization.metadata["rows_inserted"].value
+        for result in (first, second)
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.path[-1].endswith("t")
+    ]
+    assert written == [500, 500], written
+    # The first run's checkpoint became the slot's position when the second run started: the WAL
+    # before it is released; nothing past the sinks' checkpoints is.
+    sink = pg_source.resources()[f"sink_{PG_SINK}"].sink(PG_SINK)
+    checkpoint = sink.checkpoint(SOURCE)
+    assert checkpoint is not None and pg_source.slot_position() not in (None, created_at)
+    assert_same_rows(pg_source.postgres_rows("t"), pg_source.source_rows("t"), PG_SINK)
+    assert_same_rows(pg_source.clickhouse_rows("t"), pg_source.source_rows("t"), CH_SINK)
+
+
+def test_a_batch_is_cut_at_transaction_ends_and_the_rest_follows(pg_source: PostgresSourceHarness) -> None:
+    pg_source.source_execute("CREATE TABLE t (id int PRIMARY KEY)")
+    pg_source.create_slot()
+    for start in range(0, 400, 100):  # four transactions of 100 rows
+        pg_source.source_execute(f"INSERT INTO t SELECT g FROM generate_series({start + 1}, {start + 100}) g")
+    with dg.instance_for_test() as instance:
+        first = pg_source.replicate(instance, max_rows=150)
+        stopped_at = instance.get_run_by_id(first.run_id).tags[REACHED_TAG]
+        rows_after_first = len(pg_source.postgres_rows("t"))
+        # Whole transactions only: never a part of one.
+        assert rows_after_first % 100 == 0 and 100 <= rows_after_first < 400, rows_after_first
+        while len(pg_source.postgres_rows("t")) < 400:
+            pg_source.replicate(instance, max_rows=150)
+    assert stopped_at
+    assert_same_rows(pg_source.clickhouse_rows("t"), pg_source.source_rows("t"), CH_SINK)
+
+
+def test_values_the_sinks_cannot_hold_go_to_the_dlq_naming_column_and_fix(pg_source: PostgresSourceHarness) -> None:
+    pg_source.source_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, title text, body text, due date)",
+        "CREATE TABLE docs_full (id int PRIMARY KEY, title text, body text)",
+        "ALTER TABLE docs_full REPLICA IDENTITY FULL",
+    )
+    pg_source.create_slot()
+    # A body far above the TOAST threshold, random so compression cannot shrink it below.
+    big = "".join(f"{i:x}" for i in range(200_000))
+    for table in ("docs", "docs_full"):
+        pg_source.source_execute(f"INSERT INTO {table} (id, title, body) VALUES (1, 'a', %s)", parameters=(big,))
+    pg_source.source_execute(
+        "UPDATE docs SET title = 'b' WHERE id = 1",
+        "UPDATE docs_full SET title = 'b' WHERE id = 1",
+        "INSERT INTO docs (id, title, due) VALUES (2, 'forever', 'infinity')",
+    )
+    pg_source.replicate()
+
+    reasons = {(table, stage, error.split(":")[0]) for table, _, stage, error, _ in pg_source.dead_letters()}
+    assert reasons == {("public.docs", "parse", "column body"), ("public.docs", "parse", "column due")}, reasons
+    errors = " ".join(error for *_, error, _ in pg_source.dead_letters())
+    assert "REPLICA IDENTITY FULL" in errors and "'infinity'" in errors
+    # With REPLICA IDENTITY FULL the unchanged value is carried and replicated.
+    assert_same_rows(pg_source.postgres_rows("docs_full"), pg_source.source_rows("docs_full"), PG_SINK)
+    assert_same_rows(pg_source.clickhouse_rows("docs_full"), pg_source.source_rows("docs_full"), CH_SINK)
+    # The DELETE-less table keeps the insert's row; the refused update waits in the DLQ.
+    assert [row["title"] for row in pg_source.postgres_rows("docs")] == ["a"]
+
+
+def test_a_lost_slot_or_a_missing_setting_stops_the_run_with_the_reason(pg_source: PostgresSourceHarness) -> None:
+    pg_source.source_execute("CREATE TABLE t (id int PRIMARY KEY)")
+    pg_source.create_slot()
+    pg_source.source_execute("INSERT INTO t VALUES (1)")
+    pg_source.replicate()
+    with psycopg2.connect(pg_source.source_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_drop_replication_slot(%s)", (pg_source.slot,))
+    connection.close()
+    job = pg_source.definitions().resolve_job_def(f"replicate_{SOURCE}")
+    with pytest.raises(LogicalDecodingError, match="is gone, but sink.*the changes since then are lost"):
+        job.execute_in_process()
+
+    # A selected table outside the publication would never deliver a change.
+    pg_source.create_slot()
+    pg_source.source_execute("CREATE TABLE later (id int PRIMARY KEY)")
+    with pytest.raises(LogicalDecodingError, match=r"does not carry the selected table\(s\) \['public.later'\]"):
+        job.execute_in_process()
