@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import psycopg2
 import pytest
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from cdc_pipeline.defs.run_tags import REACHED_TAG
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError
@@ -151,3 +152,37 @@ def test_a_lost_slot_or_a_missing_setting_stops_the_run_with_the_reason(pg_sourc
     pg_source.source_execute("CREATE TABLE later (id int PRIMARY KEY)")
     with pytest.raises(LogicalDecodingError, match=r"does not carry the selected table\(s\) \['public.later'\]"):
         job.execute_in_process()
+
+
+def _tick(pg_source: PostgresSourceHarness, instance: dg.DagsterInstance, cursor: str | None) -> SensorExecutionData:
+    definitions = pg_source.definitions()
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=pg_source.resources(), definitions=definitions
+    )
+    return definitions.resolve_sensor_def(f"{SOURCE}_wal_sensor").evaluate_tick(context)
+
+
+def test_the_sensor_runs_for_published_changes_and_not_for_other_wal(pg_source: PostgresSourceHarness) -> None:
+    pg_source.source_execute(
+        "CREATE TABLE t (id int PRIMARY KEY)", "CREATE SCHEMA other", "CREATE TABLE other.unpublished (id int)"
+    )
+    pg_source.create_slot()
+    pg_source.source_execute("INSERT INTO t VALUES (1)")
+    with dg.instance_for_test() as instance:
+        first = _tick(pg_source, instance, cursor=None)
+        (request,) = first.run_requests
+        job = pg_source.definitions().resolve_job_def(f"replicate_{SOURCE}")
+        assert job.execute_in_process(instance=instance, run_config=request.run_config, tags=request.tags).success
+
+        # The run's own progress mark and the sinks' writes (same server here) moved the WAL, and a
+        # table outside the publication changes: nothing to replicate, no run.
+        pg_source.source_execute("INSERT INTO other.unpublished VALUES (1)")
+        idle = _tick(pg_source, instance, cursor=first.cursor)
+        assert not idle.run_requests and "no change to replicate" in str(idle.skip_message)
+        again = _tick(pg_source, instance, cursor=idle.cursor)
+        assert not again.run_requests
+
+        pg_source.source_execute("INSERT INTO t VALUES (2)")
+        (next_request,) = _tick(pg_source, instance, cursor=again.cursor).run_requests
+        assert job.execute_in_process(instance=instance, run_config=next_request.run_config, tags=next_request.tags)
+    assert_same_rows(pg_source.postgres_rows("t"), pg_source.source_rows("t"), PG_SINK)

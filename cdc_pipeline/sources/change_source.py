@@ -31,6 +31,12 @@ class ChangeSource(Protocol):
         """Committed changes from the earliest sink checkpoint (None: that sink has none yet) up to
         `stop_at` or about `max_rows` rows, cut only at transaction ends."""
 
+    def has_unread_changes(self) -> bool | None:
+        """Whether changes the sinks lack are waiting, if the source can tell cheaply (None: it cannot)."""
+
+    def release(self, checkpoints: Mapping[str, Checkpoint | None]) -> None:
+        """Every sink has committed up to `checkpoints`: the source may free the log before the earliest."""
+
     def table_schema(self, table: str) -> TableSchema | None:
         """The live schema of 'database.table' (PostgreSQL: 'schema.table'), None if it does not exist."""
 

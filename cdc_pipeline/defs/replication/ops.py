@@ -82,11 +82,22 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
     for sink_name in sink_names:
         graph_ops[sink_name] = (_map_op(source_name, sink_name, pipeline), _write_op(source_name, sink_name))
 
+    @dg.op(
+        name=f"release_{source_name}",
+        ins={"written": dg.In(dg.Nothing)},
+        required_resource_keys={source_key(source_name), *map(sink_key, sink_names)},
+        description="After every sink wrote the batch: lets the source free the log they all passed.",
+    )
+    def release(context: dg.OpExecutionContext) -> None:
+        checkpoints = {
+            name: getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name) for name in sink_names
+        }
+        open_change_source(context.resources, source_name, pipeline).release(checkpoints)
+
     @dg.graph(name=f"replicate_{source_name}_graph")
     def replicate() -> None:
         batch = record_upstream_rejections(mask(parse()))
-        for map_op, write_op in graph_ops.values():
-            write_op(map_op(batch))
+        release(written=[write_op(map_op(batch)) for map_op, write_op in graph_ops.values()])
 
     return replicate
 
@@ -111,6 +122,7 @@ def _map_op(source_name: str, sink_name: str, pipeline: PipelineConfig) -> dg.Op
 def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
     @dg.op(
         name=f"write_{source_name}_to_{sink_name}",
+        out=dg.Out(dg.Nothing),
         required_resource_keys={sink_key(sink_name), DEAD_LETTER_QUEUE},
     )
     def write(context: dg.OpExecutionContext, mapped: MappedBatch) -> None:

@@ -34,7 +34,8 @@ def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: Pipel
         latest = runs[0] if runs else None
         if latest is not None and latest.status in _IN_PROGRESS:
             return dg.SkipReason(f"run {latest.run_id} of {source_name} is still in progress")
-        high_water = str(open_change_source(context.resources, source_name, pipeline).high_water_mark())
+        source = open_change_source(context.resources, source_name, pipeline)
+        high_water = str(source.high_water_mark())
         # The sink checkpoints are the truth (the run reads from them); the cursor only says what
         # was last requested. A failed run is requested again under a new key naming the failure;
         # a run that stopped at the batch size is continued from where it stopped.
@@ -42,11 +43,19 @@ def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: Pipel
         suffix = ""
         if latest is not None and latest.status == dg.DagsterRunStatus.FAILURE:
             suffix = f":retry-of-{latest.run_id}"
-        elif context.cursor == high_water:
-            reached = latest.tags.get(REACHED_TAG) if latest is not None else None
-            if reached is None or parse_position(reached) >= parse_position(high_water):
-                return dg.SkipReason(f"no new {log_name} events past {high_water}")
-            start = reached
+        else:
+            if context.cursor == high_water:
+                reached = latest.tags.get(REACHED_TAG) if latest is not None else None
+                if reached is None or parse_position(reached) >= parse_position(high_water):
+                    return dg.SkipReason(f"no new {log_name} events past {high_water}")
+                start = reached
+            # The log moved, perhaps only by writes nothing replicates (other databases, or sinks
+            # sharing the server): a source that can tell cheaply saves the run.
+            if source.has_unread_changes() is False:
+                return dg.SensorResult(
+                    skip_reason=f"no change to replicate up to {high_water} ({log_name} moved by other writes)",
+                    cursor=high_water,
+                )
         run_key = f"{source_name}:{start}-{high_water}{suffix}"
         return dg.SensorResult(
             run_requests=[

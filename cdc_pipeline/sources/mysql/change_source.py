@@ -49,6 +49,12 @@ class MySqlChangeSource:
         )
         return reader.read(start, max_rows=max_rows, stop_at=stop_at)
 
+    def has_unread_changes(self) -> None:
+        return None  # the binlog position says it: the sensor compares it with the last run's
+
+    def release(self, checkpoints: Mapping[str, Checkpoint | None]) -> None:
+        """The server purges binlogs by its own expiry, not by its readers."""
+
     def table_schema(self, table: str) -> TableSchema | None:
         database, _, name = table.partition(".")
         return self.catalog.table(database, name)

@@ -89,6 +89,18 @@ class PostgresChangeSource:
             self.slot.advance(earliest)  # frees the WAL every sink has committed
         return earliest
 
+    def has_unread_changes(self) -> bool:
+        return self.slot.has_pending_changes()
+
+    def release(self, checkpoints: Mapping[str, Checkpoint | None]) -> None:
+        positions = [c.position for c in checkpoints.values() if c is not None]
+        slot_position = self.slot.confirmed_position()
+        if len(positions) < len(checkpoints) or slot_position is None:
+            return  # a sink without a checkpoint still needs everything the slot keeps
+        earliest = min(p for p in positions if isinstance(p, LogSequenceNumber))
+        if earliest > slot_position:
+            self.slot.advance(earliest)
+
     def table_schema(self, table: str) -> TableSchema | None:
         schema, _, name = table.partition(".")
         return self.catalog.table(schema, name)

@@ -102,6 +102,17 @@ class ReplicationSlot:
             published = {(str(s), str(t)) for s, t in cursor.fetchall()}
         return [f"{schema}.{table}" for schema, table in tables if (schema, table) not in published]
 
+    def has_pending_changes(self) -> bool:
+        """Whether a change to a published table committed after the slot's position (decodes up
+        to the first such transaction only; progress marks are not asked for)."""
+        with autocommit_cursor(self.settings) as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, 1,"
+                " 'proto_version', '1', 'publication_names', %s)",
+                (self.name, self.publication),
+            )
+            return int(cursor.fetchone()[0]) > 0
+
     def advance(self, to: LogSequenceNumber) -> None:
         with autocommit_cursor(self.settings) as cursor:
             cursor.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.name, str(to)))
