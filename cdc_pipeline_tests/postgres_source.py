@@ -7,7 +7,7 @@ sinks are a chdb database and a schema of the test's PostgreSQL sink database, a
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -44,6 +44,8 @@ class PostgresSourceHarness:
     chdb_dsn: str
     clickhouse_database: str
     slot: str  # slots are cluster-wide: one per test
+    # Literal names give the tables assets and snapshot backfills; the glob replicates all.
+    tables: list[str] = field(default_factory=lambda: [f"{SCHEMA}.*"])
 
     def config_dict(self) -> dict[str, Any]:
         return {
@@ -53,7 +55,7 @@ class PostgresSourceHarness:
                     "dsn_env": "CDC_TEST_SOURCE_DSN",
                     "slot": self.slot,
                     "publication": self.slot,
-                    "tables": {"include": [f"{SCHEMA}.*"]},
+                    "tables": {"include": self.tables},
                 }
             },
             "sinks": {

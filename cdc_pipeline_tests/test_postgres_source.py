@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+
 import dagster as dg
 import psycopg2
 import pytest
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.run_tags import REACHED_TAG
+from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
+from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, assert_same_rows
-from cdc_pipeline_tests.postgres_source import SOURCE, PostgresSourceHarness
+from cdc_pipeline_tests.postgres_source import SCHEMA, SOURCE, PostgresSourceHarness
 
 # Every type family the source maps, each with NULLs and edge values.
 _ALL_TYPES_TABLE = """
@@ -186,3 +191,67 @@ def test_the_sensor_runs_for_published_changes_and_not_for_other_wal(pg_source: 
         (next_request,) = _tick(pg_source, instance, cursor=again.cursor).run_requests
         assert job.execute_in_process(instance=instance, run_config=next_request.run_config, tags=next_request.tags)
     assert_same_rows(pg_source.postgres_rows("t"), pg_source.source_rows("t"), PG_SINK)
+
+
+def test_a_backfill_loads_rows_older_than_the_slot_and_streaming_takes_over(pg_source: PostgresSourceHarness) -> None:
+    table = f"{SCHEMA}.orders"
+    pg_source.tables = [table]
+    pg_source.source_execute(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(10,2), note text, placed timestamptz, due date)",
+        "INSERT INTO orders SELECT g, g + 0.25, 'note ' || g,"
+        " '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 min', '2024-01-01'::date + g"
+        " FROM generate_series(1, 2500) g",
+        "INSERT INTO orders (id, note, due) VALUES (3000, 'unloadable', 'infinity')",
+    )
+    # A transaction in flight when the load is planned: the handoff waits for it to end.
+    in_flight = psycopg2.connect(pg_source.source_dsn)
+    with in_flight.cursor() as cursor:
+        cursor.execute("INSERT INTO orders (id, note) VALUES (2999, 'committed during the plan')")
+    definitions = pg_source.definitions()
+    with dg.instance_for_test() as instance:
+        planned: list[tuple[dg.AssetsDefinition, list[Chunk]]] = []
+        planner = threading.Thread(target=lambda: planned.append(_plan(definitions, instance, table, 1000)))
+        planner.start()
+        planner.join(timeout=2)
+        assert planner.is_alive(), "the plan did not wait for the transaction in flight"
+        in_flight.commit()
+        in_flight.close()
+        planner.join(timeout=60)
+        ((snapshot, chunks),) = planned
+        assert [chunk.index for chunk in chunks] == [0, 1, 2]
+        first = _load(snapshot, chunks[0], instance)
+        assert first["rows_read"] == 1000
+        pg_source.source_execute(
+            "UPDATE orders SET total = 0, note = 'changed after its chunk' WHERE id IN (5, 700)",
+            "UPDATE orders SET note = 'changed before its chunk' WHERE id IN (1500, 2400)",
+            "DELETE FROM orders WHERE id IN (10, 1600)",
+            "UPDATE orders SET id = 5000 WHERE id = 2000",
+        )
+        for chunk in chunks[1:]:
+            _load(snapshot, chunk, instance)
+        pg_source.replicate(instance)
+
+    source = [row for row in pg_source.source_rows("orders") if row["id"] != 3000]
+    assert len(source) == 2500 - 2 + 1
+    assert_same_rows(pg_source.postgres_rows("orders"), source, PG_SINK)
+    assert_same_rows(pg_source.clickhouse_rows("orders"), source, CH_SINK)
+    ((_, sink, stage, error, _),) = pg_source.dead_letters()
+    assert (sink, stage) == ("", "parse") and "column due" in error and "'infinity'" in error
+
+
+def _plan(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, table: str, chunk_rows: int
+) -> tuple[dg.AssetsDefinition, list[Chunk]]:
+    definitions.resolve_job_def(f"plan_snapshot_{SOURCE}").execute_in_process(
+        run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": chunk_rows}}}},
+        instance=instance,
+    )
+    keys = instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table))
+    chunks = sorted((Chunk.parse(key) for key in keys), key=lambda chunk: chunk.index)
+    return definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table)), chunks
+
+
+def _load(snapshot: dg.AssetsDefinition, chunk: Chunk, instance: dg.DagsterInstance) -> dict[str, object]:
+    result = dg.materialize([snapshot], partition_key=chunk.partition_key, instance=instance)
+    metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
+    return {name: value.value for name, value in metadata.items()}

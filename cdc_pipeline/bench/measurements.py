@@ -87,6 +87,7 @@ def load_chunks(phase: str, port: int, sink_target: str, partition_keys: list[st
     from cdc_pipeline.snapshot.chunks import Chunk
     from cdc_pipeline.snapshot.loader import load_chunk
     from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+    from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 
     settings = MySqlConnectionSettings("127.0.0.1", port, "root", "")
     kind = "clickhouse" if phase == "snapshot_clickhouse" else "postgres"
@@ -98,13 +99,15 @@ def load_chunks(phase: str, port: int, sink_target: str, partition_keys: list[st
         if kind == "clickhouse"
         else PostgresSink("target", sink_target, "bench")
     )
-    schema = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"])).table(DATABASE, "orders")
+    catalog = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"]))
+    schema = catalog.table(DATABASE, "orders")
     assert schema is not None
+    source = MySqlSnapshotReader(settings, catalog, "position")
     masker = Masker(MaskingConfig(), "bench-key")
     rows = 0
     for key in partition_keys:
         rows += load_chunk(
-            "bench", settings, schema, Chunk.parse(key), pipeline, masker, {"target": sink}, len
+            "bench", source, schema, Chunk.parse(key), pipeline, masker, {"target": sink}, len
         ).rows_read
     return rows
 
@@ -118,12 +121,15 @@ def measure_snapshot(
     from multiprocessing import get_context
 
     from cdc_pipeline.snapshot.chunks import plan_chunks
-    from cdc_pipeline.snapshot.handoff import handoff_checkpoint, snapshot_version
+    from cdc_pipeline.snapshot.handoff import snapshot_version
     from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+    from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 
-    schema = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"])).table(DATABASE, "orders")
+    catalog = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"]))
+    schema = catalog.table(DATABASE, "orders")
     assert schema is not None
-    chunks = plan_chunks(settings, schema, chunk_rows, snapshot_version(handoff_checkpoint(settings, "position")))
+    source = MySqlSnapshotReader(settings, catalog, "position")
+    chunks = plan_chunks(source, schema, chunk_rows, snapshot_version(source.handoff_checkpoint()))
     workers = 1 if phase == "snapshot_clickhouse" else max(1, parallel)
     shares = [[c.partition_key for c in chunks[i::workers]] for i in range(workers)]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

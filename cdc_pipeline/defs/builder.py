@@ -62,8 +62,7 @@ def build_definitions(pipeline: PipelineConfig, resources: dict[str, Any] | None
         job = build_replication_job(source_name, pipeline)
         jobs.append(job)
         sensors.append(build_source_sensor(source_name, job, pipeline))
-        if isinstance(pipeline.sources[source_name], MySqlSourceConfig):
-            jobs.append(build_plan_snapshot_job(source_name, pipeline))
+        jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(
         assets=[*build_sink_table_specs(pipeline), *build_snapshot_assets(pipeline), dead_letter_queue],

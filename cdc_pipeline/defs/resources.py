@@ -23,7 +23,10 @@ from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
+from cdc_pipeline.sources.postgres.snapshot_reader import PostgresSnapshotReader
+from cdc_pipeline.sources.snapshot_source import SnapshotSource
 
 _CLICKHOUSE_SINKS: dict[tuple[str, str, str], ClickHouseSink] = {}
 
@@ -49,6 +52,10 @@ class MySqlSourceResource(dg.ConfigurableResource):
             raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a MySQL resource")
         return MySqlChangeSource(name, self.settings, self.server_id, config)
 
+    def snapshot_source(self, name: str, config: SourceConfig) -> MySqlSnapshotReader:
+        source = self.change_source(name, config)
+        return MySqlSnapshotReader(self.settings, source.catalog, source.resume_by)
+
 
 class PostgresSourceResource(dg.ConfigurableResource):
     """A PostgreSQL database read through logical decoding; the DSN comes from the environment."""
@@ -60,11 +67,20 @@ class PostgresSourceResource(dg.ConfigurableResource):
             raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a PostgreSQL resource")
         return PostgresChangeSource(name, self.dsn, config)
 
+    def snapshot_source(self, name: str, config: SourceConfig) -> PostgresSnapshotReader:
+        return PostgresSnapshotReader(self.change_source(name, config))
+
 
 def open_change_source(resources: Any, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
     """The source behind `source_name`'s resource, as the ChangeSource the ops, sensor and checks use."""
     resource: MySqlSourceResource | PostgresSourceResource = getattr(resources, source_key(source_name))
     return resource.change_source(source_name, pipeline.sources[source_name])
+
+
+def open_snapshot_source(resources: Any, source_name: str, pipeline: PipelineConfig) -> SnapshotSource:
+    """The source behind `source_name`'s resource, as the SnapshotSource the initial load uses."""
+    resource: MySqlSourceResource | PostgresSourceResource = getattr(resources, source_key(source_name))
+    return resource.snapshot_source(source_name, pipeline.sources[source_name])
 
 
 class ClickHouseSinkResource(dg.ConfigurableResource):

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdc_pipeline.core.schema import TableSchema
-from cdc_pipeline.sources.mysql.catalog import quote_identifier
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.snapshot_source import ChunkBounds, SnapshotSource
 
 _INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 _SEPARATOR = "~"
@@ -31,6 +30,10 @@ class Chunk:
     high: int | None
 
     @property
+    def bounds(self) -> ChunkBounds:
+        return ChunkBounds(self.low, self.high)
+
+    @property
     def partition_key(self) -> str:
         bounds = (WHOLE_TABLE, WHOLE_TABLE) if self.low is None else (str(self.low), str(self.high))
         return _SEPARATOR.join((str(self.version), f"{self.index:05d}", *bounds))
@@ -47,7 +50,7 @@ class Chunk:
             raise ChunkKeyError(f"partition key {key!r} is not '<version>~<index>~<low>~<high>'") from None
 
 
-def plan_chunks(settings: MySqlConnectionSettings, schema: TableSchema, chunk_rows: int, version: int) -> list[Chunk]:
+def plan_chunks(source: SnapshotSource, schema: TableSchema, chunk_rows: int, version: int) -> list[Chunk]:
     """Split the table into chunks of about `chunk_rows` rows by its first key column.
 
     The split assumes keys spread evenly between MIN and MAX (true of auto-increment keys); a
@@ -56,19 +59,16 @@ def plan_chunks(settings: MySqlConnectionSettings, schema: TableSchema, chunk_ro
     first_key = schema.column(schema.key_columns[0])
     if first_key.data_type not in _INTEGER_TYPES:
         return [Chunk(version, 0, None, None)]
-    key = quote_identifier(first_key.name)
-    table = f"{quote_identifier(schema.database)}.{quote_identifier(schema.name)}"
-    with settings.connect() as connection, connection.cursor() as cursor:
-        cursor.execute(f"SELECT MIN({key}), MAX({key}), COUNT(*) FROM {table}")
-        low, high, rows = cursor.fetchone()
-    if low is None:
+    key_range = source.key_range(schema)
+    if key_range is None:
         return [Chunk(version, 0, None, None)]
-    count = max(1, -(-int(rows) // chunk_rows))  # ceiling division
-    width = -(-(int(high) - int(low) + 1) // count)
+    low, high = key_range.low, key_range.high
+    count = max(1, -(-key_range.rows // chunk_rows))  # ceiling division
+    width = -(-(high - low + 1) // count)
     chunks = []
     for index in range(count):
-        chunk_low = int(low) + index * width
-        chunk_high = min(int(high), chunk_low + width - 1)
+        chunk_low = low + index * width
+        chunk_high = min(high, chunk_low + width - 1)
         # The first and last chunk are open-ended: rows inserted beyond MIN/MAX after the plan are
         # read too (the stream would bring them anyway; versions make the overlap converge).
         chunks.append(
@@ -76,7 +76,7 @@ def plan_chunks(settings: MySqlConnectionSettings, schema: TableSchema, chunk_ro
                 version,
                 index,
                 -(2**63) if index == 0 else chunk_low,
-                2**64 - 1 if index == count - 1 else chunk_high,
+                2**64 - 1 if index == count - 1 else chunk_high,  # MySQL's BIGINT UNSIGNED max
             )
         )
     return chunks

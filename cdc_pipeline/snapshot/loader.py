@@ -23,8 +23,8 @@ from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.snapshot.clickhouse_pull import chunk_fits_clickhouse, pull_chunk, why_not_pullable
-from cdc_pipeline.snapshot.reader import read_chunk, read_chunk_keys
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
+from cdc_pipeline.sources.snapshot_source import SnapshotSource
 
 # Snapshot batches do not come from the log and never move a checkpoint; their bounds are a marker.
 _NOT_FROM_THE_LOG = Checkpoint(BinlogPosition("snapshot.000000", 4))
@@ -43,7 +43,7 @@ class ChunkLoadResult:
 
 def load_chunk(
     source_name: str,
-    settings: MySqlConnectionSettings,
+    source: SnapshotSource,
     schema: TableSchema,
     chunk: Chunk,
     pipeline: PipelineConfig,
@@ -53,7 +53,7 @@ def load_chunk(
     slice_rows: int = 10_000,
 ) -> ChunkLoadResult:
     """`record_rejections` stores dead letters (masked) and returns how many it stored."""
-    return _ChunkLoad(source_name, settings, schema, chunk, pipeline, masker, sinks).run(record_rejections, slice_rows)
+    return _ChunkLoad(source_name, source, schema, chunk, pipeline, masker, sinks).run(record_rejections, slice_rows)
 
 
 @dataclass
@@ -62,7 +62,7 @@ class _ChunkLoad:
     removal of rows found only in a sink."""
 
     source_name: str
-    settings: MySqlConnectionSettings
+    source: SnapshotSource
     schema: TableSchema
     chunk: Chunk
     pipeline: PipelineConfig
@@ -95,10 +95,11 @@ class _ChunkLoad:
         self, sinks: dict[str, Sink], record_rejections: Callable[[list[Rejection]], int], slice_rows: int
     ) -> None:
         result, schema = self.result, self.schema
-        for changes in read_chunk(self.settings, schema, self.chunk, slice_rows):
-            result.rows_read += len(changes)
-            tables = {schema.qualified_name: TableChanges(schema, changes)}
-            masked = self.masker.mask_batch(ChangeBatch(self.source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, tables))
+        for chunk_slice in self.source.read_chunk(schema, self.chunk.bounds, self.chunk.version, slice_rows):
+            result.rows_read += len(chunk_slice.changes) + len(chunk_slice.rejections)
+            tables = {schema.qualified_name: TableChanges(schema, chunk_slice.changes)}
+            batch = ChangeBatch(self.source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, tables, chunk_slice.rejections)
+            masked = self.masker.mask_batch(batch)
             result.dead_lettered += record_rejections(masked.rejections)
             if masked.rejections:
                 result.keys_complete = False
@@ -117,6 +118,9 @@ class _ChunkLoad:
 
     def _pull_where_possible(self) -> dict[str, int]:
         """Load the chunk into the ClickHouse sinks that can pull it from MySQL: their names -> rows."""
+        if not isinstance(self.source, MySqlSnapshotReader):
+            return {}
+        settings = self.source.settings
         schema = self.schema
         masked = set(self.masker.plan(schema.qualified_name, schema.column_names))
         candidates = {}
@@ -130,10 +134,10 @@ class _ChunkLoad:
             }
             if why_not_pullable(schema, masked, overridden) is None:
                 candidates[name] = sink
-        if not candidates or not chunk_fits_clickhouse(self.settings, schema, self.chunk):
+        if not candidates or not chunk_fits_clickhouse(settings, schema, self.chunk):
             return {}
         return {
-            name: pull_chunk(sink, self.mappers[name].layout(schema), self.settings, schema, self.chunk)
+            name: pull_chunk(sink, self.mappers[name].layout(schema), settings, schema, self.chunk)
             for name, sink in candidates.items()
         }
 
@@ -157,7 +161,7 @@ class _ChunkLoad:
             return
         if not present_is_known:
             # Only pulled sinks, which hold nothing masked: the source's keys are theirs.
-            for source_keys in read_chunk_keys(self.settings, self.schema, chunk):
+            for source_keys in self.source.read_chunk_keys(self.schema, chunk.bounds, 10_000):
                 self.present.update(tuple(canonical_key_part(part) for part in key) for key in source_keys)
         for name, suspect_keys in suspects.items():
             if suspect_keys - self.present:

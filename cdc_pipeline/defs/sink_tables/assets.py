@@ -15,11 +15,6 @@ def configured_tables(pipeline: PipelineConfig, source_name: str) -> list[str]:
     return [pattern for pattern in include if not any(ch in pattern for ch in "*?[")]
 
 
-def has_snapshots(pipeline: PipelineConfig, source_name: str) -> bool:
-    """Initial load by backfill exists for MySQL sources (PostgreSQL sources capture from slot creation)."""
-    return pipeline.sources[source_name].kind == "mysql"
-
-
 def build_sink_table_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
     specs = []
     for source_name in pipeline.sources:
@@ -33,7 +28,7 @@ def build_sink_table_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
                         kinds={sink.kind, pipeline.sources[source_name].kind},
                         metadata={"source": source_name, "source_table": table},
                         # Loaded by the snapshot backfill, kept current by the replication job.
-                        deps=[snapshot_asset_key(source_name, table)] if has_snapshots(pipeline, source_name) else [],
+                        deps=[snapshot_asset_key(source_name, table)],
                     )
                 )
     return specs

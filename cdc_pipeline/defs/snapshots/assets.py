@@ -10,7 +10,8 @@ import dagster as dg
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.defs.sink_tables.assets import configured_tables, has_snapshots
+from cdc_pipeline.defs.resources import open_snapshot_source
+from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.snapshot.loader import load_chunk
@@ -28,34 +29,31 @@ def build_snapshot_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]
     return [
         _snapshot_asset(source_name, table, pipeline)
         for source_name in pipeline.sources
-        if has_snapshots(pipeline, source_name)
         for table in configured_tables(pipeline, source_name)
     ]
 
 
 def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> dg.AssetsDefinition:
-    source_config = pipeline.sources[source_name]
     sink_names = list(pipeline.sinks)
 
     @dg.asset(
         key=snapshot_asset_key(source_name, table),
         partitions_def=snapshot_partitions(source_name, table),
         group_name="snapshots",
-        kinds={"mysql"},
+        kinds={pipeline.sources[source_name].kind},
         required_resource_keys={source_key(source_name), DEAD_LETTER_QUEUE, MASKING, *map(sink_key, sink_names)},
         description=f"Initial load / re-sync of {table} from '{source_name}' into every sink, by key range.",
     )
     def snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         chunk = Chunk.parse(context.partition_key)
-        source = getattr(context.resources, source_key(source_name))
-        database, _, name = table.partition(".")
-        schema = source.catalog(source_config.tables, source_config.key_columns).table(database, name)
+        source = open_snapshot_source(context.resources, source_name, pipeline)
+        schema = source.table_schema(table)
         if schema is None or not schema.key_columns:
             raise dg.Failure(f"{table} cannot be loaded: it does not exist at '{source_name}' or has no key")
         dead_letters = getattr(context.resources, DEAD_LETTER_QUEUE).store()
         result = load_chunk(
             source_name,
-            source.settings,
+            source,
             schema,
             chunk,
             pipeline,

@@ -2,13 +2,14 @@
 
 import dagster as dg
 
-from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
+from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
+from cdc_pipeline.defs.resources import open_snapshot_source
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
 from cdc_pipeline.snapshot.chunks import plan_chunks
-from cdc_pipeline.snapshot.handoff import handoff_checkpoint, snapshot_version
+from cdc_pipeline.snapshot.handoff import snapshot_version
 
 
 class SnapshotPlanConfig(dg.Config):
@@ -21,9 +22,6 @@ def plan_snapshot_job_name(source_name: str) -> str:
 
 
 def build_plan_snapshot_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDefinition:
-    source_config = pipeline.sources[source_name]
-    if not isinstance(source_config, MySqlSourceConfig):
-        raise ValueError(f"source '{source_name}': initial load by backfill reads MySQL/MariaDB sources only")
     tables = configured_tables(pipeline, source_name)
     sink_names = list(pipeline.sinks)
 
@@ -34,19 +32,18 @@ def build_plan_snapshot_job(source_name: str, pipeline: PipelineConfig) -> dg.Jo
     def plan_snapshot(context: dg.OpExecutionContext, config: SnapshotPlanConfig) -> None:
         if config.table not in tables:
             raise dg.Failure(f"table {config.table!r} is not one of the tables source '{source_name}' names: {tables}")
-        source = getattr(context.resources, source_key(source_name))
-        database, _, name = config.table.partition(".")
-        schema = source.catalog(source_config.tables, source_config.key_columns).table(database, name)
+        source = open_snapshot_source(context.resources, source_name, pipeline)
+        schema = source.table_schema(config.table)
         if schema is None or not schema.key_columns:
             raise dg.Failure(f"{config.table} does not exist at '{source_name}' or has no key to split it by")
         # Before any chunk is read: streaming replays every change from here.
-        handoff = handoff_checkpoint(source.settings, source_config.resume_by)
+        handoff = source.handoff_checkpoint()
         for sink_name in sink_names:
             in_force = (
                 getattr(context.resources, sink_key(sink_name)).sink(sink_name).adopt_checkpoint(source_name, handoff)
             )
             context.log.info(f"sink '{sink_name}' streams from {in_force}")
-        chunks = plan_chunks(source.settings, schema, config.chunk_rows, snapshot_version(handoff))
+        chunks = plan_chunks(source, schema, config.chunk_rows, snapshot_version(handoff))
         partitions = snapshot_partitions_name(source_name, config.table)
         # A new plan replaces the previous one: the partition grid shows this load's progress only.
         for old_key in context.instance.get_dynamic_partitions(partitions):

@@ -14,7 +14,7 @@ from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, current_binlog_position
-from cdc_pipeline.sources.mysql.resume import resume_point
+from cdc_pipeline.sources.mysql.resume import ResumeBy, resume_point
 
 
 class MySqlChangeSource:
@@ -26,6 +26,10 @@ class MySqlChangeSource:
         self._server_id = server_id
         self._config = config
         self.catalog = MySqlCatalog(settings, config.tables, config.key_columns)
+
+    @property
+    def resume_by(self) -> ResumeBy:
+        return self._config.resume_by
 
     def check(self) -> None:
         check_binlog_settings(self.settings, needs_gtid=self._config.resume_by == "gtid")
