@@ -20,6 +20,7 @@ import yaml
 
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.fault_injection import CRASH_AT_ENV
 from cdc_pipeline.core.type_families import BINARY_TYPES
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
@@ -150,16 +151,7 @@ class PipelineHarness:
     def clickhouse_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self.source_column_types(table)
         arguments = (self.chdb_dsn, f"{self.database}_ch", f"{self.database}.{table}", types, key)
-        if not self.clickhouse_in_subprocess:
-            return read_clickhouse_rows(*arguments)
-        # The chdb path belongs to another process's runs: read it from a fresh process too.
-        completed = subprocess.run(
-            [sys.executable, "-m", "cdc_pipeline_tests.clickhouse_dump"],
-            input=pickle.dumps(arguments),
-            capture_output=True,
-            check=True,
-        )
-        return pickle.loads(completed.stdout)
+        return read_clickhouse_rows_from(self.clickhouse_in_subprocess, *arguments)
 
     def drop_clickhouse_database(self) -> None:
         sink = ClickHouseSinkResource(dsn=self.chdb_dsn, database=f"{self.database}_ch").sink(CH_SINK)
@@ -182,6 +174,40 @@ class PipelineHarness:
                 return []
             cursor.execute("SELECT source_table, sink, stage, error, payload FROM dlq.dead_letters ORDER BY id")
             return cursor.fetchall()
+
+
+def read_clickhouse_rows_from(
+    in_subprocess: bool, chdb_dsn: str, database: str, source_table: str, types: dict[str, str], key: str
+) -> list[dict[str, Any]]:
+    """Read here, or, when the chdb path belongs to another process's runs, from a fresh process too."""
+    arguments = (chdb_dsn, database, source_table, types, key)
+    if not in_subprocess:
+        return read_clickhouse_rows(*arguments)
+    completed = subprocess.run(
+        [sys.executable, "-m", "cdc_pipeline_tests.clickhouse_dump"],
+        input=pickle.dumps(arguments),
+        capture_output=True,
+        check=True,
+    )
+    return pickle.loads(completed.stdout)
+
+
+def run_replication_cli(
+    config_path: Path, dagster_home: Path, source: str, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`dagster job execute` of the replication job in a process of its own (which kill -9 may end)."""
+    env = {**os.environ, "CDC_PIPELINE_CONFIG": str(config_path), "DAGSTER_HOME": str(dagster_home)}
+    env.pop(CRASH_AT_ENV, None)
+    if crash_at is not None:
+        env[CRASH_AT_ENV] = crash_at
+    dagster = Path(sys.executable).parent / "dagster"
+    return subprocess.run(
+        [str(dagster), "job", "execute", "-m", "cdc_pipeline.definitions", "-j", f"replicate_{source}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def read_clickhouse_rows(

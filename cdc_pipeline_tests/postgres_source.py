@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -30,7 +31,7 @@ from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
-from cdc_pipeline_tests.harness import CH_SINK, MASKING_KEY, PG_SINK, canonical, read_clickhouse_rows
+from cdc_pipeline_tests.harness import CH_SINK, MASKING_KEY, PG_SINK, canonical, read_clickhouse_rows_from
 
 SOURCE = "store"
 SCHEMA = "public"
@@ -46,6 +47,18 @@ class PostgresSourceHarness:
     slot: str  # slots are cluster-wide: one per test
     # Literal names give the tables assets and snapshot backfills; the glob replicates all.
     tables: list[str] = field(default_factory=lambda: [f"{SCHEMA}.*"])
+    # True when subprocesses (the CLI, crash tests) write the chdb path: this process must not open it.
+    clickhouse_in_subprocess: bool = False
+
+    def use_private_clickhouse(self, work_dir: Path) -> None:
+        """Give the pipeline a chdb path of its own, for tests that replicate in subprocesses."""
+        self.chdb_dsn = f"chdb://{work_dir / 'chdb'}"
+        self.clickhouse_in_subprocess = True
+
+    def write_config_file(self, work_dir: Path) -> Path:
+        path = work_dir / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(self.config_dict()))
+        return path
 
     def config_dict(self) -> dict[str, Any]:
         return {
@@ -131,8 +144,13 @@ class PostgresSourceHarness:
         return [{n: canonical(t, v) for (n, t), v in zip(types.items(), row, strict=True)} for row in rows]
 
     def clickhouse_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
-        return read_clickhouse_rows(
-            self.chdb_dsn, self.clickhouse_database, f"{SCHEMA}.{table}", self._vocabulary(table), key
+        return read_clickhouse_rows_from(
+            self.clickhouse_in_subprocess,
+            self.chdb_dsn,
+            self.clickhouse_database,
+            f"{SCHEMA}.{table}",
+            self._vocabulary(table),
+            key,
         )
 
     def postgres_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:

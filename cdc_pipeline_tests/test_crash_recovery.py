@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from cdc_pipeline.core.fault_injection import CRASH_AT_ENV
-from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows, run_replication_cli
 
 # In the order a batch reaches them.
 CRASH_POINTS = [
@@ -21,23 +17,6 @@ CRASH_POINTS = [
     "clickhouse_before_checkpoint",
     f"after_sink_{CH_SINK}",
 ]
-
-
-def run_replication_cli(
-    harness: PipelineHarness, dagster_home: Path, crash_at: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CDC_PIPELINE_CONFIG": str(harness.write_config_file()), "DAGSTER_HOME": str(dagster_home)}
-    env.pop(CRASH_AT_ENV, None)
-    if crash_at is not None:
-        env[CRASH_AT_ENV] = crash_at
-    dagster = Path(sys.executable).parent / "dagster"
-    return subprocess.run(
-        [str(dagster), "job", "execute", "-m", "cdc_pipeline.definitions", "-j", f"replicate_{SOURCE}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def apply_workload(harness: PipelineHarness, round_number: int) -> None:
@@ -77,8 +56,8 @@ def test_kill_9_at_every_step_of_a_batch_then_restart_converges(harness: Pipelin
     )
     for round_number, crash_at in enumerate(CRASH_POINTS):
         apply_workload(harness, round_number)
-        crashed = run_replication_cli(harness, dagster_home, crash_at)
+        crashed = run_replication_cli(harness.write_config_file(), dagster_home, SOURCE, crash_at)
         assert crashed.returncode == -signal.SIGKILL, f"{crash_at}: {crashed.returncode}\n{crashed.stderr[-3000:]}"
-        restarted = run_replication_cli(harness, dagster_home)
+        restarted = run_replication_cli(harness.write_config_file(), dagster_home, SOURCE)
         assert restarted.returncode == 0, restarted.stderr[-3000:]
         assert_sinks_equal_source(harness)

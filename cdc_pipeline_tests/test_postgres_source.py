@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+from pathlib import Path
 
 import dagster as dg
 import psycopg2
@@ -14,8 +16,9 @@ from cdc_pipeline.defs.run_tags import REACHED_TAG
 from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError
-from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, assert_same_rows
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, assert_same_rows, run_replication_cli
 from cdc_pipeline_tests.postgres_source import SCHEMA, SOURCE, PostgresSourceHarness
+from cdc_pipeline_tests.test_crash_recovery import CRASH_POINTS
 
 # Every type family the source maps, each with NULLs and edge values.
 _ALL_TYPES_TABLE = """
@@ -255,3 +258,46 @@ def _load(snapshot: dg.AssetsDefinition, chunk: Chunk, instance: dg.DagsterInsta
     result = dg.materialize([snapshot], partition_key=chunk.partition_key, instance=instance)
     metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
     return {name: value.value for name, value in metadata.items()}
+
+
+def test_kill_9_at_every_step_of_a_batch_then_restart_converges(
+    pg_source: PostgresSourceHarness, tmp_path: Path
+) -> None:
+    pg_source.use_private_clickhouse(tmp_path)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    pg_source.source_execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY, name text, balance numeric(20,4))",
+        "CREATE TABLE ledger (region text, seq int, amount numeric(12,3), PRIMARY KEY (region, seq))",
+    )
+    pg_source.create_slot()
+    for round_number, crash_at in enumerate([*CRASH_POINTS, f"before_release_{SOURCE}"]):
+        base = round_number * 100
+        pg_source.source_execute(
+            f"INSERT INTO accounts SELECT g, 'acct ' || g || ' 😀', g % 20 + 0.25"
+            f" FROM generate_series({base}, {base + 19}) g"
+        )
+        pg_source.source_execute(
+            f"UPDATE accounts SET balance = balance * 2, name = name || ' upd' WHERE id % 3 = 0 AND id >= {base}",
+            f"UPDATE accounts SET id = id + 50 WHERE id = {base + 1}",
+            f"DELETE FROM accounts WHERE id = {base + 2}",
+        )
+        pg_source.source_execute(
+            f"INSERT INTO ledger SELECT 'r{round_number}', g, g * 7.125 FROM generate_series(0, 9) g",
+            f"DELETE FROM ledger WHERE region = 'r{round_number}' AND seq = 3",
+            f"UPDATE ledger SET amount = -amount WHERE region = 'r{round_number}' AND seq > 5",
+        )
+        config = pg_source.write_config_file(tmp_path)
+        crashed = run_replication_cli(config, dagster_home, SOURCE, crash_at)
+        assert crashed.returncode == -signal.SIGKILL, f"{crash_at}: {crashed.returncode}\n{crashed.stderr[-3000:]}"
+        restarted = run_replication_cli(config, dagster_home, SOURCE)
+        assert restarted.returncode == 0, restarted.stderr[-3000:]
+        for table, key in (("accounts", "id"), ("ledger", "seq")):
+            source = sorted(pg_source.source_rows(table, key), key=lambda r: tuple(map(str, r.values())))
+            for where, rows in (
+                ("ClickHouse", pg_source.clickhouse_rows(table, key)),
+                ("PostgreSQL", pg_source.postgres_rows(table, key)),
+            ):
+                assert_same_rows(
+                    sorted(rows, key=lambda r: tuple(map(str, r.values()))), source, f"{where} {table} after {crash_at}"
+                )

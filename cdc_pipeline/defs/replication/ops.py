@@ -92,6 +92,7 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
         checkpoints = {
             name: getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name) for name in sink_names
         }
+        crash_point(f"before_release_{source_name}")
         open_change_source(context.resources, source_name, pipeline).release(checkpoints)
 
     @dg.graph(name=f"replicate_{source_name}_graph")
