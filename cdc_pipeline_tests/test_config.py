@@ -40,6 +40,19 @@ def test_a_valid_config_loads_with_defaults() -> None:
             "String should match pattern",
         ),
         (("dlq: {dsn_env: ANALYTICS_DSN}", ""), "dlq", "Field required"),
+        # A PostgreSQL source: its own keys, and none of MySQL's.
+        (("host: 127.0.0.1, port: 3306", "kind: postgres, port: 5432"), "sources.shop.dsn_env", "Field required"),
+        (
+            ("host: 127.0.0.1, port: 3306", "kind: postgres, dsn_env: SRC, port: 5432"),
+            "sources.shop.port",
+            "Extra inputs are not permitted",
+        ),
+        (
+            ("host: 127.0.0.1, port: 3306", "kind: postgres, dsn_env: SRC, slot: cdc-slot"),
+            "sources.shop.slot",
+            "String should match pattern",
+        ),
+        (("host: 127.0.0.1", "kind: oracle"), "sources.shop", "expected tags: 'mysql', 'postgres'"),
     ],
 )
 def test_errors_name_the_key_and_the_expectation(change: tuple[str, str], named_key: str, expectation: str) -> None:
