@@ -17,7 +17,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
-from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser
+from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser, why_unparseable
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError, autocommit_cursor
 from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange
 
@@ -124,5 +124,5 @@ def _parse(parsers: list[ValueParser | None], names: Sequence[str], row: tuple[A
         try:
             values.append(parse(value) if parse is not None and value is not None else value)
         except ValueError as error:
-            raise ValueNotDecodable(f"column {name}: {error}") from None
+            raise ValueNotDecodable(f"column {name}: {why_unparseable(value, error)}") from None
     return tuple(values)

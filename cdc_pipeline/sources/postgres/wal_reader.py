@@ -17,7 +17,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber, check_wal_version_room, wal_row_version
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
-from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser
+from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser, why_unparseable
 from cdc_pipeline.sources.postgres.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -219,6 +219,15 @@ def _raw_payload(plan: _RelationPlan, raw: list[TupleValue]) -> dict[str, Any]:
 
 
 def _values(plan: _RelationPlan, raw: list[TupleValue], message: RowMessage) -> dict[str, Any]:
+    if not message.unchanged_toast:
+        try:
+            # The common case in one comprehension; any failure is re-done below to name the column.
+            return {
+                name: value if parse is None or value is None else parse(value)  # type: ignore[arg-type]
+                for (name, parse), value in zip(plan.parsers, raw, strict=True)
+            }
+        except ValueError:
+            pass
     values: dict[str, Any] = {}
     for index, ((name, parse), value) in enumerate(zip(plan.parsers, raw, strict=True)):
         if value is UNCHANGED_TOAST:
@@ -229,10 +238,8 @@ def _values(plan: _RelationPlan, raw: list[TupleValue], message: RowMessage) -> 
         assert isinstance(value, str)
         try:
             values[name] = parse(value) if parse is not None else value
-        except ValueNotDecodable as error:
-            raise ValueNotDecodable(f"column {name}: {error}") from None
         except ValueError as error:
-            raise ValueNotDecodable(f"column {name}: cannot parse {value[:40]!r}: {error}") from None
+            raise ValueNotDecodable(f"column {name}: {why_unparseable(value, error)}") from None
     return values
 
 
