@@ -73,6 +73,10 @@ def build_definitions(
         asset_checks=[*build_sink_table_checks(pipeline), dead_letter_queue_is_empty],
         jobs=jobs,
         sensors=sensors,
+        # The default for jobs that name no executor, above all the implicit asset job a backfill launched
+        # from the UI runs: with the in-memory IO manager below, Dagster refuses the multiprocess default
+        # (the UI test caught every chunk run failing that way).
+        executor=dg.in_process_executor,
         resources={
             **(resources if resources is not None else resources_from_config(pipeline)),
             # Op outputs stay in memory: rows between parse and mask are unmasked and must never be
