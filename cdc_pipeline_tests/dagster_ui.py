@@ -156,6 +156,7 @@ def dagster_dev(
     working_directory: Path | None = None,
     startup_timeout: float = 180,
     shutdown_timeout: float = 60,
+    after_stop: Callable[[], None] | None = None,
 ) -> Iterator[DagsterUi]:
     """Run `dagster dev` for one code location (a module, or a workspace file) until the block ends.
 
@@ -163,6 +164,8 @@ def dagster_dev(
     the webserver answers and every code location has loaded. On exit the process group is shut down:
     SIGTERM to `dagster dev` first (which stops its webserver, daemon and code servers in order), then
     SIGTERM and at last SIGKILL to whatever of this session outlives it; see the `*_at_shutdown` lists.
+    `after_stop` runs once dagster dev has exited, before the look for leftovers: it stops what the code
+    location started on purpose to outlive a process (the embedded default's database servers).
     """
     if (module is None) == (workspace is None):
         raise ValueError("give exactly one of module and workspace")
@@ -192,7 +195,7 @@ def dagster_dev(
         ui.graphql("mutation { setNuxSeen }")
         yield ui
     finally:
-        _shut_down(ui, shutdown_timeout)
+        _shut_down(ui, shutdown_timeout, after_stop)
 
 
 def _session_processes(marker: str) -> list[tuple[int, str]]:
@@ -212,7 +215,7 @@ def _session_processes(marker: str) -> list[tuple[int, str]]:
     return found
 
 
-def _shut_down(ui: DagsterUi, timeout: float) -> None:
+def _shut_down(ui: DagsterUi, timeout: float, after_stop: Callable[[], None] | None) -> None:
     """Stop `dagster dev` and everything it started, gracefully first; record what needed more."""
     process = ui.process
     if process.poll() is None:
@@ -225,6 +228,8 @@ def _shut_down(ui: DagsterUi, timeout: float) -> None:
             ui.killed_at_shutdown.append(f"{process.pid} dagster dev")
             process.kill()
             process.wait()
+    if after_stop is not None:
+        after_stop()
     if not _all_exited(ui.marker, 10):
         # The code server is only asked to stop (over gRPC) and otherwise waits for its heartbeat to time
         # out (45 s): a request that got lost on a busy machine leaves it, its gRPC child and their

@@ -1,26 +1,33 @@
-"""The initial load as a user runs it: a backfill launched from the Dagster UI in a real browser.
+"""The embedded default as a user meets it: `dagster dev` and a backfill launched from the UI, in a browser.
 
-`dagster dev` (webserver and daemon) serves this project's code location; headless Chromium opens the
-asset graph, then the table's snapshot asset, launches a backfill over all its key-range partitions, and
-the daemon runs the chunks in run subprocesses. Screenshots land in pytest's tmp_path, and also in
-$CDC_UI_SCREENSHOT_DIR when set (that is how docs/ui/*.png are refreshed).
+`dagster dev` (webserver and daemon) serves the embedded default's code location, whose sensors start
+running with it; headless Chromium opens the asset graph, then a table's snapshot asset, launches a
+backfill over all its key-range partitions, and the daemon runs the chunks in run subprocesses.
+Screenshots land in pytest's tmp_path, and also in $CDC_UI_SCREENSHOT_DIR when set (that is how
+docs/ui/*.png are refreshed).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import yaml
 
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.snapshots.jobs import plan_snapshot_job_name
+from cdc_pipeline.embedded.environment import REPLICA_SCHEMA, SOURCE_NAME, EmbeddedEnvironment
+from cdc_pipeline.embedded.shop import SCHEMA as SHOP_SCHEMA
+from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline_tests.dagster_ui import (
     Browser,
@@ -31,11 +38,10 @@ from cdc_pipeline_tests.dagster_ui import (
     wait_until,
     xpath_literal,
 )
-from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.harness import read_clickhouse_rows_from
 
-ROWS = 3000
-CHUNK_ROWS = 1000
-CHUNKS = 3
+EMBEDDED_LOCATION = "cdc_pipeline.embedded.definitions"
+CHUNKS = 3  # 150 customers of the shop's history, 50 per chunk
 BACKFILL_TIMEOUT = 180  # seconds; chunk runs start processes of their own on a machine shared with other tests
 
 BACKFILL_QUERY = """
@@ -87,20 +93,11 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser
             shutil.copy2(screenshot, Path(target) / screenshot.name)
 
 
-def _plan_with_the_cli(env: dict[str, str], table: str, work_dir: Path) -> None:
-    """Register the key-range chunks as the snapshot asset's partitions in the instance dagster dev serves.
-
-    In a subprocess, as a user would: the plan adopts the handoff into the ClickHouse sink, and chdb lets
-    only one process open its path (the run processes of the UI will need it next).
-    """
-    run_config = work_dir / "plan.yaml"
-    run_config.write_text(
-        yaml.safe_dump({"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": CHUNK_ROWS}}}})
-    )
+def _dagster_cli(env: dict[str, str], *arguments: str) -> None:
+    """`dagster job execute` on the embedded code location, in a process of its own, as a user would."""
     dagster = Path(sys.executable).parent / "dagster"
     completed = subprocess.run(
-        [str(dagster), "job", "execute", "-m", "cdc_pipeline.definitions", "-j", plan_snapshot_job_name(SOURCE)]
-        + ["-c", str(run_config)],
+        [str(dagster), "job", "execute", "-m", EMBEDDED_LOCATION, *arguments],
         env=env,
         capture_output=True,
         text=True,
@@ -145,71 +142,102 @@ def _partition_stats(ui: DagsterUi, asset_path: Sequence[str]) -> dict[str, int]
     return dict(node["partitionStats"])
 
 
-def test_a_backfill_launched_from_the_ui_loads_the_table_into_every_sink(
-    harness: PipelineHarness, browser: Browser, tmp_path: Path
-) -> None:
-    # Runs execute in subprocesses of the daemon: the chdb path must be theirs alone.
-    harness.use_private_clickhouse()
-    table = f"{harness.database}.orders"
-    harness.configure_source(tables={"include": [table]})
-    harness.source_execute(
-        "CREATE TABLE orders (id INT PRIMARY KEY, total DECIMAL(10,2), note VARCHAR(40), placed DATETIME(6))",
-        *[
-            "INSERT INTO orders VALUES "
-            + ", ".join(
-                f"({i}, {i}.75, 'order {i}', '2024-05-{1 + i % 28:02d} 10:{i % 60:02d}:00.{i:06d}')"
-                for i in range(start, start + 500)
-            )
-            for start in range(1, ROWS + 1, 500)
-        ],
+def _runs_of(ui: DagsterUi, job: str, status: str) -> list[dict[str, Any]]:
+    query = (
+        "query ($job: String!, $status: [RunStatus!]) { runsOrError(filter: {pipelineName: $job, statuses: $status})"
     )
+    query += " { ... on Runs { results { runId status } } } }"
+    return list(ui.graphql(query, {"job": job, "status": [status]})["runsOrError"]["results"])
+
+
+def _customers_at(server_dir: Path, database: str, query: str) -> list[tuple[Any, ...]]:
+    server = LocalPostgres(server_dir, keep_data=True).start()
+    try:
+        with closing(psycopg2.connect(server.dsn(database))) as connection, connection.cursor() as cursor:
+            cursor.execute(query)
+            return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        server.stop()
+
+
+def test_the_embedded_default_streams_in_the_ui_and_a_backfill_launched_there_loads_a_table(
+    browser: Browser, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "embedded"
     dagster_home = prepare_dagster_home(tmp_path / "dagster_home")
-    env = {**os.environ, "CDC_PIPELINE_CONFIG": str(harness.write_config_file()), "DAGSTER_HOME": str(dagster_home)}
-    _plan_with_the_cli(env, table, tmp_path)
+    # The embedded location sets its own variables; none of the test session's may leak in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "DAGSTER_"))}
+    env |= {"CDC_EMBEDDED_DATA": str(data_dir), "DAGSTER_HOME": str(dagster_home)}
+    table = f"{SHOP_SCHEMA}.customers"
+    asset_key = snapshot_asset_key(SOURCE_NAME, table)
+    plan_config = tmp_path / "plan.yaml"
+    plan_config.write_text(
+        yaml.safe_dump({"ops": {f"plan_snapshot_{SOURCE_NAME}_op": {"config": {"table": table, "chunk_rows": 50}}}})
+    )
+    try:
+        # The first import of the location creates the shop with its history (150 customers), then the
+        # slot; the plan records the handoff and registers the key-range chunks as partitions.
+        _dagster_cli(env, "-j", plan_snapshot_job_name(SOURCE_NAME), "-c", str(plan_config))
+        with dagster_dev(
+            dagster_home=dagster_home,
+            env=env,
+            module=EMBEDDED_LOCATION,
+            log_path=tmp_path / "dagster_dev.log",
+            after_stop=lambda: EmbeddedEnvironment.shut_down(data_dir),
+        ) as ui:
+            assert _partition_stats(ui, asset_key.path)["numPartitions"] == CHUNKS
+            _screenshot_the_asset_graph(browser, ui, expected_asset=asset_key.path[-1])
 
-    asset_key = snapshot_asset_key(SOURCE, table)
-    with dagster_dev(
-        dagster_home=dagster_home, env=env, module="cdc_pipeline.definitions", log_path=tmp_path / "dagster_dev.log"
-    ) as ui:
-        assert _partition_stats(ui, asset_key.path)["numPartitions"] == CHUNKS
+            # The snapshot asset's page: "Materialize…" opens the partition dialog, where "All" selects
+            # every chunk and "Launch backfill" hands the backfill to the daemon.
+            asset_url = f"{ui.url}/assets/{'/'.join(asset_key.path)}"
+            browser.open(asset_url)
+            browser.click_button("Materialize…")
+            dialog = "//*[@role='dialog']"
+            browser.find_text_containing("Launch runs to materialize", within=dialog)
+            browser.click_button("All", within=dialog)
+            browser.find_text(f"{CHUNKS} partitions", within=dialog)
+            browser.click_button("Launch backfill", within=dialog)
+            toast = browser.find_text_containing("Created backfill")
+            backfill_id = toast.text.removeprefix("Created backfill").split()[0]
 
-        _screenshot_the_asset_graph(browser, ui, expected_asset=asset_key.path[-1])
+            backfill = wait_until(
+                lambda: _backfill_finished(ui, backfill_id), BACKFILL_TIMEOUT, f"backfill {backfill_id} to finish"
+            )
+            runs = ui.graphql(BACKFILL_RUNS_QUERY, {"id": backfill_id})["runsOrError"]["results"]
+            assert backfill["status"] == "COMPLETED_SUCCESS", (backfill, runs, ui.log_tail())
+            assert [run["status"] for run in runs] == ["SUCCESS"] * CHUNKS, runs
+            stats = _partition_stats(ui, asset_key.path)
+            assert stats == {"numMaterialized": CHUNKS, "numPartitions": CHUNKS, "numFailed": 0, "numMaterializing": 0}
 
-        # The snapshot asset's page: its "Materialize…" button opens the partition dialog, where "All"
-        # selects every chunk and "Launch backfill" hands the backfill to the daemon.
-        asset_url = f"{ui.url}/assets/{'/'.join(asset_key.path)}"
-        browser.open(asset_url)
-        browser.click_button("Materialize…")
-        dialog = "//*[@role='dialog']"
-        browser.find_text_containing("Launch runs to materialize", within=dialog)
-        browser.click_button("All", within=dialog)
-        browser.find_text(f"{CHUNKS} partitions", within=dialog)
-        browser.click_button("Launch backfill", within=dialog)
-        toast = browser.find_text_containing("Created backfill")
-        backfill_id = toast.text.removeprefix("Created backfill").split()[0]
+            # Meanwhile the sensors that start with the location keep the shop changing and replicate it.
+            wait_until(lambda: _runs_of(ui, "simulate_shop_activity", "SUCCESS"), 120, "a shop activity run")
+            wait_until(lambda: _runs_of(ui, f"replicate_{SOURCE_NAME}", "SUCCESS"), 120, "a replication run")
+            assert not _runs_of(ui, f"replicate_{SOURCE_NAME}", "FAILURE"), ui.log_tail()
 
-        backfill = wait_until(
-            lambda: _backfill_finished(ui, backfill_id), BACKFILL_TIMEOUT, f"backfill {backfill_id} to finish"
+            # The partition grid is the load's progress bar: all chunks green, one chunk's metadata open.
+            browser.open(f"{asset_url}?view=partitions")
+            browser.find_text(f"Materialized ({CHUNKS})")
+            middle = sorted(_partition_keys(ui, asset_key.path), key=lambda key: Chunk.parse(key).index)[1]
+            browser.click(f"//*[@title={xpath_literal(middle)}]", f"partition {middle}")
+            browser.find_text_containing(" .. ")  # its key_range metadata
+            browser.screenshot("backfill_done.png")
+        # Every process dagster dev started has ended, none of them needing SIGKILL.
+        assert ui.alive_after_shutdown == [] and ui.killed_at_shutdown == [], ui
+
+        # Catch up with the last activity, then: every customer, history and new, in both sinks.
+        _dagster_cli(env, "-j", f"replicate_{SOURCE_NAME}")
+        query = "SELECT id, created_at FROM {} ORDER BY id"
+        source = _customers_at(data_dir / "source-postgres" / "data", "shop", query.format("shop.customers"))
+        in_postgres = _customers_at(
+            data_dir / "sink-postgres" / "data", "analytics", query.format(f"{REPLICA_SCHEMA}.shop__customers_current")
         )
-        runs = ui.graphql(BACKFILL_RUNS_QUERY, {"id": backfill_id})["runsOrError"]["results"]
-        assert backfill["status"] == "COMPLETED_SUCCESS", (backfill, runs, ui.log_tail())
-        assert [run["status"] for run in runs] == ["SUCCESS"] * CHUNKS, runs
-        stats = _partition_stats(ui, asset_key.path)
-        assert stats == {"numMaterialized": CHUNKS, "numPartitions": CHUNKS, "numFailed": 0, "numMaterializing": 0}
-
-        # The partition grid is the load's progress bar: all chunks green, one chunk's metadata open.
-        browser.open(f"{asset_url}?view=partitions")
-        browser.find_text(f"Materialized ({CHUNKS})")
-        middle = sorted(_partition_keys(ui, asset_key.path), key=lambda key: Chunk.parse(key).index)[1]
-        browser.click(f"//*[@title={xpath_literal(middle)}]", f"partition {middle}")
-        browser.find_text(f"{CHUNK_ROWS + 1} .. {2 * CHUNK_ROWS}")  # its key_range metadata
-        browser.screenshot("backfill_done.png")
-    # Every process dagster dev started has ended, none of them needing SIGKILL.
-    assert ui.alive_after_shutdown == [] and ui.killed_at_shutdown == [], ui
-
-    # The UI and its runs have stopped: chdb's path is free for the read (in a subprocess, as harness does).
-    source = harness.source_rows("orders")
-    assert len(source) == ROWS
-    assert_same_rows(harness.postgres_rows("orders"), source, "PostgreSQL")
-    assert_same_rows(harness.clickhouse_rows("orders"), source, "ClickHouse")
-    assert harness.dead_letters() == []
+        assert len(source) > 150 and in_postgres == source
+        in_clickhouse = read_clickhouse_rows_from(
+            True, f"chdb://{data_dir / 'chdb'}", REPLICA_SCHEMA, table, {"id": "int", "created_at": "timestamp"}, "id"
+        )
+        assert [(row["id"], row["created_at"]) for row in in_clickhouse] == [
+            (row[0], row[1].astimezone(dt.UTC).replace(tzinfo=None)) for row in source
+        ]
+    finally:
+        EmbeddedEnvironment.shut_down(data_dir)

