@@ -25,7 +25,7 @@ import yaml
 
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.snapshots.jobs import plan_snapshot_job_name
-from cdc_pipeline.embedded.environment import REPLICA_SCHEMA, SOURCE_NAME, EmbeddedEnvironment
+from cdc_pipeline.embedded.environment import POSTGRES_SINK, REPLICA_SCHEMA, SOURCE_NAME, EmbeddedEnvironment
 from cdc_pipeline.embedded.shop import SCHEMA as SHOP_SCHEMA
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.snapshot.chunks import Chunk
@@ -212,8 +212,17 @@ def test_the_embedded_default_streams_in_the_ui_and_a_backfill_launched_there_lo
 
             # Meanwhile the sensors that start with the location keep the shop changing and replicate it.
             wait_until(lambda: _runs_of(ui, "simulate_shop_activity", "SUCCESS"), 120, "a shop activity run")
-            wait_until(lambda: _runs_of(ui, f"replicate_{SOURCE_NAME}", "SUCCESS"), 120, "a replication run")
+            wait_until(
+                lambda: len(_runs_of(ui, f"replicate_{SOURCE_NAME}", "SUCCESS")) >= 2, 120, "two replication runs"
+            )
             assert not _runs_of(ui, f"replicate_{SOURCE_NAME}", "FAILURE"), ui.log_tail()
+
+            # A sink table's metadata over its batches (rows, lag, DLQ count), as Dagster plots it.
+            browser.open(f"{ui.url}/assets/{POSTGRES_SINK}/{SHOP_SCHEMA}__orders")
+            browser.click_button("Plots")
+            plot_title = browser.find_text("lag_seconds")
+            browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", plot_title)
+            browser.screenshot("sink_table_plots.png")
 
             # The partition grid is the load's progress bar: all chunks green, one chunk's metadata open.
             browser.open(f"{asset_url}?view=partitions")
