@@ -70,7 +70,7 @@ BACKFILL_RUNS_QUERY = """
 query ($id: String!) {
   runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
     __typename
-    ... on Runs { results { runId status } }
+    ... on Runs { results { runId status startTime endTime } }
   }
 }
 """
@@ -142,6 +142,16 @@ def _partition_stats(ui: DagsterUi, asset_path: Sequence[str]) -> dict[str, int]
     return dict(node["partitionStats"])
 
 
+def _most_at_once(runs: list[dict[str, Any]]) -> int:
+    """The largest number of runs that were running at the same moment."""
+    edges = sorted([(run["startTime"], 1) for run in runs] + [(run["endTime"], -1) for run in runs])
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    return most
+
+
 def _runs_of(ui: DagsterUi, job: str, status: str) -> list[dict[str, Any]]:
     query = (
         "query ($job: String!, $status: [RunStatus!]) { runsOrError(filter: {pipelineName: $job, statuses: $status})"
@@ -207,6 +217,8 @@ def test_the_embedded_default_streams_in_the_ui_and_a_backfill_launched_there_lo
             runs = ui.graphql(BACKFILL_RUNS_QUERY, {"id": backfill_id})["runsOrError"]["results"]
             assert backfill["status"] == "COMPLETED_SUCCESS", (backfill, runs, ui.log_tail())
             assert [run["status"] for run in runs] == ["SUCCESS"] * CHUNKS, runs
+            # dagster.yaml lets two chunks of one backfill load at once.
+            assert _most_at_once(runs) <= 2, runs
             stats = _partition_stats(ui, asset_key.path)
             assert stats == {"numMaterialized": CHUNKS, "numPartitions": CHUNKS, "numFailed": 0, "numMaterializing": 0}
 
