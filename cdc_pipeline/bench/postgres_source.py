@@ -78,10 +78,10 @@ def generate_workload(dsn: str, rows: int) -> int:
 # -- one measurement, in its own process --------------------------------------------------------
 
 
-def _copy_slot(dsn: str, name: str) -> None:
+def _slot_statement(dsn: str, statement: str, *parameters: str) -> None:
     with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
         connection.autocommit = True
-        cursor.execute("SELECT pg_copy_logical_replication_slot(%s, %s)", (_SLOT, name))
+        cursor.execute(statement, parameters)
 
 
 def measure_reference(dsn: str, slot: str) -> int:
@@ -134,13 +134,17 @@ def measure_pipeline(phase: str, dsn: str, slot: str, batch_rows: int, sink_targ
 
 def measure_in_this_process(args: argparse.Namespace) -> None:
     slot = f"bench_{args.measure}_{args.run}"
-    _copy_slot(args.dsn, slot)
-    began = time.perf_counter()
-    if args.measure == "reference":
-        rows = measure_reference(args.dsn, slot)
-    else:
-        rows = measure_pipeline(args.measure, args.dsn, slot, args.batch_rows, args.sink_target)
-    elapsed = time.perf_counter() - began
+    _slot_statement(args.dsn, "SELECT pg_copy_logical_replication_slot(%s, %s)", _SLOT, slot)
+    try:
+        began = time.perf_counter()
+        if args.measure == "reference":
+            rows = measure_reference(args.dsn, slot)
+        else:
+            rows = measure_pipeline(args.measure, args.dsn, slot, args.batch_rows, args.sink_target)
+        elapsed = time.perf_counter() - began
+    finally:
+        # The server has a fixed number of slots (max_replication_slots); a copy holds WAL too.
+        _slot_statement(args.dsn, "SELECT pg_drop_replication_slot(%s)", slot)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rows": rows, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}))
 

@@ -73,7 +73,6 @@ class WalBatchReader:
         past_mark = LogSequenceNumber(mark.value + 1)
         batch = ChangeBatch(source=self._source_name, start=start, end=start)
         transaction: _Transaction | None = None
-        committed_rows = 0
         for lsn, message in self._messages(past_mark, max_rows):
             if isinstance(message, Begin):
                 transaction = _Transaction(message.commit_lsn, int(message.commit_time.timestamp()))
@@ -92,7 +91,6 @@ class WalBatchReader:
                     raise WalDecodeError(f"commit at {lsn} does not close the transaction that began before it")
                 check_wal_version_room(message.commit_lsn, message.end_lsn, transaction.rows)
                 _merge(batch, transaction)
-                committed_rows += transaction.rows
                 batch.end = Checkpoint(LogSequenceNumber(message.end_lsn))
                 batch.last_commit_ts = transaction.commit_ts
                 transaction = None
