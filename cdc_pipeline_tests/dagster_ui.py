@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -35,6 +34,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
+from cdc_pipeline_tests.polling import wait_until
+
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_INSTANCE_YAML = REPO_ROOT / "dagster.yaml"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,23 +45,9 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # this session's value is an orphan, however it was started (forked runs, code servers, ...).
 _SESSION_MARKER = "CDC_DAGSTER_UI_SESSION"
 
-T = TypeVar("T")
-
 
 class DagsterUiError(RuntimeError):
     """`dagster dev` did not come up, exited early, or answered with an error."""
-
-
-def wait_until(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Poll `condition` until it returns something other than None/False; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"gave up after {timeout:g}s waiting for {what}")
-        time.sleep(interval)  # a polling interval, not synchronisation: the condition decides
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.run_tags import EMBEDDED_CLICKHOUSE_TAG, SOURCE_TAG
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness
+from cdc_pipeline_tests.polling import wait_until
 
 
 def _evaluate(harness: PipelineHarness, instance: dg.DagsterInstance, cursor: str | None) -> SensorExecutionData:
@@ -130,3 +131,23 @@ def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness:
     evaluations = checks.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
     failed = {(e.asset_key.path[0], e.check_name) for e in evaluations if not e.passed}
     assert (PG_SINK, "row_count_matches_source") in failed and (PG_SINK, "keys_match_source") in failed
+
+
+def test_sensor_backs_off_after_consecutive_failures_then_retries(harness: PipelineHarness) -> None:
+    harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    job = harness.definitions().resolve_job_def(f"replicate_{SOURCE}")
+    with dg.instance_for_test() as instance:
+        failed = []
+        for _ in range(3):  # a sink that stays down: three runs in a row failed
+            run = instance.create_run_for_job(job, tags={SOURCE_TAG: SOURCE}, status=dg.DagsterRunStatus.STARTED)
+            instance.report_run_failed(run)
+            failed.append(run.run_id)
+        high_water = str(current_binlog_position(harness.mariadb.settings))
+        waiting = _evaluate(harness, instance, cursor=high_water)
+        assert not waiting.run_requests
+        assert "the last 3 runs" in str(waiting.skip_message) and "backing off" in str(waiting.skip_message)
+        # poll_interval_seconds is 1 here: after 1 s x 2**2 the range is requested again, once.
+        retried = wait_until(
+            lambda: _evaluate(harness, instance, cursor=high_water).run_requests or None, 30, "the retry"
+        )
+        assert [request.run_key for request in retried] == [f"{SOURCE}:{high_water}-{high_water}:retry-of-{failed[-1]}"]

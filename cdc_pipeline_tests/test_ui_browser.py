@@ -35,10 +35,10 @@ from cdc_pipeline_tests.dagster_ui import (
     dagster_dev,
     headless_chromium,
     prepare_dagster_home,
-    wait_until,
     xpath_literal,
 )
 from cdc_pipeline_tests.harness import read_clickhouse_rows_from
+from cdc_pipeline_tests.polling import wait_until
 
 EMBEDDED_LOCATION = "cdc_pipeline.embedded.definitions"
 CHUNKS = 3  # 150 customers of the shop's history, 50 per chunk

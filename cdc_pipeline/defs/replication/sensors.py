@@ -1,5 +1,8 @@
 """A sensor per source: reads only the change log's high-water mark and requests one run at a time."""
 
+import time
+from collections.abc import Sequence
+
 import dagster as dg
 
 from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
@@ -14,6 +17,30 @@ _IN_PROGRESS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+
+
+# Consecutive failed runs are retried at once the first time, then after 2, 4, 8 ... poll
+# intervals, at most 10 minutes apart: a source or sink that stays down is not hammered every tick.
+_FAILURES_COUNTED = 12
+_MAX_BACK_OFF_SECONDS = 600.0
+
+
+def _consecutive_failures(records: Sequence[dg.RunRecord]) -> int:
+    count = 0
+    for record in records:
+        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        count += 1
+    return count
+
+
+def _back_off_seconds(records: Sequence[dg.RunRecord], poll_interval: int) -> float:
+    """How much longer to wait before retrying after consecutive failures (0: go ahead)."""
+    failures = _consecutive_failures(records)
+    if failures < 2 or records[0].end_time is None:
+        return 0.0
+    delay = min(poll_interval * 2.0 ** (failures - 1), _MAX_BACK_OFF_SECONDS)
+    return max(0.0, records[0].end_time + delay - time.time())
 
 
 def build_source_sensor(
@@ -31,12 +58,18 @@ def build_source_sensor(
         description=f"Polls the {log_name} high-water mark of '{source_name}' and launches a replication run.",
     )
     def poll_change_log(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        runs = context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=job.name, tags={SOURCE_TAG: source_name}), limit=1
+        records = context.instance.get_run_records(
+            filters=dg.RunsFilter(job_name=job.name, tags={SOURCE_TAG: source_name}), limit=_FAILURES_COUNTED
         )
-        latest = runs[0] if runs else None
+        latest = records[0].dagster_run if records else None
         if latest is not None and latest.status in _IN_PROGRESS:
             return dg.SkipReason(f"run {latest.run_id} of {source_name} is still in progress")
+        wait = _back_off_seconds(records, pipeline.batch.poll_interval_seconds)
+        if wait > 0 and latest is not None:
+            return dg.SkipReason(
+                f"the last {_consecutive_failures(records)} runs of {source_name} failed (latest {latest.run_id});"
+                f" backing off, next try in {wait:.0f} s"
+            )
         source = open_change_source(context.resources, source_name, pipeline)
         high_water = str(source.high_water_mark())
         # The sink checkpoints are the truth (the run reads from them); the cursor only says what
