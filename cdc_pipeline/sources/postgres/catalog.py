@@ -9,7 +9,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.config.models import TableSelection
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
-from cdc_pipeline.sources.postgres.column_types import PgType, column_schema
+from cdc_pipeline.sources.postgres.column_types import PgType, column_schema, value_parser
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -111,8 +111,6 @@ class PostgresCatalog:
 
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
         """The table's keys, streamed through a server-side cursor, parsed like replicated values."""
-        from cdc_pipeline.sources.postgres.column_types import value_parser
-
         parsers = [value_parser(schema.column(k)) for k in schema.key_columns]
         query = sql.SQL("SELECT {} FROM {}.{}").format(
             sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in schema.key_columns),
