@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.defs.resources import ClickHouseSinkResource
+from cdc_pipeline.local_servers.cassandra import LocalCassandra
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline_tests.harness import MASKING_KEY, PipelineHarness
@@ -36,6 +37,26 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres
     server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCassandra]:
+    """A Cassandra 5 node with CDC on, started the first time a test of this worker asks for it (about 5 s)."""
+    server = LocalCassandra(tmp_path_factory.mktemp("cassandra")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cassandra_keyspace(cassandra: LocalCassandra, worker_name: str) -> Iterator[str]:
+    """A keyspace of the test's own (replication factor 1). Afterwards it is dropped and the closed segments in
+    cdc_raw are deleted, as a consumer would: cdc_raw keeps them until then and refuses CDC writes when full."""
+    name = f"t_{worker_name}_{next(_test_numbers)}"
+    session = cassandra.session()
+    session.execute(f"CREATE KEYSPACE {name} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+    yield name
+    session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+    cassandra.discard_completed_cdc_segments()
 
 
 @pytest.fixture(scope="session")
