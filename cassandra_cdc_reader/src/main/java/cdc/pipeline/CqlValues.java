@@ -77,18 +77,18 @@ final class CqlValues
         if (value == null)
             return null;
         // UserType first: it is a TupleType.
-        if (type instanceof UserType)
-            return userType((UserType) type, value);
-        if (type instanceof TupleType)
-            return tuple((TupleType) type, value);
-        if (type instanceof ListType)
-            return elements(((ListType<?>) type).getElementsType(), value);
-        if (type instanceof SetType)
-            return elements(((SetType<?>) type).getElementsType(), value);
-        if (type instanceof MapType)
-            return map((MapType<?, ?>) type, value);
-        if (type instanceof VectorType)
-            return vector((VectorType<?>) type, value);
+        if (type instanceof UserType udt)
+            return userType(udt, value);
+        if (type instanceof TupleType tuple)
+            return tuple(tuple, value);
+        if (type instanceof ListType<?> list)
+            return elements(list.getElementsType(), value);
+        if (type instanceof SetType<?> set)
+            return elements(set.getElementsType(), value);
+        if (type instanceof MapType<?, ?> map)
+            return map(map, value);
+        if (type instanceof VectorType<?> vector)
+            return vector(vector, value);
         if (type instanceof BytesType)
             return ByteBufferUtil.bytesToHex(value);
         // Their composed Java values (unsigned day counts, nanoseconds, a Duration object) are not
@@ -114,10 +114,10 @@ final class CqlValues
         if (composed instanceof BigDecimal || composed instanceof BigInteger || composed instanceof UUID
             || composed instanceof TimeUUID)
             return composed.toString();
-        if (composed instanceof Date)
-            return ((Date) composed).getTime();
-        if (composed instanceof InetAddress)
-            return ((InetAddress) composed).getHostAddress();
+        if (composed instanceof Date date)
+            return date.getTime();
+        if (composed instanceof InetAddress address)
+            return address.getHostAddress();
         throw new UndecodableValue("no JSON form for " + type.asCQL3Type() + " (" + composed.getClass().getName() + ")", null);
     }
 

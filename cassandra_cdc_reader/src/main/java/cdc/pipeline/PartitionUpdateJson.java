@@ -35,15 +35,19 @@ import org.apache.cassandra.utils.ByteBufferUtil;
  * Writes one partition update as one JSON line: where it is in the log, its key, its deletions and
  * its rows with every cell as written (an update carries only the cells it changed). A value that
  * cannot be decoded is written as null and listed in the line's {@code "errors"} with where it is
- * (a JSON Pointer into the line), what failed and its raw bytes, so the rest of the update still arrives and nothing is lost
- * silently. The format is described in the README next to this project.
+ * (a JSON Pointer into the line), what failed and its raw bytes: the rest of the update still
+ * arrives and nothing is lost silently. The format is described in this project's README.
  */
 final class PartitionUpdateJson
 {
+    private record UndecodedValue(String at, String reason, String rawHex)
+    {
+    }
+
     /** The line being written. */
     private JsonGenerator out;
-    /** Undecodable values of the line being written: JSON path, reason, raw bytes. */
-    private final List<String[]> errors = new ArrayList<>();
+    /** Undecodable values of the line being written. */
+    private final List<UndecodedValue> errors = new ArrayList<>();
 
     /** @return whether some value could not be decoded (the line lists them in "errors") */
     boolean write(JsonGenerator line, PartitionUpdate update, CommitLogPosition after) throws IOException
@@ -92,12 +96,12 @@ final class PartitionUpdateJson
         if (!errors.isEmpty())
         {
             out.writeArrayFieldStart("errors");
-            for (String[] error : errors)
+            for (UndecodedValue error : errors)
             {
                 out.writeStartObject();
-                out.writeStringField("at", error[0]);
-                out.writeStringField("error", error[1]);
-                out.writeStringField("raw_hex", error[2]);
+                out.writeStringField("at", error.at());
+                out.writeStringField("error", error.reason());
+                out.writeStringField("raw_hex", error.rawHex());
                 out.writeEndObject();
             }
             out.writeEndArray();
@@ -242,9 +246,8 @@ final class PartitionUpdateJson
         {
             out.writeStartObject();
             ByteBuffer path = cell.path().get(0);
-            if (type instanceof UserType)
+            if (type instanceof UserType udt)
             {
-                UserType udt = (UserType) type;
                 int field = ByteBufferUtil.toShort(path);
                 if (field >= udt.size())
                 {
@@ -257,9 +260,8 @@ final class PartitionUpdateJson
                         value("value", udt.fieldType(field), cell.buffer());
                 }
             }
-            else if (type instanceof CollectionType)
+            else if (type instanceof CollectionType<?> collection)
             {
-                CollectionType<?> collection = (CollectionType<?>) type;
                 value("path", collection.nameComparator(), path);
                 // a set element is all path; its cell value is empty
                 if (!cell.isTombstone() && !(type instanceof SetType))
@@ -340,6 +342,6 @@ final class PartitionUpdateJson
         // Jackson knows where in the line it is: a JSON Pointer such as /rows/0/cells/3/value.
         String at = out.getOutputContext().pathAsPointer().toString();
         out.writeNull();
-        errors.add(new String[]{ at, reason, ByteBufferUtil.bytesToHex(bytes) });
+        errors.add(new UndecodedValue(at, reason, ByteBufferUtil.bytesToHex(bytes)));
     }
 }
