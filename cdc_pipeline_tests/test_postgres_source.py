@@ -11,11 +11,10 @@ import psycopg2
 import pytest
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.run_tags import REACHED_TAG
-from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError
+from cdc_pipeline_tests import snapshot_steps
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, assert_same_rows, run_replication_cli
 from cdc_pipeline_tests.postgres_source import SCHEMA, SOURCE, PostgresSourceHarness
 from cdc_pipeline_tests.test_crash_recovery import CRASH_POINTS
@@ -213,7 +212,9 @@ def test_a_backfill_loads_rows_older_than_the_slot_and_streaming_takes_over(pg_s
     definitions = pg_source.definitions()
     with dg.instance_for_test() as instance:
         planned: list[tuple[dg.AssetsDefinition, list[Chunk]]] = []
-        planner = threading.Thread(target=lambda: planned.append(_plan(definitions, instance, table, 1000)))
+        planner = threading.Thread(
+            target=lambda: planned.append(snapshot_steps.plan(definitions, instance, SOURCE, table, 1000))
+        )
         planner.start()
         planner.join(timeout=2)
         assert planner.is_alive(), "the plan did not wait for the transaction in flight"
@@ -222,7 +223,7 @@ def test_a_backfill_loads_rows_older_than_the_slot_and_streaming_takes_over(pg_s
         planner.join(timeout=60)
         ((snapshot, chunks),) = planned
         assert [chunk.index for chunk in chunks] == [0, 1, 2]
-        first = _load(snapshot, chunks[0], instance)
+        first = snapshot_steps.load(snapshot, chunks[0], instance)
         assert first["rows_read"] == 1000
         pg_source.source_execute(
             "UPDATE orders SET total = 0, note = 'changed after its chunk' WHERE id IN (5, 700)",
@@ -231,7 +232,7 @@ def test_a_backfill_loads_rows_older_than_the_slot_and_streaming_takes_over(pg_s
             "UPDATE orders SET id = 5000 WHERE id = 2000",
         )
         for chunk in chunks[1:]:
-            _load(snapshot, chunk, instance)
+            snapshot_steps.load(snapshot, chunk, instance)
         pg_source.replicate(instance)
 
     source = [row for row in pg_source.source_rows("orders") if row["id"] != 3000]
@@ -240,24 +241,6 @@ def test_a_backfill_loads_rows_older_than_the_slot_and_streaming_takes_over(pg_s
     assert_same_rows(pg_source.clickhouse_rows("orders"), source, CH_SINK)
     ((_, sink, stage, error, _),) = pg_source.dead_letters()
     assert (sink, stage) == ("", "parse") and "column due" in error and "'infinity'" in error
-
-
-def _plan(
-    definitions: dg.Definitions, instance: dg.DagsterInstance, table: str, chunk_rows: int
-) -> tuple[dg.AssetsDefinition, list[Chunk]]:
-    definitions.resolve_job_def(f"plan_snapshot_{SOURCE}").execute_in_process(
-        run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": chunk_rows}}}},
-        instance=instance,
-    )
-    keys = instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table))
-    chunks = sorted((Chunk.parse(key) for key in keys), key=lambda chunk: chunk.index)
-    return definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table)), chunks
-
-
-def _load(snapshot: dg.AssetsDefinition, chunk: Chunk, instance: dg.DagsterInstance) -> dict[str, object]:
-    result = dg.materialize([snapshot], partition_key=chunk.partition_key, instance=instance)
-    metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
-    return {name: value.value for name, value in metadata.items()}
 
 
 def test_kill_9_at_every_step_of_a_batch_then_restart_converges(

@@ -6,10 +6,9 @@ import dagster as dg
 import psycopg2
 
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
-from cdc_pipeline.defs.asset_keys import snapshot_asset_key
-from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.snapshot.clickhouse_pull import why_not_pullable
+from cdc_pipeline_tests import snapshot_steps
 from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, assert_same_rows
 
 ROWS = 2500
@@ -18,21 +17,10 @@ ROWS = 2500
 def _plan(
     definitions: dg.Definitions, instance: dg.DagsterInstance, table: str, chunk_rows: int
 ) -> tuple[dg.AssetsDefinition, list[Chunk]]:
-    """Run the plan job; return the snapshot asset (the test's resources bound) and its chunks."""
-    definitions.resolve_job_def(f"plan_snapshot_{SOURCE}").execute_in_process(
-        run_config={"ops": {f"plan_snapshot_{SOURCE}_op": {"config": {"table": table, "chunk_rows": chunk_rows}}}},
-        instance=instance,
-    )
-    keys = instance.get_dynamic_partitions(snapshot_partitions_name(SOURCE, table))
-    chunks = sorted((Chunk.parse(key) for key in keys), key=lambda chunk: chunk.index)
-    return definitions.resolve_assets_def(snapshot_asset_key(SOURCE, table)), chunks
+    return snapshot_steps.plan(definitions, instance, SOURCE, table, chunk_rows)
 
 
-def _load(snapshot: dg.AssetsDefinition, chunk: Chunk, instance: dg.DagsterInstance) -> dict[str, object]:
-    """Materialize one chunk; return its metadata values."""
-    result = dg.materialize([snapshot], partition_key=chunk.partition_key, instance=instance)
-    metadata = result.asset_materializations_for_node(snapshot.node_def.name)[0].metadata
-    return {name: value.value for name, value in metadata.items()}
+_load = snapshot_steps.load
 
 
 def _without(rows: list[dict], column: str) -> list[dict]:  # type: ignore[type-arg]
