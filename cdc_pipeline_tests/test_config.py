@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.config.loading import PipelineConfigError, load_pipeline_config, parse_pipeline_config
+from cdc_pipeline.sinks.postgres_session import InvalidDsn, connect
+from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 
 VALID = """
 sources:
@@ -83,3 +85,15 @@ def test_missing_file_and_invalid_yaml_are_clear(tmp_path: Path) -> None:
     broken.write_text("sources: [unclosed")
     with pytest.raises(PipelineConfigError, match="is not valid YAML"):
         load_pipeline_config(broken)
+
+
+def test_a_malformed_dsn_is_refused_without_repeating_it() -> None:
+    # libpq quotes the token it cannot parse: here a password typed without its '='.
+    dsn = "host=db.internal user=cdc passwordHunter2secret"
+    with pytest.raises(InvalidDsn) as sink_error:
+        connect(dsn)
+    with pytest.raises(InvalidDsn) as source_error:
+        PostgresSourceSettings(dsn, "store").connect()
+    assert "source 'store'" in str(source_error.value)
+    for error in (sink_error.value, source_error.value):
+        assert "Hunter2" not in str(error) and error.__cause__ is None and error.__suppress_context__

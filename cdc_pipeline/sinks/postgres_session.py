@@ -17,10 +17,28 @@ from psycopg2 import sql
 _LOCK_NAMESPACE = "cdc_pipeline_ddl"
 
 
+class InvalidDsn(ValueError):
+    """A DSN libpq cannot parse. Its text is never repeated: it may hold a password."""
+
+
+def connect(dsn: str, **options: str) -> psycopg2.extensions.connection:
+    """psycopg2.connect, except that a malformed DSN's error does not quote it (libpq quotes the
+    token it chokes on, which can be a password typed without its `=`)."""
+    try:
+        return psycopg2.connect(dsn, **options)
+    except psycopg2.ProgrammingError as error:
+        if "invalid dsn" not in str(error):
+            raise
+        raise InvalidDsn(
+            "a PostgreSQL DSN from the environment is not a valid libpq connection string"
+            " ('key=value ...' or 'postgresql://...'); its text is not shown here, it may hold a password"
+        ) from None
+
+
 @contextmanager
 def transaction(dsn: str) -> Iterator[psycopg2.extensions.cursor]:
     """A cursor in one transaction, committed on success; the connection is closed either way."""
-    connection = psycopg2.connect(dsn)
+    connection = connect(dsn)
     try:
         with connection, connection.cursor() as cursor:
             yield cursor

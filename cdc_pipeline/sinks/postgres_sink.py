@@ -17,7 +17,7 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
-from cdc_pipeline.sinks.postgres_session import run_ddl, transaction
+from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
@@ -249,7 +249,7 @@ class PostgresSink:
         return TableStats(int(live), int(version_sum))
 
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
-        connection = psycopg2.connect(self._dsn)
+        connection = connect(self._dsn)
         try:
             # A named (server-side) cursor streams the keys instead of loading the table.
             with connection, connection.cursor(name="cdc_live_keys") as cursor:

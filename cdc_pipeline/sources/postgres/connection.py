@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import psycopg2
 import psycopg2.extensions
 
+from cdc_pipeline.sinks.postgres_session import InvalidDsn, connect
+
 # pgoutput renders values with the decoding session's settings: pin the ones that change the text
 # (time zone of timestamptz, date order, bytea form, float digits).
 SESSION_SETTINGS = {
@@ -28,7 +30,9 @@ class PostgresSourceSettings:
     def connect(self) -> psycopg2.extensions.connection:
         options = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in SESSION_SETTINGS.items())
         try:
-            return psycopg2.connect(self.dsn, options=options)
+            return connect(self.dsn, options=options)
+        except InvalidDsn as error:
+            raise InvalidDsn(f"source '{self.source_name}': {error}") from None
         except psycopg2.OperationalError as error:
             # libpq's message names host and port, never the password.
             raise ConnectionError(
