@@ -105,12 +105,17 @@ def _bytea(text: str) -> bytes:
     return bytes.fromhex(text[2:])  # '\x0a1b...'
 
 
-def why_unparseable(text: str, error: ValueError) -> str:
+def why_unparseable(text: str, column: ColumnSchema) -> str:
     """The reason a parser refused a value, for the DLQ. The parsers do not check first: they are
-    the hot path, and fromisoformat already refuses what has no Python form."""
-    if text in ("infinity", "-infinity") or text.endswith(" BC"):
-        return f"{text!r} has no representation in the sinks"
-    return f"cannot parse {text[:40]!r}: {error}"
+    the hot path, and fromisoformat already refuses what has no Python form.
+
+    The reason never quotes the value (nor the parser's message, which does): DLQ reasons and run
+    logs are not masked, only payloads are."""
+    if text in ("infinity", "-infinity"):
+        return f"{text!r} has no representation in the sinks"  # a keyword, not data
+    if text.endswith(" BC"):
+        return "a BC date has no representation in the sinks"
+    return f"the value is not a {column.column_type} in PostgreSQL's text form"
 
 
 def _instant(text: str) -> dt.datetime:

@@ -78,7 +78,7 @@ class PostgresSnapshotReader:
             changes, rejections = [], []
             for row in rows:
                 try:
-                    values = dict(zip(names, _parse(parsers, names, row), strict=True))
+                    values = dict(zip(names, _parse(parsers, schema, names, row), strict=True))
                 except ValueNotDecodable as error:
                     raw = dict(zip(names, row, strict=True))
                     rejections.append(
@@ -93,7 +93,7 @@ class PostgresSnapshotReader:
     ) -> Iterator[list[tuple[Any, ...]]]:
         parsers = [value_parser(schema.column(name)) for name in schema.key_columns]
         for rows in self._select(schema, bounds, schema.key_columns, slice_rows):
-            yield [_parse(parsers, schema.key_columns, row) for row in rows]
+            yield [_parse(parsers, schema, schema.key_columns, row) for row in rows]
 
     def _select(
         self, schema: TableSchema, bounds: ChunkBounds, columns: tuple[str, ...] | list[str], slice_rows: int
@@ -118,11 +118,13 @@ class PostgresSnapshotReader:
             connection.close()
 
 
-def _parse(parsers: list[ValueParser | None], names: Sequence[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
+def _parse(
+    parsers: list[ValueParser | None], schema: TableSchema, names: Sequence[str], row: tuple[Any, ...]
+) -> tuple[Any, ...]:
     values = []
     for parse, name, value in zip(parsers, names, row, strict=True):
         try:
             values.append(parse(value) if parse is not None and value is not None else value)
-        except ValueError as error:
-            raise ValueNotDecodable(f"column {name}: {why_unparseable(value, error)}") from None
+        except ValueError:
+            raise ValueNotDecodable(f"column {name}: {why_unparseable(value, schema.column(name))}") from None
     return tuple(values)

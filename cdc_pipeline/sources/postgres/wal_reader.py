@@ -236,8 +236,9 @@ def _values(plan: _RelationPlan, raw: list[TupleValue], message: RowMessage) -> 
         assert isinstance(value, str)
         try:
             values[name] = parse(value) if parse is not None else value
-        except ValueError as error:
-            raise ValueNotDecodable(f"column {name}: {why_unparseable(value, error)}") from None
+        except ValueError:
+            reason = why_unparseable(value, plan.schema.column(name)) if plan.schema else "unparseable"
+            raise ValueNotDecodable(f"column {name}: {reason}") from None
     return values
 
 
