@@ -12,7 +12,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import psycopg2
@@ -41,8 +41,32 @@ CH_SINK = "warehouse"
 PG_SINK = "analytics"
 
 
+class PipelineRunner:
+    """Runs a test pipeline's jobs in process with the test's own resources (shared by the harnesses)."""
+
+    source_name: ClassVar[str]
+
+    @property
+    def pipeline(self) -> PipelineConfig:
+        raise NotImplementedError
+
+    def resources(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def definitions(self) -> dg.Definitions:
+        return build_definitions(self.pipeline, self.resources())
+
+    def replicate(self, instance: dg.DagsterInstance | None = None, **run_config: Any) -> dg.ExecuteInProcessResult:
+        job = self.definitions().resolve_job_def(f"replicate_{self.source_name}")
+        config = {"ops": {f"parse_{self.source_name}": {"config": run_config}}} if run_config else None
+        result = job.execute_in_process(run_config=config, instance=instance)
+        assert result.success
+        return result
+
+
 @dataclass
-class PipelineHarness:
+class PipelineHarness(PipelineRunner):
+    source_name: ClassVar[str] = SOURCE
     mariadb: LocalMariaDb
     database: str  # the source database, also the ClickHouse database's stem
     pg_dsn: str
@@ -108,16 +132,6 @@ class PipelineHarness:
             DEAD_LETTER_QUEUE: DeadLetterQueueResource(dsn=self.pg_dsn, schema_name="dlq"),
             MASKING: MaskingResource(hmac_key=MASKING_KEY),
         }
-
-    def definitions(self) -> dg.Definitions:
-        return build_definitions(self.pipeline, self.resources())
-
-    def replicate(self, instance: dg.DagsterInstance | None = None, **run_config: Any) -> dg.ExecuteInProcessResult:
-        job = self.definitions().resolve_job_def(f"replicate_{SOURCE}")
-        config = {"ops": {f"parse_{SOURCE}": {"config": run_config}}} if run_config else None
-        result = job.execute_in_process(run_config=config, instance=instance)
-        assert result.success
-        return result
 
     def replay_dead_letters(self) -> dg.ExecuteInProcessResult:
         result = self.definitions().resolve_job_def("replay_dead_letters").execute_in_process()

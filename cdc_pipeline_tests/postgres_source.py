@@ -9,16 +9,14 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import dagster as dg
 import psycopg2
 import yaml
 from psycopg2 import sql
 
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
-from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import (
     ClickHouseSinkResource,
@@ -31,14 +29,22 @@ from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
-from cdc_pipeline_tests.harness import CH_SINK, MASKING_KEY, PG_SINK, canonical, read_clickhouse_rows_from
+from cdc_pipeline_tests.harness import (
+    CH_SINK,
+    MASKING_KEY,
+    PG_SINK,
+    PipelineRunner,
+    canonical,
+    read_clickhouse_rows_from,
+)
 
 SOURCE = "store"
 SCHEMA = "public"
 
 
 @dataclass
-class PostgresSourceHarness:
+class PostgresSourceHarness(PipelineRunner):
+    source_name: ClassVar[str] = SOURCE
     postgres: LocalPostgres
     source_dsn: str
     sink_dsn: str
@@ -97,16 +103,6 @@ class PostgresSourceHarness:
             DEAD_LETTER_QUEUE: DeadLetterQueueResource(dsn=self.sink_dsn, schema_name="dlq"),
             MASKING: MaskingResource(hmac_key=MASKING_KEY),
         }
-
-    def definitions(self) -> dg.Definitions:
-        return build_definitions(self.pipeline, self.resources())
-
-    def replicate(self, instance: dg.DagsterInstance | None = None, **run_config: Any) -> dg.ExecuteInProcessResult:
-        job = self.definitions().resolve_job_def(f"replicate_{SOURCE}")
-        config = {"ops": {f"parse_{SOURCE}": {"config": run_config}}} if run_config else None
-        result = job.execute_in_process(run_config=config, instance=instance)
-        assert result.success
-        return result
 
     def create_slot(self) -> None:
         """Publication and slot before any change: what the pipeline creates on its first run."""
