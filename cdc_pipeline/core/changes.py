@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cdc_pipeline.core.cells import CellChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.schema import TableSchema
@@ -21,13 +22,18 @@ class ChangeOp(StrEnum):
 
 @dataclass(slots=True)
 class RowChange:
-    """One row's new state: an insert or update carries the after image, a delete the before image."""
+    """One row's new state: an insert or update carries the after image, a delete the before image.
+
+    Sources whose changes hold only the cells written (Cassandra) set `cells`, and `values` then
+    holds only the key and the written columns (core/cells.py); `version` is the newest write time.
+    """
 
     op: ChangeOp
     values: dict[str, Any]
     version: int
     position: str  # "file:event_start", for humans and the DLQ
     commit_ts: int  # seconds since the epoch, from the event header
+    cells: CellChange | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ from cdc_pipeline.core.positions import SourcePosition, parse_position
 class Checkpoint:
     """The end of the last batch a sink committed.
 
-    `position` is a binlog `file:offset` (MySQL/MariaDB) or a WAL LSN (PostgreSQL). For MySQL it
+    `position` is a binlog `file:offset` (MySQL/MariaDB), a WAL LSN (PostgreSQL) or a commit-log
+    `cdc:segment:offset` (Cassandra). For MySQL it
     belongs to the server `server_id` (binlog names and offsets differ between servers); `gtid` is the
     last committed transaction's GTID, kept when the source resumes by GTID, and then also the basis
     of `_version`.

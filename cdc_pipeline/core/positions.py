@@ -1,4 +1,5 @@
-"""Positions in a source's change log (binlog file:offset, PostgreSQL WAL LSN) and their `_version` numbers."""
+"""Positions in a source's change log (binlog file:offset, PostgreSQL WAL LSN, Cassandra commit-log
+segment:offset) and the `_version` numbers derived from them."""
 
 from __future__ import annotations
 
@@ -127,19 +128,71 @@ def check_wal_version_room(commit_lsn: int, end_lsn: int, rows: int) -> None:
         )
 
 
+_COMMIT_LOG_TEXT = re.compile(r"^cdc:(\d+):(\d+)$")
+
+
+@total_ordering
+@dataclass(frozen=True)
+class CommitLogPosition:
+    """A point in a Cassandra node's CDC commit log: the segment id and the byte offset in it where
+    the next mutation starts. Printed `cdc:<segment id>:<offset>`."""
+
+    segment_id: int
+    offset: int
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, CommitLogPosition):
+            return NotImplemented
+        return (self.segment_id, self.offset) < (other.segment_id, other.offset)
+
+    def __str__(self) -> str:
+        return f"cdc:{self.segment_id}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> CommitLogPosition:
+        match = _COMMIT_LOG_TEXT.match(text)
+        if match is None:
+            raise PositionError(f"commit-log position {text!r} is not of the form 'cdc:<segment id>:<offset>'")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def version_floor(self) -> int:
+        """Always 0: a Cassandra change's `_version` is its cells' write time, chosen by the client
+        and unrelated to where the change sits in the log. Sinks merge such changes cell by cell,
+        newest write time winning, so writing a change twice changes nothing: nothing is skipped."""
+        return 0
+
+
 # A sink's checkpoint holds one of these; which one follows from the source's kind.
-SourcePosition = BinlogPosition | LogSequenceNumber
+SourcePosition = BinlogPosition | LogSequenceNumber | CommitLogPosition
 
 
 def parse_position(text: str) -> SourcePosition:
-    """A position as sinks store it: `file:offset` (binlog) or `hi/lo` (WAL LSN)."""
+    """A position as sinks store it: `file:offset` (binlog), `hi/lo` (WAL LSN) or `cdc:segment:offset`."""
     if _LSN_TEXT.match(text):
         return LogSequenceNumber.parse(text)
+    if text.startswith("cdc:"):
+        return CommitLogPosition.parse(text)
     return BinlogPosition.parse(text)
 
 
+def _kind(position: SourcePosition) -> str:
+    if isinstance(position, LogSequenceNumber):
+        return "a PostgreSQL WAL position"
+    if isinstance(position, CommitLogPosition):
+        return "a Cassandra commit-log position"
+    return "a binlog position"
+
+
 def as_binlog_position(position: SourcePosition) -> BinlogPosition:
-    """The position of a MySQL source's checkpoint (a WAL LSN there means a mixed-up sink)."""
+    """The position of a MySQL source's checkpoint (anything else there means a mixed-up sink)."""
     if not isinstance(position, BinlogPosition):
-        raise PositionError(f"{position} is a PostgreSQL WAL position where a binlog position was expected")
+        raise PositionError(f"{position} is {_kind(position)} where a binlog position was expected")
+    return position
+
+
+def as_commit_log_position(position: SourcePosition) -> CommitLogPosition:
+    """The position of a Cassandra source's checkpoint (anything else there means a mixed-up sink)."""
+    if not isinstance(position, CommitLogPosition):
+        raise PositionError(f"{position} is {_kind(position)} where a Cassandra commit-log position was expected")
     return position

@@ -26,6 +26,11 @@ class ColumnSchema:
     enum_values: tuple[str, ...] = ()
     # Set by masking: the values are now masked text, whatever the source type was.
     masked_as_text: bool = False
+    # Cassandra: a non-frozen collection or UDT ("list", "set", "map", "udt"), whose changes are
+    # element writes (core/cells.py); data_type is then "json".
+    collection: str | None = None
+    # Cassandra clustering columns: stored in descending order (CLUSTERING ORDER BY ... DESC).
+    descending: bool = False
 
     def as_masked_text(self) -> ColumnSchema:
         return replace(self, data_type="varchar", column_type="varchar", masked_as_text=True, char_length=None)
@@ -37,6 +42,9 @@ class TableSchema:
     name: str
     columns: tuple[ColumnSchema, ...]
     key_columns: tuple[str, ...]
+    # Cassandra: changes carry cells (RowChange.cells) and the first `partition_key_length` key
+    # columns are the partition key, the others the clustering columns. None for row-image sources.
+    partition_key_length: int | None = None
     _by_name: dict[str, ColumnSchema] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,5 +61,17 @@ class TableSchema:
     def column(self, name: str) -> ColumnSchema:
         return self._by_name[name]
 
+    @property
+    def merges_cells(self) -> bool:
+        return self.partition_key_length is not None
+
+    @property
+    def partition_key(self) -> tuple[str, ...]:
+        return self.key_columns[: self.partition_key_length or 0]
+
+    @property
+    def clustering_columns(self) -> tuple[str, ...]:
+        return self.key_columns[self.partition_key_length or 0 :] if self.merges_cells else ()
+
     def with_columns(self, columns: tuple[ColumnSchema, ...]) -> TableSchema:
-        return TableSchema(self.database, self.name, columns, self.key_columns)
+        return TableSchema(self.database, self.name, columns, self.key_columns, self.partition_key_length)
