@@ -20,7 +20,11 @@ class PipelineConfigError(ValueError):
 def _key_path(location: tuple[int | str, ...]) -> str:
     parts = list(location)
     # pydantic puts the union member's tag into the path (sources.shop.mysql.port): the YAML has no such key.
-    if len(parts) > 2 and parts[0] in ("sources", "sinks") and parts[2] in ("mysql", "postgres", "clickhouse"):
+    if (
+        len(parts) > 2
+        and parts[0] in ("sources", "sinks")
+        and parts[2] in ("mysql", "postgres", "cassandra", "clickhouse")
+    ):
         del parts[2]
     return ".".join(str(part) for part in parts) or "(top level)"
 

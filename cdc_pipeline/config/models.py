@@ -92,6 +92,33 @@ class PostgresSourceConfig(_StrictModel):
         return self.publication or f"cdc_{source_name}".lower()
 
 
+class CassandraSourceConfig(_StrictModel):
+    """A Cassandra node whose CDC commit-log segments (cdc_raw) are read on the node's own machine."""
+
+    kind: Literal["cassandra"]
+    hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"], min_length=1, description="contact points")
+    port: int = Field(default=9042, ge=1, le=65535, description="native transport (CQL) port")
+    username_env: EnvVarName | None = Field(default=None, description="environment variable holding the user name")
+    password_env: EnvVarName | None = Field(default=None, description="environment variable holding the password")
+    cassandra_yaml: str = Field(
+        min_length=1,
+        description="path of the node's cassandra.yaml: the segment reader needs it, and cdc_raw_directory comes"
+        " from it (default <cassandra home>/data/cdc_raw)",
+    )
+    tables: TableSelection = Field(
+        default_factory=TableSelection,
+        description="'keyspace.table' glob patterns; tables matched by a glob replicate if they have cdc = true,"
+        " a table named without globs must have it",
+    )
+
+    @model_validator(mode="after")
+    def _credentials_come_in_pairs(self) -> CassandraSourceConfig:
+        if (self.username_env is None) != (self.password_env is None):
+            missing = "password_env" if self.password_env is None else "username_env"
+            raise ValueError(f"{missing} is required when the other of username_env/password_env is set")
+        return self
+
+
 def _source_kind(value: Any) -> str:
     # `kind` may be left out for MySQL sources: the first source kind the pipeline had.
     if isinstance(value, dict):
@@ -100,7 +127,9 @@ def _source_kind(value: Any) -> str:
 
 
 SourceConfig = Annotated[
-    Annotated[MySqlSourceConfig, Tag("mysql")] | Annotated[PostgresSourceConfig, Tag("postgres")],
+    Annotated[MySqlSourceConfig, Tag("mysql")]
+    | Annotated[PostgresSourceConfig, Tag("postgres")]
+    | Annotated[CassandraSourceConfig, Tag("cassandra")],
     Discriminator(_source_kind),
 ]
 

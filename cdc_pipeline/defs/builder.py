@@ -6,13 +6,14 @@ from typing import Any
 
 import dagster as dg
 
-from cdc_pipeline.config.models import ClickHouseSinkConfig, MySqlSourceConfig, PipelineConfig
+from cdc_pipeline.config.models import ClickHouseSinkConfig, MySqlSourceConfig, PipelineConfig, PostgresSourceConfig
 from cdc_pipeline.defs.dead_letters.assets import dead_letter_queue, dead_letter_queue_is_empty
 from cdc_pipeline.defs.dead_letters.jobs import build_replay_job
 from cdc_pipeline.defs.replication.jobs import build_replication_job
 from cdc_pipeline.defs.replication.sensors import build_source_sensor
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import (
+    CassandraSourceResource,
     ClickHouseSinkResource,
     DeadLetterQueueResource,
     MaskingResource,
@@ -24,6 +25,7 @@ from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
 from cdc_pipeline.defs.snapshots.assets import build_snapshot_assets
 from cdc_pipeline.defs.snapshots.jobs import build_plan_snapshot_job
+from cdc_pipeline.defs.snapshots.support import has_snapshots
 
 
 def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
@@ -38,8 +40,16 @@ def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
                 password=dg.EnvVar(source.password_env) if source.password_env else "",
                 server_id=source.server_id,
             )
-        else:
+        elif isinstance(source, PostgresSourceConfig):
             resources[source_key(name)] = PostgresSourceResource(dsn=dg.EnvVar(source.dsn_env))
+        else:
+            resources[source_key(name)] = CassandraSourceResource(
+                hosts=source.hosts,
+                port=source.port,
+                username=dg.EnvVar(source.username_env) if source.username_env else "",
+                password=dg.EnvVar(source.password_env) if source.password_env else "",
+                cassandra_yaml=source.cassandra_yaml,
+            )
     for name, sink in pipeline.sinks.items():
         if isinstance(sink, ClickHouseSinkConfig):
             dsn = dg.EnvVar(sink.dsn_env) if sink.dsn_env else sink.dsn
@@ -66,7 +76,8 @@ def build_definitions(
         job = build_replication_job(source_name, pipeline)
         jobs.append(job)
         sensors.append(build_source_sensor(source_name, job, pipeline, running=sensors_running))
-        jobs.append(build_plan_snapshot_job(source_name, pipeline))
+        if has_snapshots(pipeline, source_name):
+            jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(
         assets=[*build_sink_table_specs(pipeline), *build_snapshot_assets(pipeline), dead_letter_queue],

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from cdc_pipeline.config.models import (
+    CassandraSourceConfig,
     MaskingConfig,
     MySqlSourceConfig,
     PipelineConfig,
@@ -19,6 +20,8 @@ from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
+from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
+from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
@@ -71,15 +74,38 @@ class PostgresSourceResource(dg.ConfigurableResource):
         return PostgresSnapshotReader(self.change_source(name, config))
 
 
+class CassandraSourceResource(dg.ConfigurableResource):
+    """A Cassandra node whose CDC segments (cdc_raw, on this machine) are read; credentials from the environment."""
+
+    hosts: list[str]
+    port: int
+    username: str = ""
+    password: str = ""
+    cassandra_yaml: str
+
+    def change_source(self, name: str, config: SourceConfig) -> CassandraChangeSource:
+        if not isinstance(config, CassandraSourceConfig):
+            raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a Cassandra resource")
+        settings = CassandraSourceSettings(name, tuple(self.hosts), self.port, self.username, self.password)
+        # The resource's yaml path wins: tests (and deployments) may point one config at another node.
+        return CassandraChangeSource(name, settings, config.model_copy(update={"cassandra_yaml": self.cassandra_yaml}))
+
+    def snapshot_source(self, name: str, config: SourceConfig) -> SnapshotSource:
+        raise dg.Failure(f"source '{name}' is a Cassandra source: initial load / re-sync is not supported for it yet")
+
+
+SourceResource = MySqlSourceResource | PostgresSourceResource | CassandraSourceResource
+
+
 def open_change_source(resources: Any, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
     """The source behind `source_name`'s resource, as the ChangeSource the ops, sensor and checks use."""
-    resource: MySqlSourceResource | PostgresSourceResource = getattr(resources, source_key(source_name))
+    resource: SourceResource = getattr(resources, source_key(source_name))
     return resource.change_source(source_name, pipeline.sources[source_name])
 
 
 def open_snapshot_source(resources: Any, source_name: str, pipeline: PipelineConfig) -> SnapshotSource:
     """The source behind `source_name`'s resource, as the SnapshotSource the initial load uses."""
-    resource: MySqlSourceResource | PostgresSourceResource = getattr(resources, source_key(source_name))
+    resource: SourceResource = getattr(resources, source_key(source_name))
     return resource.snapshot_source(source_name, pipeline.sources[source_name])
 
 

@@ -1,7 +1,8 @@
-"""What the pipeline needs from a source, whatever its change log (MySQL binlog, PostgreSQL WAL).
+"""What the pipeline needs from a source, whatever its change log (MySQL binlog, PostgreSQL WAL,
+Cassandra CDC commit log).
 
 The replication ops, the sensor and the asset checks only talk to this protocol; each source kind
-implements it in its own package (`sources/mysql`, `sources/postgres`).
+implements it in its own package (`sources/mysql`, `sources/postgres`, `sources/cassandra`).
 """
 
 from __future__ import annotations
@@ -44,3 +45,6 @@ class ChangeSource(Protocol):
 
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
         """Every key of the table, streamed (for the key digest check)."""
+
+    def log_usage(self) -> dict[str, int | str]:
+        """What the change log occupies at the source, for run metadata ({}: the source does not say)."""

@@ -56,7 +56,9 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
             f"read {batch.row_count} row changes of {len(batch.tables)} tables from {batch.start} to {batch.end}"
             f" (sink checkpoints: { {k: str(v) for k, v in checkpoints.items()} })"
         )
-        context.add_output_metadata({"rows": batch.row_count, "from": str(batch.start), "to": str(batch.end)})
+        context.add_output_metadata(
+            {"rows": batch.row_count, "from": str(batch.start), "to": str(batch.end), **batch.log_metadata}
+        )
         return batch
 
     @dg.op(name=f"mask_{source_name}", required_resource_keys={MASKING})
@@ -93,7 +95,12 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
             name: getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name) for name in sink_names
         }
         crash_point(f"before_release_{source_name}")
-        open_change_source(context.resources, source_name, pipeline).release(checkpoints)
+        source = open_change_source(context.resources, source_name, pipeline)
+        source.release(checkpoints)
+        usage = source.log_usage()
+        if usage:
+            context.log.info(f"{source_name} change log after release: {usage}")
+            context.add_output_metadata(usage)
 
     @dg.graph(name=f"replicate_{source_name}_graph")
     def replicate() -> None:

@@ -5,11 +5,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
+from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG
+
+# ChangeSource.log_name per source kind: the sensor is built before any source is opened.
+LOG_NAMES = {"mysql": "binlog", "postgres": "wal", "cassandra": "commitlog"}
 
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
@@ -47,7 +50,7 @@ def build_source_sensor(
     source_name: str, job: dg.JobDefinition, pipeline: PipelineConfig, running: bool = False
 ) -> dg.SensorDefinition:
     parse_op = f"parse_{source_name}"
-    log_name = "binlog" if isinstance(pipeline.sources[source_name], MySqlSourceConfig) else "wal"
+    log_name = LOG_NAMES[pipeline.sources[source_name].kind]
 
     @dg.sensor(
         name=f"{source_name}_{log_name}_sensor",

@@ -21,6 +21,10 @@ _ARGFILE = READER_DIR / "target" / "reader.argfile"
 _MAIN_CLASS = "cdc.pipeline.CdcSegmentReader"
 
 
+def reader_is_built() -> bool:
+    return _ARGFILE.exists()
+
+
 class SegmentReadError(RuntimeError):
     """The reader failed or said nothing about where it stopped; the message names the segment and range."""
 

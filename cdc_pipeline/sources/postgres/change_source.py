@@ -111,3 +111,6 @@ class PostgresChangeSource:
 
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
         return self.catalog.live_keys(schema)
+
+    def log_usage(self) -> dict[str, int | str]:
+        return {}

@@ -1,0 +1,246 @@
+"""The Cassandra source: CDC commit-log segments in the node's cdc_raw, decoded by the Java segment
+reader, behind ChangeSource.
+
+Positions are `cdc:<segment id>:<offset>`. A batch reads segment by segment from the earliest sink
+checkpoint; it moves to the next segment only when the current one is COMPLETED and read to its end,
+and then ends at `cdc:<next segment>:0`. Segments every checkpoint has passed are deleted by release():
+the node refuses writes to CDC tables once cdc_raw holds cdc_total_space.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cdc_pipeline.config.models import CassandraSourceConfig
+from cdc_pipeline.core.changes import ChangeBatch, TableChanges
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import CommitLogPosition, SourcePosition, as_commit_log_position
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.sources.cassandra.catalog import CassandraCatalog, quote
+from cdc_pipeline.sources.cassandra.cdc_raw import CdcRaw
+from cdc_pipeline.sources.cassandra.changes import ChangeDecoder, error_line_rejection
+from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
+from cdc_pipeline.sources.cassandra.node_config import NodeConfigError, read_node_config
+from cdc_pipeline.sources.cassandra.segment_reader import (
+    READER_DIR,
+    CdcSegment,
+    SegmentRead,
+    SegmentReadError,
+    read_segment,
+    reader_is_built,
+    write_schema_file,
+)
+
+_FATAL_READ_ERRORS = ("segment_read", "missing_entries")
+
+
+class CassandraSourceError(RuntimeError):
+    """The node or the pipeline's view of it is not usable for change capture; the message says why."""
+
+
+class CassandraChangeSource:
+    log_name = "commitlog"
+
+    def __init__(
+        self,
+        name: str,
+        settings: CassandraSourceSettings,
+        config: CassandraSourceConfig,
+        state_dir: Path | None = None,
+    ) -> None:
+        self._name = name
+        self._config = config
+        self.settings = settings
+        self.catalog = CassandraCatalog(settings, config.tables)
+        self.node = read_node_config(Path(config.cassandra_yaml), f"sources.{name}.cassandra_yaml")
+        self.cdc_raw = CdcRaw(self.node.cdc_raw_dir, self.node.cdc_total_space)
+        # The schema files the reader decodes with, one per node schema version.
+        self._state_dir = state_dir or Path(tempfile.gettempdir()) / "cdc_pipeline_cassandra" / name
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        where = self.settings.describe()
+        self.settings.session().execute("SELECT release_version FROM system.local")
+        if not self.node.cdc_enabled:
+            raise NodeConfigError(
+                f"{where}: cdc_enabled is not true in {self.node.yaml_path}; set it and restart the node"
+            )
+        directory = self.node.cdc_raw_dir
+        if not directory.is_dir() or not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+            raise NodeConfigError(
+                f"{where}: cdc_raw_directory {directory} (from {self.node.yaml_path}) is not a directory this"
+                " process can read and delete segments in"
+            )
+        if not reader_is_built():
+            raise CassandraSourceError(f"{where}: the segment reader is not built; run {READER_DIR / 'build.sh'}")
+        self.catalog.refresh()
+        for pattern in self._config.tables.include:
+            if any(ch in pattern for ch in "*?["):
+                continue  # globs select the matching tables with cdc = true, whichever exist
+            keyspace, _, table = pattern.partition(".")
+            if not self.catalog.exists(keyspace, table):
+                raise CassandraSourceError(
+                    f"{where}: sources.{self._name}.tables.include names {pattern}, which does not exist"
+                )
+            if not self.catalog.has_cdc(keyspace, table):
+                raise CassandraSourceError(
+                    f"{where}: table {pattern} (sources.{self._name}.tables.include) has cdc = false, so its changes"
+                    f" never reach cdc_raw; enable it with ALTER TABLE {quote(keyspace)}.{quote(table)} WITH cdc = true"
+                )
+
+    # -- positions ------------------------------------------------------------------------------
+
+    def high_water_mark(self) -> CommitLogPosition:
+        return self.cdc_raw.high_water_mark()
+
+    def has_unread_changes(self) -> bool | None:
+        # The sinks' checkpoints live in the sinks, not at the node: nothing cheap to compare with.
+        return None
+
+    def _resume(self, checkpoints: Mapping[str, Checkpoint | None]) -> CommitLogPosition | None:
+        """The earliest checkpoint; None when some sink has none (it needs everything cdc_raw holds)."""
+        positions = []
+        for sink, checkpoint in checkpoints.items():
+            if checkpoint is None:
+                return None
+            try:
+                positions.append(as_commit_log_position(checkpoint.position))
+            except ValueError as error:
+                raise CassandraSourceError(
+                    f"sink '{sink}' holds checkpoint {checkpoint} for source '{self._name}': {error};"
+                    " re-sync that sink or give the source another name"
+                ) from None
+        return min(positions) if positions else None
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read_batch(
+        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+    ) -> ChangeBatch:
+        resume = self._resume(checkpoints)
+        segments = self.cdc_raw.segments()
+        start = self.cdc_raw.start_of(segments, resume)
+        limit = as_commit_log_position(stop_at) if stop_at is not None else None
+        batch_start = start or resume or CommitLogPosition(0, 0)
+        batch = ChangeBatch(self._name, Checkpoint(batch_start), Checkpoint(batch_start))
+        position = start
+        rows = 0
+        by_id = {segment.segment_id: segment for segment in segments}
+        while position is not None and rows < max_rows:
+            segment = by_id.get(position.segment_id)
+            if segment is None:
+                break  # cdc:<next>:0 of a segment that holds no CDC data yet
+            end = segment.durable_offset
+            if limit is not None:
+                if segment.segment_id > limit.segment_id:
+                    break
+                if segment.segment_id == limit.segment_id:
+                    end = min(end, max(limit.offset, position.offset))
+            if position.offset < end:
+                read = self._read(replace(segment, durable_offset=end), position.offset, max_rows - rows)
+                rows += self._collect(read, batch)
+                position = CommitLogPosition(segment.segment_id, int(read.end["position"]))
+                if read.end.get("limit_reached"):
+                    break
+            if segment.complete and position.offset >= segment.durable_offset:
+                later = [s.segment_id for s in segments if s.segment_id > segment.segment_id]
+                position = CommitLogPosition(later[0] if later else segment.segment_id + 1, 0)
+                continue
+            break
+        batch.end = Checkpoint(position or batch_start)
+        commit_times = [c.commit_ts for t in batch.tables.values() for c in t.changes]
+        batch.last_commit_ts = max(commit_times) if commit_times else None
+        batch.log_metadata = self.log_usage()
+        return batch
+
+    def _schema_path(self, force: bool) -> Path:
+        """The schema file for the node's current schema version, written when it changed (or forced)."""
+        session = self.settings.session()
+        row = session.execute("SELECT schema_version FROM system.local").one()
+        path = self._state_dir / f"schema-{row.schema_version}.json"
+        if force or not path.exists():
+            self.catalog.refresh()
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_suffix(f".{os.getpid()}.tmp")
+            # Every user keyspace, not only the selected tables' ones: the reader cannot even skip a
+            # mutation of a table it does not know (it becomes an unknown_table error with raw bytes).
+            write_schema_file(session, self.catalog.user_keyspaces(), scratch)
+            scratch.replace(path)
+        return path
+
+    def _read(self, segment: CdcSegment, start: int, max_mutations: int) -> SegmentRead:
+        read = read_segment(self.node.yaml_path, self._schema_path(force=False), segment, start, max_mutations)
+        if any(error.get("reason") == "unknown_table" for error in read.errors):
+            # A table created (or a keyspace added) since the schema file was written: once more, fresh.
+            read = read_segment(self.node.yaml_path, self._schema_path(force=True), segment, start, max_mutations)
+        for error in read.errors:
+            if error.get("reason") in _FATAL_READ_ERRORS:
+                raise SegmentReadError(
+                    f"{self.settings.describe()}: {error.get('reason')} in segment {segment.path.name} at offset"
+                    f" {error.get('position')} (read from {start} to {segment.durable_offset}): {error.get('error')};"
+                    " nothing after it is skipped: the run fails until the segment is readable"
+                )
+        return read
+
+    def _collect(self, read: SegmentRead, batch: ChangeBatch) -> int:
+        """Decodes the read's lines into the batch; returns how many changes and rejections it added."""
+        added = 0
+        for error in read.errors:
+            table_id = error.get("table_id")
+            batch.rejections.append(error_line_rejection(error, f"table id {table_id}" if table_id else "(unknown)"))
+            added += 1
+        decoders: dict[tuple[str, str], ChangeDecoder | None] = {}
+        for line in read.changes:
+            keyspace, table = line["keyspace"], line["table"]
+            if not self.catalog.selects(keyspace, table):
+                continue
+            key = (keyspace, table)
+            if key not in decoders:
+                layout = self.catalog.layout(keyspace, table)
+                if layout is None:  # the driver's schema view may lag a table created a moment ago
+                    self.catalog.refresh()
+                    layout = self.catalog.layout(keyspace, table)
+                decoders[key] = ChangeDecoder(layout) if layout is not None else None
+            decoder = decoders[key]
+            if decoder is None:
+                line = {**line, "reason": "unknown_table", "error": f"{keyspace}.{table} no longer exists"}
+                batch.rejections.append(error_line_rejection(line, f"{keyspace}.{table}"))
+                added += 1
+                continue
+            decoded = decoder.decode(line)
+            for schema, change in decoded.changes:
+                batch.tables.setdefault(schema.qualified_name, TableChanges(schema)).changes.append(change)
+            batch.rejections += decoded.rejections
+            added += len(decoded.changes) + len(decoded.rejections)
+        return added
+
+    # -- freeing cdc_raw ------------------------------------------------------------------------
+
+    def release(self, checkpoints: Mapping[str, Checkpoint | None]) -> None:
+        earliest = self._resume(checkpoints)
+        if earliest is None:
+            return  # a sink without a checkpoint still needs every segment
+        for segment in self.cdc_raw.releasable(earliest):
+            self.cdc_raw.delete(segment)
+
+    def log_usage(self) -> dict[str, int | str]:
+        return self.cdc_raw.usage().as_metadata()
+
+    # -- catalog --------------------------------------------------------------------------------
+
+    def table_schema(self, table: str) -> TableSchema | None:
+        keyspace, _, name = table.partition(".")
+        return self.catalog.table(keyspace, name)
+
+    def row_count(self, table: str) -> int:
+        keyspace, _, name = table.partition(".")
+        return self.catalog.row_count(keyspace, name)
+
+    def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
+        return self.catalog.live_keys(schema)

@@ -1,0 +1,260 @@
+"""The segment reader's JSON lines -> cell-level RowChanges (core/cells.py) or parse-stage Rejections.
+
+A change line is one partition update. It becomes:
+- a partition-level change (values = the partition key) for a partition deletion and/or range
+  deletions; a partition deletion also goes to the `<table>_static` companion, whose rows it removes;
+- a row-level change per row (values = every key column and the written columns);
+- a change of `<table>_static` for the static row.
+Raw bytes the reader attaches to errors never enter a payload: they are unmasked user data, so the
+DLQ gets their length and sha256 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc_pipeline.core.cells import (
+    CellChange,
+    CellWrite,
+    ClusteringBound,
+    CollectionWrite,
+    ElementWrite,
+    RangeDeletion,
+)
+from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
+from cdc_pipeline.core.positions import CommitLogPosition
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.sources.cassandra.catalog import TableLayout
+from cdc_pipeline.sources.cassandra.cql_types import element_path
+
+PARSE = "parse"
+COUNTER_REASON = (
+    "counter columns carry each node's shard total, not a mergeable value; counter tables are not replicated"
+)
+
+
+@dataclass
+class DecodedChanges:
+    """What one change line became: changes per schema, and rejections."""
+
+    changes: list[tuple[TableSchema, RowChange]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def raw_digest(raw_hex: str | None) -> dict[str, Any]:
+    """Length and sha256 of raw bytes the reader printed as hex: identifies them without holding them."""
+    raw = bytes.fromhex(raw_hex) if raw_hex else b""
+    return {"raw_bytes": len(raw), "raw_sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def position_of(line: dict[str, Any]) -> str:
+    return str(CommitLogPosition(int(line["segment_id"]), int(line["position"])))
+
+
+def error_line_rejection(line: dict[str, Any], table: str) -> Rejection:
+    """A reader error line (unknown_table, undecodable_mutation, undecodable_update) as a DLQ entry."""
+    where = f"segment {line['segment_id']} offset {line['position']}"
+    payload = {"reason": line.get("reason"), "table_id": line.get("table_id"), **raw_digest(line.get("raw_hex"))}
+    return Rejection(
+        PARSE,
+        table,
+        ChangeOp.UPDATE,
+        f"{table}: {line.get('reason')} at {where}: {line.get('error', '')}",
+        position_of(line),
+        0,
+        payload,
+    )
+
+
+def _expiry(entry: dict[str, Any]) -> int | None:
+    value = entry.get("local_expiration_time")
+    return int(value) if value is not None else None
+
+
+class ChangeDecoder:
+    """Decodes the change lines of one table, whose layout comes from the catalog."""
+
+    def __init__(self, layout: TableLayout) -> None:
+        self._layout = layout
+        self._schema = layout.schema
+
+    def decode(self, line: dict[str, Any]) -> DecodedChanges:
+        result = DecodedChanges()
+        position = position_of(line)
+        try:
+            partition_key = self._key(self._schema.partition_key, line["partition_key"])
+        except ValueError as error:
+            result.rejections.append(self._reject(line, position, {}, str(error)))
+            return result
+        if line.get("errors"):
+            result.rejections.append(self._reject(line, position, partition_key, self._describe_errors(line)))
+            return result
+        if self._layout.is_counter_table:
+            result.rejections.append(self._reject(line, position, partition_key, COUNTER_REASON))
+            return result
+        try:
+            result.changes += self._partition_level(line, position, partition_key)
+            static_row = line.get("static_row")
+            if static_row is not None and self._layout.static_schema is not None:
+                result.changes.append(
+                    (
+                        self._layout.static_schema,
+                        self._row(static_row, position, partition_key, self._layout.static_schema),
+                    )
+                )
+            for row in line.get("rows", []):
+                key = {**partition_key, **self._key(self._schema.clustering_columns, row.get("clustering", {}))}
+                result.changes.append((self._schema, self._row(row, position, key, self._schema)))
+        except ValueError as error:
+            return DecodedChanges(rejections=[self._reject(line, position, partition_key, str(error))])
+        return result
+
+    def _reject(self, line: dict[str, Any], position: str, key: dict[str, Any], reason: str) -> Rejection:
+        table = self._schema.qualified_name
+        return Rejection(
+            PARSE,
+            table,
+            ChangeOp.UPDATE,
+            f"{table} at segment {line['segment_id']} offset {line['position']}: {reason}",
+            position,
+            max(_timestamps(line), default=0),
+            dict(key),
+        )
+
+    def _describe_errors(self, line: dict[str, Any]) -> str:
+        parts = [f"{error.get('at')}: {error.get('error')} ({raw_digest(error.get('raw_hex'))['raw_bytes']} bytes)"
+                 for error in line["errors"]]  # fmt: skip
+        return "undecodable value(s): " + "; ".join(parts)
+
+    def _parse(self, column: str, value: Any) -> Any:
+        if value is None:
+            return None
+        parser = self._layout.parsers.get(column)
+        if parser is None:
+            raise ValueError(f"column {column!r} is not in the table's schema (altered since?)")
+        try:
+            return parser(value)
+        except (ValueError, TypeError, ArithmeticError) as error:
+            # The message names the column and the problem, never the value (run logs are not masked).
+            raise ValueError(f"column {column!r}: {type(error).__name__}: {_without_value(error)}") from None
+
+    def _key(self, columns: Iterable[str], given: dict[str, Any]) -> dict[str, Any]:
+        return {column: self._parse(column, given[column]) for column in columns if column in given}
+
+    def _partition_level(
+        self, line: dict[str, Any], position: str, partition_key: dict[str, Any]
+    ) -> list[tuple[TableSchema, RowChange]]:
+        deletion = line.get("partition_deletion")
+        tombstones = line.get("range_tombstones", [])
+        if deletion is None and not tombstones:
+            return []
+        ranges = tuple(
+            RangeDeletion(self._bound(t["start"]), self._bound(t["end"]), int(t["timestamp"])) for t in tombstones
+        )
+        partition_deletion = int(deletion["timestamp"]) if deletion is not None else None
+        version = max([r.timestamp for r in ranges] + [partition_deletion or 0])
+        change = RowChange(
+            ChangeOp.DELETE,
+            dict(partition_key),
+            version,
+            position,
+            version // 1_000_000,
+            CellChange(partition_deletion=partition_deletion, range_deletions=ranges),
+        )
+        changes = [(self._schema, change)]
+        if partition_deletion is not None and self._layout.static_schema is not None:
+            static_change = RowChange(
+                ChangeOp.DELETE,
+                dict(partition_key),
+                partition_deletion,
+                position,
+                partition_deletion // 1_000_000,
+                CellChange(partition_deletion=partition_deletion),
+            )
+            changes.append((self._layout.static_schema, static_change))
+        return changes
+
+    def _bound(self, bound: dict[str, Any]) -> ClusteringBound:
+        # The reader gives the prefix as {column: value}; key order is the table's clustering order.
+        given = bound["clustering"]
+        values = tuple(self._parse(c, given[c]) for c in self._schema.clustering_columns if c in given)
+        return ClusteringBound(values, bool(bound["inclusive"]))
+
+    def _row(self, row: dict[str, Any], position: str, key: dict[str, Any], schema: TableSchema) -> RowChange:
+        values: dict[str, Any] = dict(key)
+        cells: dict[str, CellWrite] = {}
+        stamps: list[int] = []
+        for cell in row.get("cells", []):
+            column = cell["column"]
+            if "collection" in cell:
+                write = self._collection(cell)
+                values[column] = write
+                stamps.append(write.latest_timestamp)
+                continue
+            timestamp = int(cell["timestamp"])
+            stamps.append(timestamp)
+            cells[column] = CellWrite(timestamp, None if cell.get("tombstone") else _expiry(cell))
+            values[column] = None if cell.get("tombstone") else self._parse(column, cell.get("value"))
+        liveness_entry = row.get("liveness")
+        liveness = None
+        if liveness_entry is not None:
+            liveness = CellWrite(int(liveness_entry["timestamp"]), _expiry(liveness_entry))
+            stamps.append(liveness.timestamp)
+        row_deletion = int(row["deletion"]["timestamp"]) if row.get("deletion") else None
+        if row_deletion is not None:
+            stamps.append(row_deletion)
+        wrote = len(values) > len(key)
+        if liveness is not None:
+            op = ChangeOp.INSERT
+        elif row_deletion is not None and not wrote:
+            op = ChangeOp.DELETE
+        else:
+            op = ChangeOp.UPDATE
+        version = max(stamps, default=0)
+        return RowChange(op, values, version, position, version // 1_000_000, CellChange(cells, liveness, row_deletion))
+
+    def _collection(self, cell: dict[str, Any]) -> CollectionWrite:
+        deletion = cell.get("deletion")
+        return CollectionWrite(
+            cell["collection"],
+            int(deletion["timestamp"]) if deletion else None,
+            tuple(
+                ElementWrite(
+                    element_path(element.get("path")),
+                    None if element.get("tombstone") else element.get("value"),
+                    int(element["timestamp"]),
+                    None if element.get("tombstone") else _expiry(element),
+                    bool(element.get("tombstone")),
+                )
+                for element in cell.get("elements", [])
+            ),
+        )
+
+
+def _without_value(error: Exception) -> str:
+    # Our own parsers raise value-free messages; others (fromhex, Decimal) may quote the input.
+    message = str(error)
+    return message if "range" in message else "the value does not parse as the column's type"
+
+
+def _timestamps(line: dict[str, Any]) -> list[int]:
+    stamps: list[int] = []
+    if line.get("partition_deletion"):
+        stamps.append(int(line["partition_deletion"]["timestamp"]))
+    stamps += [int(t["timestamp"]) for t in line.get("range_tombstones", [])]
+    rows = list(line.get("rows", [])) + ([line["static_row"]] if line.get("static_row") else [])
+    for row in rows:
+        if row.get("liveness"):
+            stamps.append(int(row["liveness"]["timestamp"]))
+        if row.get("deletion"):
+            stamps.append(int(row["deletion"]["timestamp"]))
+        for cell in row.get("cells", []):
+            if "timestamp" in cell:
+                stamps.append(int(cell["timestamp"]))
+            stamps += [int(e["timestamp"]) for e in cell.get("elements", [])]
+            if cell.get("deletion"):
+                stamps.append(int(cell["deletion"]["timestamp"]))
+    return stamps

@@ -1,0 +1,57 @@
+"""Driver sessions to a Cassandra source, one cluster object per process and node address."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.policies import RoundRobinPolicy
+
+# A Cluster owns threads and connections: the ops and the sensor open a source per call, so they
+# share one per address instead of leaking one each time (the driver's sessions are thread-safe).
+_SESSIONS: dict[tuple[tuple[str, ...], int, str], Session] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CassandraSourceSettings:
+    """Where the node is. The password never goes into messages (repr=False keeps it out of reprs)."""
+
+    source_name: str
+    hosts: tuple[str, ...]
+    port: int
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    def describe(self) -> str:
+        return f"Cassandra source '{self.source_name}'"
+
+    def session(self) -> Session:
+        key = (self.hosts, self.port, self.username)
+        with _LOCK:
+            session = _SESSIONS.get(key)
+            if session is not None and not session.is_shutdown:
+                return session
+            auth = PlainTextAuthProvider(self.username, self.password) if self.username else None
+            cluster = Cluster(
+                contact_points=list(self.hosts),
+                port=self.port,
+                auth_provider=auth,
+                protocol_version=5,
+                execution_profiles={
+                    EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
+                },
+                connect_timeout=10,
+            )
+            try:
+                session = cluster.connect()
+            except NoHostAvailable as error:
+                cluster.shutdown()
+                # The driver's message names hosts and the failure per host, never the credentials.
+                raise ConnectionError(
+                    f"{self.describe()}: cannot connect to {self.hosts} port {self.port}: {error}"
+                ) from None
+            _SESSIONS[key] = session
+            return session
