@@ -54,7 +54,7 @@ def test_a_valid_config_loads_with_defaults() -> None:
             "sources.shop.slot",
             "String should match pattern",
         ),
-        (("host: 127.0.0.1", "kind: oracle"), "sources.shop", "expected tags: 'mysql', 'postgres'"),
+        (("host: 127.0.0.1", "kind: oracle"), "sources.shop", "expected tags: 'mysql', 'postgres', 'cassandra'"),
     ],
 )
 def test_errors_name_the_key_and_the_expectation(change: tuple[str, str], named_key: str, expectation: str) -> None:

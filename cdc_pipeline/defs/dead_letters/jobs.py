@@ -5,8 +5,8 @@ import dagster as dg
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY
 from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
-from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
+from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import embedded_clickhouse_tags
 from cdc_pipeline.dlq.replay import replay_dead_letters
 
