@@ -400,3 +400,50 @@ def test_definitions_have_a_commitlog_sensor_and_no_snapshot_for_cassandra() -> 
     assert all("snapshot" not in key.to_user_string() for key in repository.asset_graph.get_all_asset_keys())
     resource = definitions.resources["source_cass"]
     assert isinstance(resource, dg.ConfigurableResource)
+
+
+def test_stop_at_bounds_the_batch_and_keys_and_counts_come_from_the_live_table(
+    cassandra: LocalCassandra, cassandra_keyspace: str, tmp_path: Path
+) -> None:
+    ks = cassandra_keyspace
+    session = cassandra.session()
+    session.execute(f"CREATE TABLE {ks}.pairs (a text, b int, v text, PRIMARY KEY (a, b)) WITH cdc = true")
+    session.execute(f"INSERT INTO {ks}.pairs (a, b, v) VALUES ('x', 1, 'one') USING TIMESTAMP {T0 + 1}")
+    source = _source(cassandra, ks, tmp_path)
+    stop = source.high_water_mark()
+    session.execute(f"INSERT INTO {ks}.pairs (a, b, v) VALUES ('y', 2, 'two') USING TIMESTAMP {T0 + 2}")
+
+    bounded = source.read_batch({"sink": None}, stop, 10**6)
+    assert [c.values["b"] for c in bounded.tables[f"{ks}.pairs"].changes] == [1]
+    assert bounded.end.position == stop
+    rest = source.read_batch({"sink": bounded.end}, None, 10**6)
+    assert [c.values["b"] for c in rest.tables[f"{ks}.pairs"].changes] == [2]
+
+    schema = source.table_schema(f"{ks}.pairs")
+    assert schema is not None
+    assert source.row_count(f"{ks}.pairs") == 2
+    assert sorted(source.live_keys(schema)) == [("x", 1), ("y", 2)]
+
+
+def test_mutations_of_a_dropped_table_become_rejections_without_their_bytes(
+    cassandra: LocalCassandra, cassandra_keyspace: str, tmp_path: Path
+) -> None:
+    ks = cassandra_keyspace
+    session = cassandra.session()
+    session.execute(f"CREATE TABLE {ks}.gone (id int PRIMARY KEY, secret text) WITH cdc = true")
+    table_id = str(
+        session.execute(
+            "SELECT id FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s", [ks, "gone"]
+        ).one()[0]
+    )
+    session.execute(f"INSERT INTO {ks}.gone (id, secret) VALUES (1, 'top-secret-{ks}') USING TIMESTAMP {T0 + 1}")
+    session.execute(f"DROP TABLE {ks}.gone")
+
+    batches = _read_all(_source(cassandra, ks, tmp_path))
+    rejected = [r for batch in batches for r in batch.rejections if r.table == f"table id {table_id}"]
+    assert len(rejected) == 1
+    (rejection,) = rejected
+    segment, offset = rejection.position.split(":")[1:]
+    assert "unknown_table" in rejection.error and f"segment {segment} offset {offset}" in rejection.error
+    assert rejection.payload["raw_bytes"] > 0 and len(rejection.payload["raw_sha256"]) == 64
+    assert "top-secret" not in repr(rejection)

@@ -9,6 +9,7 @@ the node refuses writes to CDC tables once cdc_raw holds cdc_total_space.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,23 @@ from cdc_pipeline.sources.cassandra.segment_reader import (
 )
 
 _FATAL_READ_ERRORS = ("segment_read", "missing_entries")
+# The reader refuses a schema file without tables, but a node whose user tables were all dropped may
+# still hold their mutations in cdc_raw: those must become unknown_table rejections, not go unread.
+# So such a file gets this table (cdc = false, a fixed id no node assigns: it matches no mutation).
+_PLACEHOLDER_TABLE = {
+    "keyspace": "cdc_pipeline_placeholder",
+    "table": "no_user_tables",
+    "id": "00000000-0000-1000-8000-000000000000",
+    "cql": "CREATE TABLE cdc_pipeline_placeholder.no_user_tables (id int PRIMARY KEY) WITH cdc = false",
+    "dropped_columns": [],
+}
+
+
+def _add_placeholder_if_empty(schema_file: Path) -> None:
+    described = json.loads(schema_file.read_text())
+    if not described["tables"]:
+        described["tables"] = [_PLACEHOLDER_TABLE]
+        schema_file.write_text(json.dumps(described))
 
 
 class CassandraSourceError(RuntimeError):
@@ -171,6 +189,7 @@ class CassandraChangeSource:
             # Every user keyspace, not only the selected tables' ones: the reader cannot even skip a
             # mutation of a table it does not know (it becomes an unknown_table error with raw bytes).
             write_schema_file(session, self.catalog.user_keyspaces(), scratch)
+            _add_placeholder_if_empty(scratch)
             scratch.replace(path)
         return path
 
