@@ -31,6 +31,9 @@ class ColumnSchema:
     collection: str | None = None
     # Cassandra clustering columns: stored in descending order (CLUSTERING ORDER BY ... DESC).
     descending: bool = False
+    # Set by masking action "null" on a cell table: the sinks keep the cells' write times (a row
+    # written only through this column is still live) but always show NULL.
+    masked_as_null: bool = False
 
     def as_masked_text(self) -> ColumnSchema:
         return replace(self, data_type="varchar", column_type="varchar", masked_as_text=True, char_length=None)

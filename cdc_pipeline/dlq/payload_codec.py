@@ -7,6 +7,8 @@ import math
 from decimal import Decimal
 from typing import Any
 
+from cdc_pipeline.core.cells import CollectionWrite, ElementWrite
+
 _TAG = "$type"
 
 
@@ -27,6 +29,9 @@ def encode_value(value: Any) -> Any:
         return {_TAG: "bytes", "v": value.hex()}
     if isinstance(value, (set, frozenset)):
         return {_TAG: "set", "v": sorted(value)}
+    if isinstance(value, CollectionWrite):  # a Cassandra collection write: its elements are JSON values
+        elements = [[e.path, e.value, e.timestamp, e.expires_at, e.deleted] for e in value.elements]
+        return {_TAG: "collection", "v": [value.kind, value.deleted_at, elements]}
     raise TypeError(f"no DLQ encoding for {type(value).__name__}")
 
 
@@ -49,6 +54,9 @@ def decode_value(value: Any) -> Any:
         return frozenset(raw)
     if kind == "float":
         return float(raw)
+    if kind == "collection":
+        collection_kind, deleted_at, elements = raw
+        return CollectionWrite(collection_kind, deleted_at, tuple(ElementWrite(*e) for e in elements))
     raise ValueError(f"unknown DLQ value tag {kind!r}")
 
 

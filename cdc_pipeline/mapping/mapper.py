@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cdc_pipeline.config.models import TypeOverride
+from cdc_pipeline.core.cells import CollectionWrite
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.mapping.clickhouse_types import clickhouse_column
 from cdc_pipeline.mapping.postgres_types import postgres_column
-from cdc_pipeline.mapping.sink_types import SinkColumn, SinkTableLayout, TypeNotMappable, ValueNotMappable
+from cdc_pipeline.mapping.sink_types import (
+    Converter,
+    SinkColumn,
+    SinkTableLayout,
+    TypeNotMappable,
+    ValueNotMappable,
+)
 
 SinkKind = Literal["clickhouse", "postgres"]
 _COLUMN_MAPPERS = {"clickhouse": clickhouse_column, "postgres": postgres_column}
@@ -66,12 +74,25 @@ class TypeMapper:
         columns: list[SinkColumn] = []
         for column in schema.columns:
             override = self._overrides.get((schema.qualified_name, column.name))
+            is_key = column.name in schema.key_columns
+            if schema.merges_cells and not is_key:
+                # A cell table's row can exist with any non-key column never written (or deleted).
+                column = replace(column, nullable=True)
             try:
-                columns.append(self._column_mapper(column, column.name in schema.key_columns, override))
+                if schema.merges_cells and column.data_type == "counter":
+                    raise TypeNotMappable(
+                        "counter columns are not replicated: their changes are increments, not values, and"
+                        " cannot be merged exactly; leave the table out or drop the column from replication"
+                    )
+                columns.append(self._column_mapper(column, is_key, override))
             except TypeNotMappable as error:
                 raise TypeNotMappable(f"table {schema.qualified_name}, column {column.name}: {error}") from None
         return SinkTableLayout(
-            schema.qualified_name, sink_table_name(schema.qualified_name), tuple(columns), schema.key_columns
+            schema.qualified_name,
+            sink_table_name(schema.qualified_name),
+            tuple(columns),
+            schema.key_columns,
+            schema if schema.merges_cells else None,
         )
 
     def map_batch(self, batch: ChangeBatch) -> MappedBatch:
@@ -91,6 +112,8 @@ class TypeMapper:
         return Rejection.of_change("map", qualified, change, error, self.sink_name)
 
     def _map_table(self, layout: SinkTableLayout, changes: list[RowChange], rejections: list[Rejection]) -> MappedTable:
+        if layout.cell_schema is not None:
+            return self._map_cell_table(layout, layout.cell_schema, changes, rejections)
         table = MappedTable(layout)
         names = layout.column_names
         converting = [
@@ -138,3 +161,62 @@ class TypeMapper:
             if key in folded:
                 table.folded_ops[id(change)] = folded[key]
         return table
+
+    def _map_cell_table(
+        self, layout: SinkTableLayout, schema: TableSchema, changes: list[RowChange], rejections: list[Rejection]
+    ) -> MappedTable:
+        """Check a cell table's changes; every one goes to the sink, which merges them in order.
+
+        Changes are not folded per key (each merges) and absent columns are not read. A row holds
+        the converted values the change carries (None where absent): the sink does not write it,
+        it converts the merged values, but a value that cannot map is refused here, column named.
+        """
+        table = MappedTable(layout)
+        names = layout.column_names
+        converters = {column.name: column.convert for column in layout.columns}
+        for change in changes:
+            try:
+                row = self._check_cell_change(schema, names, converters, change)
+            except ValueNotMappable as error:
+                rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
+                continue
+            row.append(change.version)
+            row.append(1 if change.op is ChangeOp.DELETE else 0)
+            table.rows.append(row)
+            table.changes.append(change)
+        return table
+
+    def _check_cell_change(
+        self, schema: TableSchema, names: list[str], converters: dict[str, Converter | None], change: RowChange
+    ) -> list[Any]:
+        cells = change.cells
+        if cells is None:
+            raise ValueNotMappable("a change of a cell table carries no cell write times")
+        needed = schema.partition_key if cells.is_partition_level else schema.key_columns
+        missing = [k for k in needed if change.values.get(k) is None]
+        if missing:
+            raise ValueNotMappable(f"key column(s) {missing} missing or NULL")
+        unknown = [name for name in change.values if name not in converters]
+        if unknown:
+            raise ValueNotMappable(f"column(s) {unknown} are not in the table's schema")
+        row: list[Any] = [None] * len(names)
+        for index, name in enumerate(names):
+            if name not in change.values:
+                continue
+            value = change.values[name]
+            is_key = name in schema.key_columns
+            if not is_key and not isinstance(value, CollectionWrite) and name not in cells.cells:
+                raise ValueNotMappable(f"column {name}: a value without a cell write time")
+            if schema.column(name).masked_as_null:
+                continue  # a placeholder the sink never shows
+            convert = converters[name]
+            try:
+                if isinstance(value, CollectionWrite):
+                    # The sink shows a collection as JSON text: check the elements' text converts.
+                    value = json.dumps([[e.path, e.value] for e in value.elements], ensure_ascii=False)
+                row[index] = value if value is None or convert is None else convert(value)
+            except ValueNotMappable as error:
+                raise ValueNotMappable(f"column {name}: {error}") from None
+            except (TypeError, ValueError, AttributeError) as error:
+                raise ValueNotMappable(f"column {name}: cannot convert {type(value).__name__}: {error}") from None
+        return row

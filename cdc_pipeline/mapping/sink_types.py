@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cdc_pipeline.core.schema import TableSchema
+
 # Converts a masked source value into what the sink's client expects; raises ValueNotMappable.
 Converter = Callable[[Any], Any]
 
@@ -36,6 +38,9 @@ class SinkTableLayout:
     table_name: str
     columns: tuple[SinkColumn, ...]
     key_columns: tuple[str, ...]
+    # Cell tables (Cassandra): the masked source schema. The sink merges the changes into stored
+    # per-row states (sinks/cell_merge/) and converts the merged values itself.
+    cell_schema: TableSchema | None = None
 
     @property
     def column_names(self) -> list[str]:

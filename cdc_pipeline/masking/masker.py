@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cdc_pipeline.config.models import MaskAction, MaskingConfig
-from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
+from cdc_pipeline.core.cells import CollectionWrite
+from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.core.type_families import BINARY_TYPES, TEXTUAL_TYPES
 from cdc_pipeline.masking.classification import classify_column
@@ -79,7 +80,7 @@ class Masker:
             if mask is None or mask.action == "truncate":
                 columns.append(column)
             elif mask.action == "null":
-                columns.append(replace(column, nullable=True))
+                columns.append(replace(column, nullable=True, masked_as_null=True))
             else:
                 columns.append(column.as_masked_text())
         return schema.with_columns(tuple(columns))
@@ -140,6 +141,10 @@ class Masker:
                 column: self._mask_function(mask)
                 for column, mask in self.plan(qualified, table.schema.column_names).items()
             }
+            if schema.merges_cells:
+                kept = self._mask_cell_changes(table.schema, table.changes, batch.rejections)
+                masked_tables[qualified] = TableChanges(schema, kept)
+                continue
             for change in table.changes:
                 values = change.values
                 for column, function in functions.items():
@@ -149,6 +154,65 @@ class Masker:
         batch.rejections = [self._mask_rejection(rejection) for rejection in batch.rejections]
         batch.masked = True
         return batch
+
+    def _cell_mask_function(self, mask: ColumnMask) -> Callable[[Any], Any]:
+        if mask.action != "null":
+            return self._mask_function(mask)
+        # A cell table keeps the write (a row written only through this column is live, and the
+        # write still beats older ones) with a placeholder the sinks never show (masked_as_null).
+        return lambda v: None if v is None else REDACTED
+
+    def _mask_cell_changes(
+        self, schema: TableSchema, changes: list[RowChange], rejections: list[Rejection]
+    ) -> list[RowChange]:
+        """Mask the columns each change carries (a cell change holds only the columns it wrote)."""
+        qualified = schema.qualified_name
+        plan = self.plan(qualified, schema.column_names)
+        functions = {column: self._cell_mask_function(mask) for column, mask in plan.items()}
+        masked_clustering = [
+            (position, column) for position, column in enumerate(schema.clustering_columns) if column in plan
+        ]
+        kept: list[RowChange] = []
+        for change in changes:
+            values = change.values
+            try:
+                self._check_ranges(qualified, change, masked_clustering)
+                for column, function in functions.items():
+                    if column not in values:
+                        continue
+                    value = values[column]
+                    try:
+                        values[column] = (
+                            value.map_elements(function) if isinstance(value, CollectionWrite) else function(value)
+                        )
+                    except (TypeError, ValueError, AttributeError) as error:
+                        raise MaskingError(
+                            f"table {qualified}, column {column} ({plan[column].origin}): action"
+                            f" '{plan[column].action}' cannot mask this value: {type(error).__name__}"
+                        ) from None
+            except MaskingError as error:
+                payload = {k: (UNMASKABLE if k in plan else v) for k, v in values.items()}
+                rejections.append(
+                    Rejection("mask", qualified, change.op, str(error), change.position, change.version, payload)
+                )
+                continue
+            kept.append(change)
+        return kept
+
+    @staticmethod
+    def _check_ranges(qualified: str, change: RowChange, masked_clustering: list[tuple[int, str]]) -> None:
+        """A range deletion whose bounds reach a masked clustering column cannot be evaluated on
+        the masked values the sinks hold (hashes do not keep the order)."""
+        if change.cells is None:
+            return
+        for deletion in change.cells.range_deletions:
+            reach = max(len(deletion.start.values), len(deletion.end.values))
+            for position, column in masked_clustering:
+                if position < reach:
+                    raise MaskingError(
+                        f"table {qualified}, column {column}: a range deletion bounds this masked clustering"
+                        " column; masked values do not keep the order the range needs, so it cannot be applied"
+                    )
 
     def _mask_rejection(self, rejection: Rejection) -> Rejection:
         if rejection.stage == "mask":

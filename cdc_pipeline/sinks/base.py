@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
@@ -99,16 +99,21 @@ def rows_after_checkpoint(table: MappedTable, floor: int) -> tuple[list[list[Any
     return [row for row, _ in kept], [change for _, change in kept]
 
 
+_Origin = TypeVar("_Origin")
+
+
 def bisect_failures(
     rows: list[list[Any]],
-    changes: list[RowChange],
+    changes: list[_Origin],
     attempt: Callable[[list[list[Any]]], None],
-    reject: Callable[[RowChange, str], None],
+    reject: Callable[[_Origin, str], None],
     is_data_error: Callable[[Exception], bool],
 ) -> int:
     """Write `rows` with `attempt`; when the sink refuses the data, split until the bad rows are isolated.
 
-    Returns the number of rows written. `attempt` must leave the sink unchanged when it raises.
+    `changes` holds what each row came from (a change, or a merged row of a cell table), handed to
+    `reject` for a refused row. Returns the number of rows written. `attempt` must leave the sink
+    unchanged when it raises.
     Errors that are not about the data (connection refused, disk full) propagate: the run fails and
     is retried from the checkpoint, and no row is sent to the DLQ for the sink's own trouble.
     """
@@ -125,3 +130,12 @@ def bisect_failures(
     return bisect_failures(rows[:middle], changes[:middle], attempt, reject, is_data_error) + bisect_failures(
         rows[middle:], changes[middle:], attempt, reject, is_data_error
     )
+
+
+def refuse_cell_table_resync(layout: SinkTableLayout) -> None:
+    """A re-sync compares row versions and tombstones rows; a cell table's rows are merged states
+    (sinks/cell_merge/), which that would bypass."""
+    if layout.cell_schema is not None:
+        raise NotImplementedError(
+            f"table {layout.source_table}: re-syncing a cell table (Cassandra) by key ranges is not supported"
+        )

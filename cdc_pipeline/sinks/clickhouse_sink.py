@@ -22,7 +22,15 @@ from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
+from cdc_pipeline.sinks.base import (
+    TableStats,
+    WriteResult,
+    bisect_failures,
+    refuse_cell_table_resync,
+    write_rows_after_checkpoint,
+)
+from cdc_pipeline.sinks.cell_merge.table_merge import CELLS_COLUMN
+from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 CURRENT_VIEW_SUFFIX = "_current"
@@ -129,6 +137,13 @@ class ClickHouseSink:
     def ensure_table(self, layout: SinkTableLayout) -> None:
         if layout.table_name in self._created:
             return
+        if layout.cell_schema is not None:
+            for statement in cell_table_ddl(
+                self.qualified, quote_identifier, layout, layout.table_name + CURRENT_VIEW_SUFFIX
+            ):
+                self.client.command(statement)
+            self._created.add(layout.table_name)
+            return
         columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
         columns.append(f"{quote_identifier(VERSION_COLUMN)} UInt64")
         columns.append(f"{quote_identifier(DELETED_COLUMN)} UInt8")
@@ -175,9 +190,21 @@ class ClickHouseSink:
     def _write_table(
         self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], result: WriteResult
     ) -> list[RowChange]:
+        rejected: set[int] = set()
+        if layout.cell_schema is not None:
+
+            def reject_change(change: RowChange, error: str) -> None:
+                if id(change) not in rejected:
+                    rejected.add(id(change))
+                    result.rejections.append(
+                        Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
+                    )
+
+            writer = ClickHouseCellTableWriter(self.client, self.qualified, quote_identifier, layout, _is_data_error)
+            writer.write(changes, reject_change)
+            return [change for change in changes if id(change) not in rejected]
         column_names = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
         target = self.qualified(layout.table_name)
-        rejected: set[int] = set()
         self._fill_tombstones(layout, rows)
 
         def attempt(chunk: list[list[Any]]) -> None:
@@ -225,6 +252,15 @@ class ClickHouseSink:
                     if row[index] is None:
                         row[index] = default
 
+    def _live_rows(self, table: str) -> str:
+        """The condition of the rows the `_current` view shows (cell tables also end rows by TTL)."""
+        is_cell_table = self.client.query(
+            "SELECT count() FROM system.columns WHERE database = {db:String} AND table = {t:String}"
+            " AND name = {c:String}",
+            parameters={"db": self._database, "t": table, "c": CELLS_COLUMN},
+        ).result_rows[0][0]
+        return live_condition(quote_identifier) if is_cell_table else f"{quote_identifier(DELETED_COLUMN)} = 0"
+
     def table_stats(self, source_table: str) -> TableStats | None:
         table = sink_table_name(source_table)
         exists = self.client.query(
@@ -235,15 +271,15 @@ class ClickHouseSink:
             return None
         live, version_sum = self.client.query(
             f"SELECT count(), sum(toUInt128({quote_identifier(VERSION_COLUMN)})) FROM {self.qualified(table)} FINAL"
-            f" WHERE {quote_identifier(DELETED_COLUMN)} = 0"
+            f" WHERE {self._live_rows(table)}"
         ).result_rows[0]
         return TableStats(int(live), int(version_sum))
 
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         columns = ", ".join(quote_identifier(k) for k in key_columns)
+        table = sink_table_name(source_table)
         with self.client.query_row_block_stream(
-            f"SELECT {columns} FROM {self.qualified(sink_table_name(source_table))} FINAL"
-            f" WHERE {quote_identifier(DELETED_COLUMN)} = 0"
+            f"SELECT {columns} FROM {self.qualified(table)} FINAL WHERE {self._live_rows(table)}"
         ) as blocks:
             for block in blocks:
                 yield from (tuple(row) for row in block)
@@ -251,6 +287,7 @@ class ClickHouseSink:
     def older_live_keys(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
     ) -> set[tuple[str, ...]]:
+        refuse_cell_table_resync(layout)
         self.ensure_table(layout)
         where, parameters = self._older_live(layout, key_range, version)
         columns = ", ".join(quote_identifier(k) for k in layout.key_columns)
@@ -271,6 +308,7 @@ class ClickHouseSink:
     def tombstone_missing(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:
+        refuse_cell_table_resync(layout)
         self.ensure_table(layout)
         columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
         where, parameters = self._older_live(layout, key_range, version)

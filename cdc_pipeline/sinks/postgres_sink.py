@@ -16,7 +16,19 @@ from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.base import TableStats, WriteResult, bisect_failures, write_rows_after_checkpoint
+from cdc_pipeline.sinks.base import (
+    TableStats,
+    WriteResult,
+    bisect_failures,
+    refuse_cell_table_resync,
+    write_rows_after_checkpoint,
+)
+from cdc_pipeline.sinks.postgres_cell_tables import (
+    PostgresCellTableWriter,
+    cell_table_ddl,
+    has_cell_bookkeeping,
+    live_condition,
+)
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
@@ -89,6 +101,11 @@ class PostgresSink:
         if layout.table_name in self._created:
             return
         self._ensure_bookkeeping()
+        if layout.cell_schema is not None:
+            ddl = cell_table_ddl(self._qualified, layout, layout.table_name + CURRENT_VIEW_SUFFIX)
+            run_ddl(self._dsn, self._schema, ddl)
+            self._created.add(layout.table_name)
+            return
         key = set(layout.key_columns)
         column_sql = [
             sql.SQL("{} {}{}").format(
@@ -196,6 +213,8 @@ class PostgresSink:
         changes: list[RowChange],
         result: WriteResult,
     ) -> list[RowChange]:
+        if layout.cell_schema is not None:
+            return self._write_cell_table(cursor, layout, changes, result)
         staging = f"_cdc_staging_{layout.table_name}"[:63]
         cursor.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
@@ -234,6 +253,31 @@ class PostgresSink:
         bisect_failures(rows, changes, attempt, reject, _is_data_error)
         return [change for change in changes if id(change) not in rejected]
 
+    def _write_cell_table(
+        self,
+        cursor: psycopg2.extensions.cursor,
+        layout: SinkTableLayout,
+        changes: list[RowChange],
+        result: WriteResult,
+    ) -> list[RowChange]:
+        rejected: set[int] = set()
+
+        def reject(change: RowChange, error: str) -> None:
+            if id(change) not in rejected:
+                rejected.add(id(change))
+                result.rejections.append(
+                    Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
+                )
+
+        PostgresCellTableWriter(cursor, self._qualified, layout, _is_data_error).write(changes, reject)
+        return [change for change in changes if id(change) not in rejected]
+
+    def _live_rows(self, cursor: psycopg2.extensions.cursor, table: str) -> sql.Composable:
+        """The condition of the rows the `_current` view shows (cell tables also end rows by TTL)."""
+        if has_cell_bookkeeping(cursor, self._schema, table):
+            return live_condition()
+        return sql.SQL("NOT {}").format(sql.Identifier(DELETED_COLUMN))
+
     def table_stats(self, source_table: str) -> TableStats | None:
         table = self._qualified(sink_table_name(source_table))
         with transaction(self._dsn) as cursor:
@@ -241,8 +285,8 @@ class PostgresSink:
             if cursor.fetchone()[0] is None:
                 return None
             cursor.execute(
-                sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} WHERE NOT {}").format(
-                    sql.Identifier(VERSION_COLUMN), table, sql.Identifier(DELETED_COLUMN)
+                sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} WHERE {}").format(
+                    sql.Identifier(VERSION_COLUMN), table, self._live_rows(cursor, sink_table_name(source_table))
                 )
             )
             live, version_sum = cursor.fetchone()
@@ -252,22 +296,26 @@ class PostgresSink:
         connection = connect(self._dsn)
         try:
             # A named (server-side) cursor streams the keys instead of loading the table.
-            with connection, connection.cursor(name="cdc_live_keys") as cursor:
-                cursor.itersize = 10_000
-                cursor.execute(
-                    sql.SQL("SELECT {} FROM {} WHERE NOT {}").format(
-                        sql.SQL(", ").join(map(sql.Identifier, key_columns)),
-                        self._qualified(sink_table_name(source_table)),
-                        sql.Identifier(DELETED_COLUMN),
+            with connection:
+                with connection.cursor() as catalog:
+                    live = self._live_rows(catalog, sink_table_name(source_table))
+                with connection.cursor(name="cdc_live_keys") as cursor:
+                    cursor.itersize = 10_000
+                    cursor.execute(
+                        sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                            sql.SQL(", ").join(map(sql.Identifier, key_columns)),
+                            self._qualified(sink_table_name(source_table)),
+                            live,
+                        )
                     )
-                )
-                yield from cursor
+                    yield from cursor
         finally:
             connection.close()
 
     def older_live_keys(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
     ) -> set[tuple[str, ...]]:
+        refuse_cell_table_resync(layout)
         with transaction(self._dsn) as cursor:
             self._ensure_table(layout)
             self._select_older_live_keys(cursor, layout, key_range, version)
@@ -300,6 +348,7 @@ class PostgresSink:
     def tombstone_missing(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:
+        refuse_cell_table_resync(layout)
         keys = [sql.Identifier(k) for k in layout.key_columns]
         with transaction(self._dsn) as cursor:
             self._ensure_table(layout)

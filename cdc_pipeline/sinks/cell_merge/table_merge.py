@@ -1,0 +1,158 @@
+"""A batch of one cell table merged into its stored rows: what both sinks read, merge and write back.
+
+A sink asks `CellTableMerge` what to load (the touched keys, and every row of the partitions a
+partition or range deletion touched, plus those partitions' stored deletions), hands the loaded
+states back, and gets full rows to write: the visible values, `_version`, `_is_deleted` and the
+bookkeeping columns. The sink converts the visible values into its own types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc_pipeline.core.changes import RowChange
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.dlq.payload_codec import encode_value
+from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
+from cdc_pipeline.sinks.cell_merge.state import RowState
+
+# The bookkeeping columns of a cell table, after the source columns, `_version` and `_is_deleted`.
+CELLS_COLUMN = "_cells"  # the row's state (state.py), JSON
+KEY_COLUMN = "_key"  # the key as canonical text: rows are looked up with plain string parameters
+PARTITION_COLUMN = "_partition"  # the partition key as canonical text
+EXPIRY_COLUMN = "_expiry"  # JSON {column: seconds since the epoch} for values with a TTL
+LIVE_UNTIL_COLUMN = "_live_until"  # when TTLs end the row's life (seconds since the epoch); NULL: never
+CELL_BOOKKEEPING = (CELLS_COLUMN, KEY_COLUMN, PARTITION_COLUMN, EXPIRY_COLUMN, LIVE_UNTIL_COLUMN)
+# The side table of partition and range deletions: `<sink table><suffix>`.
+DELETIONS_SUFFIX = "__deletions"
+DELETION_COLUMN = "deletion"
+TIMESTAMP_COLUMN = "_timestamp"
+
+
+def key_text(values: list[Any]) -> str:
+    return json.dumps([encode_value(value) for value in values], separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class MergedRow:
+    key: str
+    partition: str
+    key_values: list[Any]
+    values: dict[str, Any]  # every source column (key columns included): the visible values
+    version: int
+    is_deleted: bool
+    state: str
+    expiry: str
+    live_until: int | None
+    # The row-level changes of the batch merged into this row: the DLQ gets them if the sink refuses it.
+    changes: list[RowChange] = field(default_factory=list)
+
+
+@dataclass
+class MergeResult:
+    rows: list[MergedRow]
+    new_deletions: list[tuple[str, PartitionLevelDeletion]]  # (partition text, deletion)
+
+
+class CellTableMerge:
+    """The batch's changes of one cell table (all of them valid row- or partition-level changes)."""
+
+    def __init__(self, schema: TableSchema, changes: list[RowChange]) -> None:
+        self.schema = schema
+        self._clustering = [schema.column(name) for name in schema.clustering_columns]
+        self._row_changes: dict[str, list[RowChange]] = defaultdict(list)
+        self._keys: dict[str, list[Any]] = {}
+        self._batch_deletions: dict[str, list[PartitionLevelDeletion]] = defaultdict(list)
+        for change in changes:
+            assert change.cells is not None
+            partition = self.partition_text(change.values)
+            if change.cells.is_partition_level:
+                self._batch_deletions[partition].extend(deletions_of(change.cells))
+            else:
+                key_values = [change.values[k] for k in schema.key_columns]
+                key = key_text(key_values)
+                self._keys[key] = key_values
+                self._row_changes[key].append(change)
+        self._partitions = {
+            self.partition_text(dict(zip(schema.key_columns, v, strict=True))) for v in self._keys.values()
+        }
+        self._partitions.update(self._batch_deletions)
+
+    def partition_text(self, values: dict[str, Any]) -> str:
+        return key_text([values[k] for k in self.schema.partition_key])
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys of the rows the batch writes to: their stored states must be loaded (and locked)."""
+        return sorted(self._keys)
+
+    @property
+    def deleting_partitions(self) -> list[str]:
+        """Partitions with a partition or range deletion in the batch: every stored row of them is loaded."""
+        return sorted(self._batch_deletions)
+
+    @property
+    def partitions(self) -> list[str]:
+        """Every partition the batch touches: their stored deletions must be loaded."""
+        return sorted(self._partitions)
+
+    def merge(self, stored_states: dict[str, str], stored_deletions: list[tuple[str, str]]) -> MergeResult:
+        """`stored_states`: key text -> state JSON (the loaded rows); `stored_deletions`: (partition,
+        deletion JSON) of the batch's partitions. Returns the rows whose state changed."""
+        # partition -> deletion JSON -> deletion: the canonical text identifies a deletion
+        deletions: dict[str, dict[str, PartitionLevelDeletion]] = defaultdict(dict)
+        for partition, text in stored_deletions:
+            deletions[partition][text] = PartitionLevelDeletion.from_json(text)
+        new_deletions = []
+        for partition, found in self._batch_deletions.items():
+            for deletion in found:
+                text = deletion.to_json()
+                if text not in deletions[partition]:
+                    deletions[partition][text] = deletion
+                    new_deletions.append((partition, deletion))
+
+        states = {key: RowState.from_json(text) for key, text in stored_states.items()}
+        for key, key_values in self._keys.items():
+            states.setdefault(key, RowState.for_key(key_values))
+        rows = []
+        partition_length = self.schema.partition_key_length or 0
+        for key, state in states.items():
+            before = stored_states.get(key)
+            changes = self._row_changes.get(key, [])
+            for change in changes:
+                state.merge(change, self.schema.key_columns)
+            key_values = state.key_values
+            partition = key_text(key_values[:partition_length])
+            clustering_key = key_values[partition_length:]
+            for deletion in deletions.get(partition, {}).values():
+                if deletion.covers(self._clustering, clustering_key):
+                    state.apply_deletion(deletion.timestamp)
+            text = state.to_json()
+            if text == before:
+                continue  # nothing new for this row (a replay, or a range that does not cover it)
+            rows.append(self._row(key, partition, key_values, state, text, changes))
+        return MergeResult(rows, new_deletions)
+
+    def _row(
+        self, key: str, partition: str, key_values: list[Any], state: RowState, text: str, changes: list[RowChange]
+    ) -> MergedRow:
+        values: dict[str, Any] = dict.fromkeys(self.schema.column_names)
+        values.update(zip(self.schema.key_columns, key_values, strict=True))
+        for name, value in state.visible_values().items():
+            if name in values:
+                values[name] = None if self.schema.column(name).masked_as_null else value
+        return MergedRow(
+            key=key,
+            partition=partition,
+            key_values=key_values,
+            values=values,
+            version=state.version,
+            is_deleted=not state.is_live,
+            state=text,
+            expiry=json.dumps(state.expiry(), sort_keys=True, separators=(",", ":")),
+            live_until=state.live_until,
+            changes=changes,
+        )

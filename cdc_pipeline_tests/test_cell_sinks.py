@@ -1,0 +1,365 @@
+"""Cell tables (Cassandra) through mask -> map -> write into real PostgreSQL and chdb.
+
+Changes are built as the Cassandra source emits them; each test states the rows Cassandra would
+show after them, and both sinks' `_current` views must show exactly those rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+import pytest
+
+from cdc_pipeline.config.models import MaskingConfig, MaskRule
+from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, CollectionWrite, ElementWrite, RangeDeletion
+from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, RowChange, TableChanges
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import CommitLogPosition
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
+from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.mapping.mapper import TypeMapper
+from cdc_pipeline.mapping.sink_types import TypeNotMappable
+from cdc_pipeline.masking.masker import Masker
+from cdc_pipeline.sinks.base import TableStats
+from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink, quote_identifier
+from cdc_pipeline.sinks.postgres_sink import PostgresSink
+from cdc_pipeline_tests.harness import MASKING_KEY
+
+SOURCE = "cass"
+_numbers = itertools.count()
+
+SCHEMA = TableSchema(
+    "ks",
+    "events",
+    (
+        ColumnSchema("k", "text", "text", False),
+        ColumnSchema("c1", "int", "int", False),
+        ColumnSchema("c2", "int", "int", False, descending=True),
+        ColumnSchema("a", "text", "text", True),
+        ColumnSchema("n", "bigint", "bigint", True),
+        ColumnSchema("info", "json", "frozen<map<text, int>>", True),
+        ColumnSchema("tags", "json", "set<text>", True, collection="set"),
+        ColumnSchema("attrs", "json", "map<text, int>", True, collection="map"),
+    ),
+    ("k", "c1", "c2"),
+    partition_key_length=1,
+)
+KEY = ("k", "c1", "c2")
+
+
+def row_change(
+    timestamp: int,
+    key: tuple[str, int, int],
+    values: dict[str, Any] | None = None,
+    *,
+    insert: bool = False,
+    ttl_until: int | None = None,
+    row_deletion: int | None = None,
+) -> RowChange:
+    values = values or {}
+    cells = CellChange(
+        cells={c: CellWrite(timestamp, ttl_until) for c, v in values.items() if not isinstance(v, CollectionWrite)},
+        liveness=CellWrite(timestamp, ttl_until) if insert else None,
+        row_deletion=row_deletion,
+    )
+    op = (
+        ChangeOp.INSERT if insert else (ChangeOp.DELETE if row_deletion is not None and not values else ChangeOp.UPDATE)
+    )
+    return RowChange(op, {**dict(zip(KEY, key, strict=True)), **values}, timestamp, f"cdc:1:{timestamp}", 0, cells)
+
+
+def partition_change(
+    timestamp: int, k: str, *, partition: bool = False, ranges: tuple[RangeDeletion, ...] = ()
+) -> RowChange:
+    cells = CellChange(partition_deletion=timestamp if partition else None, range_deletions=ranges)
+    return RowChange(ChangeOp.DELETE, {"k": k}, timestamp, f"cdc:1:{timestamp}", 0, cells)
+
+
+@dataclass
+class CellPipeline:
+    pg_dsn: str
+    postgres_sink: PostgresSink
+    clickhouse_sink: ClickHouseSink
+    dlq: DeadLetterStore
+    masking: MaskingConfig
+
+    def run(self, changes: list[RowChange], schema: TableSchema = SCHEMA) -> None:
+        """One batch through mask, map and both sinks, rejections to the DLQ as the replication job does."""
+        batch = ChangeBatch(
+            SOURCE,
+            Checkpoint(CommitLogPosition(1, 0)),
+            Checkpoint(CommitLogPosition(1, len(changes))),
+            {schema.qualified_name: TableChanges(schema, copy.deepcopy(changes))},
+        )
+        batch = Masker(self.masking, MASKING_KEY).mask_batch(batch)
+        self.dlq.record(SOURCE, batch.rejections)
+        for sink, kind in ((self.postgres_sink, "postgres"), (self.clickhouse_sink, "clickhouse")):
+            mapped = TypeMapper(sink.name, kind, []).map_batch(batch)  # type: ignore[arg-type]
+            self.dlq.record(SOURCE, mapped.rejections)
+            sink.write(mapped, lambda rejections: self.dlq.record(SOURCE, rejections), advance_checkpoint=False)
+
+    def postgres_rows(self, schema: TableSchema = SCHEMA) -> list[dict[str, Any]]:
+        with (
+            psycopg2.connect(self.pg_dsn) as connection,
+            connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor,
+        ):
+            cursor.execute(f'SELECT * FROM replica."ks__{schema.name}_current" ORDER BY k, c1, c2')
+            rows = [dict(row) for row in cursor.fetchall()]
+        connection.close()
+        return rows
+
+    def clickhouse_rows(self, schema: TableSchema = SCHEMA, parse_json: bool = True) -> list[dict[str, Any]]:
+        sink = self.clickhouse_sink
+        result = sink.client.query(f"SELECT * FROM {sink.qualified(f'ks__{schema.name}_current')} ORDER BY k, c1, c2")
+        rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        # ClickHouse keeps JSON as text; PostgreSQL's jsonb comes back parsed.
+        json_columns = [c.name for c in schema.columns if c.data_type == "json" and parse_json]
+        for row in rows:
+            for name in json_columns:
+                if row[name] is not None:
+                    row[name] = json.loads(row[name])
+        return rows
+
+    def rows(self, schema: TableSchema = SCHEMA) -> list[dict[str, Any]]:
+        """The view's rows, asserted identical in both sinks."""
+        postgres, clickhouse = self.postgres_rows(schema), self.clickhouse_rows(schema)
+        assert postgres == clickhouse
+        return postgres
+
+    def stats(self) -> tuple[TableStats | None, TableStats | None]:
+        return (
+            self.postgres_sink.table_stats(SCHEMA.qualified_name),
+            self.clickhouse_sink.table_stats(SCHEMA.qualified_name),
+        )
+
+
+@pytest.fixture
+def cells(postgres: LocalPostgres, chdb_dsn: str, worker_name: str) -> Iterator[CellPipeline]:
+    name = f"cells_{worker_name}_{next(_numbers)}"
+    dsn = postgres.create_database(name)
+    clickhouse = ClickHouseSink("warehouse", chdb_dsn, name)
+    pipeline = CellPipeline(
+        dsn,
+        PostgresSink("analytics", dsn, "replica"),
+        clickhouse,
+        DeadLetterStore(dsn, "dlq"),
+        MaskingConfig(classify_by_name=False),
+    )
+    yield pipeline
+    clickhouse.client.command(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")
+    postgres.drop_database(name)
+
+
+def expected(k: str, c1: int, c2: int, **values: Any) -> dict[str, Any]:
+    return {"k": k, "c1": c1, "c2": c2, "a": None, "n": None, "info": None, "tags": None, "attrs": None, **values}
+
+
+def test_partial_updates_merge_cell_by_cell_and_older_writes_lose(cells: CellPipeline) -> None:
+    cells.run(
+        [
+            row_change(100, ("p", 1, 1), {"a": "x", "n": 1}, insert=True),
+            row_change(200, ("p", 1, 1), {"n": 2}),  # one cell: `a` stays
+        ]
+    )
+    cells.run([row_change(50, ("p", 1, 1), {"a": "older", "n": 0})])  # written before both: loses
+    assert cells.rows() == [expected("p", 1, 1, a="x", n=2)]
+
+
+def test_an_older_cell_arriving_later_fills_a_column_at_the_same_version(cells: CellPipeline) -> None:
+    cells.run([row_change(200, ("p", 1, 1), {"a": "x"}, insert=True)])
+    cells.run([row_change(100, ("p", 1, 1), {"n": 7})])  # no newer timestamp: _version stays 200
+    assert cells.rows() == [expected("p", 1, 1, a="x", n=7)]
+    # Of two equal versions ReplacingMergeTree must keep the last inserted, also once parts merge.
+    cells.clickhouse_sink.client.command(f"OPTIMIZE TABLE {cells.clickhouse_sink.qualified('ks__events')} FINAL")
+    assert cells.clickhouse_rows() == [expected("p", 1, 1, a="x", n=7)]
+    assert cells.stats() == (TableStats(1, 200), TableStats(1, 200))
+
+
+def test_a_row_deletion_shadows_older_inserts_arriving_later(cells: CellPipeline) -> None:
+    cells.run([row_change(100, ("p", 1, 1), {"a": "x"}, insert=True), row_change(300, ("p", 1, 1), row_deletion=300)])
+    cells.run([row_change(250, ("p", 1, 1), {"a": "older"}, insert=True)])
+    assert cells.rows() == []
+    cells.run([row_change(400, ("p", 1, 1), {"n": 4})])  # newer than the deletion: shows, `a` stays gone
+    assert cells.rows() == [expected("p", 1, 1, n=4)]
+
+
+def test_a_partition_deletion_shadows_later_arriving_older_writes_to_new_rows(cells: CellPipeline) -> None:
+    cells.run(
+        [
+            row_change(100, ("p", 1, 1), {"a": "x"}, insert=True),
+            row_change(100, ("q", 1, 1), {"a": "other partition"}, insert=True),
+            partition_change(200, "p", partition=True),
+        ]
+    )
+    cells.run(
+        [
+            row_change(150, ("p", 2, 2), {"a": "older than the deletion"}, insert=True),  # a row never seen before
+            row_change(250, ("p", 3, 3), {"a": "newer"}, insert=True),
+        ]
+    )
+    assert cells.rows() == [expected("p", 3, 3, a="newer"), expected("q", 1, 1, a="other partition")]
+
+
+def test_a_range_deletion_on_a_descending_clustering_column(cells: CellPipeline) -> None:
+    keys = [("p", 1, 1), ("p", 1, 2), ("p", 1, 3), ("p", 1, 4), ("p", 2, 3)]
+    cells.run([row_change(100, key, {"n": key[2]}, insert=True) for key in keys])
+    # DELETE ... WHERE k = 'p' AND c1 = 1 AND c2 >= 2 AND c2 < 4: c2 is DESC, so in clustering order
+    # the range runs from (1, 4) exclusive to (1, 2) inclusive.
+    deletion = RangeDeletion(ClusteringBound((1, 4), False), ClusteringBound((1, 2), True), 200)
+    cells.run([partition_change(200, "p", ranges=(deletion,))])
+    cells.run([row_change(150, ("p", 1, 3), {"a": "late, older"}, insert=True)])  # stays deleted
+    assert cells.rows() == [
+        expected("p", 1, 1, n=1),
+        expected("p", 1, 4, n=4),
+        expected("p", 2, 3, n=3),
+    ]
+
+
+def test_ttls_hide_expired_cells_and_rows_when_read(cells: CellPipeline) -> None:
+    now = int(time.time())
+    cells.run(
+        [
+            row_change(100, ("p", 1, 1), {"a": "gone"}, insert=True, ttl_until=now - 10),  # whole row expired
+            row_change(100, ("p", 2, 2), {"a": "kept"}, insert=True, ttl_until=now + 3600),
+            row_change(100, ("p", 3, 3), {"n": 3}, insert=True),
+            row_change(200, ("p", 3, 3), {"a": "expired cell"}, ttl_until=now - 10),
+        ]
+    )
+    assert cells.rows() == [expected("p", 2, 2, a="kept"), expected("p", 3, 3, n=3)]
+    assert cells.stats() == (TableStats(2, 300), TableStats(2, 300))
+    in_sink = {tuple(key) for key in cells.postgres_sink.live_keys(SCHEMA.qualified_name, KEY)}
+    assert in_sink == {("p", 2, 2), ("p", 3, 3)}
+    assert {tuple(key) for key in cells.clickhouse_sink.live_keys(SCHEMA.qualified_name, KEY)} == in_sink
+
+
+def test_collection_element_writes_merge(cells: CellPipeline) -> None:
+    cells.run(
+        [
+            row_change(
+                100,
+                ("p", 1, 1),
+                {
+                    "tags": CollectionWrite(
+                        "set", 99, (ElementWrite("red", None, 100), ElementWrite("blue", None, 100))
+                    ),
+                    "attrs": CollectionWrite("map", 99, (ElementWrite("x", 1, 100),)),
+                    "info": json.dumps({"frozen": 1}),
+                },
+                insert=True,
+            ),
+        ]
+    )
+    cells.run(
+        [
+            row_change(
+                200,
+                ("p", 1, 1),
+                {"tags": CollectionWrite("set", None, (ElementWrite("red", None, 200, deleted=True),))},
+            ),
+            row_change(200, ("p", 1, 1), {"attrs": CollectionWrite("map", None, (ElementWrite("y", 2, 200),))}),
+        ]
+    )
+    assert cells.rows() == [expected("p", 1, 1, tags=["blue"], attrs={"x": 1, "y": 2}, info={"frozen": 1})]
+
+
+def test_replaying_a_batch_changes_nothing(cells: CellPipeline) -> None:
+    batch = [
+        row_change(100, ("p", 1, 1), {"a": "x"}, insert=True),
+        row_change(100, ("p", 1, 2), {"a": "y"}, insert=True),
+        partition_change(
+            150, "p", ranges=(RangeDeletion(ClusteringBound((1, 2), True), ClusteringBound((1, 2), True), 150),)
+        ),
+        row_change(300, ("q", 1, 1), {"n": 1}),
+    ]
+    cells.run(batch)
+    rows, stats = cells.rows(), cells.stats()
+    cells.run(batch)
+    assert cells.rows() == rows == [expected("p", 1, 1, a="x"), expected("q", 1, 1, n=1)]
+    assert cells.stats() == stats == (TableStats(2, 400), TableStats(2, 400))
+
+
+def _letters(cells: CellPipeline) -> list[DeadLetter]:
+    return cells.dlq.pending(SOURCE)
+
+
+def test_a_value_the_sink_refuses_goes_to_the_dlq_and_the_others_land(cells: CellPipeline) -> None:
+    cells.run(
+        [
+            row_change(100, ("p", 1, 1), {"a": "fine"}, insert=True),
+            # Frozen values arrive as JSON text; this one is not JSON: PostgreSQL's jsonb refuses it.
+            row_change(100, ("p", 2, 2), {"info": "{not json"}, insert=True),
+            row_change(100, ("p", 3, 3), {"a": "fine too"}, insert=True),
+        ]
+    )
+    assert cells.postgres_rows() == [expected("p", 1, 1, a="fine"), expected("p", 3, 3, a="fine too")]
+    (letter,) = _letters(cells)
+    assert (letter.stage, letter.sink, letter.table) == ("write", "analytics", "ks.events")
+    assert letter.values["c1"] == 2 and "json" in letter.error.lower()
+    # ClickHouse keeps JSON as text: it holds all three rows.
+    assert [row["c1"] for row in cells.clickhouse_rows(parse_json=False)] == [1, 2, 3]
+
+
+def test_a_value_that_cannot_map_is_refused_at_the_map_stage_naming_the_column(cells: CellPipeline) -> None:
+    schema = TableSchema(
+        "ks",
+        "amounts",
+        (
+            ColumnSchema("k", "text", "text", False),
+            ColumnSchema("c1", "int", "int", False),
+            ColumnSchema("c2", "int", "int", False),
+            ColumnSchema("amount", "decimal", "decimal", True),
+        ),
+        KEY,
+        partition_key_length=1,
+    )
+    cells.run(
+        [
+            row_change(100, ("p", 1, 1), {"amount": Decimal("1.5")}, insert=True),
+            row_change(100, ("p", 2, 2), {"amount": Decimal("1e60")}, insert=True),  # beyond Decimal(76, 38)
+        ],
+        schema,
+    )
+    (letter,) = _letters(cells)
+    assert (letter.stage, letter.sink) == ("map", "warehouse")
+    assert "column amount" in letter.error and "Decimal(76, 38)" in letter.error
+    assert [r["c1"] for r in cells.clickhouse_rows(schema)] == [1]
+    assert [r["c1"] for r in cells.postgres_rows(schema)] == [1, 2]
+
+
+def test_a_range_deletion_over_a_masked_clustering_column_is_refused_at_the_mask_stage(cells: CellPipeline) -> None:
+    cells.masking = MaskingConfig(classify_by_name=False, rules=[MaskRule(table="ks.*", column="c1", action="hash")])
+    deletion = RangeDeletion(ClusteringBound((1,), True), ClusteringBound((2,), True), 200)
+    cells.run(
+        [
+            row_change(100, ("p", 1, 1), {"a": "x"}, insert=True),
+            row_change(100, ("p", 1, 1), {"n": 5}),  # the hashed key still finds the same row
+            partition_change(200, "p", ranges=(deletion,)),
+        ]
+    )
+    (letter,) = _letters(cells)
+    assert letter.stage == "mask"
+    assert "table ks.events, column c1" in letter.error and "range deletion" in letter.error
+    (row,) = cells.rows()
+    assert (row["a"], row["n"]) == ("x", 5) and row["c1"] != "1" and len(row["c1"]) == 64
+
+
+def test_counter_columns_are_refused_with_the_reason() -> None:
+    schema = TableSchema(
+        "ks",
+        "hits",
+        (ColumnSchema("k", "text", "text", False), ColumnSchema("hits", "counter", "counter", True)),
+        ("k",),
+        partition_key_length=1,
+    )
+    with pytest.raises(TypeNotMappable, match=r"table ks\.hits, column hits: counter columns are not replicated"):
+        TypeMapper("warehouse", "clickhouse", []).layout(schema)
