@@ -1,0 +1,278 @@
+"""Benchmark of the Cassandra source: `python -m cdc_pipeline.bench.cassandra_source [--rows 100000] [--runs 3]`.
+
+Starts a Cassandra 5 node (CDC on, 32 MiB commit-log segments) in a temporary directory, writes a
+workload into a CDC table (inserts of 9-column rows with a non-frozen map, then one-cell updates of
+10% and deletes of 5% of the rows), then measures, each in a fresh process (so peak RSS belongs to
+one measurement) and over the same commit-log segments (nothing is released between runs):
+
+- reference: the table's live rows read back with cassandra-driver paging (5,000 rows a page): what
+  a full scan of the same data costs a client;
+- capture:   this pipeline's commit-log capture (parse step: the Java reader + RowChange building)
+  alone, in micro-batches;
+- clickhouse / postgres: capture -> mask -> map -> write into chdb / PostgreSQL with checkpoints.
+
+Prints the median rows/s of --runs runs (row changes for the pipeline, rows for the reference), the
+peak RSS of the measuring process (the node's and the Java reader's memory are not in it) and the
+ratio against the reference measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cassandra.concurrent import execute_concurrent_with_args
+
+from cdc_pipeline.local_servers.cassandra import LocalCassandra
+
+PHASES = ("reference", "capture", "clickhouse", "postgres")
+KEYSPACE = "bench"
+_TABLE_DDL = """CREATE TABLE bench.orders (
+  customer_id int, order_id int, quantity int, unit_price decimal, total decimal, sku text, note text,
+  created_at timestamp, shipped_at timestamp, attributes map<text, text>,
+  PRIMARY KEY ((customer_id), order_id)) WITH cdc = true"""
+_CUSTOMERS = 9973
+
+
+class BenchCassandra(LocalCassandra):
+    """The test node with room for a benchmark: bigger segments and cdc_raw, a bigger heap."""
+
+    def cassandra_yaml(self) -> dict[str, Any]:
+        return {
+            **super().cassandra_yaml(),
+            "commitlog_segment_size": "32MiB",
+            "cdc_total_space": "4096MiB",
+            "memtable_heap_space": "256MiB",
+        }
+
+
+def _key(i: int) -> tuple[int, int]:
+    return i % _CUSTOMERS, i
+
+
+def generate_workload(node: LocalCassandra, rows: int) -> int:
+    """The table and its changes; returns how many row changes (mutations) were written."""
+    session = node.session()
+    session.execute(
+        f"CREATE KEYSPACE {KEYSPACE} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    )
+    session.execute(_TABLE_DDL)
+    insert = session.prepare(
+        "INSERT INTO bench.orders (customer_id, order_id, quantity, unit_price, total, sku, note, created_at,"
+        " shipped_at, attributes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    start = dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC)
+
+    def row(i: int) -> tuple[Any, ...]:
+        return (
+            *_key(i),
+            i % 50 + 1,
+            Decimal(i % 1000) + Decimal(i % 100) / 100,
+            Decimal(i * 3 % 100_000) + Decimal(i % 10_000) / 10_000,
+            f"SKU-{i:08d}",
+            None if i % 7 == 0 else f"note for order {i} with some text",
+            start + dt.timedelta(seconds=i),
+            None if i % 3 == 0 else start + dt.timedelta(days=i % 28),
+            {"gift": str(i % 2 == 0).lower(), "weight": str(i % 17 / 4)},
+        )
+
+    _write_all(session, insert, (row(i) for i in range(rows)))
+    update = session.prepare("UPDATE bench.orders SET note = 'updated' WHERE customer_id = ? AND order_id = ?")
+    _write_all(session, update, (_key(i) for i in range(0, rows, 10)))
+    delete = session.prepare("DELETE FROM bench.orders WHERE customer_id = ? AND order_id = ?")
+    _write_all(session, delete, (_key(i) for i in range(1, rows, 20)))
+    return rows + len(range(0, rows, 10)) + len(range(1, rows, 20))
+
+
+def _write_all(session: Any, statement: Any, parameters: Any) -> None:
+    chunk: list[tuple[Any, ...]] = []
+    for values in parameters:
+        chunk.append(values)
+        if len(chunk) == 5000:
+            execute_concurrent_with_args(session, statement, chunk, concurrency=64, raise_on_first_error=True)
+            chunk = []
+    if chunk:
+        execute_concurrent_with_args(session, statement, chunk, concurrency=64, raise_on_first_error=True)
+
+
+# -- one measurement, in its own process --------------------------------------------------------
+
+
+def measure_reference(node_settings: dict[str, Any]) -> int:
+    from cassandra.cluster import Cluster
+    from cassandra.query import SimpleStatement
+
+    cluster = Cluster([node_settings["host"]], port=node_settings["port"], protocol_version=5)
+    try:
+        session = cluster.connect()
+        rows = 0
+        for _ in session.execute(SimpleStatement("SELECT * FROM bench.orders", fetch_size=5000)):
+            rows += 1
+        return rows
+    finally:
+        cluster.shutdown()
+
+
+def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int, sink_target: str) -> int:
+    from cdc_pipeline.config.models import CassandraSourceConfig, MaskingConfig, TableSelection
+    from cdc_pipeline.core.checkpoint import Checkpoint
+    from cdc_pipeline.mapping.mapper import TypeMapper
+    from cdc_pipeline.masking.masker import Masker
+    from cdc_pipeline.sinks.base import Sink
+    from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
+    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
+    from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
+
+    config = CassandraSourceConfig(
+        kind="cassandra",
+        hosts=[node_settings["host"]],
+        port=node_settings["port"],
+        cassandra_yaml=node_settings["cassandra_yaml"],
+        tables=TableSelection(include=[f"{KEYSPACE}.*"]),
+    )
+    settings = CassandraSourceSettings("bench", (node_settings["host"],), node_settings["port"])
+    source = CassandraChangeSource("bench", settings, config, state_dir=Path(node_settings["state_dir"]))
+    masker = Masker(MaskingConfig(), "bench-key")
+    sink: Sink | None = None
+    if phase == "clickhouse":
+        sink = ClickHouseSink("warehouse", sink_target, "bench")
+    elif phase == "postgres":
+        sink = PostgresSink("analytics", sink_target, "bench")
+    mapper = TypeMapper(sink.name, "clickhouse" if phase == "clickhouse" else "postgres", []) if sink else None
+    rows = 0
+    reached: Checkpoint | None = None
+    while True:
+        # Without a sink the reader's own end stands in for a checkpoint. Nothing is released: every
+        # run reads the same segments.
+        checkpoints = {"sink": sink.checkpoint("bench") if sink is not None else reached}
+        batch = source.read_batch(checkpoints, stop_at=None, max_rows=batch_rows)
+        if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
+            return rows
+        if batch.rejections:
+            raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
+        rows += batch.row_count
+        reached = batch.end
+        if sink is not None and mapper is not None:
+            sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
+
+
+def measure_in_this_process(args: argparse.Namespace) -> None:
+    node_settings = json.loads(args.node)
+    began = time.perf_counter()
+    if args.measure == "reference":
+        rows = measure_reference(node_settings)
+    else:
+        rows = measure_pipeline(args.measure, node_settings, args.batch_rows, args.sink_target)
+    elapsed = time.perf_counter() - began
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rows": rows, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}))
+
+
+# -- orchestration --------------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    from cdc_pipeline.local_servers.postgres import LocalPostgres
+
+    with tempfile.TemporaryDirectory(prefix="cdc-bench-cassandra-") as temp:
+        work = Path(temp)
+        node = BenchCassandra(work / "cassandra", heap_mb=1024).start()
+        postgres = LocalPostgres(work / "postgres" / "data").start()
+        try:
+            print(f"writing {args.rows:,} rows (+10% one-cell updates, +5% deletes) into Cassandra ...", flush=True)
+            began = time.perf_counter()
+            changes = generate_workload(node, args.rows)
+            print(f"  {changes:,} mutations in {time.perf_counter() - began:.0f} s", flush=True)
+            live_rows = args.rows - len(range(1, args.rows, 20))
+            node_settings = {
+                "host": node.host,
+                "port": node.port,
+                "cassandra_yaml": str(node.base_dir / "cassandra.yaml"),
+                "state_dir": str(work / "reader-state"),
+            }
+            phases = [phase for phase in PHASES if phase in args.phases.split(",")]
+            results: dict[str, list[dict[str, float]]] = {phase: [] for phase in phases}
+            for run in range(args.runs):
+                for phase in phases:
+                    target = ""
+                    if phase == "clickhouse":
+                        target = f"chdb://{work / f'chdb-{run}'}"
+                    elif phase == "postgres":
+                        target = postgres.create_database(f"bench_sink_{run}")
+                    command = [
+                        sys.executable, "-m", "cdc_pipeline.bench.cassandra_source", "--measure", phase,
+                        "--node", json.dumps(node_settings), "--batch-rows", str(args.batch_rows),
+                        "--sink-target", target,
+                    ]  # fmt: skip
+                    completed = subprocess.run(command, capture_output=True, text=True)
+                    if completed.returncode != 0:
+                        raise RuntimeError(f"measuring {phase} failed:\n{completed.stderr[-4000:]}")
+                    measured = json.loads(completed.stdout.strip().splitlines()[-1])
+                    expected = live_rows if phase == "reference" else changes
+                    if measured["rows"] != expected:
+                        raise RuntimeError(f"{phase} counted {measured['rows']:,} rows, the workload made {expected:,}")
+                    results[phase].append(measured)
+                    print(
+                        f"  run {run + 1} {phase:<10} {measured['rows'] / measured['seconds']:>10,.0f} rows/s"
+                        f"  peak {measured['peak_rss_mib']:.0f} MiB",
+                        flush=True,
+                    )
+            _report(results, changes, live_rows, args)
+        finally:
+            postgres.stop()
+            node.stop()
+
+
+def _report(results: dict[str, list[dict[str, float]]], changes: int, live_rows: int, args: argparse.Namespace) -> None:
+    def median_rate(phase: str) -> float:
+        return statistics.median(r["rows"] / r["seconds"] for r in results[phase])
+
+    reference = median_rate("reference") if "reference" in results else float("nan")
+    labels = {
+        "reference": "live rows read back (driver paging)",
+        "capture": "commit-log capture (parse step) alone",
+        "clickhouse": "end to end into ClickHouse (chdb)",
+        "postgres": "end to end into PostgreSQL",
+    }
+    print(
+        f"\nworkload: {changes:,} mutations, {live_rows:,} live rows; batch size {args.batch_rows:,};"
+        f" median of {args.runs} runs"
+    )
+    print(f"{'measurement':<40}{'rows/s':>12}{'vs reference':>14}{'peak RSS MiB':>14}")
+    for phase in results:
+        rate = median_rate(phase)
+        peak = statistics.median(r["peak_rss_mib"] for r in results[phase])
+        print(f"{labels[phase]:<40}{rate:>12,.0f}{rate / reference:>13.2f}x{peak:>14.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m cdc_pipeline.bench.cassandra_source", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-rows", type=int, default=50_000)
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ", ".join(PHASES))
+    parser.add_argument("--measure", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--node", help=argparse.SUPPRESS)
+    parser.add_argument("--sink-target", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure_in_this_process(args)
+    else:
+        run_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
