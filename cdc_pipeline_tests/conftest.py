@@ -13,6 +13,7 @@ from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline_tests.cassandra_pipeline import CassandraPipelineHarness
 from cdc_pipeline_tests.harness import MASKING_KEY, PipelineHarness
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness, drop_slots
 
@@ -108,3 +109,25 @@ def pg_source(
     ClickHouseSinkResource(dsn=chdb_dsn, database=harness.clickhouse_database).sink("cleanup").client.command(
         f"DROP DATABASE IF EXISTS `{harness.clickhouse_database}`"
     )
+
+
+@pytest.fixture
+def cassandra_pipeline(
+    cassandra: LocalCassandra,
+    cassandra_keyspace: str,
+    postgres: LocalPostgres,
+    chdb_dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[CassandraPipelineHarness]:
+    """A keyspace of the test's own read from the node's cdc_raw, a PostgreSQL sink database and a chdb database."""
+    sink_dsn = postgres.create_database(cassandra_keyspace)
+    monkeypatch.setenv("CDC_TEST_PG_DSN", sink_dsn)
+    monkeypatch.setenv("CDC_MASKING_KEY", MASKING_KEY)
+    harness = CassandraPipelineHarness(cassandra, cassandra_keyspace, sink_dsn, chdb_dsn, tmp_path)
+    yield harness
+    postgres.drop_database(cassandra_keyspace)
+    if not harness.clickhouse_in_subprocess:
+        ClickHouseSinkResource(dsn=chdb_dsn, database=harness.clickhouse_database).sink("cleanup").client.command(
+            f"DROP DATABASE IF EXISTS `{harness.clickhouse_database}`"
+        )

@@ -75,7 +75,14 @@ def cell_table_ddl(qualify: Qualify, quote: Quote, layout: SinkTableLayout, view
         f"CREATE TABLE IF NOT EXISTS {qualify(layout.table_name + DELETIONS_SUFFIX)}"
         f" ({quote(PARTITION_COLUMN)} String, {quote(DELETION_COLUMN)} String, {quote(TIMESTAMP_COLUMN)} Int64)"
         f" ENGINE = ReplacingMergeTree ORDER BY ({quote(PARTITION_COLUMN)}, {quote(DELETION_COLUMN)})",
-        f"CREATE VIEW IF NOT EXISTS {qualify(view_name)} AS SELECT {', '.join(shown)}"
+        # Columns added at the source since the table was made (Cassandra's ALTER TABLE ADD): cells
+        # written before hold nothing for them, so NULL is what Cassandra shows too.
+        *(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(c.name)} {c.sink_type}"
+            for c in layout.columns
+            if c.name not in layout.key_columns
+        ),
+        f"CREATE OR REPLACE VIEW {qualify(view_name)} AS SELECT {', '.join(shown)}"
         f" FROM {table} AS src FINAL WHERE {live_condition(quote)}",
     ]
 

@@ -63,6 +63,7 @@ class ClickHouseSink:
         self._busy_timeout_seconds = busy_timeout_seconds
         self._client: Client | None = None
         self._created: set[str] = set()
+        self._created_with: set[tuple[str, ...]] = set()
         self._tombstone_fills: dict[str, list[tuple[int, Any]]] = {}
 
     @property
@@ -135,14 +136,15 @@ class ClickHouseSink:
         )
 
     def ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created:
+        if layout.table_name in self._created or (layout.table_name, *layout.column_names) in self._created_with:
             return
         if layout.cell_schema is not None:
             for statement in cell_table_ddl(
                 self.qualified, quote_identifier, layout, layout.table_name + CURRENT_VIEW_SUFFIX
             ):
                 self.client.command(statement)
-            self._created.add(layout.table_name)
+            # Remembered with its columns: a column added at the source makes the DDL run again.
+            self._created_with.add((layout.table_name, *layout.column_names))
             return
         columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
         columns.append(f"{quote_identifier(VERSION_COLUMN)} UInt64")

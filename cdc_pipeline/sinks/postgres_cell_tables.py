@@ -34,6 +34,7 @@ from cdc_pipeline.sinks.cell_merge.table_merge import (
     CellTableMerge,
     MergedRow,
 )
+from cdc_pipeline.sinks.postgres_session import transaction
 
 Qualify = Callable[[str], sql.Composed]
 
@@ -45,6 +46,16 @@ def live_condition() -> sql.Composed:
     )
 
 
+def existing_columns(dsn: str, schema: str, table: str) -> set[str]:
+    """The columns the sink table has now (none when it does not exist yet)."""
+    with transaction(dsn) as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (schema, table),
+        )
+        return {str(name) for (name,) in cursor.fetchall()}
+
+
 def has_cell_bookkeeping(cursor: psycopg2.extensions.cursor, schema: str, table: str) -> bool:
     cursor.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND column_name = %s",
@@ -53,7 +64,9 @@ def has_cell_bookkeeping(cursor: psycopg2.extensions.cursor, schema: str, table:
     return cursor.fetchone() is not None
 
 
-def cell_table_ddl(qualify: Qualify, layout: SinkTableLayout, view_name: str) -> list[sql.Composable]:
+def cell_table_ddl(
+    qualify: Qualify, layout: SinkTableLayout, view_name: str, existing_columns: set[str]
+) -> list[sql.Composable]:
     key = set(layout.key_columns)
     table = qualify(layout.table_name)
     columns = [
@@ -95,7 +108,19 @@ def cell_table_ddl(qualify: Qualify, layout: SinkTableLayout, view_name: str) ->
             d=sql.Identifier(DELETION_COLUMN),
             t=sql.Identifier(TIMESTAMP_COLUMN),
         ),
-        sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT {} FROM {} WHERE {}").format(
+        # Columns added at the source since the table was made (Cassandra's ALTER TABLE ADD): cells
+        # written before hold nothing for them, so NULL is what Cassandra shows too. Only missing
+        # ones: ALTER TABLE takes the table's exclusive lock even when there is nothing to add.
+        *(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                table, sql.Identifier(c.name), sql.SQL(c.sink_type)
+            )
+            for c in layout.columns
+            if c.name not in key and c.name not in existing_columns
+        ),
+        # Dropped and recreated, not replaced: the view's columns follow the source's, in its order.
+        sql.SQL("DROP VIEW IF EXISTS {}").format(qualify(view_name)),
+        sql.SQL("CREATE VIEW {} AS SELECT {} FROM {} WHERE {}").format(
             qualify(view_name), sql.SQL(", ").join(shown), table, live_condition()
         ),
     ]

@@ -26,6 +26,7 @@ from cdc_pipeline.sinks.base import (
 from cdc_pipeline.sinks.postgres_cell_tables import (
     PostgresCellTableWriter,
     cell_table_ddl,
+    existing_columns,
     has_cell_bookkeeping,
     live_condition,
 )
@@ -51,6 +52,7 @@ class PostgresSink:
         self._dsn = dsn
         self._schema = schema
         self._created: set[str] = set()
+        self._created_with: set[tuple[str, ...]] = set()
 
     def _qualified(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
@@ -98,13 +100,15 @@ class PostgresSink:
         return adopted
 
     def _ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created:
+        if layout.table_name in self._created or (layout.table_name, *layout.column_names) in self._created_with:
             return
         self._ensure_bookkeeping()
         if layout.cell_schema is not None:
-            ddl = cell_table_ddl(self._qualified, layout, layout.table_name + CURRENT_VIEW_SUFFIX)
+            present = existing_columns(self._dsn, self._schema, layout.table_name)
+            ddl = cell_table_ddl(self._qualified, layout, layout.table_name + CURRENT_VIEW_SUFFIX, present)
             run_ddl(self._dsn, self._schema, ddl)
-            self._created.add(layout.table_name)
+            # Remembered with its columns: a column added at the source makes the DDL run again.
+            self._created_with.add((layout.table_name, *layout.column_names))
             return
         key = set(layout.key_columns)
         column_sql = [
