@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +54,8 @@ class CassandraPipelineHarness(PipelineRunner):
     work_dir: Path
     # True when subprocesses (the CLI, crash tests) write the chdb path: this process must not open it.
     clickhouse_in_subprocess: bool = False
+    # The PostgreSQL sink's TimescaleDB setting: 'keyspace.table' -> time column.
+    hypertables: dict[str, str] = field(default_factory=dict)
 
     def use_private_clickhouse(self) -> None:
         self.chdb_dsn = f"chdb://{self.work_dir / 'chdb'}"
@@ -76,7 +78,12 @@ class CassandraPipelineHarness(PipelineRunner):
             },
             "sinks": {
                 CH_SINK: {"kind": "clickhouse", "dsn": self.chdb_dsn, "database": self.clickhouse_database},
-                PG_SINK: {"kind": "postgres", "dsn_env": "CDC_TEST_PG_DSN", "schema": "replica"},
+                PG_SINK: {
+                    "kind": "postgres",
+                    "dsn_env": "CDC_TEST_PG_DSN",
+                    "schema": "replica",
+                    "hypertables": self.hypertables,
+                },
             },
             "dlq": {"dsn_env": "CDC_TEST_PG_DSN", "schema": "dlq"},
             "batch": {"max_rows": 50_000, "poll_interval_seconds": 1},
@@ -99,7 +106,9 @@ class CassandraPipelineHarness(PipelineRunner):
                 cassandra_yaml=str(self.cassandra.base_dir / "cassandra.yaml"),
             ),
             sink_key(CH_SINK): ClickHouseSinkResource(dsn=self.chdb_dsn, database=self.clickhouse_database),
-            sink_key(PG_SINK): PostgresSinkResource(dsn=self.sink_dsn, schema_name="replica"),
+            sink_key(PG_SINK): PostgresSinkResource(
+                dsn=self.sink_dsn, schema_name="replica", hypertables=self.hypertables
+            ),
             DEAD_LETTER_QUEUE: DeadLetterQueueResource(dsn=self.sink_dsn, schema_name="dlq"),
             MASKING: MaskingResource(hmac_key=MASKING_KEY),
         }

@@ -10,6 +10,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
+
 from cdc_pipeline.core.positions import CommitLogPosition
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.mapping.mapper import TypeMapper
@@ -255,3 +258,67 @@ def test_kill_9_at_every_step_of_a_batch_then_restart_converges(
         assert_same_rows(pipeline.postgres_rows("readings"), source, f"PostgreSQL after {crash_at}")
         assert_same_rows(pipeline.clickhouse_rows("readings"), source, f"ClickHouse after {crash_at}")
     assert pipeline.dead_letters() == []
+
+
+def test_a_timescaledb_hypertable_setting_without_the_extension_keeps_a_plain_table_and_says_so(
+    cassandra_pipeline: CassandraPipelineHarness,
+) -> None:
+    """The timescaledb extension cannot be installed on these machines: this is the PostgreSQL path of
+    the setting (the table stays plain and its asset says why), and its validation."""
+    pipeline = cassandra_pipeline
+    ks = pipeline.keyspace
+    pipeline.execute(
+        f"CREATE TABLE {ks}.metrics (host text, at timestamp, cpu double, PRIMARY KEY (host, at)) WITH cdc = true",
+        f"INSERT INTO {ks}.metrics (host, at, cpu) VALUES ('a', '2024-05-06 10:00:00+0000', 0.5)",
+        f"INSERT INTO {ks}.metrics (host, at, cpu) VALUES ('a', '2024-05-06 10:01:00+0000', 0.7)",
+    )
+    pipeline.hypertables = {f"{ks}.metrics": "cpu"}  # not a key column: TimescaleDB could not use it
+    failed = pipeline.definitions().resolve_job_def(f"replicate_{SOURCE}").execute_in_process(raise_on_error=False)
+    assert not failed.success
+    failure = str(failed.failure_data_for_node(f"write_{SOURCE}_to_{PG_SINK}"))
+    assert f"sinks.{PG_SINK}.hypertables.{ks}.metrics" in failure and "'cpu' is not part of" in failure
+
+    pipeline.hypertables = {f"{ks}.metrics": "at"}
+    result = pipeline.replicate()
+    notes = [
+        event.asset_materialization.metadata["timescaledb"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_materialization.asset_key.path[-1] == f"{ks}__metrics"
+        and event.asset_materialization.asset_key.path[0] == PG_SINK
+    ]
+    assert notes and "timescaledb extension is not installed" in notes[0]
+    assert_same_rows(pipeline.postgres_rows("metrics"), pipeline.source_rows("metrics"), "PostgreSQL metrics")
+
+
+def _tick(pipeline: CassandraPipelineHarness, instance: dg.DagsterInstance, cursor: str | None) -> SensorExecutionData:
+    definitions = pipeline.definitions()
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=pipeline.resources(), definitions=definitions
+    )
+    return definitions.resolve_sensor_def(f"{SOURCE}_commitlog_sensor").evaluate_tick(context)
+
+
+def test_the_commitlog_sensor_launches_a_run_for_new_changes_and_skips_when_caught_up(
+    cassandra_pipeline: CassandraPipelineHarness,
+) -> None:
+    pipeline = cassandra_pipeline
+    ks = pipeline.keyspace
+    pipeline.execute(f"CREATE TABLE {ks}.pings (id int PRIMARY KEY, v text) WITH cdc = true")
+    pipeline.execute(f"INSERT INTO {ks}.pings (id, v) VALUES (1, 'one')")
+    job = pipeline.definitions().resolve_job_def(f"replicate_{SOURCE}")
+    with dg.instance_for_test() as instance:
+        first = _tick(pipeline, instance, cursor=None)
+        (request,) = first.run_requests
+        assert request.run_config["ops"][f"parse_{SOURCE}"]["config"]["stop_at"].startswith("cdc:")
+        assert job.execute_in_process(instance=instance, run_config=request.run_config, tags=request.tags).success
+
+        caught_up = _tick(pipeline, instance, cursor=first.cursor)
+        assert not caught_up.run_requests, caught_up
+
+        pipeline.execute(f"INSERT INTO {ks}.pings (id, v) VALUES (2, 'two')")
+        (next_request,) = _tick(pipeline, instance, cursor=caught_up.cursor or first.cursor).run_requests
+        assert job.execute_in_process(
+            instance=instance, run_config=next_request.run_config, tags=next_request.tags
+        ).success
+    assert_same_rows(pipeline.postgres_rows("pings"), pipeline.source_rows("pings"), "PostgreSQL pings")
+    assert_same_rows(pipeline.clickhouse_rows("pings"), pipeline.source_rows("pings"), "ClickHouse pings")

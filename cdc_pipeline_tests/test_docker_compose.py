@@ -32,6 +32,18 @@ def test_compose_file_matches_the_pipeline_config_it_ships_with() -> None:
     source = config.sources["shop"]
     assert source.host == "mysql" and str(source.port) == services["mysql"]["ports"][0].split(":")[1]
 
+    # The Cassandra source reads cdc_raw and the node's yaml from the node's data volume.
+    cassandra = config.sources["events"]
+    assert cassandra.kind == "cassandra" and cassandra.hosts == ["cassandra"]
+    node_volume = next(v for v in services["cassandra"]["volumes"] if v.endswith(":/var/lib/cassandra"))
+    assert cassandra.cassandra_yaml.startswith("/var/lib/cassandra/")
+    node_entrypoint = " ".join(services["cassandra"]["entrypoint"])
+    assert "cdc_raw_directory: /var/lib/cassandra/cdc_raw" in node_entrypoint
+    assert f"cp /etc/cassandra/cassandra.yaml {cassandra.cassandra_yaml}" in node_entrypoint
+    for service in ("dagster-webserver", "dagster-daemon"):
+        assert node_volume in services[service]["volumes"], service
+        assert services[service]["depends_on"]["cassandra"] == {"condition": "service_healthy"}
+
     # Every secret the config reads from the environment is provided to the Dagster services.
     wanted = {source.password_env, config.dlq.dsn_env, config.masking.hmac_key_env}
     wanted |= {getattr(sink, "dsn_env", None) for sink in config.sinks.values()} - {None}

@@ -153,6 +153,11 @@ class PostgresSinkConfig(_StrictModel):
     kind: Literal["postgres"] = "postgres"
     dsn_env: EnvVarName = Field(description="environment variable holding the libpq DSN")
     schema_name: str = Field(default="cdc", pattern=_NAME_PATTERN, alias="schema")
+    hypertables: dict[str, str] = Field(
+        default_factory=dict,
+        description="TimescaleDB: 'database.table' -> the key column its sink table is a hypertable on"
+        " (applied when the sink database has the timescaledb extension)",
+    )
 
 
 SinkConfig = Annotated[ClickHouseSinkConfig | PostgresSinkConfig, Field(discriminator="kind")]

@@ -57,7 +57,9 @@ def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
                 dsn=dsn, database=sink.database, busy_timeout_seconds=sink.busy_timeout_seconds
             )
         else:
-            resources[sink_key(name)] = PostgresSinkResource(dsn=dg.EnvVar(sink.dsn_env), schema_name=sink.schema_name)
+            resources[sink_key(name)] = PostgresSinkResource(
+                dsn=dg.EnvVar(sink.dsn_env), schema_name=sink.schema_name, hypertables=sink.hypertables
+            )
     resources[DEAD_LETTER_QUEUE] = DeadLetterQueueResource(
         dsn=dg.EnvVar(pipeline.dlq.dsn_env), schema_name=pipeline.dlq.schema_name
     )

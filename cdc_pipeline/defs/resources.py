@@ -129,9 +129,11 @@ class PostgresSinkResource(dg.ConfigurableResource):
 
     dsn: str
     schema_name: str
+    # TimescaleDB: 'database.table' -> time column (the sink config's `hypertables`).
+    hypertables: dict[str, str] = {}
 
     def sink(self, name: str) -> PostgresSink:
-        return PostgresSink(name, self.dsn, self.schema_name)
+        return PostgresSink(name, self.dsn, self.schema_name, self.hypertables)
 
 
 class DeadLetterQueueResource(dg.ConfigurableResource):

@@ -52,6 +52,10 @@ class Sink(Protocol):
 
     def table_stats(self, source_table: str) -> TableStats | None: ...
 
+    def table_note(self, source_table: str) -> str | None:
+        """Something about how the sink stores the table that its asset should show (e.g. TimescaleDB)."""
+        ...
+
     def older_live_keys(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
     ) -> set[tuple[str, ...]]:

@@ -263,6 +263,9 @@ class ClickHouseSink:
         ).result_rows[0][0]
         return live_condition(quote_identifier) if is_cell_table else f"{quote_identifier(DELETED_COLUMN)} = 0"
 
+    def table_note(self, source_table: str) -> str | None:
+        return None
+
     def table_stats(self, source_table: str) -> TableStats | None:
         table = sink_table_name(source_table)
         exists = self.client.query(

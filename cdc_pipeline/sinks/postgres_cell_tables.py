@@ -79,7 +79,9 @@ def cell_table_ddl(
         sql.SQL("{} bigint NOT NULL").format(sql.Identifier(VERSION_COLUMN)),
         sql.SQL("{} boolean NOT NULL DEFAULT false").format(sql.Identifier(DELETED_COLUMN)),
         sql.SQL("{} text NOT NULL").format(sql.Identifier(CELLS_COLUMN)),
-        sql.SQL("{} text NOT NULL UNIQUE").format(sql.Identifier(KEY_COLUMN)),
+        # Indexed, not UNIQUE: the primary key already makes it unique, and TimescaleDB refuses a
+        # unique index without the hypertable's time column.
+        sql.SQL("{} text NOT NULL").format(sql.Identifier(KEY_COLUMN)),
         sql.SQL("{} text NOT NULL").format(sql.Identifier(PARTITION_COLUMN)),
         sql.SQL("{} jsonb NOT NULL").format(sql.Identifier(EXPIRY_COLUMN)),
         sql.SQL("{} bigint").format(sql.Identifier(LIVE_UNTIL_COLUMN)),
@@ -98,6 +100,9 @@ def cell_table_ddl(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, sql.SQL(", ").join(columns)),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
             sql.Identifier(f"{layout.table_name}{PARTITION_COLUMN}"[:63]), table, sql.Identifier(PARTITION_COLUMN)
+        ),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(f"{layout.table_name}{KEY_COLUMN}"[:63]), table, sql.Identifier(KEY_COLUMN)
         ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ({p} text NOT NULL, {d} text NOT NULL, {t} bigint NOT NULL,"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg2
@@ -23,6 +23,7 @@ from cdc_pipeline.sinks.base import (
     refuse_cell_table_resync,
     write_rows_after_checkpoint,
 )
+from cdc_pipeline.sinks.hypertables import make_hypertable
 from cdc_pipeline.sinks.postgres_cell_tables import (
     PostgresCellTableWriter,
     cell_table_ddl,
@@ -47,10 +48,14 @@ def _copy_line(row: list[Any]) -> str:
 
 
 class PostgresSink:
-    def __init__(self, name: str, dsn: str, schema: str) -> None:
+    def __init__(self, name: str, dsn: str, schema: str, hypertables: Mapping[str, str] | None = None) -> None:
         self.name = name
         self._dsn = dsn
         self._schema = schema
+        # TimescaleDB: source table -> the time column its sink table is partitioned by.
+        self._hypertables = dict(hypertables or {})
+        # Sink table -> what became of its hypertable setting (shown in the asset metadata).
+        self._table_notes: dict[str, str] = {}
         self._created: set[str] = set()
         self._created_with: set[tuple[str, ...]] = set()
 
@@ -107,6 +112,7 @@ class PostgresSink:
             present = existing_columns(self._dsn, self._schema, layout.table_name)
             ddl = cell_table_ddl(self._qualified, layout, layout.table_name + CURRENT_VIEW_SUFFIX, present)
             run_ddl(self._dsn, self._schema, ddl)
+            self._apply_hypertable(layout)
             # Remembered with its columns: a column added at the source makes the DDL run again.
             self._created_with.add((layout.table_name, *layout.column_names))
             return
@@ -133,7 +139,21 @@ class PostgresSink:
             sql.Identifier(DELETED_COLUMN),
         )
         run_ddl(self._dsn, self._schema, [create_table, create_view])
+        self._apply_hypertable(layout)
         self._created.add(layout.table_name)
+
+    def _apply_hypertable(self, layout: SinkTableLayout) -> None:
+        time_column = self._hypertables.get(layout.source_table)
+        if time_column is None:
+            return
+        setting = f"sinks.{self.name}.hypertables.{layout.source_table}"
+        with transaction(self._dsn) as cursor:
+            note = make_hypertable(cursor, setting, self._qualified(layout.table_name), layout, time_column)
+        self._table_notes[layout.table_name] = note
+
+    def table_note(self, source_table: str) -> str | None:
+        """What became of the table's TimescaleDB setting, once this sink has written it (None: no setting)."""
+        return self._table_notes.get(sink_table_name(source_table))
 
     def _lock_checkpoint(self, cursor: psycopg2.extensions.cursor, batch: MappedBatch) -> Checkpoint | None:
         """This sink's checkpoint for the batch's source (None: it had none), locked until the batch

@@ -146,6 +146,7 @@ def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
         failed = Counter(r.table for r in rejections)
         for table in sorted(result.rows_by_table.keys() | failed.keys()):
             counts = result.rows_by_table.get(table, Counter())
+            note = sink.table_note(table)
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key=sink_table_asset_key(sink_name, table),
@@ -156,6 +157,7 @@ def _write_op(source_name: str, sink_name: str) -> dg.OpDefinition:
                         "dlq_count": failed.get(table, 0),
                         "source_position": str(mapped.end.position),
                         "lag_seconds": lag,
+                        **({"timescaledb": note} if note else {}),
                     },
                 )
             )

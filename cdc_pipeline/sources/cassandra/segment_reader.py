@@ -8,6 +8,7 @@ one JSON line per partition update back, ending with an `end` line that says whe
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,11 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-READER_DIR = Path(__file__).resolve().parents[3] / "cassandra_cdc_reader"
+# The repository's reader, next to the package in a checkout; an installed package (the Docker
+# image) names its built copy in $CDC_CASSANDRA_READER_DIR.
+READER_DIR = Path(
+    os.environ.get("CDC_CASSANDRA_READER_DIR") or Path(__file__).resolve().parents[3] / "cassandra_cdc_reader"
+)
 _ARGFILE = READER_DIR / "target" / "reader.argfile"
 _MAIN_CLASS = "cdc.pipeline.CdcSegmentReader"
 
