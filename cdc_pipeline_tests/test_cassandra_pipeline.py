@@ -281,10 +281,9 @@ def test_a_timescaledb_hypertable_setting_without_the_extension_keeps_a_plain_ta
     pipeline.hypertables = {f"{ks}.metrics": "at"}
     result = pipeline.replicate()
     notes = [
-        event.asset_materialization.metadata["timescaledb"].value
-        for event in result.get_asset_materialization_events()
-        if event.asset_materialization.asset_key.path[-1] == f"{ks}__metrics"
-        and event.asset_materialization.asset_key.path[0] == PG_SINK
+        materialization.metadata["timescaledb"].value
+        for materialization in result.asset_materializations_for_node(f"write_{SOURCE}_to_{PG_SINK}")
+        if materialization.asset_key.path == [PG_SINK, f"{ks}__metrics"]
     ]
     assert notes and "timescaledb extension is not installed" in notes[0]
     assert_same_rows(pipeline.postgres_rows("metrics"), pipeline.source_rows("metrics"), "PostgreSQL metrics")
