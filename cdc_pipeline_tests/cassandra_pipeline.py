@@ -56,6 +56,7 @@ class CassandraPipelineHarness(PipelineRunner):
     clickhouse_in_subprocess: bool = False
     # The PostgreSQL sink's TimescaleDB setting: 'keyspace.table' -> time column.
     hypertables: dict[str, str] = field(default_factory=dict)
+    type_overrides: list[dict[str, str]] = field(default_factory=list)
 
     def use_private_clickhouse(self) -> None:
         self.chdb_dsn = f"chdb://{self.work_dir / 'chdb'}"
@@ -86,6 +87,7 @@ class CassandraPipelineHarness(PipelineRunner):
                 },
             },
             "dlq": {"dsn_env": "CDC_TEST_PG_DSN", "schema": "dlq"},
+            "type_overrides": self.type_overrides,
             "batch": {"max_rows": 50_000, "poll_interval_seconds": 1},
         }
 

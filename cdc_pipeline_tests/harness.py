@@ -63,6 +63,11 @@ class PipelineRunner:
         assert result.success
         return result
 
+    def replay_dead_letters(self) -> dg.ExecuteInProcessResult:
+        result = self.definitions().resolve_job_def("replay_dead_letters").execute_in_process()
+        assert result.success
+        return result
+
 
 @dataclass
 class PipelineHarness(PipelineRunner):
@@ -132,11 +137,6 @@ class PipelineHarness(PipelineRunner):
             DEAD_LETTER_QUEUE: DeadLetterQueueResource(dsn=self.pg_dsn, schema_name="dlq"),
             MASKING: MaskingResource(hmac_key=MASKING_KEY),
         }
-
-    def replay_dead_letters(self) -> dg.ExecuteInProcessResult:
-        result = self.definitions().resolve_job_def("replay_dead_letters").execute_in_process()
-        assert result.success
-        return result
 
     # -- the three sides -------------------------------------------------------------------------
 

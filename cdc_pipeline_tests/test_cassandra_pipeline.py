@@ -321,3 +321,36 @@ def test_the_commitlog_sensor_launches_a_run_for_new_changes_and_skips_when_caug
         ).success
     assert_same_rows(pipeline.postgres_rows("pings"), pipeline.source_rows("pings"), "PostgreSQL pings")
     assert_same_rows(pipeline.clickhouse_rows("pings"), pipeline.source_rows("pings"), "ClickHouse pings")
+
+
+def test_a_refused_change_replays_with_its_write_times_after_the_fix(
+    cassandra_pipeline: CassandraPipelineHarness,
+) -> None:
+    pipeline = cassandra_pipeline
+    ks = pipeline.keyspace
+    # 40 fractional digits: PostgreSQL's numeric takes it, ClickHouse's Decimal(76, 38) cannot.
+    precise = "1." + "0" * 39 + "1"
+    pipeline.execute(
+        f"CREATE TABLE {ks}.prices (id int PRIMARY KEY, price decimal, label text) WITH cdc = true",
+        f"INSERT INTO {ks}.prices (id, price, label) VALUES (1, {precise}, 'a') USING TIMESTAMP {T0 + 1}",
+        f"UPDATE {ks}.prices USING TIMESTAMP {T0 + 2} SET label = 'b' WHERE id = 1",
+    )
+    pipeline.replicate()
+    ((table, sink, stage, error, _),) = pipeline.dead_letters()
+    assert (table, sink, stage) == (f"{ks}.prices", CH_SINK, "map") and "column price" in error
+    # ClickHouse has the newer label only; PostgreSQL has everything.
+    assert [(r["price"], r["label"]) for r in pipeline.clickhouse_rows("prices")] == [(None, "b")]
+    assert_same_rows(pipeline.postgres_rows("prices"), pipeline.source_rows("prices"), "PostgreSQL prices")
+
+    # The operator's fix: the column holds text from now on, in the table and in the mapping.
+    clickhouse = _sinks(pipeline)[1]
+    clickhouse.client.command(  # type: ignore[attr-defined]
+        f"ALTER TABLE `{pipeline.clickhouse_database}`.`{ks}__prices` MODIFY COLUMN price Nullable(String)"
+    )
+    pipeline.type_overrides = [
+        {"table": f"{ks}.prices", "column": "price", "sink": CH_SINK, "type": "Nullable(String)"}
+    ]
+    pipeline.replay_dead_letters()
+    assert pipeline.dead_letters() == []
+    # The insert merges with its own write time: its price lands, its older label does not win.
+    assert_same_rows(pipeline.clickhouse_rows("prices"), pipeline.source_rows("prices"), "ClickHouse prices")

@@ -48,10 +48,14 @@ class Rejection:
     version: int
     payload: dict[str, Any]  # masked values (or column names only when masking itself failed)
     sink: str | None = None  # None: failed before the per-sink stages, so it concerns every sink
+    # Cassandra: the change's write times and deletions, kept for an exact replay. Only set after
+    # masking (map, write): a range deletion's bounds are key values.
+    cells: CellChange | None = None
 
     @classmethod
     def of_change(cls, stage: str, table: str, change: RowChange, error: str, sink: str | None = None) -> Rejection:
-        return cls(stage, table, change.op, error, change.position, change.version, change.values, sink)
+        cells = change.cells if stage in ("map", "write") else None
+        return cls(stage, table, change.op, error, change.position, change.version, change.values, sink, cells)
 
 
 @dataclass

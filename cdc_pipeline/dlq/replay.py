@@ -124,8 +124,12 @@ def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> tu
     letter_of: dict[int, DeadLetter] = {}
     for letter in sorted(letters, key=lambda letter: letter.version):
         # Payloads are masked already; only columns that still exist are replayed.
-        values = {column: letter.values.get(column) for column in schema.column_names if column in names}
-        changes.append(RowChange(letter.op, values, letter.version, letter.position, 0))
+        if schema.merges_cells:
+            # A cell change holds only the columns it wrote: absent ones are not nulls.
+            values = {column: value for column, value in letter.values.items() if column in names}
+        else:
+            values = {column: letter.values.get(column) for column in schema.column_names if column in names}
+        changes.append(RowChange(letter.op, values, letter.version, letter.position, 0, letter.cells))
         letter_of[id(values)] = letter
     # Replays never move a checkpoint; the batch's bounds only say where its letters came from.
     position = Checkpoint(BinlogPosition(letters[0].position.rpartition(":")[0], 4))

@@ -12,7 +12,9 @@ import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
 
+from cdc_pipeline.core.cells import CellChange
 from cdc_pipeline.core.changes import ChangeOp, Rejection
+from cdc_pipeline.dlq.cell_change_codec import decode_cell_change, encode_cell_change
 from cdc_pipeline.dlq.payload_codec import decode_row, encode_row
 from cdc_pipeline.sinks.postgres_session import run_ddl, transaction
 
@@ -31,6 +33,7 @@ class DeadLetter:
     position: str
     version: int
     values: dict[str, Any]
+    cells: CellChange | None = None  # Cassandra: write times and deletions for an exact replay
 
 
 class DeadLetterStore:
@@ -72,6 +75,8 @@ class DeadLetterStore:
                 payload_digest text GENERATED ALWAYS AS (md5(payload::text)) STORED,
                 UNIQUE (source, sink, source_table, version, op, stage, payload_digest))"""
             ).format(self._table()),
+            # Added with the Cassandra source: a table made before gets the column too.
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS cell_change jsonb").format(self._table()),
         ]
 
     def record(self, source: str, rejections: Iterable[Rejection]) -> int:
@@ -87,6 +92,7 @@ class DeadLetterStore:
                 r.position,
                 r.version,
                 json.dumps(encode_row(r.payload), ensure_ascii=False),
+                json.dumps(encode_cell_change(r.cells)) if r.cells is not None else None,
             )
             for r in rejections
         ]
@@ -96,7 +102,8 @@ class DeadLetterStore:
             psycopg2.extras.execute_values(
                 cursor,
                 sql.SQL(
-                    "INSERT INTO {} (source, sink, source_table, op, stage, error, position, version, payload)"
+                    "INSERT INTO {} (source, sink, source_table, op, stage, error, position, version, payload,"
+                    " cell_change)"
                     " VALUES %s ON CONFLICT DO NOTHING"
                 )
                 .format(self._table())
@@ -108,15 +115,19 @@ class DeadLetterStore:
 
     def pending(self, source: str | None = None) -> list[DeadLetter]:
         query = sql.SQL(
-            "SELECT id, source, sink, source_table, op, stage, error, position, version, payload FROM {}"
+            "SELECT id, source, sink, source_table, op, stage, error, position, version, payload, cell_change FROM {}"
             " WHERE %(source)s::text IS NULL OR source = %(source)s ORDER BY version, id"
         ).format(self._table())
         with self._transaction() as cursor:
             cursor.execute(query, {"source": source})
             rows = cursor.fetchall()
         return [
-            DeadLetter(r[0], r[1], r[2], r[3], ChangeOp(r[4]), r[5], r[6], r[7], r[8], decode_row(r[9])) for r in rows
-        ]
+            DeadLetter(
+                r[0], r[1], r[2], r[3], ChangeOp(r[4]), r[5], r[6], r[7], r[8], decode_row(r[9]),
+                decode_cell_change(r[10]) if r[10] is not None else None,
+            )
+            for r in rows
+        ]  # fmt: skip
 
     def resolve(self, ids: list[int]) -> None:
         if not ids:

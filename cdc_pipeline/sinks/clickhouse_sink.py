@@ -39,6 +39,10 @@ _BUSY_POLL_SECONDS = 0.5
 _log = logging.getLogger(__name__)
 
 
+def _signature(layout: SinkTableLayout) -> tuple[str, ...]:
+    return (layout.table_name, *(f"{column.name} {column.sink_type}" for column in layout.columns))
+
+
 class ClickHouseSinkUnavailable(RuntimeError):
     """The ClickHouse sink cannot be reached or opened; the run fails and is retried, no row is lost."""
 
@@ -136,15 +140,16 @@ class ClickHouseSink:
         )
 
     def ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created or (layout.table_name, *layout.column_names) in self._created_with:
+        if layout.table_name in self._created or _signature(layout) in self._created_with:
             return
         if layout.cell_schema is not None:
             for statement in cell_table_ddl(
                 self.qualified, quote_identifier, layout, layout.table_name + CURRENT_VIEW_SUFFIX
             ):
                 self.client.command(statement)
-            # Remembered with its columns: a column added at the source makes the DDL run again.
-            self._created_with.add((layout.table_name, *layout.column_names))
+            # Remembered with its columns and types: a column added at the source, or a type override
+            # (an operator's fix), makes the DDL run again.
+            self._created_with.add(_signature(layout))
             return
         columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
         columns.append(f"{quote_identifier(VERSION_COLUMN)} UInt64")

@@ -47,6 +47,10 @@ def _copy_line(row: list[Any]) -> str:
     return "\t".join("\\N" if value is None else str(value) for value in row)
 
 
+def _signature(layout: SinkTableLayout) -> tuple[str, ...]:
+    return (layout.table_name, *(f"{column.name} {column.sink_type}" for column in layout.columns))
+
+
 class PostgresSink:
     def __init__(self, name: str, dsn: str, schema: str, hypertables: Mapping[str, str] | None = None) -> None:
         self.name = name
@@ -105,7 +109,7 @@ class PostgresSink:
         return adopted
 
     def _ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created or (layout.table_name, *layout.column_names) in self._created_with:
+        if layout.table_name in self._created or _signature(layout) in self._created_with:
             return
         self._ensure_bookkeeping()
         if layout.cell_schema is not None:
@@ -113,8 +117,9 @@ class PostgresSink:
             ddl = cell_table_ddl(self._qualified, layout, layout.table_name + CURRENT_VIEW_SUFFIX, present)
             run_ddl(self._dsn, self._schema, ddl)
             self._apply_hypertable(layout)
-            # Remembered with its columns: a column added at the source makes the DDL run again.
-            self._created_with.add((layout.table_name, *layout.column_names))
+            # Remembered with its columns and types: a column added at the source, or a type override
+            # (an operator's fix), makes the DDL run again.
+            self._created_with.add(_signature(layout))
             return
         key = set(layout.key_columns)
         column_sql = [
