@@ -20,6 +20,7 @@ from cdc_pipeline.mapping.sink_types import (
     SinkTableLayout,
     TypeNotMappable,
     ValueNotMappable,
+    convert_for_column,
 )
 
 SinkKind = Literal["clickhouse", "postgres"]
@@ -141,16 +142,7 @@ class TypeMapper:
             row = [values[name] for name in names]
             try:
                 for index, name, convert in converting:
-                    value = row[index]
-                    if value is not None:
-                        try:
-                            row[index] = convert(value)
-                        except ValueNotMappable as error:
-                            raise ValueNotMappable(f"column {name}: {error}") from None
-                        except (TypeError, ValueError, AttributeError) as error:
-                            raise ValueNotMappable(
-                                f"column {name}: cannot convert {type(value).__name__}: {error}"
-                            ) from None
+                    row[index] = convert_for_column(name, convert, row[index])
             except ValueNotMappable as error:
                 rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
                 continue
@@ -209,14 +201,8 @@ class TypeMapper:
                 raise ValueNotMappable(f"column {name}: a value without a cell write time")
             if schema.column(name).masked_as_null:
                 continue  # a placeholder the sink never shows
-            convert = converters[name]
-            try:
-                if isinstance(value, CollectionWrite):
-                    # The sink shows a collection as JSON text: check the elements' text converts.
-                    value = json.dumps([[e.path, e.value] for e in value.elements], ensure_ascii=False)
-                row[index] = value if value is None or convert is None else convert(value)
-            except ValueNotMappable as error:
-                raise ValueNotMappable(f"column {name}: {error}") from None
-            except (TypeError, ValueError, AttributeError) as error:
-                raise ValueNotMappable(f"column {name}: cannot convert {type(value).__name__}: {error}") from None
+            if isinstance(value, CollectionWrite):
+                # The sink shows a collection as JSON text: check the elements' text converts.
+                value = json.dumps([[e.path, e.value] for e in value.elements], ensure_ascii=False)
+            row[index] = convert_for_column(name, converters[name], value)
         return row

@@ -29,6 +29,22 @@ class SinkColumn:
     sink_type: str  # the DDL type, e.g. "Nullable(Decimal(65, 30))" or "numeric(65,30)"
     convert: Converter | None  # None: the value passes unchanged
 
+    def converted(self, value: Any) -> Any:
+        """`value` in the sink's form; ValueNotMappable naming this column when it does not fit."""
+        return convert_for_column(self.name, self.convert, value)
+
+
+def convert_for_column(name: str, convert: Converter | None, value: Any) -> Any:
+    """Convert one value of column `name`; any refusal becomes a ValueNotMappable that names the column."""
+    if value is None or convert is None:
+        return value
+    try:
+        return convert(value)
+    except ValueNotMappable as error:
+        raise ValueNotMappable(f"column {name}: {error}") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueNotMappable(f"column {name}: cannot convert {type(value).__name__}: {error}") from None
+
 
 @dataclass(frozen=True)
 class SinkTableLayout:

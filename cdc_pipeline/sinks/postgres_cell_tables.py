@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.mapping.postgres_types import copy_text
-from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout, ValueNotMappable
+from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.base import bisect_failures
 from cdc_pipeline.sinks.cell_merge.table_merge import (
     CELL_BOOKKEEPING,
@@ -199,32 +199,12 @@ class PostgresCellTableWriter:
             for change in row.changes:
                 reject(change, error)
 
-        lines: list[list[Any]] = []
-        merged: list[MergedRow] = []
-        for row in result.rows:
-            try:
-                lines.append(self._line(row))
-            except ValueNotMappable as error:
-                refuse(row, str(error))
-                continue
-            merged.append(row)
+        lines, merged = result.lines(self._line, refuse)
         if lines:
             bisect_failures(lines, merged, self._attempt, refuse, self._is_data_error)
 
     def _line(self, row: MergedRow) -> list[Any]:
-        line: list[Any] = []
-        for column in self._layout.columns:
-            value = row.values[column.name]
-            if value is not None and column.convert is not None:
-                try:
-                    value = column.convert(value)
-                except ValueNotMappable as error:
-                    raise ValueNotMappable(f"column {column.name}: {error}") from None
-                except (TypeError, ValueError, AttributeError) as error:
-                    raise ValueNotMappable(
-                        f"column {column.name}: cannot convert {type(value).__name__}: {error}"
-                    ) from None
-            line.append(value)
+        line: list[Any] = [column.converted(row.values[column.name]) for column in self._layout.columns]
         line += [
             row.version,
             "t" if row.is_deleted else "f",

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.dlq.payload_codec import encode_value
+from cdc_pipeline.mapping.sink_types import ValueNotMappable
 from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
 from cdc_pipeline.sinks.cell_merge.state import RowState
 
@@ -55,6 +57,22 @@ class MergedRow:
 class MergeResult:
     rows: list[MergedRow]
     new_deletions: list[tuple[str, PartitionLevelDeletion]]  # (partition text, deletion)
+
+    def lines(
+        self, line: Callable[[MergedRow], list[Any]], refuse: Callable[[MergedRow, str], None]
+    ) -> tuple[list[list[Any]], list[MergedRow]]:
+        """Each merged row as the sink's `line`, beside the rows they came from; a row whose merged
+        values do not fit the sink is refused (its changes go to the DLQ) and left out."""
+        lines: list[list[Any]] = []
+        kept: list[MergedRow] = []
+        for row in self.rows:
+            try:
+                lines.append(line(row))
+            except ValueNotMappable as error:
+                refuse(row, str(error))
+                continue
+            kept.append(row)
+        return lines, kept
 
 
 class CellTableMerge:
