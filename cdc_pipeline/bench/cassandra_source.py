@@ -22,9 +22,6 @@ import argparse
 import datetime as dt
 import json
 import resource
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from decimal import Decimal
@@ -33,6 +30,7 @@ from typing import Any
 
 from cassandra.concurrent import execute_concurrent_with_args
 
+from cdc_pipeline.bench.runs import Measurement, measure_in_subprocess, print_medians
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
 
 PHASES = ("reference", "capture", "clickhouse", "postgres")
@@ -202,7 +200,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 "state_dir": str(work / "reader-state"),
             }
             phases = [phase for phase in PHASES if phase in args.phases.split(",")]
-            results: dict[str, list[dict[str, float]]] = {phase: [] for phase in phases}
+            results: dict[str, list[Measurement]] = {phase: [] for phase in phases}
             for run in range(args.runs):
                 for phase in phases:
                     target = ""
@@ -210,50 +208,30 @@ def run_benchmark(args: argparse.Namespace) -> None:
                         target = f"chdb://{work / f'chdb-{run}'}"
                     elif phase == "postgres":
                         target = postgres.create_database(f"bench_sink_{run}")
-                    command = [
-                        sys.executable, "-m", "cdc_pipeline.bench.cassandra_source", "--measure", phase,
+                    arguments = [
                         "--node", json.dumps(node_settings), "--batch-rows", str(args.batch_rows),
                         "--sink-target", target,
                     ]  # fmt: skip
-                    completed = subprocess.run(command, capture_output=True, text=True)
-                    if completed.returncode != 0:
-                        raise RuntimeError(f"measuring {phase} failed:\n{completed.stderr[-4000:]}")
-                    measured = json.loads(completed.stdout.strip().splitlines()[-1])
                     expected = live_rows if phase == "reference" else changes
-                    if measured["rows"] != expected:
-                        raise RuntimeError(f"{phase} counted {measured['rows']:,} rows, the workload made {expected:,}")
-                    results[phase].append(measured)
-                    print(
-                        f"  run {run + 1} {phase:<10} {measured['rows'] / measured['seconds']:>10,.0f} rows/s"
-                        f"  peak {measured['peak_rss_mib']:.0f} MiB",
-                        flush=True,
+                    results[phase].append(
+                        measure_in_subprocess("cdc_pipeline.bench.cassandra_source", phase, arguments, expected, run)
                     )
-            _report(results, changes, live_rows, args)
+            print(
+                f"\nworkload: {changes:,} mutations, {live_rows:,} live rows; batch size {args.batch_rows:,};"
+                f" median of {args.runs} runs"
+            )
+            print_medians(results, _LABELS, "reference")
         finally:
             postgres.stop()
             node.stop()
 
 
-def _report(results: dict[str, list[dict[str, float]]], changes: int, live_rows: int, args: argparse.Namespace) -> None:
-    def median_rate(phase: str) -> float:
-        return statistics.median(r["rows"] / r["seconds"] for r in results[phase])
-
-    reference = median_rate("reference") if "reference" in results else float("nan")
-    labels = {
-        "reference": "live rows read back (driver paging)",
-        "capture": "commit-log capture (parse step) alone",
-        "clickhouse": "end to end into ClickHouse (chdb)",
-        "postgres": "end to end into PostgreSQL",
-    }
-    print(
-        f"\nworkload: {changes:,} mutations, {live_rows:,} live rows; batch size {args.batch_rows:,};"
-        f" median of {args.runs} runs"
-    )
-    print(f"{'measurement':<40}{'rows/s':>12}{'vs reference':>14}{'peak RSS MiB':>14}")
-    for phase in results:
-        rate = median_rate(phase)
-        peak = statistics.median(r["peak_rss_mib"] for r in results[phase])
-        print(f"{labels[phase]:<40}{rate:>12,.0f}{rate / reference:>13.2f}x{peak:>14.0f}")
+_LABELS = {
+    "reference": "live rows read back (driver paging)",
+    "capture": "commit-log capture (parse step) alone",
+    "clickhouse": "end to end into ClickHouse (chdb)",
+    "postgres": "end to end into PostgreSQL",
+}
 
 
 def main() -> None:

@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import closing
@@ -29,6 +26,7 @@ from pathlib import Path
 
 import psycopg2
 
+from cdc_pipeline.bench.runs import Measurement, measure_in_subprocess, print_medians
 from cdc_pipeline.config.models import MaskingConfig, PostgresSourceConfig, TableSelection
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 
@@ -160,7 +158,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
             dsn = postgres.create_database("bench_source")
             print(f"generating {args.rows:,} rows (+10% updates, +5% deletes) in PostgreSQL ...", flush=True)
             changes = generate_workload(dsn, args.rows)
-            results: dict[str, list[dict[str, float]]] = {phase: [] for phase in PHASES}
+            results: dict[str, list[Measurement]] = {phase: [] for phase in PHASES}
             for run in range(args.runs):
                 for phase in PHASES:
                     target = ""
@@ -168,45 +166,26 @@ def run_benchmark(args: argparse.Namespace) -> None:
                         target = f"chdb://{work / f'chdb-{run}'}"
                     elif phase == "postgres":
                         target = postgres.create_database(f"bench_sink_{run}")
-                    command = [
-                        sys.executable, "-m", "cdc_pipeline.bench.postgres_source", "--measure", phase,
-                        "--run", str(run), "--dsn", dsn, "--batch-rows", str(args.batch_rows),
-                        "--sink-target", target,
+                    arguments = [
+                        "--run", str(run), "--dsn", dsn, "--batch-rows", str(args.batch_rows), "--sink-target", target
                     ]  # fmt: skip
-                    completed = subprocess.run(command, capture_output=True, text=True)
-                    if completed.returncode != 0:
-                        raise RuntimeError(f"measuring {phase} failed:\n{completed.stderr[-4000:]}")
-                    measured = json.loads(completed.stdout.strip().splitlines()[-1])
-                    if measured["rows"] != changes:
-                        raise RuntimeError(f"{phase} read {measured['rows']} row changes, the workload made {changes}")
-                    results[phase].append(measured)
-                    print(
-                        f"  run {run + 1} {phase:<10} {measured['rows'] / measured['seconds']:>10,.0f} rows/s"
-                        f"  peak {measured['peak_rss_mib']:.0f} MiB",
-                        flush=True,
+                    results[phase].append(
+                        measure_in_subprocess("cdc_pipeline.bench.postgres_source", phase, arguments, changes, run)
                     )
-            _report(results, changes, args)
+            print(
+                f"\nworkload: {changes:,} row changes; batch size {args.batch_rows:,} rows; median of {args.runs} runs"
+            )
+            print_medians(results, _LABELS, "reference")
         finally:
             postgres.stop()
 
 
-def _report(results: dict[str, list[dict[str, float]]], changes: int, args: argparse.Namespace) -> None:
-    def median_rate(phase: str) -> float:
-        return statistics.median(r["rows"] / r["seconds"] for r in results[phase])
-
-    reference = median_rate("reference")
-    labels = {
-        "reference": "pgoutput messages fetched (no parse)",
-        "decode": "WAL decode (parse step) alone",
-        "clickhouse": "end to end into ClickHouse (chdb)",
-        "postgres": "end to end into PostgreSQL",
-    }
-    print(f"\nworkload: {changes:,} row changes; batch size {args.batch_rows:,} rows; median of {args.runs} runs")
-    print(f"{'measurement':<40}{'rows/s':>12}{'vs reference':>14}{'peak RSS MiB':>14}")
-    for phase in PHASES:
-        rate = median_rate(phase)
-        peak = statistics.median(r["peak_rss_mib"] for r in results[phase])
-        print(f"{labels[phase]:<40}{rate:>12,.0f}{rate / reference:>13.2f}x{peak:>14.0f}")
+_LABELS = {
+    "reference": "pgoutput messages fetched (no parse)",
+    "decode": "WAL decode (parse step) alone",
+    "clickhouse": "end to end into ClickHouse (chdb)",
+    "postgres": "end to end into PostgreSQL",
+}
 
 
 def main() -> None:
