@@ -7,13 +7,15 @@ Writes carry explicit write times (T0 + n), so which write wins follows from Cas
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import dagster as dg
+import pytest
+from cassandra import WriteFailure
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from cdc_pipeline.core.positions import CommitLogPosition
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker
@@ -189,7 +191,7 @@ def _sinks(pipeline: CassandraPipelineHarness) -> list[Sink]:
     return [resources[sink_key(PG_SINK)].sink(PG_SINK), resources[sink_key(CH_SINK)].sink(CH_SINK)]
 
 
-def test_replaying_every_batch_changes_nothing_and_release_frees_cdc_raw_behind_the_sinks(
+def test_replaying_every_batch_into_sinks_that_hold_it_changes_nothing(
     cassandra_pipeline: CassandraPipelineHarness,
 ) -> None:
     pipeline = cassandra_pipeline
@@ -206,24 +208,6 @@ def test_replaying_every_batch_changes_nothing_and_release_frees_cdc_raw_behind_
         sink.write(TypeMapper(sink.name, kind, []).map_batch(batch), lambda rejections: None, advance_checkpoint=False)
     after = {table: (pipeline.postgres_rows(table), pipeline.clickhouse_rows(table)) for table in ("orders", "carts")}
     assert after == before
-
-    # Fill segments until some close, replicate, and the closed segments every sink passed are gone.
-    ks = pipeline.keyspace
-    insert = pipeline.cassandra.session().prepare(f"INSERT INTO {ks}.carts (user_id, item, qty) VALUES (?, ?, ?)")
-    first_segment = min(index.segment_id for index in pipeline.cassandra.cdc_indexes())
-    row = 0
-    while not any(i.completed and i.segment_id > first_segment for i in pipeline.cassandra.cdc_indexes()):
-        for _ in range(200):
-            pipeline.cassandra.session().execute(insert, (1000 + row, "x" * 200, row))
-            row += 1
-    completed = {i.segment_id for i in pipeline.cassandra.cdc_indexes() if i.completed}
-    pipeline.replicate()
-    remaining = {i.segment_id for i in pipeline.cassandra.cdc_indexes()}
-    checkpoints = [sink.checkpoint(SOURCE) for sink in sinks]
-    earliest = min(c.position for c in checkpoints if c is not None)
-    assert isinstance(earliest, CommitLogPosition)
-    assert not any(s < earliest.segment_id for s in remaining & completed), (remaining, completed, earliest)
-    assert len(pipeline.source_rows("carts")) == len(pipeline.postgres_rows("carts"))
 
 
 def test_kill_9_at_every_step_of_a_batch_then_restart_converges(
@@ -354,3 +338,41 @@ def test_a_refused_change_replays_with_its_write_times_after_the_fix(
     assert pipeline.dead_letters() == []
     # The insert merges with its own write time: its price lands, its older label does not win.
     assert_same_rows(pipeline.clickhouse_rows("prices"), pipeline.source_rows("prices"), "ClickHouse prices")
+
+
+def test_a_full_cdc_raw_refuses_writes_until_the_pipeline_catches_up(
+    cassandra_pipeline: CassandraPipelineHarness,
+) -> None:
+    pipeline = cassandra_pipeline
+    ks = pipeline.keyspace
+    pipeline.execute(f"CREATE TABLE {ks}.blobs (id int PRIMARY KEY, payload blob) WITH cdc = true")
+    session = pipeline.cassandra.session()
+    insert = session.prepare(f"INSERT INTO {ks}.blobs (id, payload) VALUES (?, ?)")
+    payload = os.urandom(200 * 1024)
+    # The test node's cdc_total_space (64 MiB) holds about 320 of these; twice that bounds the loop.
+    written = 0
+    with pytest.raises(WriteFailure):
+        for row in range(640):
+            session.execute(insert, (row, payload))
+            written += 1
+    assert written > 100
+
+    result = pipeline.replicate()
+    # The run showed how full cdc_raw was, and its release step emptied it of what both sinks hold.
+    parsed = result.output_for_node(f"parse_{SOURCE}")
+    assert parsed.log_metadata["cdc_raw_bytes_used"] > 32 * 1024 * 1024
+
+    def accepted() -> bool:
+        try:
+            session.execute(insert, (10_000, b"accepted again"))
+            return True
+        except WriteFailure:
+            return False
+
+    # The node re-measures cdc_raw every cdc_free_space_check_interval (250 ms on the test node).
+    wait_until(accepted, 10, "CDC writes accepted once the pipeline caught up", interval=0.1)
+    pipeline.replicate()
+    source = pipeline.source_rows("blobs")
+    assert len(source) == written + 1
+    assert_same_rows(pipeline.postgres_rows("blobs"), source, "PostgreSQL blobs")
+    assert_same_rows(pipeline.clickhouse_rows("blobs"), source, "ClickHouse blobs")
