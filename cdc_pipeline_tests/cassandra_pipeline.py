@@ -57,6 +57,8 @@ class CassandraPipelineHarness(PipelineRunner):
     # The PostgreSQL sink's TimescaleDB setting: 'keyspace.table' -> time column.
     hypertables: dict[str, str] = field(default_factory=dict)
     type_overrides: list[dict[str, str]] = field(default_factory=list)
+    # Literal table names (beside the keyspace's glob) give the tables assets with checks.
+    named_tables: list[str] = field(default_factory=list)
 
     def use_private_clickhouse(self) -> None:
         self.chdb_dsn = f"chdb://{self.work_dir / 'chdb'}"
@@ -74,7 +76,7 @@ class CassandraPipelineHarness(PipelineRunner):
                     "hosts": [self.cassandra.host],
                     "port": self.cassandra.port,
                     "cassandra_yaml": str(self.cassandra.base_dir / "cassandra.yaml"),
-                    "tables": {"include": [f"{self.keyspace}.*"]},
+                    "tables": {"include": [f"{self.keyspace}.*", *(f"{self.keyspace}.{t}" for t in self.named_tables)]},
                 }
             },
             "sinks": {

@@ -142,6 +142,7 @@ def test_every_change_kind_reaches_both_sinks_as_cassandra_shows_it(
     cassandra_pipeline: CassandraPipelineHarness,
 ) -> None:
     pipeline = cassandra_pipeline
+    pipeline.named_tables = ["orders"]  # an asset with checks
     _create_tables(pipeline)
     _first_round(pipeline)
     first = pipeline.replicate()
@@ -184,6 +185,20 @@ def test_every_change_kind_reaches_both_sinks_as_cassandra_shows_it(
     stats = [sink.table_stats(f"{pipeline.keyspace}.orders") for sink in _sinks(pipeline)]
     assert stats[0] is not None and stats[0] == stats[1]
     assert stats[0].live_rows == len(pipeline.source_rows("orders"))
+
+    # The table's asset checks agree: row counts, key digests (composite keys, a date, a DESC
+    # column) and the two sinks' versions.
+    definitions = pipeline.definitions()
+    check_keys = {
+        key
+        for key in definitions.resolve_asset_graph().asset_check_keys
+        if key.asset_key.path[-1] == f"{pipeline.keyspace}__orders"
+    }
+    checks = definitions.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=check_keys)
+    evaluations = checks.execute_in_process().get_asset_check_evaluations()
+    assert len(evaluations) == 6 and all(e.passed for e in evaluations), [
+        (e.check_name, e.metadata) for e in evaluations
+    ]
 
 
 def _sinks(pipeline: CassandraPipelineHarness) -> list[Sink]:
