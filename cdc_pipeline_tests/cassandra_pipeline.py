@@ -56,6 +56,8 @@ class CassandraPipelineHarness(PipelineRunner):
     clickhouse_in_subprocess: bool = False
     # The PostgreSQL sink's TimescaleDB setting: 'keyspace.table' -> time column.
     hypertables: dict[str, str] = field(default_factory=dict)
+    # Tables named literally (they get snapshot assets); None: every CDC table of the keyspace (a glob).
+    tables: list[str] | None = None
 
     def use_private_clickhouse(self) -> None:
         self.chdb_dsn = f"chdb://{self.work_dir / 'chdb'}"
@@ -73,7 +75,11 @@ class CassandraPipelineHarness(PipelineRunner):
                     "hosts": [self.cassandra.host],
                     "port": self.cassandra.port,
                     "cassandra_yaml": str(self.cassandra.base_dir / "cassandra.yaml"),
-                    "tables": {"include": [f"{self.keyspace}.*"]},
+                    "tables": {
+                        "include": [f"{self.keyspace}.*"]
+                        if self.tables is None
+                        else [f"{self.keyspace}.{table}" for table in self.tables]
+                    },
                 }
             },
             "sinks": {

@@ -108,6 +108,8 @@ class _ChunkLoad:
             if masked.rejections:
                 result.keys_complete = False
             for table in masked.tables.values():
+                if table.schema.qualified_name != schema.qualified_name:
+                    continue  # a companion table (Cassandra's static columns), keyed otherwise
                 self.present.update(
                     tuple(canonical_key_part(change.values[k]) for k in schema.key_columns) for change in table.changes
                 )

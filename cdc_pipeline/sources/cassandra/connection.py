@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import RoundRobinPolicy
-from cassandra.protocol import ProtocolHandler
+# The driver's pure-Python handler; `ProtocolHandler` is the compiled one when the extension is built.
+from cassandra.protocol import _ProtocolHandler as PurePythonProtocolHandler
 
 # A Cluster owns threads and connections: the ops and the sensor open a source per call, so they
 # share one per address instead of leaking one each time (the driver's sessions are thread-safe).
@@ -73,6 +74,6 @@ class CassandraSourceSettings:
             if session is not None and not session.is_shutdown and session.cluster is shared.cluster:
                 return session
             session = shared.cluster.connect()
-            session.client_protocol_handler = ProtocolHandler
+            session.client_protocol_handler = PurePythonProtocolHandler
             _PURE_PYTHON_SESSIONS[key] = session
             return session

@@ -101,7 +101,12 @@ class CassandraSnapshotReader:
         self._catalog = source.catalog
 
     def table_schema(self, table: str) -> TableSchema | None:
-        return self._source.table_schema(table)
+        schema = self._source.table_schema(table)
+        if schema is None:
+            # The driver's schema view may lag a table created a moment ago: once more, refreshed.
+            self._catalog.refresh()
+            schema = self._source.table_schema(table)
+        return schema
 
     def handoff_checkpoint(self) -> Checkpoint:
         """The high-water mark of cdc_raw: what the node has made durable there so far.
