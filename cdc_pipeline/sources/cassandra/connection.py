@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import RoundRobinPolicy
+
 # The driver's pure-Python handler; `ProtocolHandler` is the compiled one when the extension is built.
 from cassandra.protocol import _ProtocolHandler as PurePythonProtocolHandler
 
