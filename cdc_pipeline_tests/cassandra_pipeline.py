@@ -57,8 +57,11 @@ class CassandraPipelineHarness(PipelineRunner):
     # The PostgreSQL sink's TimescaleDB setting: 'keyspace.table' -> time column.
     hypertables: dict[str, str] = field(default_factory=dict)
     type_overrides: list[dict[str, str]] = field(default_factory=list)
-    # Literal table names (beside the keyspace's glob) give the tables assets with checks.
+    # Literal table names beside the keyspace's glob: they get assets with checks.
     named_tables: list[str] = field(default_factory=list)
+    # Only these tables, named literally (they get snapshot assets); None: every CDC table of the
+    # keyspace (a glob), plus `named_tables`.
+    tables: list[str] | None = None
 
     def use_private_clickhouse(self) -> None:
         self.chdb_dsn = f"chdb://{self.work_dir / 'chdb'}"
@@ -76,7 +79,7 @@ class CassandraPipelineHarness(PipelineRunner):
                     "hosts": [self.cassandra.host],
                     "port": self.cassandra.port,
                     "cassandra_yaml": str(self.cassandra.base_dir / "cassandra.yaml"),
-                    "tables": {"include": [f"{self.keyspace}.*", *(f"{self.keyspace}.{t}" for t in self.named_tables)]},
+                    "tables": {"include": self._included_tables()},
                 }
             },
             "sinks": {
@@ -92,6 +95,11 @@ class CassandraPipelineHarness(PipelineRunner):
             "type_overrides": self.type_overrides,
             "batch": {"max_rows": 50_000, "poll_interval_seconds": 1},
         }
+
+    def _included_tables(self) -> list[str]:
+        if self.tables is not None:
+            return [f"{self.keyspace}.{table}" for table in self.tables]
+        return [f"{self.keyspace}.*", *(f"{self.keyspace}.{table}" for table in self.named_tables)]
 
     def write_config_file(self) -> Path:
         path = self.work_dir / "pipeline.yaml"

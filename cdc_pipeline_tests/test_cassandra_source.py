@@ -24,6 +24,7 @@ from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, Coll
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import CommitLogPosition
+from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource, CassandraSourceError
@@ -390,14 +391,16 @@ def test_cassandra_config_errors_name_the_key(change: tuple[str, str], named_key
     assert named_key in str(error.value) and expectation in str(error.value)
 
 
-def test_definitions_have_a_commitlog_sensor_and_no_snapshot_for_cassandra() -> None:
+def test_definitions_have_a_commitlog_sensor_and_a_snapshot_for_cassandra() -> None:
     pipeline = parse_pipeline_config(CASSANDRA_PIPELINE)
     definitions = build_definitions(pipeline)
     assert definitions.get_sensor_def("cass_commitlog_sensor").name == "cass_commitlog_sensor"
     job_names = {job.name for job in definitions.jobs or []}
-    assert "plan_snapshot_cass" not in job_names
+    assert "plan_snapshot_cass" in job_names
     repository = definitions.get_repository_def()
-    assert all("snapshot" not in key.to_user_string() for key in repository.asset_graph.get_all_asset_keys())
+    snapshot = snapshot_asset_key("cass", "shop.orders")
+    assert snapshot in repository.asset_graph.get_all_asset_keys()
+    assert snapshot in repository.asset_graph.get(sink_table_asset_key("warehouse", "shop.orders")).parent_keys
     resource = definitions.resources["source_cass"]
     assert isinstance(resource, dg.ConfigurableResource)
 

@@ -25,7 +25,6 @@ from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
 from cdc_pipeline.defs.snapshots.assets import build_snapshot_assets
 from cdc_pipeline.defs.snapshots.jobs import build_plan_snapshot_job
-from cdc_pipeline.defs.snapshots.support import has_snapshots
 
 
 def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
@@ -78,8 +77,7 @@ def build_definitions(
         job = build_replication_job(source_name, pipeline)
         jobs.append(job)
         sensors.append(build_source_sensor(source_name, job, pipeline, running=sensors_running))
-        if has_snapshots(pipeline, source_name):
-            jobs.append(build_plan_snapshot_job(source_name, pipeline))
+        jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(
         assets=[*build_sink_table_specs(pipeline), *build_snapshot_assets(pipeline), dead_letter_queue],

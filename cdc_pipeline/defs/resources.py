@@ -22,6 +22,7 @@ from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
 from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
+from cdc_pipeline.sources.cassandra.snapshot_reader import CassandraSnapshotReader
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
@@ -90,8 +91,8 @@ class CassandraSourceResource(dg.ConfigurableResource):
         # The resource's yaml path wins: tests (and deployments) may point one config at another node.
         return CassandraChangeSource(name, settings, config.model_copy(update={"cassandra_yaml": self.cassandra_yaml}))
 
-    def snapshot_source(self, name: str, config: SourceConfig) -> SnapshotSource:
-        raise dg.Failure(f"source '{name}' is a Cassandra source: initial load / re-sync is not supported for it yet")
+    def snapshot_source(self, name: str, config: SourceConfig) -> CassandraSnapshotReader:
+        return CassandraSnapshotReader(self.change_source(name, config))
 
 
 SourceResource = MySqlSourceResource | PostgresSourceResource | CassandraSourceResource

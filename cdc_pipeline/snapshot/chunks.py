@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.snapshot_source import ChunkBounds, SnapshotSource
 
-_INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 _SEPARATOR = "~"
 WHOLE_TABLE = "all"
 
@@ -22,7 +21,8 @@ class ChunkKeyError(ValueError):
 
 @dataclass(frozen=True)
 class Chunk:
-    """Rows whose first key column lies in [low, high] (None, None: the whole table)."""
+    """Rows whose split integer (the first key column, or the partition key's token: the source
+    decides, see KeyRange) lies in [low, high] (None, None: the whole table)."""
 
     version: int  # every row of the snapshot carries this `_version`
     index: int
@@ -51,14 +51,11 @@ class Chunk:
 
 
 def plan_chunks(source: SnapshotSource, schema: TableSchema, chunk_rows: int, version: int) -> list[Chunk]:
-    """Split the table into chunks of about `chunk_rows` rows by its first key column.
+    """Split the table into chunks of about `chunk_rows` rows by the integer the source splits by.
 
-    The split assumes keys spread evenly between MIN and MAX (true of auto-increment keys); a
-    table whose first key column is not an integer is loaded as one chunk.
+    The split assumes that integer spreads evenly between low and high (true of auto-increment keys
+    and of Murmur3 tokens); a table the source cannot split is loaded as one chunk.
     """
-    first_key = schema.column(schema.key_columns[0])
-    if first_key.data_type not in _INTEGER_TYPES:
-        return [Chunk(version, 0, None, None)]
     key_range = source.key_range(schema)
     if key_range is None:
         return [Chunk(version, 0, None, None)]
@@ -75,8 +72,8 @@ def plan_chunks(source: SnapshotSource, schema: TableSchema, chunk_rows: int, ve
             Chunk(
                 version,
                 index,
-                -(2**63) if index == 0 else chunk_low,
-                2**64 - 1 if index == count - 1 else chunk_high,  # MySQL's BIGINT UNSIGNED max
+                key_range.open_low if index == 0 else chunk_low,
+                key_range.open_high if index == count - 1 else chunk_high,
             )
         )
     return chunks

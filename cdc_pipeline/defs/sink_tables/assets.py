@@ -6,7 +6,6 @@ import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
-from cdc_pipeline.defs.snapshots.support import has_snapshots
 
 
 def configured_tables(pipeline: PipelineConfig, source_name: str) -> list[str]:
@@ -28,9 +27,8 @@ def build_sink_table_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
                         group_name=sink_name,
                         kinds={sink.kind, pipeline.sources[source_name].kind},
                         metadata={"source": source_name, "source_table": table},
-                        # Loaded by the snapshot backfill (where the source has one), kept current by the
-                        # replication job.
-                        deps=[snapshot_asset_key(source_name, table)] if has_snapshots(pipeline, source_name) else [],
+                        # Loaded by the snapshot backfill, kept current by the replication job.
+                        deps=[snapshot_asset_key(source_name, table)],
                     )
                 )
     return specs

@@ -12,7 +12,6 @@ from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import open_snapshot_source
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
-from cdc_pipeline.defs.snapshots.support import has_snapshots
 from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.snapshot.loader import load_chunk
@@ -30,7 +29,6 @@ def build_snapshot_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]
     return [
         _snapshot_asset(source_name, table, pipeline)
         for source_name in pipeline.sources
-        if has_snapshots(pipeline, source_name)
         for table in configured_tables(pipeline, source_name)
     ]
 

@@ -139,7 +139,7 @@ class ChangeDecoder:
             return parser(value)
         except (ValueError, TypeError, ArithmeticError) as error:
             # The message names the column and the problem, never the value (run logs are not masked).
-            raise ValueError(f"column {column!r}: {type(error).__name__}: {_without_value(error)}") from None
+            raise ValueError(f"column {column!r}: {type(error).__name__}: {without_value(error)}") from None
 
     def _key(self, columns: Iterable[str], given: dict[str, Any]) -> dict[str, Any]:
         return {column: self._parse(column, given[column]) for column in columns if column in given}
@@ -234,7 +234,7 @@ class ChangeDecoder:
         )
 
 
-def _without_value(error: Exception) -> str:
+def without_value(error: Exception) -> str:
     # Our own parsers raise value-free messages; others (fromhex, Decimal) may quote the input.
     message = str(error)
     return message if "range" in message else "the value does not parse as the column's type"

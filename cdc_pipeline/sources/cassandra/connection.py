@@ -9,9 +9,13 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import RoundRobinPolicy
 
+# The driver's pure-Python handler; `ProtocolHandler` is the compiled one when the extension is built.
+from cassandra.protocol import _ProtocolHandler as PurePythonProtocolHandler
+
 # A Cluster owns threads and connections: the ops and the sensor open a source per call, so they
 # share one per address instead of leaking one each time (the driver's sessions are thread-safe).
 _SESSIONS: dict[tuple[tuple[str, ...], int, str], Session] = {}
+_PURE_PYTHON_SESSIONS: dict[tuple[tuple[str, ...], int, str], Session] = {}
 _LOCK = threading.Lock()
 
 
@@ -54,4 +58,23 @@ class CassandraSourceSettings:
                     f"{self.describe()}: cannot connect to {self.hosts} port {self.port}: {error}"
                 ) from None
             _SESSIONS[key] = session
+            return session
+
+    def pure_python_session(self) -> Session:
+        """A second session on the same cluster that decodes results in pure Python.
+
+        Cassandra 5 returns TTL() of a non-frozen collection as a list with a null for each element
+        that does not expire; the driver's compiled decoder refuses null list elements ("Length must
+        be positive") and drops the connection, its pure-Python one reads them as None. Slower, so
+        only the initial load's reads use it.
+        """
+        shared = self.session()
+        key = (self.hosts, self.port, self.username)
+        with _LOCK:
+            session = _PURE_PYTHON_SESSIONS.get(key)
+            if session is not None and not session.is_shutdown and session.cluster is shared.cluster:
+                return session
+            session = shared.cluster.connect()
+            session.client_protocol_handler = PurePythonProtocolHandler
+            _PURE_PYTHON_SESSIONS[key] = session
             return session

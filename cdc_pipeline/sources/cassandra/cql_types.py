@@ -201,26 +201,38 @@ def element_path(path: Any) -> Any:
     return json.dumps(path, separators=(",", ":")) if isinstance(path, (list, dict)) else path
 
 
-def _driver_json(value: Any, cql: CqlType) -> Any:
-    """A value from the driver in the reader's JSON form (for keys of frozen types)."""
+_EMPTY_UDTS = UdtFields({})
+# Java's Double.toString of the values JSON has no number for: the reader prints these strings.
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def reader_json(value: Any, cql: CqlType, udts: UdtFields = _EMPTY_UDTS) -> Any:
+    """A value from the driver in the segment reader's JSON form (CqlValues.java): what the reader
+    prints for a cell, a collection element or its path, so driver reads and streamed changes agree."""
     if value is None:
         return None
     if cql.name == "map":
-        return [[_driver_json(k, cql.parameters[0]), _driver_json(v, cql.parameters[1])] for k, v in value.items()]
+        return [[reader_json(k, cql.parameters[0], udts), reader_json(v, cql.parameters[1], udts)]
+                for k, v in value.items()]  # fmt: skip
     if cql.name in ("list", "set", "vector"):
-        return [_driver_json(item, cql.parameters[0]) for item in value]
+        return [reader_json(item, cql.parameters[0], udts) for item in value]
     if cql.name == "tuple":
-        return [_driver_json(item, item_type) for item, item_type in zip(value, cql.parameters, strict=False)]
+        return [reader_json(item, item_type, udts) for item, item_type in zip(value, cql.parameters, strict=False)]
     if cql.is_udt:
-        return {name: _driver_json(getattr(value, name, None), CqlType("blob")) for name in value._fields}
-    if isinstance(value, (uuid.UUID, Decimal)) or cql.name in ("time", "duration", "inet", "varint"):
+        # A field the keyspace's types do not describe (yet) keeps the untyped conversion below.
+        types = dict(udts.of(cql.name))
+        return {
+            name: reader_json(getattr(value, name, None), types.get(name, CqlType("blob")), udts)
+            for name in value._fields
+        }
+    if isinstance(value, float) and str(value) in _NON_FINITE:
+        return _NON_FINITE[str(value)]
+    if isinstance(value, (uuid.UUID, Decimal)) or cql.name in ("time", "duration", "inet", "varint", "date"):
         return str(value)
     if isinstance(value, datetime.datetime):
         return int((value - _EPOCH) / datetime.timedelta(milliseconds=1))
     if isinstance(value, bytes):
         return value.hex()
-    if cql.name == "date":
-        return str(value)
     return value
 
 
@@ -238,4 +250,4 @@ def driver_value_parser(cql_type_text: str, udts: UdtFields) -> ValueParser:
     if cql.name in _SCALARS:
         return lambda value: value
     reader_form = value_parser(cql_type_text, udts)
-    return lambda value: reader_form(_driver_json(value, cql))
+    return lambda value: reader_form(reader_json(value, cql, udts))

@@ -16,7 +16,7 @@ from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline.sources.mysql.resume import ResumeBy
-from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange
+from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange, splits_by_first_key
 
 
 class MySqlSnapshotReader:
@@ -43,6 +43,8 @@ class MySqlSnapshotReader:
         return Checkpoint(current_binlog_position(self.settings), gtid, server_id)
 
     def key_range(self, schema: TableSchema) -> KeyRange | None:
+        if not splits_by_first_key(schema):
+            return None
         key = quote_identifier(schema.key_columns[0])
         with self.settings.connect() as connection, connection.cursor() as cursor:
             cursor.execute(f"SELECT MIN({key}), MAX({key}), COUNT(*) FROM {_table(schema)}")

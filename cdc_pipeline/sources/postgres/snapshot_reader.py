@@ -19,7 +19,7 @@ from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser, why_unparseable
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError, autocommit_cursor
-from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange
+from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange, splits_by_first_key
 
 _IN_FLIGHT_TIMEOUT_SECONDS = 300.0
 _IN_FLIGHT_POLL_SECONDS = 0.05
@@ -59,6 +59,8 @@ class PostgresSnapshotReader:
         return Checkpoint(LogSequenceNumber.parse(position))
 
     def key_range(self, schema: TableSchema) -> KeyRange | None:
+        if not splits_by_first_key(schema):
+            return None
         key = sql.Identifier(schema.key_columns[0])
         query = sql.SQL("SELECT min({k})::bigint, max({k})::bigint, count(*) FROM {t}").format(
             k=key, t=sql.Identifier(schema.database, schema.name)
