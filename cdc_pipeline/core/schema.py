@@ -48,6 +48,9 @@ class TableSchema:
     # Cassandra: changes carry cells (RowChange.cells) and the first `partition_key_length` key
     # columns are the partition key, the others the clustering columns. None for row-image sources.
     partition_key_length: int | None = None
+    # Cassandra: (column, drop time in microseconds) of the columns dropped from the table. Cells of
+    # such a column written up to its drop never show again, even after a column of that name is added.
+    dropped_columns: tuple[tuple[str, int], ...] = ()
     _by_name: dict[str, ColumnSchema] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,4 +80,6 @@ class TableSchema:
         return self.key_columns[self.partition_key_length or 0 :] if self.merges_cells else ()
 
     def with_columns(self, columns: tuple[ColumnSchema, ...]) -> TableSchema:
-        return TableSchema(self.database, self.name, columns, self.key_columns, self.partition_key_length)
+        return TableSchema(
+            self.database, self.name, columns, self.key_columns, self.partition_key_length, self.dropped_columns
+        )

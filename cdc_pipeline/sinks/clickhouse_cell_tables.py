@@ -46,7 +46,12 @@ def live_condition(quote: Quote) -> str:
     return f"{quote(DELETED_COLUMN)} = 0 AND ({until} IS NULL OR {until} > toUnixTimestamp(now()))"
 
 
-def cell_table_ddl(qualify: Qualify, quote: Quote, layout: SinkTableLayout, view_name: str) -> list[str]:
+def cell_table_ddl(
+    qualify: Qualify, quote: Quote, layout: SinkTableLayout, view_name: str, dropping: list[str]
+) -> list[str]:
+    """The table, its deletions table and its `_current` view, brought up to `layout`; `dropping`:
+    columns dropped at the source since the sink last looked (dropped here too, and added again
+    empty if the source has a column of that name again)."""
     columns = [f"{quote(c.name)} {c.sink_type}" for c in layout.columns]
     columns += [
         f"{quote(VERSION_COLUMN)} UInt64",
@@ -75,6 +80,7 @@ def cell_table_ddl(qualify: Qualify, quote: Quote, layout: SinkTableLayout, view
         f"CREATE TABLE IF NOT EXISTS {qualify(layout.table_name + DELETIONS_SUFFIX)}"
         f" ({quote(PARTITION_COLUMN)} String, {quote(DELETION_COLUMN)} String, {quote(TIMESTAMP_COLUMN)} Int64)"
         f" ENGINE = ReplacingMergeTree ORDER BY ({quote(PARTITION_COLUMN)}, {quote(DELETION_COLUMN)})",
+        *(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {quote(c)}" for c in dropping),
         # Columns added at the source since the table was made (Cassandra's ALTER TABLE ADD): cells
         # written before hold nothing for them, so NULL is what Cassandra shows too.
         *(

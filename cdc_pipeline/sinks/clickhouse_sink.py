@@ -33,6 +33,7 @@ from cdc_pipeline.sinks.cell_merge.table_merge import CELLS_COLUMN
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
+COLUMN_DROPS_TABLE = "_cdc_column_drops"
 CURRENT_VIEW_SUFFIX = "_current"
 _INSERT_CHUNK_ROWS = 100_000
 _BUSY_POLL_SECONDS = 0.5
@@ -40,7 +41,14 @@ _log = logging.getLogger(__name__)
 
 
 def _signature(layout: SinkTableLayout) -> tuple[str, ...]:
-    return (layout.table_name, *(f"{column.name} {column.sink_type}" for column in layout.columns))
+    """What the table's DDL depends on: a change in it (a column added or dropped at the source, a
+    type override) makes the DDL run again."""
+    drops = layout.cell_schema.dropped_columns if layout.cell_schema is not None else ()
+    return (
+        layout.table_name,
+        *(f"{column.name} {column.sink_type}" for column in layout.columns),
+        *(f"dropped {column} at {at}" for column, at in drops),
+    )
 
 
 class ClickHouseSinkUnavailable(RuntimeError):
@@ -143,10 +151,18 @@ class ClickHouseSink:
         if layout.table_name in self._created or _signature(layout) in self._created_with:
             return
         if layout.cell_schema is not None:
+            drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
+            dropping = sorted({column for column, _ in drops})
             for statement in cell_table_ddl(
-                self.qualified, quote_identifier, layout, layout.table_name + CURRENT_VIEW_SUFFIX
+                self.qualified, quote_identifier, layout, layout.table_name + CURRENT_VIEW_SUFFIX, dropping
             ):
                 self.client.command(statement)
+            if drops:  # after the DDL: a crash before it re-applies the drops, which is harmless
+                self.client.insert(
+                    self.qualified(COLUMN_DROPS_TABLE),
+                    [[layout.table_name, column, at] for column, at in drops],
+                    column_names=["table_name", "column_name", "dropped_at"],
+                )
             # Remembered with its columns and types: a column added at the source, or a type override
             # (an operator's fix), makes the DDL run again.
             self._created_with.add(_signature(layout))
@@ -167,6 +183,22 @@ class ClickHouseSink:
             f" FROM {self.qualified(layout.table_name)} FINAL WHERE {quote_identifier(DELETED_COLUMN)} = 0"
         )
         self._created.add(layout.table_name)
+
+    def _new_column_drops(self, table_name: str, dropped_columns: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+        """The source's column drops (Cassandra) this sink table has not applied yet."""
+        if not dropped_columns:
+            return []
+        self.client.command(
+            f"CREATE TABLE IF NOT EXISTS {self.qualified(COLUMN_DROPS_TABLE)}"
+            " (table_name String, column_name String, dropped_at Int64)"
+            " ENGINE = ReplacingMergeTree ORDER BY (table_name, column_name, dropped_at)"
+        )
+        rows = self.client.query(
+            f"SELECT column_name, dropped_at FROM {self.qualified(COLUMN_DROPS_TABLE)} WHERE table_name = {{t:String}}",
+            parameters={"t": table_name},
+        ).result_rows
+        applied = {(str(c), int(at)) for c, at in rows}
+        return [drop for drop in dropped_columns if drop not in applied]
 
     def write(
         self,

@@ -65,8 +65,14 @@ def has_cell_bookkeeping(cursor: psycopg2.extensions.cursor, schema: str, table:
 
 
 def cell_table_ddl(
-    qualify: Qualify, layout: SinkTableLayout, view_name: str, existing_columns: set[str]
+    qualify: Qualify, layout: SinkTableLayout, view_name: str, existing_columns: set[str], dropping: list[str]
 ) -> list[sql.Composable]:
+    """The table, its indexes, its deletions table and its `_current` view, brought up to `layout`.
+
+    `dropping`: columns dropped at the source since the sink last looked; they are dropped here too
+    (and added again, empty, if the source has a column of that name again: Cassandra does not show
+    the values written before the drop).
+    """
     key = set(layout.key_columns)
     table = qualify(layout.table_name)
     columns = [
@@ -113,6 +119,10 @@ def cell_table_ddl(
             d=sql.Identifier(DELETION_COLUMN),
             t=sql.Identifier(TIMESTAMP_COLUMN),
         ),
+        # Dropped and recreated, not replaced: the view's columns follow the source's, in its order
+        # (and a column the view shows cannot be dropped).
+        sql.SQL("DROP VIEW IF EXISTS {}").format(qualify(view_name)),
+        *(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(table, sql.Identifier(c)) for c in dropping),
         # Columns added at the source since the table was made (Cassandra's ALTER TABLE ADD): cells
         # written before hold nothing for them, so NULL is what Cassandra shows too. Only missing
         # ones: ALTER TABLE takes the table's exclusive lock even when there is nothing to add.
@@ -121,10 +131,8 @@ def cell_table_ddl(
                 table, sql.Identifier(c.name), sql.SQL(c.sink_type)
             )
             for c in layout.columns
-            if c.name not in key and c.name not in existing_columns
+            if c.name not in key and (c.name not in existing_columns or c.name in dropping)
         ),
-        # Dropped and recreated, not replaced: the view's columns follow the source's, in its order.
-        sql.SQL("DROP VIEW IF EXISTS {}").format(qualify(view_name)),
         sql.SQL("CREATE VIEW {} AS SELECT {} FROM {} WHERE {}").format(
             qualify(view_name), sql.SQL(", ").join(shown), table, live_condition()
         ),

@@ -34,6 +34,7 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
+COLUMN_DROPS_TABLE = "_cdc_column_drops"
 CURRENT_VIEW_SUFFIX = "_current"
 
 
@@ -48,7 +49,14 @@ def _copy_line(row: list[Any]) -> str:
 
 
 def _signature(layout: SinkTableLayout) -> tuple[str, ...]:
-    return (layout.table_name, *(f"{column.name} {column.sink_type}" for column in layout.columns))
+    """What the table's DDL depends on: a change in it (a column added or dropped at the source, a
+    type override) makes the DDL run again."""
+    drops = layout.cell_schema.dropped_columns if layout.cell_schema is not None else ()
+    return (
+        layout.table_name,
+        *(f"{column.name} {column.sink_type}" for column in layout.columns),
+        *(f"dropped {column} at {at}" for column, at in drops),
+    )
 
 
 class PostgresSink:
@@ -78,6 +86,11 @@ class PostgresSink:
                     "CREATE TABLE IF NOT EXISTS {} (source text PRIMARY KEY, position text NOT NULL,"
                     " gtid text, server_id bigint, updated_at timestamptz NOT NULL DEFAULT now())"
                 ).format(self._qualified(CHECKPOINT_TABLE)),
+                # Cassandra column drops applied to the sink tables (each once).
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (table_name text NOT NULL, column_name text NOT NULL,"
+                    " dropped_at bigint NOT NULL, PRIMARY KEY (table_name, column_name, dropped_at))"
+                ).format(self._qualified(COLUMN_DROPS_TABLE)),
             ],
         )
         self._created.add(CHECKPOINT_TABLE)
@@ -114,7 +127,18 @@ class PostgresSink:
         self._ensure_bookkeeping()
         if layout.cell_schema is not None:
             present = existing_columns(self._dsn, self._schema, layout.table_name)
-            ddl = cell_table_ddl(self._qualified, layout, layout.table_name + CURRENT_VIEW_SUFFIX, present)
+            drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
+            dropping = sorted({column for column, _ in drops} & present)
+            ddl = cell_table_ddl(self._qualified, layout, layout.table_name + CURRENT_VIEW_SUFFIX, present, dropping)
+            # Recorded in the same transaction: each drop is applied once.
+            ddl += [
+                sql.SQL(
+                    "INSERT INTO {} (table_name, column_name, dropped_at) VALUES ({}, {}, {}) ON CONFLICT DO NOTHING"
+                ).format(
+                    self._qualified(COLUMN_DROPS_TABLE), sql.Literal(layout.table_name), sql.Literal(c), sql.Literal(at)
+                )
+                for c, at in drops
+            ]
             run_ddl(self._dsn, self._schema, ddl)
             self._apply_hypertable(layout)
             # Remembered with its columns and types: a column added at the source, or a type override
@@ -146,6 +170,20 @@ class PostgresSink:
         run_ddl(self._dsn, self._schema, [create_table, create_view])
         self._apply_hypertable(layout)
         self._created.add(layout.table_name)
+
+    def _new_column_drops(self, table_name: str, dropped_columns: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+        """The source's column drops (Cassandra) this sink table has not applied yet."""
+        if not dropped_columns:
+            return []
+        with transaction(self._dsn) as cursor:
+            cursor.execute(
+                sql.SQL("SELECT column_name, dropped_at FROM {} WHERE table_name = %s").format(
+                    self._qualified(COLUMN_DROPS_TABLE)
+                ),
+                (table_name,),
+            )
+            applied = {(str(c), int(at)) for c, at in cursor.fetchall()}
+        return [drop for drop in dropped_columns if drop not in applied]
 
     def _apply_hypertable(self, layout: SinkTableLayout) -> None:
         time_column = self._hypertables.get(layout.source_table)

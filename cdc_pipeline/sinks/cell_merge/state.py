@@ -187,6 +187,19 @@ class RowState:
         self.version = max(self.version, timestamp)
         self.prune()
 
+    def forget_dropped(self, dropped_columns: tuple[tuple[str, int], ...]) -> None:
+        """A dropped column's cells written up to its drop are gone for good: Cassandra does not show
+        them again when a column of that name is added later."""
+        for name, dropped_at in dropped_columns:
+            stamp = self.cells.get(name)
+            if stamp is not None and stamp.timestamp <= dropped_at:
+                del self.cells[name]
+            collection = self.collections.get(name)
+            if collection is not None:
+                collection.prune(dropped_at)
+                if not collection.elements and collection.deleted_at is None:
+                    del self.collections[name]
+
     def prune(self) -> None:
         shadow = self.deletion
         if shadow is not None:

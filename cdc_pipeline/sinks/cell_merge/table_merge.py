@@ -140,6 +140,7 @@ class CellTableMerge:
         for key, state in states.items():
             before = stored_states.get(key)
             changes = self._row_changes.get(key, [])
+            state.forget_dropped(self.schema.dropped_columns)
             for change in changes:
                 state.merge(change, self.schema.key_columns)
             key_values = state.key_values

@@ -22,6 +22,7 @@ from cdc_pipeline.sources.cassandra.cql_types import (
     column_schema,
     driver_value_parser,
     parse_cql_type,
+    timestamp_micros,
     value_parser,
 )
 
@@ -124,12 +125,14 @@ class CassandraCatalog:
             columns[column.name] = described
         static = [name for name, column in metadata.columns.items() if column.is_static]
         ordered = [*partition_key, *clustering, *(n for n in columns if n not in keys and n not in static)]
+        dropped = self._dropped_columns(keyspace, table)
         schema = TableSchema(
             keyspace,
             table,
             tuple(columns[name] for name in ordered),
             (*partition_key, *clustering),
             partition_key_length=len(partition_key),
+            dropped_columns=dropped,
         )
         static_schema = None
         if static:
@@ -139,11 +142,20 @@ class CassandraCatalog:
                 tuple(columns[name] for name in (*partition_key, *static)),
                 tuple(partition_key),
                 partition_key_length=len(partition_key),
+                dropped_columns=dropped,
             )
         udts = self.udts(keyspace)
         parsers = {name: value_parser(column.cql_type, udts) for name, column in metadata.columns.items()}
         is_counter = any(column.data_type == "counter" for column in columns.values())
         return TableLayout(schema, static_schema, parsers, is_counter)
+
+    def _dropped_columns(self, keyspace: str, table: str) -> tuple[tuple[str, int], ...]:
+        rows = self.session.execute(
+            "SELECT column_name, dropped_time FROM system_schema.dropped_columns"
+            " WHERE keyspace_name = %s AND table_name = %s",
+            (keyspace, table),
+        )
+        return tuple(sorted((row.column_name, timestamp_micros(row.dropped_time)) for row in rows))
 
     def table(self, keyspace: str, table: str) -> TableSchema | None:
         """The table's schema; `<table>_static` names the static-column companion of `<table>`."""

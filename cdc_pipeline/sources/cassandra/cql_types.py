@@ -134,6 +134,12 @@ def column_schema(name: str, cql_type_text: str, nullable: bool) -> ColumnSchema
 ValueParser = Callable[[Any], Any]
 
 
+def timestamp_micros(value: datetime.datetime) -> int:
+    """A CQL timestamp the driver returned (naive, in UTC) in microseconds, Cassandra's write-time unit."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+    return int(aware.timestamp() * 1000) * 1000
+
+
 def _timestamp(milliseconds: Any) -> datetime.datetime:
     try:
         return _EPOCH + datetime.timedelta(milliseconds=int(milliseconds))

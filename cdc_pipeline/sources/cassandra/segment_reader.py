@@ -17,6 +17,8 @@ from typing import Any
 
 from cassandra.cluster import Session
 
+from cdc_pipeline.sources.cassandra.cql_types import timestamp_micros
+
 # The repository's reader, next to the package in a checkout; an installed package (the Docker
 # image) names its built copy in $CDC_CASSANDRA_READER_DIR.
 READER_DIR = Path(
@@ -93,7 +95,7 @@ def write_schema_file(session: Session, keyspaces: Iterable[str], path: Path) ->
                             "name": d.column_name,
                             "type": d.type,
                             "kind": d.kind,
-                            "dropped_time": int(d.dropped_time.timestamp() * 1000) * 1000,
+                            "dropped_time": timestamp_micros(d.dropped_time),
                         }
                         for d in dropped
                     ],
