@@ -8,7 +8,6 @@ bookkeeping columns. The sink converts the visible values into its own types.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.dlq.payload_codec import encode_value
 from cdc_pipeline.mapping.sink_types import ValueNotMappable
 from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
-from cdc_pipeline.sinks.cell_merge.state import RowState
+from cdc_pipeline.sinks.cell_merge.state import RowState, canonical_text
 
 # The bookkeeping columns of a cell table, after the source columns, `_version` and `_is_deleted`.
 CELLS_COLUMN = "_cells"  # the row's state (state.py), JSON
@@ -35,7 +34,7 @@ TIMESTAMP_COLUMN = "_timestamp"
 
 
 def key_text(values: list[Any]) -> str:
-    return json.dumps([encode_value(value) for value in values], separators=(",", ":"), ensure_ascii=False)
+    return canonical_text([encode_value(value) for value in values])
 
 
 @dataclass
@@ -94,9 +93,10 @@ class CellTableMerge:
                 key = key_text(key_values)
                 self._keys[key] = key_values
                 self._row_changes[key].append(change)
-        self._partitions = {
-            self.partition_text(dict(zip(schema.key_columns, v, strict=True))) for v in self._keys.values()
-        }
+        # key text -> partition text, computed once per key
+        partition_length = schema.partition_key_length or 0
+        self._partition_of = {key: key_text(values[:partition_length]) for key, values in self._keys.items()}
+        self._partitions = set(self._partition_of.values())
         self._partitions.update(self._batch_deletions)
 
     def partition_text(self, values: dict[str, Any]) -> str:
@@ -144,7 +144,7 @@ class CellTableMerge:
             for change in changes:
                 state.merge(change, self.schema.key_columns)
             key_values = state.key_values
-            partition = key_text(key_values[:partition_length])
+            partition = self._partition_of.get(key) or key_text(key_values[:partition_length])
             clustering_key = key_values[partition_length:]
             for deletion in deletions.get(partition, {}).values():
                 if deletion.covers(self._clustering, clustering_key):
@@ -171,7 +171,7 @@ class CellTableMerge:
             version=state.version,
             is_deleted=not state.is_live,
             state=text,
-            expiry=json.dumps(state.expiry(), sort_keys=True, separators=(",", ":")),
+            expiry=canonical_text(state.expiry()),
             live_until=state.live_until,
             changes=changes,
         )
