@@ -56,9 +56,7 @@ def slot_retention(slot: ReplicationSlot) -> SlotRetention:
         )
         row = cursor.fetchone()
         oldest_wal = None
-        cursor.execute(
-            "SELECT has_function_privilege('pg_ls_waldir()', 'EXECUTE')"
-        )
+        cursor.execute("SELECT has_function_privilege('pg_ls_waldir()', 'EXECUTE')")
         if cursor.fetchone()[0]:
             cursor.execute(r"SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'")
             name = cursor.fetchone()[0]
