@@ -7,7 +7,6 @@ far from what the source purges; it warns (WARN severity) when it comes within t
 the next run refuses to skip it, and the sink needs a re-sync.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 

@@ -97,8 +97,9 @@ def wal_retention(
         log["invalidation_reason"] = state.invalidation_reason
     percent_used = None
     if state.keep_size_bytes and state.safe_wal_size is not None:
-        # safe_wal_size is what remains of the keep size; what the slot holds is the rest.
-        percent_used = round(100 * (1 - state.safe_wal_size / state.keep_size_bytes), 1)
+        # safe_wal_size is what remains of the keep size; what the slot holds is the rest. The server
+        # counts in whole segments, so safe_wal_size can exceed the limit by part of a segment: not below 0.
+        percent_used = max(0.0, round(100 * (1 - state.safe_wal_size / state.keep_size_bytes), 1))
     at_risk = None
     if state.wal_status == "unreserved":
         at_risk = "wal_status is 'unreserved': the next checkpoint may remove WAL the slot needs"
