@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 import yaml
 
-from cdc_pipeline.config.loading import parse_pipeline_config
+from cdc_pipeline.config.loading import PipelineConfigError, parse_pipeline_config
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.local_servers.postgres import LocalPostgres
@@ -320,3 +320,30 @@ def _sink_checkpoint(pipeline: CassandraPipelineHarness) -> str:
     checkpoint = pipeline.resources()[sink_key(PG_SINK)].sink(PG_SINK).checkpoint("events")
     assert checkpoint is not None
     return str(checkpoint)
+
+
+def test_retention_thresholds_default_per_source_and_name_the_key_when_wrong() -> None:
+    base: dict[str, Any] = {
+        "sources": {"shop": {"kind": "mysql"}, "store": {"kind": "postgres", "dsn_env": "X"}},
+        "sinks": {"warehouse": {"kind": "clickhouse"}},
+        "dlq": {"dsn_env": "X"},
+    }
+    defaults = parse_pipeline_config(yaml.safe_dump(base))
+    assert defaults.retention_of("shop").warn_when_hours_left == 24
+    assert defaults.retention_of("store").warn_when_percent_used == 80
+    own = {**base, "retention": {"warn_when_hours_left": 6}}
+    own["sources"] = {
+        **base["sources"],
+        "store": {**base["sources"]["store"], "retention": {"warn_when_percent_used": 50}},
+    }
+    pipeline = parse_pipeline_config(yaml.safe_dump(own))
+    assert pipeline.retention_of("shop").warn_when_hours_left == 6
+    assert pipeline.retention_of("store").warn_when_percent_used == 50
+    with pytest.raises(PipelineConfigError, match=r"retention\.warn_when_percent_used: Input should be less than"):
+        parse_pipeline_config(yaml.safe_dump({**base, "retention": {"warn_when_percent_used": 120}}))
+    with pytest.raises(PipelineConfigError, match=r"sources\.shop\.retention\.warn_when_days_left: Extra inputs"):
+        bad = {
+            **base,
+            "sources": {**base["sources"], "shop": {"kind": "mysql", "retention": {"warn_when_days_left": 1}}},
+        }
+        parse_pipeline_config(yaml.safe_dump(bad))

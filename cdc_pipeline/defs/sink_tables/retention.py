@@ -5,8 +5,10 @@ The source's log is the pipeline's write-ahead log. The check passes while the s
 far from what the source purges; it warns (WARN severity) when it comes within the configured
 `retention` thresholds, and fails (ERROR) once the range after the checkpoint is gone, naming it:
 the next run refuses to skip it, and the sink needs a re-sync.
-"""
 
+(No `from __future__ import annotations` here: Dagster inspects the context parameter's annotation
+as a type, and a string there is refused.)
+"""
 
 from dataclasses import dataclass
 
