@@ -44,6 +44,23 @@ class TableSelection(_StrictModel):
         return included and not any(fnmatch.fnmatchcase(qualified, p) for p in self.exclude)
 
 
+class RetentionConfig(_StrictModel):
+    """When the `source_log_retained` check warns that a sink's checkpoint nears what the source purges."""
+
+    warn_when_hours_left: float = Field(
+        default=24,
+        ge=0,
+        description="MySQL: warn when the server may purge the binlog a sink's checkpoint is in within this time",
+    )
+    warn_when_percent_used: float = Field(
+        default=80,
+        gt=0,
+        le=100,
+        description="PostgreSQL: share of max_slot_wal_keep_size the slot holds; Cassandra: share of"
+        " cdc_total_space cdc_raw holds (at 100% the node refuses writes to CDC tables)",
+    )
+
+
 class MySqlSourceConfig(_StrictModel):
     kind: Literal["mysql"] = "mysql"
     host: str = "127.0.0.1"
@@ -64,6 +81,9 @@ class MySqlSourceConfig(_StrictModel):
         default=True,
         description="decode row images with the pipeline's compiled decoder (false: mysql-replication's own)",
     )
+    retention: RetentionConfig | None = Field(
+        default=None, description="thresholds for this source; default: the pipeline's top-level retention"
+    )
 
 
 class PostgresSourceConfig(_StrictModel):
@@ -83,6 +103,9 @@ class PostgresSourceConfig(_StrictModel):
     key_columns: dict[str, list[str]] = Field(
         default_factory=dict,
         description="'schema.table' -> key columns, for tables without a primary key",
+    )
+    retention: RetentionConfig | None = Field(
+        default=None, description="thresholds for this source; default: the pipeline's top-level retention"
     )
 
     def slot_name(self, source_name: str) -> str:
@@ -109,6 +132,9 @@ class CassandraSourceConfig(_StrictModel):
         default_factory=TableSelection,
         description="'keyspace.table' glob patterns; tables matched by a glob replicate if they have cdc = true,"
         " a table named without globs must have it",
+    )
+    retention: RetentionConfig | None = Field(
+        default=None, description="thresholds for this source; default: the pipeline's top-level retention"
     )
 
     @model_validator(mode="after")
@@ -220,6 +246,7 @@ class PipelineConfig(_StrictModel):
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     type_overrides: list[TypeOverride] = Field(default_factory=list)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("sources", "sinks")
     @classmethod
@@ -249,6 +276,10 @@ class PipelineConfig(_StrictModel):
             named = ", ".join(f"sinks.{name}.dsn={path!r}" for name, path in sorted(paths.items()) if path)
             raise ValueError(f"embedded ClickHouse sinks must share one chdb path (one per process): {named}")
         return self
+
+    def retention_of(self, source_name: str) -> RetentionConfig:
+        """The source's own thresholds if it has them, else the pipeline's."""
+        return self.sources[source_name].retention or self.retention
 
     @property
     def embedded_clickhouse_path(self) -> str | None:

@@ -79,8 +79,9 @@ class ChangeBatch:
     # holds nothing to replicate (PostgreSQL: the reader's own progress mark). Never a checkpoint.
     log_read_to: SourcePosition | None = None
     # What the source's change log occupies, for the run's metadata (Cassandra: cdc_raw bytes used,
-    # segments, cdc_total_space); empty when the source does not say.
-    log_metadata: dict[str, int | str] = field(default_factory=dict)
+    # segments, cdc_total_space) and how close each sink's checkpoint is to being purged
+    # (core/retention.py); empty when the source does not say.
+    log_metadata: dict[str, int | float | str] = field(default_factory=dict)
 
     @property
     def row_count(self) -> int:

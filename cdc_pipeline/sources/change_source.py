@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import SourcePosition
+from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema
 
 
@@ -48,3 +49,7 @@ class ChangeSource(Protocol):
 
     def log_usage(self) -> dict[str, int | str]:
         """What the change log occupies at the source, for run metadata ({}: the source does not say)."""
+
+    def retention(self, checkpoints: Mapping[str, Checkpoint | None]) -> RetentionStatus:
+        """How close each sink's checkpoint is to what the source will purge, in the source's own
+        terms, and whether the log after it is already gone (cheap enough for every batch)."""

@@ -7,10 +7,12 @@ segment with a smaller id: those are the ones release() deletes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cdc_pipeline.core.positions import CommitLogPosition
+from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
 from cdc_pipeline.sources.cassandra.segment_reader import CdcSegment, cdc_segments
 
 
@@ -48,23 +50,64 @@ class CdcRaw:
         newest = segments[-1]
         return CommitLogPosition(newest.segment_id, newest.durable_offset)
 
-    def start_of(self, segments: list[CdcSegment], resume: CommitLogPosition | None) -> CommitLogPosition | None:
-        """Where reading resumes: the oldest segment for a sink without checkpoint; None: nothing to read."""
+    def start_of(
+        self, segments: list[CdcSegment], resume: CommitLogPosition | None, sink: str | None = None
+    ) -> CommitLogPosition | None:
+        """Where reading resumes: the oldest segment for a sink without checkpoint; None: nothing to read.
+        `sink` is the sink whose checkpoint `resume` is (named when its changes are gone)."""
         if resume is None:
             return CommitLogPosition(segments[0].segment_id, 0) if segments else None
         by_id = {s.segment_id: s for s in segments}
         if resume.segment_id in by_id:
             return resume
-        if resume.offset > 0:
-            later = [s.segment_id for s in segments if s.segment_id > resume.segment_id]
-            until = f"cdc:{later[0]}:0" if later else "the newest segment"
+        lost = self.lost_range(segments, resume)
+        if lost is not None:
+            whose = f"sink '{sink}' checkpoint" if sink else "checkpoint"
+            oldest = f"cdc:{segments[0].segment_id}:0" if segments else "none"
             raise LostChangesError(
-                f"checkpoint {resume}: segment {resume.segment_id} is no longer in {self.directory}; the changes from"
-                f" {resume} up to {until} were deleted before every sink read them; re-sync the sinks"
+                f"{whose} {resume}: segment {resume.segment_id} is no longer in {self.directory} (oldest kept:"
+                f" {oldest}); the changes from {lost} were deleted before every sink read them; re-sync the sinks"
             )
         # cdc:<id>:0 names the segment after a finished one, which may never have held CDC data.
         following = [s.segment_id for s in segments if s.segment_id >= resume.segment_id]
         return CommitLogPosition(following[0], 0) if following else resume
+
+    @staticmethod
+    def lost_range(segments: list[CdcSegment], checkpoint: CommitLogPosition) -> str | None:
+        """The range after `checkpoint` that is gone from cdc_raw, or None while it is still there."""
+        if checkpoint.offset == 0 or any(s.segment_id == checkpoint.segment_id for s in segments):
+            # cdc:<id>:0 names the segment after a finished one, which may never have held CDC data.
+            return None
+        later = [s.segment_id for s in segments if s.segment_id > checkpoint.segment_id]
+        return f"{checkpoint} up to " + (f"cdc:{later[0]}:0" if later else "the newest segment")
+
+    def retention(
+        self, source_name: str, checkpoints: Mapping[str, CommitLogPosition | None], total_bytes: int
+    ) -> RetentionStatus:
+        """cdc_raw against cdc_total_space, and the segments kept for each sink. Nothing is purged by
+        age here: a sink that lags fills cdc_raw, and when it is full the node refuses writes."""
+        segments = self.segments()
+        sizes = {}
+        for segment in segments:
+            try:
+                sizes[segment.segment_id] = segment.path.stat().st_size
+            except FileNotFoundError:
+                sizes[segment.segment_id] = 0  # deleted meanwhile
+        usage = self.usage()
+        percent_used = round(100 * usage.bytes_used / total_bytes, 1) if total_bytes else 100.0
+        sinks = {}
+        for sink, position in checkpoints.items():
+            first = position.segment_id if position is not None else 0
+            sinks[sink] = SinkRetention(
+                sink,
+                str(position) if position is not None else None,
+                lost=self.lost_range(segments, position) if position is not None else None,
+                percent_used=percent_used,
+                bytes_behind=sum(size for segment_id, size in sizes.items() if segment_id >= first),
+            )
+        log: dict[str, int | float | str] = {**usage.as_metadata(), "cdc_total_space_bytes": total_bytes}
+        oldest = f"cdc:{segments[0].segment_id}:0" if segments else "none"
+        return RetentionStatus(source_name, oldest, log, sinks)
 
     def releasable(self, earliest: CommitLogPosition) -> list[CdcSegment]:
         """COMPLETED segments every checkpoint (the earliest is given) has passed."""

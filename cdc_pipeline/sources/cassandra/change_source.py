@@ -21,6 +21,7 @@ from cdc_pipeline.config.models import CassandraSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import CommitLogPosition, SourcePosition, as_commit_log_position
+from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.cassandra.catalog import CassandraCatalog, quote
 from cdc_pipeline.sources.cassandra.cdc_raw import CdcRaw
@@ -121,29 +122,40 @@ class CassandraChangeSource:
         # The sinks' checkpoints live in the sinks, not at the node: nothing cheap to compare with.
         return None
 
-    def _resume(self, checkpoints: Mapping[str, Checkpoint | None]) -> CommitLogPosition | None:
-        """The earliest checkpoint; None when some sink has none (it needs everything cdc_raw holds)."""
-        positions = []
+    def _positions(self, checkpoints: Mapping[str, Checkpoint | None]) -> dict[str, CommitLogPosition | None]:
+        positions: dict[str, CommitLogPosition | None] = {}
         for sink, checkpoint in checkpoints.items():
-            if checkpoint is None:
-                return None
             try:
-                positions.append(as_commit_log_position(checkpoint.position))
+                positions[sink] = as_commit_log_position(checkpoint.position) if checkpoint is not None else None
             except ValueError as error:
                 raise CassandraSourceError(
                     f"sink '{sink}' holds checkpoint {checkpoint} for source '{self._name}': {error};"
                     " re-sync that sink or give the source another name"
                 ) from None
-        return min(positions) if positions else None
+        return positions
+
+    def _earliest(self, checkpoints: Mapping[str, Checkpoint | None]) -> tuple[str, CommitLogPosition] | None:
+        """The sink with the earliest checkpoint; None when some sink has none (it needs everything
+        cdc_raw holds) or there are no sinks."""
+        positions = self._positions(checkpoints)
+        known = {sink: position for sink, position in positions.items() if position is not None}
+        if not known or len(known) < len(positions):
+            return None
+        return min(known.items(), key=lambda item: item[1])
+
+    def _resume(self, checkpoints: Mapping[str, Checkpoint | None]) -> CommitLogPosition | None:
+        earliest = self._earliest(checkpoints)
+        return earliest[1] if earliest is not None else None
 
     # -- reading --------------------------------------------------------------------------------
 
     def read_batch(
         self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
     ) -> ChangeBatch:
-        resume = self._resume(checkpoints)
+        earliest = self._earliest(checkpoints)
+        resume = earliest[1] if earliest is not None else None
         segments = self.cdc_raw.segments()
-        start = self.cdc_raw.start_of(segments, resume)
+        start = self.cdc_raw.start_of(segments, resume, earliest[0] if earliest is not None else None)
         limit = as_commit_log_position(stop_at) if stop_at is not None else None
         batch_start = start or resume or CommitLogPosition(0, 0)
         batch = ChangeBatch(self._name, Checkpoint(batch_start), Checkpoint(batch_start))
@@ -174,7 +186,7 @@ class CassandraChangeSource:
         batch.end = Checkpoint(position or batch_start)
         commit_times = [c.commit_ts for t in batch.tables.values() for c in t.changes]
         batch.last_commit_ts = max(commit_times) if commit_times else None
-        batch.log_metadata = self.log_usage()
+        batch.log_metadata = self.retention(checkpoints).as_metadata()
         return batch
 
     def _schema_path(self, force: bool) -> Path:
@@ -250,6 +262,9 @@ class CassandraChangeSource:
 
     def log_usage(self) -> dict[str, int | str]:
         return self.cdc_raw.usage().as_metadata()
+
+    def retention(self, checkpoints: Mapping[str, Checkpoint | None]) -> RetentionStatus:
+        return self.cdc_raw.retention(self._name, self._positions(checkpoints), self.node.cdc_total_space_bytes)
 
     # -- catalog --------------------------------------------------------------------------------
 

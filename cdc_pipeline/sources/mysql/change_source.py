@@ -9,12 +9,14 @@ from cdc_pipeline.config.models import MySqlSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition, SourcePosition
+from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, current_binlog_position
 from cdc_pipeline.sources.mysql.resume import ResumeBy, resume_point
+from cdc_pipeline.sources.mysql.retention import binlog_retention
 
 
 class MySqlChangeSource:
@@ -51,7 +53,10 @@ class MySqlChangeSource:
             compiled_decoder=self._config.compiled_row_decoder,
             gtid_versions=self._config.resume_by == "gtid",
         )
-        return reader.read(start, max_rows=max_rows, stop_at=stop_at)
+        batch = reader.read(start, max_rows=max_rows, stop_at=stop_at)
+        # Measured after the read, so a purge during it shows; the parse step's metadata carries it.
+        batch.log_metadata.update(self.retention(checkpoints).as_metadata())
+        return batch
 
     def has_unread_changes(self) -> None:
         return None  # the binlog position says it: the sensor compares it with the last run's
@@ -74,3 +79,6 @@ class MySqlChangeSource:
 
     def log_usage(self) -> dict[str, int | str]:
         return {}
+
+    def retention(self, checkpoints: Mapping[str, Checkpoint | None]) -> RetentionStatus:
+        return binlog_retention(self._name, self.settings, self._server_id, checkpoints)

@@ -9,6 +9,7 @@ from cdc_pipeline.config.models import PostgresSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber, SourcePosition
+from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
@@ -17,6 +18,7 @@ from cdc_pipeline.sources.postgres.replication_slot import (
     ReplicationSlot,
     current_flush_position,
 )
+from cdc_pipeline.sources.postgres.retention import lost_range, slot_retention, wal_retention
 from cdc_pipeline.sources.postgres.wal_reader import WalBatchReader
 
 
@@ -54,7 +56,10 @@ class PostgresChangeSource:
         # and reads up to it, which covers everything committed before the sensor looked.
         slot_position = self._resume_slot(checkpoints)
         start = Checkpoint(slot_position)
-        return WalBatchReader(self._name, self.slot, self.catalog).read(start, max_rows)
+        batch = WalBatchReader(self._name, self.slot, self.catalog).read(start, max_rows)
+        # How close the sinks are to losing WAL, for the parse step's metadata.
+        batch.log_metadata.update(self.retention(checkpoints).as_metadata())
+        return batch
 
     def _resume_slot(self, checkpoints: Mapping[str, Checkpoint | None]) -> LogSequenceNumber:
         known: dict[str, LogSequenceNumber] = {}
@@ -76,18 +81,42 @@ class PostgresChangeSource:
                     " are lost; re-sync the sinks"
                 )
             return self.ensure_slot()
+        self._refuse_lost_wal(known)
         if len(known) < len(checkpoints):
             # A sink without a checkpoint starts where the slot stands (what the others still need).
             return slot_position
         sink, earliest = min(known.items(), key=lambda item: item[1])
-        if earliest < slot_position:
-            raise LogicalDecodingError(
-                f"sink '{sink}' checkpoint {earliest} is behind replication slot {self.slot.name!r}"
-                f" ({slot_position}): the WAL between them was released before every sink read it; re-sync the sinks"
-            )
         if earliest > slot_position:
             self.slot.advance(earliest)  # frees the WAL every sink has committed
         return earliest
+
+    def _refuse_lost_wal(self, known: Mapping[str, LogSequenceNumber]) -> None:
+        """Never skip ahead silently: a slot invalidated by max_slot_wal_keep_size, or one whose position
+        is past a sink's checkpoint (recreated, or advanced by someone else), stops the run."""
+        state = slot_retention(self.slot)
+        lost = {sink: lost_range(state, position) for sink, position in sorted(known.items())}
+        lost_ranges = {sink: lost for sink, lost in lost.items() if lost is not None}
+        if not lost_ranges:
+            return
+        if state.lost:
+            why = (
+                f"replication slot {self.slot.name!r} was invalidated"
+                f" ({state.invalidation_reason or 'wal_status lost'}; max_slot_wal_keep_size"
+                f" {state.keep_size_bytes if state.keep_size_bytes is not None else 'unlimited'} bytes)"
+            )
+        else:
+            why = (
+                f"replication slot {self.slot.name!r} stands at {state.confirmed_flush_lsn}, past the checkpoint:"
+                " the WAL between them was released before every sink read it"
+            )
+        ranges = "; ".join(f"sink '{sink}' checkpoint {known[sink]}: lost {lost}" for sink, lost in lost_ranges.items())
+        raise LogicalDecodingError(
+            f"{self.settings.describe()}: {why}; {ranges}; the changes in between are gone, nothing is skipped"
+            " silently: re-sync the sinks (and drop and recreate the slot if it was invalidated)"
+        )
+
+    def retention(self, checkpoints: Mapping[str, Checkpoint | None]) -> RetentionStatus:
+        return wal_retention(self._name, self.slot, checkpoints)
 
     def has_unread_changes(self) -> bool:
         return self.slot.has_pending_changes()
