@@ -8,8 +8,6 @@
   since the last run; a sink nobody replicates into any more trails for ever).
 """
 
-from __future__ import annotations
-
 import time
 
 import dagster as dg
