@@ -26,6 +26,7 @@ from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, sink_key
 from cdc_pipeline.defs.resources import ClickHouseSinkResource, DeadLetterQueueResource
 from cdc_pipeline.defs.sink_tables.freshness import FRESHNESS_CHECK
 from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.sinks.availability import SinkUnavailable, dsn_secrets, redacted_reason
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
 
@@ -252,3 +253,12 @@ def test_refused_clickhouse_lags_alone_and_every_sink_down_fails_the_run(
         # ClickHouse stays refused, PostgreSQL is back: the next run delivers it.
         assert outage.run(instance).success
         assert_same_rows(outage.postgres_rows("t"), outage.source_rows("t"), "PostgreSQL")
+
+
+def test_unavailable_reason_blanks_the_dsn_password_and_keeps_the_first_line() -> None:
+    dsn = f"postgresql://cdc:{PASSWORD}@db.internal:5432/replica"
+    error = psycopg2.OperationalError(f'connection to "{dsn}" failed: timeout\nDETAIL: more')
+    reason = redacted_reason(error, dsn_secrets(dsn))
+    assert reason == 'OperationalError: connection to "postgresql://cdc:***@db.internal:5432/replica" failed: timeout'
+    assert dsn_secrets(f"host=db.internal password={PASSWORD} dbname=replica") == [PASSWORD]
+    assert str(SinkUnavailable(PG_SINK, reason)).startswith(f"sink '{PG_SINK}' is unavailable: OperationalError")
