@@ -196,7 +196,7 @@ def test_every_change_kind_reaches_both_sinks_as_cassandra_shows_it(
     }
     checks = definitions.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=check_keys)
     evaluations = checks.execute_in_process().get_asset_check_evaluations()
-    assert len(evaluations) == 8 and all(e.passed for e in evaluations), [
+    assert len(evaluations) == 10 and all(e.passed for e in evaluations), [
         (e.check_name, e.metadata) for e in evaluations
     ]
 

@@ -234,6 +234,22 @@ class BatchConfig(_StrictModel):
     poll_interval_seconds: int = Field(default=5, ge=1, le=3600)
 
 
+class SinkOutageConfig(_StrictModel):
+    """What a write does when its sink is unavailable (server down, refused, full, permission revoked)."""
+
+    write_attempts: int = Field(
+        default=3, ge=1, le=20, description="tries per run before the sink is left to lag until the next run"
+    )
+    first_retry_delay_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="wait before the second try; doubled before each further one"
+    )
+    lag_tolerance_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="freshness check: how long a sink may trail the source's high-water mark without a successful run",
+    )
+
+
 class DlqConfig(_StrictModel):
     dsn_env: EnvVarName = Field(description="environment variable holding the PostgreSQL DSN of the DLQ")
     schema_name: str = Field(default="cdc_dlq", pattern=_NAME_PATTERN, alias="schema")
@@ -247,6 +263,7 @@ class PipelineConfig(_StrictModel):
     type_overrides: list[TypeOverride] = Field(default_factory=list)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    sink_outages: SinkOutageConfig = Field(default_factory=SinkOutageConfig)
 
     @field_validator("sources", "sinks")
     @classmethod

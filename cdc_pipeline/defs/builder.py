@@ -23,6 +23,7 @@ from cdc_pipeline.defs.resources import (
 )
 from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
+from cdc_pipeline.defs.sink_tables.freshness import build_sink_freshness_checks
 from cdc_pipeline.defs.snapshots.assets import build_snapshot_assets
 from cdc_pipeline.defs.snapshots.jobs import build_plan_snapshot_job
 
@@ -81,7 +82,11 @@ def build_definitions(
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(
         assets=[*build_sink_table_specs(pipeline), *build_snapshot_assets(pipeline), dead_letter_queue],
-        asset_checks=[*build_sink_table_checks(pipeline), dead_letter_queue_is_empty],
+        asset_checks=[
+            *build_sink_table_checks(pipeline),
+            *build_sink_freshness_checks(pipeline),
+            dead_letter_queue_is_empty,
+        ],
         jobs=jobs,
         sensors=sensors,
         # The default for jobs that name no executor, above all the implicit asset job a backfill launched

@@ -10,6 +10,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import clickhouse_connect
@@ -22,6 +23,7 @@ from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks.availability import clickhouse_server_refuses, outside_the_sink, unavailable_as
 from cdc_pipeline.sinks.base import (
     TableStats,
     WriteResult,
@@ -59,10 +61,16 @@ def quote_identifier(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
+def _is_unavailable(error: BaseException) -> bool:
+    """The server is unreachable, busy (chdb path), read-only, full, or refuses the account."""
+    return isinstance(error, (OperationalError, ClickHouseSinkUnavailable)) or clickhouse_server_refuses(error)
+
+
 def _is_data_error(error: Exception) -> bool:
     # Client-side serialisation errors and server-side parse errors are about the rows; a refused
-    # connection (OperationalError) is about the server.
-    if isinstance(error, OperationalError):
+    # connection (OperationalError), or a server error such as READONLY, ACCESS_DENIED or
+    # NOT_ENOUGH_SPACE, is about the server: bisecting it would send every row to the DLQ.
+    if _is_unavailable(error):
         return False
     return isinstance(error, (DataError, DatabaseError, TypeError, ValueError, OverflowError, struct.error))
 
@@ -123,7 +131,14 @@ class ClickHouseSink:
     def qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
 
+    def _unavailable_as_sink_error(self) -> AbstractContextManager[None]:
+        return unavailable_as(self.name, self._dsn, _is_unavailable)
+
     def checkpoint(self, source: str) -> Checkpoint | None:
+        with self._unavailable_as_sink_error():
+            return self._checkpoint(source)
+
+    def _checkpoint(self, source: str) -> Checkpoint | None:
         # Checkpoint rows are only ever added further along: the one with the most progress (its
         # version floor, which grows with the log, across a failover too) is the current one.
         rows = self.client.query(
@@ -134,7 +149,7 @@ class ClickHouseSink:
         return Checkpoint.from_columns(*rows[0]) if rows else None
 
     def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
-        existing = self.checkpoint(source)
+        existing = self._checkpoint(source)
         if existing is not None:
             return existing
         self._insert_checkpoint(source, checkpoint)
@@ -206,8 +221,17 @@ class ClickHouseSink:
         record_rejections: Callable[[list[Rejection]], None],
         advance_checkpoint: bool = True,
     ) -> WriteResult:
+        with self._unavailable_as_sink_error():
+            return self._write(batch, outside_the_sink(record_rejections), advance_checkpoint)
+
+    def _write(
+        self,
+        batch: MappedBatch,
+        record_rejections: Callable[[list[Rejection]], None],
+        advance_checkpoint: bool,
+    ) -> WriteResult:
         result = WriteResult(self.name)
-        stored = self.checkpoint(batch.source)
+        stored = self._checkpoint(batch.source)
         floor = stored.version_floor if (stored is not None and advance_checkpoint) else 0
 
         def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg2
@@ -16,6 +17,7 @@ from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks.availability import outside_the_sink, postgres_is_unavailable, unavailable_as
 from cdc_pipeline.sinks.base import (
     TableStats,
     WriteResult,
@@ -95,7 +97,14 @@ class PostgresSink:
         )
         self._created.add(CHECKPOINT_TABLE)
 
+    def _unavailable_as_sink_error(self) -> AbstractContextManager[None]:
+        return unavailable_as(self.name, self._dsn, postgres_is_unavailable)
+
     def checkpoint(self, source: str) -> Checkpoint | None:
+        with self._unavailable_as_sink_error():
+            return self._checkpoint(source)
+
+    def _checkpoint(self, source: str) -> Checkpoint | None:
         self._ensure_bookkeeping()
         with transaction(self._dsn) as cursor:
             cursor.execute(
@@ -117,7 +126,7 @@ class PostgresSink:
                 ).format(self._qualified(CHECKPOINT_TABLE)),
                 (source, *checkpoint.columns()),
             )
-        adopted = self.checkpoint(source)
+        adopted = self._checkpoint(source)
         assert adopted is not None
         return adopted
 
@@ -243,6 +252,15 @@ class PostgresSink:
         batch: MappedBatch,
         record_rejections: Callable[[list[Rejection]], None],
         advance_checkpoint: bool = True,
+    ) -> WriteResult:
+        with self._unavailable_as_sink_error():
+            return self._write(batch, outside_the_sink(record_rejections), advance_checkpoint)
+
+    def _write(
+        self,
+        batch: MappedBatch,
+        record_rejections: Callable[[list[Rejection]], None],
+        advance_checkpoint: bool,
     ) -> WriteResult:
         result = WriteResult(self.name)
         self._ensure_bookkeeping()

@@ -1,0 +1,145 @@
+"""A sink that cannot take writes right now, told apart from bad rows and from bugs.
+
+Each sink family translates the errors that mean "the sink is not there, or will not take writes"
+(server stopped, connection refused, disk full, permission revoked, read-only) into one exception,
+`SinkUnavailable`. The replication job retries it, then lets the sink lag from its own checkpoint
+while the other sinks go on. Data errors stay with `bisect_failures` (rows to the DLQ); anything
+else still fails the run, so a bug never passes for an outage.
+
+Messages name the sink and the reason, never the DSN: the reason is the driver's first line with
+any password in the DSN blanked out (libpq and ClickHouse name the host, and a DSN may hold a
+password, which must not reach the run's logs, metadata or the asset's status).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import psycopg2
+import psycopg2.errors
+from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseDatabaseError
+
+_T = TypeVar("_T")
+_REDACTED = "***"
+_CODE_IN_MESSAGE = re.compile(r"\bCode:\s*(\d+)")
+
+# ClickHouse server error codes that are about the server or the account, not the rows: writing the
+# same rows later, once an operator fixed the server, succeeds.
+CLICKHOUSE_UNAVAILABLE_CODES = {
+    159: "TIMEOUT_EXCEEDED",
+    164: "READONLY",
+    192: "UNKNOWN_USER",
+    193: "WRONG_PASSWORD",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY",
+    243: "NOT_ENOUGH_SPACE",
+    252: "TOO_MANY_PARTS",
+    425: "SYSTEM_ERROR",
+    497: "ACCESS_DENIED",
+    516: "AUTHENTICATION_FAILED",
+}
+
+
+class SinkUnavailable(RuntimeError):
+    """The sink cannot take writes now; nothing about the rows. Retried, then the sink lags and catches up."""
+
+    def __init__(self, sink: str, reason: str) -> None:
+        super().__init__(f"sink '{sink}' is unavailable: {reason}")
+        self.sink = sink
+        self.reason = reason
+
+
+def dsn_secrets(dsn: str) -> list[str]:
+    """The password a DSN holds (libpq key=value or URL form), to blank out of error messages."""
+    secrets: list[str] = []
+    try:
+        password = psycopg2.extensions.parse_dsn(dsn).get("password")
+    except psycopg2.ProgrammingError:
+        password = None
+    if password:
+        secrets.append(password)
+    if "://" in dsn:
+        url_password = urlsplit(dsn).password
+        if url_password:
+            secrets.extend({url_password, unquote(url_password)})
+    return secrets
+
+
+def redacted_reason(error: BaseException, secrets: list[str]) -> str:
+    """`Type: first line of the message`, with every secret blanked out."""
+    lines = str(error).strip().splitlines()
+    message = lines[0].strip() if lines else ""
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, _REDACTED)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def postgres_is_unavailable(error: BaseException) -> bool:
+    """psycopg2 errors about the server, the connection or the role rather than the rows."""
+    return isinstance(
+        error,
+        (
+            # Connection refused or lost, server shut down, disk full (class 53), too many connections.
+            psycopg2.OperationalError,
+            psycopg2.InterfaceError,
+            # Permission revoked (42501): an operator's fix (GRANT) makes the same rows go in.
+            psycopg2.errors.InsufficientPrivilege,
+            # A standby, or default_transaction_read_only: the same rows go in once it is writable.
+            psycopg2.errors.ReadOnlySqlTransaction,
+        ),
+    )
+
+
+def clickhouse_error_code(error: BaseException) -> int | None:
+    code = getattr(error, "code", None)
+    if isinstance(code, int):
+        return code
+    match = _CODE_IN_MESSAGE.search(str(error))
+    return int(match.group(1)) if match else None
+
+
+def clickhouse_server_refuses(error: BaseException) -> bool:
+    """A ClickHouse server error whose code is about the server or the account (see the codes above)."""
+    return isinstance(error, ClickHouseDatabaseError) and clickhouse_error_code(error) in CLICKHOUSE_UNAVAILABLE_CODES
+
+
+class _RaisedOutsideTheSink(Exception):  # noqa: N818 - a carrier, never seen outside this module
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def outside_the_sink(callback: Callable[[_T], None]) -> Callable[[_T], None]:
+    """`callback` runs inside a sink's write but talks to something else (the DLQ's PostgreSQL):
+    its errors must not be taken for the sink's own, so `unavailable_as` lets them through as they are."""
+
+    def call(argument: _T) -> None:
+        try:
+            callback(argument)
+        except Exception as error:
+            raise _RaisedOutsideTheSink(error) from error
+
+    return call
+
+
+@contextmanager
+def unavailable_as(sink: str, dsn: str, is_unavailable: Callable[[BaseException], bool]) -> Iterator[None]:
+    """Raise `SinkUnavailable` (named after the sink, DSN-free) for the errors `is_unavailable` accepts."""
+    try:
+        yield
+    except _RaisedOutsideTheSink as outside:
+        raise outside.error from None
+    except SinkUnavailable:
+        raise
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        # `from None`: the driver's exception text (and its chained causes) is replaced by the redacted reason.
+        raise SinkUnavailable(sink, redacted_reason(error, dsn_secrets(dsn))) from None
