@@ -21,6 +21,7 @@ import pytest
 from psycopg2 import sql
 
 from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.defs.replication.sink_status import STATUS
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, sink_key
 from cdc_pipeline.defs.resources import ClickHouseSinkResource, DeadLetterQueueResource
@@ -29,6 +30,8 @@ from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sinks.availability import SinkUnavailable, dsn_secrets, redacted_reason
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
+from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 
 PASSWORD = "s3cret-outage-pw"
 
@@ -262,3 +265,71 @@ def test_unavailable_reason_blanks_the_dsn_password_and_keeps_the_first_line() -
     assert reason == 'OperationalError: connection to "postgresql://cdc:***@db.internal:5432/replica" failed: timeout'
     assert dsn_secrets(f"host=db.internal password={PASSWORD} dbname=replica") == [PASSWORD]
     assert str(SinkUnavailable(PG_SINK, reason)).startswith(f"sink '{PG_SINK}' is unavailable: OperationalError")
+
+
+@dataclass
+class SlotOutageHarness(PostgresSourceHarness):
+    """A PostgreSQL source whose PostgreSQL sink lives on `sink_server`; the DLQ stays on the session's server."""
+
+    dlq_dsn: str = ""
+
+    def config_dict(self) -> dict[str, Any]:
+        config = super().config_dict()
+        config["sink_outages"] = {"write_attempts": 2, "first_retry_delay_seconds": 0.05}
+        return config
+
+    def resources(self) -> dict[str, Any]:
+        resources = super().resources()
+        resources[DEAD_LETTER_QUEUE] = DeadLetterQueueResource(dsn=self.dlq_dsn, schema_name="dlq")
+        return resources
+
+    def run(self, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+        job = self.definitions().resolve_job_def(f"replicate_{PG_SOURCE}")
+        return job.execute_in_process(instance=instance, raise_on_error=False)
+
+    def slot_lsn(self) -> LogSequenceNumber:
+        position = self.slot_position()
+        assert position is not None
+        return LogSequenceNumber.parse(position)
+
+
+def test_the_replication_slot_stays_behind_a_sink_that_is_down(
+    pg_source: PostgresSourceHarness, sink_server: LocalPostgres
+) -> None:
+    """The source log is the sinks' write-ahead log: while a sink is down, the slot keeps the WAL it
+    still needs (release frees nothing), and the sink catches up from it when it returns."""
+    sink_dsn = sink_server.create_database(pg_source.clickhouse_database.removesuffix("_ch") + "_pgsink")
+    values = {f.name: getattr(pg_source, f.name) for f in fields(pg_source)}
+    values.update(sink_dsn=sink_dsn)
+    test = SlotOutageHarness(**values, dlq_dsn=pg_source.sink_dsn)
+    test.source_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    test.create_slot()
+    test.source_execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    try:
+        with dg.instance_for_test() as instance:
+            assert test.run(instance).success
+            kept = test.slot_lsn()
+
+            sink_server.stop()
+            test.source_execute("INSERT INTO t VALUES (3, 'c')", "UPDATE t SET v = 'B' WHERE id = 2")
+            lagging = test.run(instance)
+            assert lagging.success
+            assert_same_rows(test.clickhouse_rows("t"), test.source_rows("t"), "ClickHouse")
+            assert _output_metadata(lagging, f"release_{PG_SOURCE}")["released"] is False
+            # ClickHouse moved on; the slot did not: the WAL the PostgreSQL sink lacks is still there.
+            assert test.slot_lsn() == kept
+            # A second run while it is still down: ClickHouse's checkpoint is now ahead of the
+            # PostgreSQL sink's, and the slot must still not move to it.
+            test.source_execute("INSERT INTO t VALUES (4, 'd')", "DELETE FROM t WHERE id = 1")
+            assert test.run(instance).success
+            assert_same_rows(test.clickhouse_rows("t"), test.source_rows("t"), "ClickHouse")
+            assert test.slot_lsn() == kept
+
+            sink_server.start()
+            assert test.run(instance).success
+            assert_same_rows(test.postgres_rows("t"), test.source_rows("t"), "PostgreSQL")
+            assert_same_rows(test.clickhouse_rows("t"), test.source_rows("t"), "ClickHouse")
+            assert test.slot_lsn() > kept
+    finally:
+        sink_server.start()
+        sink_server.drop_database(pg_source.clickhouse_database.removesuffix("_ch") + "_pgsink")

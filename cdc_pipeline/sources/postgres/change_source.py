@@ -82,13 +82,11 @@ class PostgresChangeSource:
                 )
             return self.ensure_slot()
         self._refuse_lost_wal(known)
-        if len(known) < len(checkpoints):
-            # A sink without a checkpoint starts where the slot stands (what the others still need).
-            return slot_position
-        sink, earliest = min(known.items(), key=lambda item: item[1])
-        if earliest > slot_position:
-            self.slot.advance(earliest)  # frees the WAL every sink has committed
-        return earliest
+        # Reading starts where the slot stands, never moved here: `checkpoints` holds the sinks that
+        # answered, and a sink that is down (not among them) may need WAL older than all of theirs.
+        # Only release, which sees every sink's checkpoint, frees WAL; what the slot still holds
+        # before a sink's checkpoint is skipped by that sink (its versions are below its checkpoint).
+        return slot_position
 
     def _refuse_lost_wal(self, known: Mapping[str, LogSequenceNumber]) -> None:
         """Never skip ahead silently: a slot invalidated by max_slot_wal_keep_size, or one whose position
