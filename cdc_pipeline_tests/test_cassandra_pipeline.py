@@ -109,19 +109,29 @@ def _second_round(pipeline: CassandraPipelineHarness) -> None:
         " 'after alter', 'new column')",
         # Rows and cells with a TTL: one that expires during the test, one that outlives it.
         f"INSERT INTO {ks}.orders (region, customer, day, seq, note) VALUES ('eu', 8, '2024-06-02', 1, 'short')"
-        " USING TTL 3",
+        " USING TTL 10",
         f"INSERT INTO {ks}.orders (region, customer, day, seq, note) VALUES ('eu', 8, '2024-06-02', 2, 'long')"
         " USING TTL 3600",
         # A TTL'd cell of a row that stays: only the cell goes (write time now: newer than T0 + 10).
-        f"UPDATE {ks}.orders USING TTL 3 SET note = 'fleeting' WHERE region = 'eu' AND customer = 7"
+        f"UPDATE {ks}.orders USING TTL 10 SET note = 'fleeting' WHERE region = 'eu' AND customer = 7"
         " AND day = '2024-05-06' AND seq = 1",
     )
 
 
+def _sides_agree(pipeline: CassandraPipelineHarness, table: str) -> bool:
+    """The source, read before and after both sinks, equals each sink."""
+    source = pipeline.source_rows(table)
+    return pipeline.postgres_rows(table) == source == pipeline.clickhouse_rows(table) == pipeline.source_rows(table)
+
+
 def _assert_sinks_equal_source(pipeline: CassandraPipelineHarness, tables: list[str], when: str) -> None:
+    """Source == PostgreSQL == ClickHouse, row by row. Rows with a few seconds of TTL may expire
+    between reading one side and the next, so a comparison that straddles an expiry is read again."""
     for table in tables:
+        assert pipeline.source_rows(table), f"{table}: the scenario leaves rows in every table"
+        if any(_sides_agree(pipeline, table) for _ in range(3)):
+            continue
         source = pipeline.source_rows(table)
-        assert source, f"{table}: the scenario leaves rows in every table"
         assert_same_rows(pipeline.postgres_rows(table), source, f"PostgreSQL {table} {when}")
         assert_same_rows(pipeline.clickhouse_rows(table), source, f"ClickHouse {table} {when}")
 
