@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -347,6 +348,20 @@ class Browser:
         `role="img"` with the icon's name as `aria-label`: 'settings', 'zoom_out', ...)."""
         xpath = f"{within}//button[.//*[@role='img' and @aria-label={xpath_literal(icon)}] and normalize-space(.)='']"
         self.click(xpath, f"icon button {icon!r}", timeout)
+
+    def choose_from_menu(self, icon: str, item: str, timeout: float | None = None) -> None:
+        """Open the menu behind icon button `icon` and click `item`. A page that re-renders (the asset
+        graph laying itself out again, live data arriving) can close an open menu before the item is
+        found: then the menu is opened again, until `timeout`."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            self.click_icon_button(icon)
+            try:
+                self.click_text(item, timeout=10)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
 
     def screenshot(self, name: str) -> Path:
         path = self.screenshot_dir / name

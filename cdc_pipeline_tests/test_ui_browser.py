@@ -124,11 +124,9 @@ def _screenshot_the_asset_graph(browser: Browser, ui: DagsterUi, expected_asset:
     browser.open(f"{ui.url}/asset-groups")
     browser.find_text("snapshots")
     # The graph's settings menu (the gear below the zoom slider) holds both layout switches.
-    browser.click_icon_button("settings")
-    browser.click_text("Expand all groups")
+    browser.choose_from_menu("settings", "Expand all groups")
     browser.find_text(expected_asset)
-    browser.click_icon_button("settings")
-    browser.click_text("Change graph to vertical orientation")
+    browser.choose_from_menu("settings", "Change graph to vertical orientation")
     # Both settings persist (URL and local storage); the first render after a reload fits the whole graph.
     browser.driver.refresh()
     browser.find_text(expected_asset)
