@@ -61,3 +61,14 @@ class SinkTableLayout:
     @property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+    @property
+    def ddl_signature(self) -> tuple[str, ...]:
+        """What the sink table's DDL depends on: when it changes (a column added or dropped at the
+        source, a type override), the sinks run the table's DDL again."""
+        drops = self.cell_schema.dropped_columns if self.cell_schema is not None else ()
+        return (
+            self.table_name,
+            *(f"{column.name} {column.sink_type}" for column in self.columns),
+            *(f"dropped {column} at {at}" for column, at in drops),
+        )

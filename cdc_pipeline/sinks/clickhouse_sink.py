@@ -42,17 +42,6 @@ _BUSY_POLL_SECONDS = 0.5
 _log = logging.getLogger(__name__)
 
 
-def _signature(layout: SinkTableLayout) -> tuple[str, ...]:
-    """What the table's DDL depends on: a change in it (a column added or dropped at the source, a
-    type override) makes the DDL run again."""
-    drops = layout.cell_schema.dropped_columns if layout.cell_schema is not None else ()
-    return (
-        layout.table_name,
-        *(f"{column.name} {column.sink_type}" for column in layout.columns),
-        *(f"dropped {column} at {at}" for column, at in drops),
-    )
-
-
 class ClickHouseSinkUnavailable(RuntimeError):
     """The ClickHouse sink cannot be reached or opened; the run fails and is retried, no row is lost."""
 
@@ -163,7 +152,7 @@ class ClickHouseSink:
         )
 
     def ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created or _signature(layout) in self._created_with:
+        if layout.table_name in self._created or layout.ddl_signature in self._created_with:
             return
         if layout.cell_schema is not None:
             drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
@@ -180,7 +169,7 @@ class ClickHouseSink:
                 )
             # Remembered with its columns and types: a column added at the source, or a type override
             # (an operator's fix), makes the DDL run again.
-            self._created_with.add(_signature(layout))
+            self._created_with.add(layout.ddl_signature)
             return
         columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
         columns.append(f"{quote_identifier(VERSION_COLUMN)} UInt64")

@@ -50,17 +50,6 @@ def _copy_line(row: list[Any]) -> str:
     return "\t".join("\\N" if value is None else str(value) for value in row)
 
 
-def _signature(layout: SinkTableLayout) -> tuple[str, ...]:
-    """What the table's DDL depends on: a change in it (a column added or dropped at the source, a
-    type override) makes the DDL run again."""
-    drops = layout.cell_schema.dropped_columns if layout.cell_schema is not None else ()
-    return (
-        layout.table_name,
-        *(f"{column.name} {column.sink_type}" for column in layout.columns),
-        *(f"dropped {column} at {at}" for column, at in drops),
-    )
-
-
 class PostgresSink:
     def __init__(self, name: str, dsn: str, schema: str, hypertables: Mapping[str, str] | None = None) -> None:
         self.name = name
@@ -131,7 +120,7 @@ class PostgresSink:
         return adopted
 
     def _ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created or _signature(layout) in self._created_with:
+        if layout.table_name in self._created or layout.ddl_signature in self._created_with:
             return
         self._ensure_bookkeeping()
         if layout.cell_schema is not None:
@@ -152,7 +141,7 @@ class PostgresSink:
             self._apply_hypertable(layout)
             # Remembered with its columns and types: a column added at the source, or a type override
             # (an operator's fix), makes the DDL run again.
-            self._created_with.add(_signature(layout))
+            self._created_with.add(layout.ddl_signature)
             return
         key = set(layout.key_columns)
         column_sql = [
