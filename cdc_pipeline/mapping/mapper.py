@@ -44,6 +44,13 @@ class MappedTable:
     # than once in the batch: an insert then an update is one row written, two changes delivered.
     folded_ops: dict[int, Counter[str]] = field(default_factory=dict)
 
+    def add(self, values: list[Any], change: RowChange) -> None:
+        """A row of converted column values, completed with `_version` and `_is_deleted`."""
+        values.append(change.version)
+        values.append(1 if change.op is ChangeOp.DELETE else 0)
+        self.rows.append(values)
+        self.changes.append(change)
+
     def delivered_ops(self, change: RowChange) -> Counter[str]:
         return self.folded_ops.get(id(change)) or Counter({change.op.value: 1})
 
@@ -146,10 +153,7 @@ class TypeMapper:
             except ValueNotMappable as error:
                 rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
                 continue
-            row.append(change.version)
-            row.append(1 if change.op is ChangeOp.DELETE else 0)
-            table.rows.append(row)
-            table.changes.append(change)
+            table.add(row, change)
             if key in folded:
                 table.folded_ops[id(change)] = folded[key]
         return table
@@ -172,10 +176,7 @@ class TypeMapper:
             except ValueNotMappable as error:
                 rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
                 continue
-            row.append(change.version)
-            row.append(1 if change.op is ChangeOp.DELETE else 0)
-            table.rows.append(row)
-            table.changes.append(change)
+            table.add(row, change)
         return table
 
     def _check_cell_change(
