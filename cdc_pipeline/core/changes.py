@@ -10,6 +10,7 @@ from cdc_pipeline.core.cells import CellChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema_changes import SchemaChange, ShapeSource
 
 
 class ChangeOp(StrEnum):
@@ -60,8 +61,9 @@ class Rejection:
 
 @dataclass
 class TableChanges:
-    schema: TableSchema
+    schema: TableSchema  # the shape of these rows (core/schema_changes.py)
     changes: list[RowChange] = field(default_factory=list)
+    shape_source: ShapeSource = ShapeSource.ROWS
 
 
 @dataclass
@@ -73,6 +75,9 @@ class ChangeBatch:
     end: Checkpoint  # after the last transaction read: the sinks' next checkpoint
     tables: dict[str, TableChanges] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
+    # Changes to the tables' shapes, in log order; each comes before the rows of its table in
+    # `tables` (a batch never holds one table's rows in two shapes).
+    schema_changes: list[SchemaChange] = field(default_factory=list)
     last_commit_ts: int | None = None
     masked: bool = False
     # A hint for the sensor: the log was read through here, which may lie past `end` when the tail

@@ -12,6 +12,7 @@ from cdc_pipeline.core.cells import CollectionWrite
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema_changes import SchemaChange, ShapeSource
 from cdc_pipeline.mapping.clickhouse_types import clickhouse_column
 from cdc_pipeline.mapping.postgres_types import postgres_column
 from cdc_pipeline.mapping.sink_types import (
@@ -36,6 +37,8 @@ def sink_table_name(source_table: str) -> str:
 @dataclass
 class MappedTable:
     layout: SinkTableLayout
+    # How far the sink may change its table to match the layout (core/schema_changes.py).
+    shape_source: ShapeSource = ShapeSource.ROWS
     # Each row: the converted column values, then _version, then _is_deleted (0/1).
     rows: list[list[Any]] = field(default_factory=list)
     # The masked change behind each row, for the DLQ if the sink refuses the row.
@@ -64,6 +67,10 @@ class MappedBatch:
     last_commit_ts: int | None
     tables: dict[str, MappedTable] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
+    schema_changes: list[SchemaChange] = field(default_factory=list)
+    # Tables this sink cannot take in their batch's shape (a type with no mapping), and why: their
+    # rows are in `rejections`, and their schema changes wait until an operator's fix.
+    refused_tables: dict[str, str] = field(default_factory=dict)
 
     @property
     def row_count(self) -> int:
@@ -106,14 +113,18 @@ class TypeMapper:
     def map_batch(self, batch: ChangeBatch) -> MappedBatch:
         if not batch.masked:
             raise RuntimeError("the map step only takes masked batches")
-        mapped = MappedBatch(self.sink_name, batch.source, batch.start, batch.end, batch.last_commit_ts)
+        mapped = MappedBatch(
+            self.sink_name, batch.source, batch.start, batch.end, batch.last_commit_ts, schema_changes=batch.schema_changes
+        )
         for qualified, table in batch.tables.items():
             try:
                 layout = self.layout(table.schema)
             except TypeNotMappable as error:
                 mapped.rejections.extend(self._reject(qualified, change, str(error)) for change in table.changes)
+                mapped.refused_tables[qualified] = f"{self.sink_name}: {error}"
                 continue
             mapped.tables[qualified] = self._map_table(layout, table.changes, mapped.rejections)
+            mapped.tables[qualified].shape_source = table.shape_source
         return mapped
 
     def _reject(self, qualified: str, change: RowChange, error: str) -> Rejection:

@@ -13,6 +13,7 @@ from cdc_pipeline.config.models import MaskAction, MaskingConfig
 from cdc_pipeline.core.cells import CollectionWrite
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.core.type_families import BINARY_TYPES, TEXTUAL_TYPES
 from cdc_pipeline.masking.classification import classify_column
 
@@ -143,17 +144,27 @@ class Masker:
             }
             if schema.merges_cells:
                 kept = self._mask_cell_changes(table.schema, table.changes, batch.rejections)
-                masked_tables[qualified] = TableChanges(schema, kept)
+                masked_tables[qualified] = TableChanges(schema, kept, table.shape_source)
                 continue
             for change in table.changes:
                 values = change.values
                 for column, function in functions.items():
                     values[column] = function(values[column])
-            masked_tables[qualified] = TableChanges(schema, table.changes)
+            masked_tables[qualified] = TableChanges(schema, table.changes, table.shape_source)
         batch.tables = masked_tables
+        batch.schema_changes = [self._mask_schema_change(change) for change in batch.schema_changes]
         batch.rejections = [self._mask_rejection(rejection) for rejection in batch.rejections]
         batch.masked = True
         return batch
+
+    def _mask_schema_change(self, change: SchemaChange) -> SchemaChange:
+        """An added column's default is a value the existing rows take: masked like theirs."""
+        if not change.has_default or change.column is None or change.default is None:
+            return change
+        mask = self.plan(change.table, [change.column]).get(change.column)
+        if mask is None:
+            return change
+        return replace(change, default=self._mask_function(mask)(change.default))
 
     def _cell_mask_function(self, mask: ColumnMask) -> Callable[[Any], Any]:
         if mask.action != "null":
