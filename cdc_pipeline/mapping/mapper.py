@@ -113,9 +113,8 @@ class TypeMapper:
     def map_batch(self, batch: ChangeBatch) -> MappedBatch:
         if not batch.masked:
             raise RuntimeError("the map step only takes masked batches")
-        mapped = MappedBatch(
-            self.sink_name, batch.source, batch.start, batch.end, batch.last_commit_ts, schema_changes=batch.schema_changes
-        )
+        mapped = MappedBatch(self.sink_name, batch.source, batch.start, batch.end, batch.last_commit_ts)
+        mapped.schema_changes = batch.schema_changes
         for qualified, table in batch.tables.items():
             try:
                 layout = self.layout(table.schema)
