@@ -16,6 +16,7 @@ from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableCh
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker, MaskingError
@@ -133,5 +134,8 @@ def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> tu
         letter_of[id(values)] = letter
     # Replays never move a checkpoint; the batch's bounds only say where its letters came from.
     position = Checkpoint(BinlogPosition(letters[0].position.rpartition(":")[0], 4))
-    batch = ChangeBatch(source, position, position, {schema.qualified_name: TableChanges(schema, changes)}, masked=True)
+    # The current schema may be ahead of the sink table (or behind a refused change): a replay only
+    # adds the columns the sink lacks, it never drops or retypes one.
+    tables = {schema.qualified_name: TableChanges(schema, changes, ShapeSource.REPLAY)}
+    batch = ChangeBatch(source, position, position, tables, masked=True)
     return batch, letter_of

@@ -21,6 +21,10 @@ class WriteResult:
     skipped_already_applied: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
+    # Schema changes the sink applied (source table -> what it did), and the tables it holds
+    # because it cannot take their new shape (source table -> why; their rows are in `rejections`).
+    schema_applied: dict[str, list[str]] = field(default_factory=dict)
+    schema_held: dict[str, str] = field(default_factory=dict)
 
     def count(self, op: ChangeOp) -> int:
         return sum(counts[op.value] for counts in self.rows_by_table.values())
@@ -83,8 +87,11 @@ def write_rows_after_checkpoint(
     write_table: Callable[[MappedTable, list[list[Any]], list[RowChange]], list[RowChange]],
 ) -> None:
     """Write each table's rows at or above `floor` with `write_table` (which returns the changes it
-    wrote), counting the delivered source changes per table into `result`."""
+    wrote), counting the delivered source changes per table into `result`. Tables the schema sync
+    held (`result.schema_held`) are left out: their rows went to the DLQ."""
     for qualified, table in batch.tables.items():
+        if qualified in result.schema_held:
+            continue
         rows, changes = rows_after_checkpoint(table, floor)
         result.skipped_already_applied += len(table.rows) - len(rows)
         if not rows:

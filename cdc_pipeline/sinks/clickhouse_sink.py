@@ -33,6 +33,8 @@ from cdc_pipeline.sinks.base import (
 )
 from cdc_pipeline.sinks.cell_merge.table_merge import CELLS_COLUMN
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
+from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
+from cdc_pipeline.sinks.schema_sync.sync import SchemaSync
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -74,6 +76,10 @@ class ClickHouseSink:
         self._created: set[str] = set()
         self._created_with: set[tuple[str, ...]] = set()
         self._tombstone_fills: dict[str, list[tuple[int, Any]]] = {}
+        self._schema_sync = SchemaSync(name)
+        self._shaper = ClickHouseShaper(
+            lambda: self.client, _is_unavailable, database, self.qualified, quote_identifier, CURRENT_VIEW_SUFFIX
+        )
 
     @property
     def client(self) -> Client:
@@ -188,6 +194,12 @@ class ClickHouseSink:
         )
         self._created.add(layout.table_name)
 
+    def _create_table(self, layout: SinkTableLayout) -> None:
+        """Create the table (and its view) even if this process created one of that name before:
+        the source may have dropped or renamed it since."""
+        self._created.discard(layout.table_name)
+        self.ensure_table(layout)
+
     def _new_column_drops(self, table_name: str, dropped_columns: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
         """The source's column drops (Cassandra) this sink table has not applied yet."""
         if not dropped_columns:
@@ -222,6 +234,12 @@ class ClickHouseSink:
         result = WriteResult(self.name)
         stored = self._checkpoint(batch.source)
         floor = stored.version_floor if (stored is not None and advance_checkpoint) else 0
+        schema = self._schema_sync.sync_batch(self._shaper, batch, floor, self._create_table)
+        for table_name in schema.reshaped:
+            self._created.discard(table_name)
+            self._tombstone_fills.pop(table_name, None)
+        result.schema_applied, result.schema_held = schema.applied, schema.refused
+        result.rejections.extend(schema.rejections)
 
         def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
             self.ensure_table(table.layout)

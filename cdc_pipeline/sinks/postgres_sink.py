@@ -34,6 +34,8 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
     live_condition,
 )
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
+from cdc_pipeline.sinks.schema_sync.postgres_shaper import PostgresShaper
+from cdc_pipeline.sinks.schema_sync.sync import SchemaSync
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -61,6 +63,7 @@ class PostgresSink:
         self._table_notes: dict[str, str] = {}
         self._created: set[str] = set()
         self._created_with: set[tuple[str, ...]] = set()
+        self._schema_sync = SchemaSync(name)
 
     def _qualified(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
@@ -169,6 +172,12 @@ class PostgresSink:
         self._apply_hypertable(layout)
         self._created.add(layout.table_name)
 
+    def _create_table(self, layout: SinkTableLayout) -> None:
+        """Create the table even if this process created one of that name before (the source may
+        have dropped or renamed it since)."""
+        self._created.discard(layout.table_name)
+        self._ensure_table(layout)
+
     def _new_column_drops(self, table_name: str, dropped_columns: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
         """The source's column drops (Cassandra) this sink table has not applied yet."""
         if not dropped_columns:
@@ -253,9 +262,31 @@ class PostgresSink:
     ) -> WriteResult:
         result = WriteResult(self.name)
         self._ensure_bookkeeping()
+        try:
+            return self._write_in_transaction(batch, record_rejections, advance_checkpoint, result)
+        except BaseException:
+            # The transaction rolled back, with any schema change it made.
+            self._schema_sync.forget()
+            raise
+
+    def _write_in_transaction(
+        self,
+        batch: MappedBatch,
+        record_rejections: Callable[[list[Rejection]], None],
+        advance_checkpoint: bool,
+        result: WriteResult,
+    ) -> WriteResult:
         with transaction(self._dsn) as cursor:
             stored = self._lock_checkpoint(cursor, batch) if advance_checkpoint else None
             floor = stored.version_floor if stored is not None else 0
+            # Schema changes run in this transaction: they commit with the rows and the checkpoint.
+            shaper = PostgresShaper(cursor, self._schema, CURRENT_VIEW_SUFFIX)
+            schema = self._schema_sync.sync_batch(shaper, batch, floor, self._create_table)
+            # The shaper made the reshaped tables' views in this transaction; another session
+            # re-running their DDL now would wait for this one's locks.
+            self._created.update(schema.reshaped)
+            result.schema_applied, result.schema_held = schema.applied, schema.refused
+            result.rejections.extend(schema.rejections)
 
             def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
                 self._ensure_table(table.layout)

@@ -33,6 +33,7 @@ from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key
 from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import REACHED_TAG
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
+from cdc_pipeline.defs.sink_tables.schema_status import HELD, IN_SYNC, SCHEMA_STATUS
 from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
 from cdc_pipeline.sinks.availability import SinkUnavailable
 
@@ -211,9 +212,16 @@ def _write_op(source_name: str, sink_name: str, pipeline: PipelineConfig) -> dg.
         lag = round(time.time() - mapped.last_commit_ts, 3) if mapped.last_commit_ts else 0.0
         rejections = [*mapped.rejections, *result.rejections]
         failed = Counter(r.table for r in rejections)
-        for table in sorted(result.rows_by_table.keys() | failed.keys()):
+        for table in sorted(result.rows_by_table.keys() | failed.keys() | result.schema_applied.keys()):
             counts = result.rows_by_table.get(table, Counter())
             note = sink.table_note(table)
+            schema_metadata: dict[str, str] = {SCHEMA_STATUS: IN_SYNC}
+            if table in result.schema_applied:
+                schema_metadata["schema_changes"] = "; ".join(result.schema_applied[table])
+            if table in result.schema_held:
+                # The table's rows go to the DLQ until an operator's fix (see the schema_in_sync check).
+                schema_metadata[SCHEMA_STATUS] = f"{HELD}: {result.schema_held[table]}"
+                context.log.warning(f"{sink_name}: table {table} held: {result.schema_held[table]}")
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key=sink_table_asset_key(sink_name, table),
@@ -225,6 +233,7 @@ def _write_op(source_name: str, sink_name: str, pipeline: PipelineConfig) -> dg.
                         "source_position": str(mapped.end.position),
                         "lag_seconds": lag,
                         STATUS: AVAILABLE,
+                        **schema_metadata,
                         **({"timescaledb": note} if note else {}),
                     },
                 )

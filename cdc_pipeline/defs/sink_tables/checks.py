@@ -3,7 +3,8 @@
 - row_count_matches_source: live rows in the sink == rows at the source;
 - keys_match_source: the same set of keys (an order-independent digest of the keys);
 - versions_match_other_sinks: same live rows and sum of `_version` as the other sinks;
-- source_log_retained (retention.py): the source still keeps its log from the sink's checkpoint on.
+- source_log_retained (retention.py): the source still keeps its log from the sink's checkpoint on;
+- schema_in_sync (schema_status.py): no rows held in the DLQ for a schema change the sink refused.
 
 A difference is an error once the sink's checkpoint has reached the source's high-water mark, and
 only a warning while the sink lags (the difference is then expected).
@@ -20,6 +21,7 @@ from cdc_pipeline.defs.resource_keys import MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.defs.sink_tables.retention import build_retention_check
+from cdc_pipeline.defs.sink_tables.schema_status import build_schema_check
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sources.change_source import ChangeSource
@@ -33,6 +35,7 @@ def build_sink_table_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefi
                 checks.append(_row_count_check(source_name, table, sink_name, pipeline))
                 checks.append(_keys_check(source_name, table, sink_name, pipeline))
                 checks.append(build_retention_check(source_name, table, sink_name, pipeline))
+                checks.append(build_schema_check(source_name, table, sink_name))
                 if len(pipeline.sinks) > 1:
                     checks.append(_sinks_agree_check(source_name, table, sink_name, list(pipeline.sinks)))
     return checks

@@ -8,17 +8,20 @@ from typing import Any
 
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import MariadbGtidEvent, NotImplementedEvent, QueryEvent, RotateEvent, XidEvent
-from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid, gtid_row_version
 from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position, row_version
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind, ShapeSource
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.ddl import parse_ddl
 from cdc_pipeline.sources.mysql.library_values import ValueFix, apply_none_sources, value_normalisers
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
+from cdc_pipeline.sources.mysql.table_map_shape import table_map_shape
 
 # MariaDB's compressed query/row events (0xA5-0xAB) and MySQL's TRANSACTION_PAYLOAD_EVENT (0x28):
 # mysql-replication cannot decode them and would otherwise drop them without a word.
@@ -51,6 +54,10 @@ class BinlogBatchReader:
         self._catalog = catalog
         self._normaliser_cache: dict[str, tuple[TableSchema, list[tuple[str, ValueFix]]]] = {}
         self._decoders: dict[tuple[int, str], tuple[TableSchema, CompiledRowDecoder | None]] = {}
+        # The shape of each table map's rows (table id -> the columns' nullability as the map says,
+        # and the schema made of it): the binlog's own description, which may be older than the catalog.
+        self._null_bitmasks: dict[int, bytes] = {}
+        self._shapes: dict[int, tuple[bytes, TableSchema | None, TableSchema]] = {}
 
     def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
         # is_mariadb stays False: with it, mysql-replication ignores log_file/log_pos unless GTIDs are used
@@ -62,7 +69,15 @@ class BinlogBatchReader:
             log_file=start.file,
             log_pos=start.pos,
             blocking=False,
-            only_events=[*_ROW_EVENTS, MariadbGtidEvent, XidEvent, QueryEvent, RotateEvent, NotImplementedEvent],
+            only_events=[
+                *_ROW_EVENTS,
+                TableMapEvent,
+                MariadbGtidEvent,
+                XidEvent,
+                QueryEvent,
+                RotateEvent,
+                NotImplementedEvent,
+            ],
             filter_non_implemented_events=False,
         )
 
@@ -83,6 +98,9 @@ class BinlogBatchReader:
         stream = self._open_stream(as_binlog_position(start.position))
         try:
             for event in stream:
+                if isinstance(event, TableMapEvent):
+                    self._null_bitmasks[event.table_id] = bytes(event.null_bitmask)
+                    continue
                 if isinstance(event, RowsEvent):
                     rows = self._parse_rows_event(
                         event, stream.log_file, transaction, pending_tables, pending_rejections
@@ -103,6 +121,14 @@ class BinlogBatchReader:
                     continue
                 if isinstance(event, RotateEvent) or not _ends_transaction(event):
                     continue
+                if isinstance(event, QueryEvent):
+                    # A DDL statement commits implicitly, so nothing is pending here.
+                    changes = self._schema_changes(event, stream.log_file, transaction)
+                    if any(change.table in batch.tables or change.old_name in batch.tables for change in changes):
+                        # The table already has rows in this batch: they keep their shape, and the
+                        # next batch starts with the statement. The batch ends where it was.
+                        break
+                    batch.schema_changes.extend(changes)
                 # A transaction (or a DDL statement, which commits implicitly) ended here.
                 _merge(batch, pending_tables, pending_rejections)
                 committed_rows += pending_rows
@@ -115,7 +141,34 @@ class BinlogBatchReader:
         finally:
             stream.close()
         # Rows of a transaction whose commit was not read yet stay out: the next batch reads them again.
+        self._shape_tables_without_rows(batch)
         return batch
+
+    def _schema_changes(self, event: QueryEvent, log_file: str, transaction: _Transaction) -> list[SchemaChange]:
+        """What a statement does to the selected tables; the tables it names are read anew from the catalog."""
+        event_start = event.packet.log_pos - event.packet.event_size
+        position = f"{log_file}:{event_start}"
+        # The statement's place among the row versions: the versions of its own (empty) first row.
+        version = self._version_numbering(log_file, event_start, transaction, position)(0)
+        default_database = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
+        outcome = parse_ddl(event.query, default_database, position, version, self._catalog.selects)
+        for change in outcome.changes:
+            for qualified in (change.table, change.old_name):
+                if qualified and "." in qualified:
+                    self._catalog.forget(*qualified.split(".", 1))
+        return outcome.changes
+
+    def _shape_tables_without_rows(self, batch: ChangeBatch) -> None:
+        """A table whose shape changed with no row after it in the batch gets its shape from the
+        catalog (which may be later than the batch: the sinks then only apply what the changes name)."""
+        for change in batch.schema_changes:
+            if change.table in batch.tables or "." not in change.table:
+                continue
+            if change.kind in (SchemaChangeKind.DROP_TABLE, SchemaChangeKind.TRUNCATE, SchemaChangeKind.NO_EFFECT):
+                continue
+            schema = self._catalog.table(*change.table.split(".", 1))
+            if schema is not None and schema.key_columns:
+                batch.tables[change.table] = TableChanges(schema, [], ShapeSource.CATALOG)
 
     def _source_server_id(self) -> int:
         with self._settings.connect() as connection, connection.cursor() as cursor:
@@ -145,8 +198,8 @@ class BinlogBatchReader:
         event_start = event.packet.log_pos - event.packet.event_size
         position = f"{log_file}:{event_start}"
         version_of = self._version_numbering(log_file, event_start, transaction, position)
-        schema = self._catalog.table(database, table_name)
-        problem = _table_problem(schema, qualified, event)
+        schema = self._rows_shape(event, database, table_name, position)
+        problem = _table_problem(schema, qualified)
         decoder = None
         if self._use_compiled_decoder and problem is None and schema is not None:
             decoder = self._compiled_decoder(event, schema)
@@ -181,6 +234,30 @@ class BinlogBatchReader:
                     values[column] = fix(values[column])
                 changes.append(RowChange(op, values, version, position, event.timestamp))
         return rows
+
+    def _rows_shape(self, event: RowsEvent, database: str, table_name: str, position: str) -> TableSchema | None:
+        """The shape the event's rows were written in: the table map's (binlog_row_metadata=FULL),
+        which is the catalog's own schema object whenever the two agree."""
+        catalog = self._catalog.table(database, table_name)
+        null_bitmask = self._null_bitmasks.get(event.table_id)
+        if null_bitmask is None:
+            raise BinlogDecodeError(f"row event at {position} for {database}.{table_name} without its table map")
+        cached = self._shapes.get(event.table_id)
+        if cached is not None and cached[0] == null_bitmask and cached[1] is catalog:
+            return cached[2]
+        try:
+            shape = table_map_shape(
+                database,
+                table_name,
+                event.columns,
+                null_bitmask,
+                catalog,
+                self._catalog.key_override(database, table_name),
+            )
+        except ValueError as error:
+            raise BinlogDecodeError(f"table map of {database}.{table_name} at {position}: {error}") from error
+        self._shapes[event.table_id] = (null_bitmask, catalog, shape)
+        return shape
 
     def _version_numbering(
         self, log_file: str, event_start: int, transaction: _Transaction, position: str
@@ -250,19 +327,13 @@ def _ends_transaction(event: Any) -> bool:
     return False
 
 
-def _table_problem(schema: TableSchema | None, qualified: str, event: RowsEvent) -> str | None:
+def _table_problem(schema: TableSchema | None, qualified: str) -> str | None:
     if schema is None:
         return f"table {qualified} no longer exists at the source, its schema is unknown"
     if not schema.key_columns:
         return (
             f"table {qualified} has no primary key: set sources.<name>.key_columns['{qualified}'] "
             "to the columns that identify a row"
-        )
-    event_columns = [column.name for column in event.columns]
-    if event_columns != schema.column_names:
-        return (
-            f"table {qualified}: binlog columns {event_columns} differ from the catalog's {schema.column_names} "
-            "(schema changed since this event was written)"
         )
     return None
 

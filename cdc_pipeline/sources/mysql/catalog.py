@@ -47,6 +47,14 @@ class MySqlCatalog:
             self._cache[key] = self._read_table(database, table)
         return self._cache[key]
 
+    def forget(self, database: str, table: str) -> None:
+        """Drop a cached schema: a DDL statement in the binlog changed (or created, or dropped) the table."""
+        self._cache.pop((database, table), None)
+
+    def key_override(self, database: str, table: str) -> tuple[str, ...] | None:
+        override = self._key_overrides.get(f"{database}.{table}")
+        return tuple(override) if override is not None else None
+
     def selected_tables(self) -> list[TableSchema]:
         with self._settings.connect() as connection, connection.cursor() as cursor:
             cursor.execute(

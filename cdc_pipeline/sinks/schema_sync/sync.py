@@ -1,0 +1,169 @@
+"""Bringing a sink's tables to the shape of a batch's rows before the rows are written.
+
+Each sink offers a `TableShaper` (how it reads a table's columns and applies a plan's steps); this
+module decides per table what to do: plan against the table as it stands (plan.py), apply, and when
+the sink cannot take the change without losing values, refuse the table: its rows of the batch go
+to the DLQ (stage "schema", the reason in the error) and nothing of its sink table changes, while the other
+tables are written as usual. The refusal repeats with every batch until an operator's fix (a type
+override, or a re-sync) makes the plan safe; the DLQ replay then writes the held rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cdc_pipeline.core.changes import Rejection
+from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind, ShapeSource
+from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
+from cdc_pipeline.mapping.sink_types import SinkTableLayout
+from cdc_pipeline.sinks.schema_sync.plan import SchemaPlan, SinkTableState, WantedColumn, plan_table
+from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange
+
+SCHEMA_STAGE = "schema"
+
+
+class SchemaChangeRefused(Exception):
+    """The sink refused a planned step (e.g. a checked type change found a value that does not fit)."""
+
+
+class TableShaper(Protocol):
+    """What a sink offers the schema sync for its row tables."""
+
+    def table_state(self, table_name: str) -> SinkTableState | None:
+        """The table's data columns and key, or None when it does not exist yet."""
+        ...
+
+    def canonical_types(self, sink_types: list[str]) -> list[str]:
+        """The layout's types as the sink spells them in its catalog (compared with table_state)."""
+        ...
+
+    def type_change(self, old: str, new: str) -> TypeChange: ...
+
+    def apply(self, layout: SinkTableLayout, plan: SchemaPlan) -> None:
+        """Apply the plan's steps; raise SchemaChangeRefused (having changed nothing) when a checked
+        step finds values that do not fit."""
+        ...
+
+    def tombstone_older(self, table_name: str, version: int) -> int:
+        """Mark deleted every live row older than `version` (TRUNCATE / DROP TABLE at the source)."""
+        ...
+
+    def rename_table(self, old_table_name: str, new_table_name: str) -> bool:
+        """Rename a sink table when the old exists and the new does not; True when it did."""
+        ...
+
+
+@dataclass
+class SchemaSyncResult:
+    applied: dict[str, list[str]] = field(default_factory=dict)  # source table -> what was done
+    refused: dict[str, str] = field(default_factory=dict)  # source table -> why
+    # Sink tables whose shape changed (the sink drops what it cached about them) or that were
+    # renamed away from (the old name may be created anew).
+    reshaped: set[str] = field(default_factory=set)
+    rejections: list[Rejection] = field(default_factory=list)  # the refused tables' rows
+
+
+class SchemaSync:
+    """Per sink: remembers the layouts already in force, so a batch without schema changes costs nothing."""
+
+    def __init__(self, sink_name: str) -> None:
+        self._sink_name = sink_name
+        self._in_force: set[tuple[str, ...]] = set()
+
+    def forget(self) -> None:
+        """Drop what is known to be in force (a rolled-back transaction may have undone it)."""
+        self._in_force.clear()
+
+    def sync_batch(
+        self,
+        shaper: TableShaper,
+        batch: MappedBatch,
+        floor: int,
+        ensure_table: Callable[[SinkTableLayout], None],
+    ) -> SchemaSyncResult:
+        """Apply the batch's schema changes (those at or above `floor`, the sink's checkpoint) and
+        shape every row table of the batch. The batch is not changed (a retry syncs it again): the
+        refused tables' rows are the result's rejections, and the caller leaves those tables out."""
+        result = SchemaSyncResult()
+        changes = [change for change in batch.schema_changes if change.version >= floor]
+        by_table: dict[str, list[SchemaChange]] = {}
+        for change in changes:
+            by_table.setdefault(change.table, []).append(change)
+        for change in changes:
+            if change.kind is SchemaChangeKind.RENAME_TABLE and change.old_name is not None:
+                if shaper.rename_table(sink_table_name(change.old_name), sink_table_name(change.table)):
+                    result.applied.setdefault(change.table, []).append(f"renamed from {change.old_name}")
+                    result.reshaped.update({sink_table_name(change.old_name), sink_table_name(change.table)})
+                    self.forget()
+        for qualified, table_changes in by_table.items():
+            if qualified not in batch.tables and qualified not in batch.refused_tables:
+                # No rows (and no shape) of the table in this batch: only what needs no columns.
+                self._tombstones(shaper, sink_table_name(qualified), table_changes, qualified, result)
+        for qualified in list(batch.tables):
+            table = batch.tables[qualified]
+            if table.layout.cell_schema is not None:
+                continue  # Cassandra's cell tables follow their schema in their own writers
+            refusal = self._shape(shaper, table, by_table.get(qualified, []), ensure_table, result)
+            if refusal is None:
+                continue
+            result.refused[qualified] = refusal
+            reason = f"{self._sink_name}: schema change not applied, table held: {refusal}"
+            result.rejections.extend(
+                Rejection.of_change(SCHEMA_STAGE, qualified, change, reason, self._sink_name)
+                for change in table.changes
+                if change.version >= floor  # rows under the checkpoint are in the sink already
+            )
+        return result
+
+    def _shape(
+        self,
+        shaper: TableShaper,
+        table: MappedTable,
+        changes: list[SchemaChange],
+        ensure_table: Callable[[SinkTableLayout], None],
+        result: SchemaSyncResult,
+    ) -> str | None:
+        layout = table.layout
+        qualified = layout.source_table
+        if not changes and layout.ddl_signature in self._in_force:
+            return None
+        state = shaper.table_state(layout.table_name)
+        if state is None:
+            ensure_table(layout)
+            self._tombstones(shaper, layout.table_name, changes, qualified, result)
+            self._in_force.add(layout.ddl_signature)
+            return None
+        canonical = shaper.canonical_types([column.sink_type for column in layout.columns])
+        wanted = [
+            WantedColumn(column.name, column.sink_type, spelled)
+            for column, spelled in zip(layout.columns, canonical, strict=True)
+        ]
+        plan = plan_table(state, wanted, layout.key_columns, changes, table.shape_source, shaper.type_change)
+        if plan.refusal is not None:
+            return plan.refusal
+        if plan.steps:
+            try:
+                shaper.apply(layout, plan)
+            except SchemaChangeRefused as error:
+                return str(error)
+            result.applied.setdefault(qualified, []).extend(plan.describe())
+            result.reshaped.add(layout.table_name)  # the shaper made the `_current` view anew
+        if table.shape_source is ShapeSource.ROWS or not plan.changes_columns:
+            self._in_force.add(layout.ddl_signature)
+        return None
+
+    def _tombstones(
+        self,
+        shaper: TableShaper,
+        table_name: str,
+        changes: list[SchemaChange],
+        qualified: str,
+        result: SchemaSyncResult,
+    ) -> None:
+        for change in changes:
+            if change.kind in (SchemaChangeKind.TRUNCATE, SchemaChangeKind.DROP_TABLE):
+                result.reshaped.add(table_name)
+                removed = shaper.tombstone_older(table_name, change.version)
+                result.applied.setdefault(qualified, []).append(f"{change.kind.value}: {removed} row(s) deleted")

@@ -1,0 +1,201 @@
+"""MySQL DDL read from the binlog reaches both sinks in order with the rows around it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import psycopg2
+
+from cdc_pipeline.defs.asset_keys import sink_table_asset_key
+from cdc_pipeline.defs.resources import ClickHouseSinkResource
+from cdc_pipeline.defs.sink_tables.schema_status import HELD, SCHEMA_STATUS
+from cdc_pipeline.mapping.mapper import sink_table_name
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness, assert_same_rows
+
+# Bounded: each run ends at most one batch early per DDL statement on a table with rows in it.
+_MAX_RUNS = 30
+
+
+def _replicate_until_level(harness: PipelineHarness, tables: list[str]) -> int:
+    """Run the job until both sinks hold what the source holds; the number of runs it took."""
+    for run in range(1, _MAX_RUNS + 1):
+        harness.replicate()
+        if all(_level(harness, table) for table in tables):
+            return run
+    for table in tables:
+        source = harness.source_rows(table)
+        assert_same_rows(harness.postgres_rows(table), source, f"PostgreSQL {table}")
+        assert_same_rows(harness.clickhouse_rows(table), source, f"ClickHouse {table}")
+    raise AssertionError(f"not level after {_MAX_RUNS} runs")
+
+
+def _level(harness: PipelineHarness, table: str) -> bool:
+    source = harness.source_rows(table)
+    try:
+        return harness.postgres_rows(table) == source and harness.clickhouse_rows(table) == source
+    except (psycopg2.Error, KeyError):  # the sink table or a column is not there yet
+        return False
+
+
+def _postgres_live_rows(harness: PipelineHarness, table: str) -> int | None:
+    with psycopg2.connect(harness.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", (f'replica."{sink_table_name(f"{harness.database}.{table}")}"',))
+        if cursor.fetchone()[0] is None:
+            return None
+        cursor.execute(f'SELECT count(*) FROM replica."{sink_table_name(f"{harness.database}.{table}")}_current"')
+        count = int(cursor.fetchone()[0])
+    connection.close()
+    return count
+
+
+def _clickhouse_live_rows(harness: PipelineHarness, table: str) -> int | None:
+    sink = ClickHouseSinkResource(dsn=harness.chdb_dsn, database=f"{harness.database}_ch").sink(CH_SINK)
+    stats = sink.table_stats(f"{harness.database}.{table}")
+    return stats.live_rows if stats else None
+
+
+def test_ddl_of_every_kind_between_row_changes_ends_with_source_equal_to_sinks(harness: PipelineHarness) -> None:
+    # Everything happens at the source before the first run: rows written before each ALTER must
+    # decode with the columns they had (the catalog already shows the last shape).
+    harness.source_execute(
+        "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20), qty INT, note VARCHAR(50))",
+        "INSERT INTO items VALUES (1, 'one', 1, 'n1'), (2, 'two', 2, 'n2'), (3, 'three', 3, NULL)",
+        "ALTER TABLE items ADD COLUMN price DECIMAL(10,2) NOT NULL DEFAULT 9.50 AFTER name",
+        "INSERT INTO items VALUES (4, 'four', 4.25, 4, 'n4')",
+        "UPDATE items SET qty = qty + 10 WHERE id = 1",
+        "ALTER TABLE items DROP COLUMN note",
+        "INSERT INTO items VALUES (5, 'five', 5.00, 5)",
+        "ALTER TABLE items MODIFY COLUMN qty BIGINT",
+        "UPDATE items SET qty = 5000000000 WHERE id = 2",
+        "ALTER TABLE items RENAME COLUMN name TO title",
+        "UPDATE items SET title = 'THREE' WHERE id = 3",
+        "ALTER TABLE items ADD COLUMN rank SMALLINT FIRST, ADD INDEX ix_qty (qty), ALGORITHM=INPLACE",
+        "ALTER TABLE items COMMENT 'stock'",
+        "CREATE INDEX ix_title ON items (title)",
+        "DELETE FROM items WHERE id = 4",
+        "INSERT INTO items (id, title, price, qty, rank) VALUES (6, 'six', 6.5, 6, 1)",
+        "ALTER TABLE items CHANGE COLUMN qty quantity BIGINT UNSIGNED",
+        "UPDATE items SET quantity = 7 WHERE id = 5",
+    )
+    harness.source_execute(
+        "CREATE TABLE logs (id INT PRIMARY KEY, msg VARCHAR(20))",
+        "INSERT INTO logs VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        "TRUNCATE TABLE logs",
+        "INSERT INTO logs VALUES (10, 'after truncate')",
+        "RENAME TABLE logs TO journal",
+        "INSERT INTO journal VALUES (11, 'renamed')",
+        "ALTER TABLE journal DROP PRIMARY KEY, ADD PRIMARY KEY (id, msg)",
+        "INSERT INTO journal VALUES (11, 'same id, new key')",
+        "CREATE TABLE journal_copy LIKE journal",
+        "INSERT INTO journal_copy SELECT * FROM journal",
+        "CREATE TABLE gone (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO gone VALUES (1, 1), (2, 2)",
+        "DROP TABLE gone",
+    )
+    _replicate_until_level(harness, ["items", "journal", "journal_copy"])
+    assert harness.dead_letters() == []
+    # Dropped at the source: the sink tables keep no live row; renamed away: nothing left under the old name.
+    assert _postgres_live_rows(harness, "gone") == 0
+    assert _clickhouse_live_rows(harness, "gone") == 0
+    assert _postgres_live_rows(harness, "logs") in (None, 0)
+    assert _clickhouse_live_rows(harness, "logs") in (None, 0)
+
+    # The same statements once the sinks are live, a run after each group.
+    harness.source_execute(
+        "ALTER TABLE items ADD COLUMN colour ENUM('red','green') DEFAULT 'green' AFTER title",
+        "UPDATE items SET colour = 'red' WHERE id = 1",
+    )
+    _replicate_until_level(harness, ["items"])
+    harness.source_execute("TRUNCATE TABLE journal_copy", "INSERT INTO journal_copy VALUES (99, 'fresh')")
+    _replicate_until_level(harness, ["journal_copy"])
+    assert harness.dead_letters() == []
+
+
+def test_an_online_schema_change_tool_swap_keeps_the_table_replicating(harness: PipelineHarness) -> None:
+    # gh-ost / pt-online-schema-change: a shadow copy is altered, filled, and renamed over the table.
+    harness.configure_source(tables={"include": [f"{harness.database}.*"], "exclude": [f"{harness.database}._*"]})
+    harness.source_execute(
+        "CREATE TABLE accounts (id INT PRIMARY KEY, email VARCHAR(50))",
+        "INSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'b@example.com')",
+    )
+    _replicate_until_level(harness, ["accounts"])
+    harness.source_execute(
+        "CREATE TABLE _accounts_gho LIKE accounts",
+        "ALTER TABLE _accounts_gho ADD COLUMN plan VARCHAR(10) DEFAULT NULL",
+        "INSERT INTO _accounts_gho (id, email) SELECT id, email FROM accounts",
+        "RENAME TABLE accounts TO _accounts_del, _accounts_gho TO accounts",
+        "DROP TABLE _accounts_del",
+        "UPDATE accounts SET plan = 'pro' WHERE id = 2",
+        "INSERT INTO accounts VALUES (3, 'c@example.com', 'free')",
+    )
+    _replicate_until_level(harness, ["accounts"])
+    assert harness.dead_letters() == []
+
+
+def _schema_statuses(result: Any, sink: str, table: str) -> list[str]:
+    return [
+        str(event.materialization.metadata[SCHEMA_STATUS].value)
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path[-1] == sink_table_name(table)
+        and event.asset_key.path[0] == sink
+        and SCHEMA_STATUS in event.materialization.metadata
+    ]
+
+
+def test_a_change_a_sink_cannot_take_holds_the_table_while_its_neighbour_flows_until_the_fix(
+    harness: PipelineHarness,
+) -> None:
+    # Named tables: they are declared assets, with checks.
+    harness.configure_source(tables={"include": [f"{harness.database}.prices", f"{harness.database}.neighbour"]})
+    harness.source_execute(
+        "CREATE TABLE prices (id INT PRIMARY KEY, amount DECIMAL(12,4))",
+        "CREATE TABLE neighbour (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO prices VALUES (1, 1.5), (2, 2.25)",
+        "INSERT INTO neighbour VALUES (1, 1)",
+    )
+    _replicate_until_level(harness, ["prices", "neighbour"])
+    # Fewer decimal places: both sinks would round stored values without a word, so neither applies it.
+    harness.source_execute(
+        "ALTER TABLE prices MODIFY COLUMN amount DECIMAL(12,2)",
+        "INSERT INTO prices VALUES (3, 3.75)",
+        "UPDATE prices SET amount = 7.5 WHERE id = 1",
+        "INSERT INTO neighbour VALUES (2, 2)",
+    )
+    results = [harness.replicate() for _ in range(3)]
+    assert _level(harness, "neighbour")
+    held = [letter for letter in harness.dead_letters() if letter[0] == f"{harness.database}.prices"]
+    assert {(letter[1], letter[2]) for letter in held} == {(CH_SINK, "schema"), (PG_SINK, "schema")}
+    assert all("round values to 2 decimal places" in letter[3] for letter in held)
+    assert sorted(letter[4]["id"] for letter in held) == [1, 1, 3, 3]
+    # The sinks kept the table as it was, and flagged it.
+    assert [row["id"] for row in harness.postgres_rows("prices")] == [1, 2]
+    assert [row["id"] for row in harness.clickhouse_rows("prices")] == [1, 2]
+    for sink in (CH_SINK, PG_SINK):
+        statuses = [s for result in results for s in _schema_statuses(result, sink, f"{harness.database}.prices")]
+        assert statuses and all(status.startswith(HELD) for status in statuses), statuses
+    checks = _run_schema_checks(harness, "prices")
+    assert checks == {CH_SINK: False, PG_SINK: False}
+
+    # The operator's fix: the sinks keep four decimal places (a wider type than the source's now).
+    prices = f"{harness.database}.prices"
+    harness.extra_config["type_overrides"] = [
+        {"table": prices, "column": "amount", "sink": CH_SINK, "type": "Nullable(Decimal(12, 4))"},
+        {"table": prices, "column": "amount", "sink": PG_SINK, "type": "numeric(12,4)"},
+    ]
+    harness.replay_dead_letters()
+    harness.source_execute("INSERT INTO prices VALUES (4, 4.5)")
+    _replicate_until_level(harness, ["prices", "neighbour"])
+    assert harness.dead_letters() == []
+    assert _run_schema_checks(harness, "prices") == {CH_SINK: True, PG_SINK: True}
+
+
+def _run_schema_checks(harness: PipelineHarness, table: str) -> dict[str, bool]:
+    """The schema_in_sync check of the table in each sink: passed or not."""
+    keys = {
+        dg.AssetCheckKey(sink_table_asset_key(sink, f"{harness.database}.{table}"), "schema_in_sync")
+        for sink in (CH_SINK, PG_SINK)
+    }
+    job = harness.definitions().resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=keys)
+    evaluations = job.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
+    return {evaluation.asset_key.path[0]: evaluation.passed for evaluation in evaluations}
