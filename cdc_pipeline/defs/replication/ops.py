@@ -77,8 +77,16 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
             f"read {batch.row_count} row changes of {len(batch.tables)} tables from {batch.start} to {batch.end}"
             f" (sink checkpoints: { {k: str(v) for k, v in checkpoints.items()} })"
         )
+        for change in batch.schema_changes:
+            context.log.info(f"schema change of {change.table or '(no table found)'}: {change.describe()}")
         context.add_output_metadata(
-            {"rows": batch.row_count, "from": str(batch.start), "to": str(batch.end), **batch.log_metadata},
+            {
+                "rows": batch.row_count,
+                "from": str(batch.start),
+                "to": str(batch.end),
+                "schema_changes": len(batch.schema_changes),
+                **batch.log_metadata,
+            },
             output_name="result",
         )
         context.add_output_metadata({"sinks": len(unreachable)}, output_name="unreachable")
