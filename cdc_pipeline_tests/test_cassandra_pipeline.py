@@ -197,7 +197,7 @@ def test_every_change_kind_reaches_both_sinks_as_cassandra_shows_it(
     assert stats[0].live_rows == len(pipeline.source_rows("orders"))
 
     # The table's asset checks agree: row counts, key digests (composite keys, a date, a DESC
-    # column), the two sinks' versions, and cdc_raw far from full.
+    # column), the two sinks' versions, cdc_raw far from full, freshness, no rows held for a schema change.
     definitions = pipeline.definitions()
     check_keys = {
         key
@@ -210,7 +210,7 @@ def test_every_change_kind_reaches_both_sinks_as_cassandra_shows_it(
     with dg.instance_for_test() as instance:
         pipeline.replicate(instance=instance)
         evaluations = checks.execute_in_process(instance=instance).get_asset_check_evaluations()
-    assert len(evaluations) == 10 and all(e.passed for e in evaluations), [
+    assert len(evaluations) == 12 and all(e.passed for e in evaluations), [
         (e.check_name, e.metadata) for e in evaluations
     ]
 

@@ -108,11 +108,12 @@ def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness:
         "versions_match_other_sinks",
         "source_log_retained",
         "sink_is_fresh",
+        "schema_in_sync",
     }
     checks = definitions.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=set(check_keys))
     outcome = checks.execute_in_process()
     evaluations = outcome.get_asset_check_evaluations()
-    assert len(evaluations) == 10 and all(e.passed for e in evaluations), [
+    assert len(evaluations) == 12 and all(e.passed for e in evaluations), [
         (e.check_name, e.metadata) for e in evaluations
     ]
     by_name = {(e.asset_key.path[0], e.check_name): e for e in evaluations}

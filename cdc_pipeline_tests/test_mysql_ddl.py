@@ -52,6 +52,27 @@ def kinds(found: list[SchemaChange]) -> list[tuple[SchemaChangeKind, str, str | 
 # ADD COLUMN
 
 
+
+@pytest.mark.parametrize(
+    ("column", "implicit"),
+    [
+        ("INT UNSIGNED NOT NULL", "0"),
+        ("DECIMAL(5,2) NOT NULL", "0"),
+        ("VARCHAR(3) NOT NULL", ""),
+        ("ENUM('first','second') NOT NULL", "first"),
+        ("TIME NOT NULL", "00:00:00"),
+    ],
+)
+def test_a_not_null_column_added_without_default_takes_the_types_implicit_default(column: str, implicit: str) -> None:
+    change = one(f"ALTER TABLE t ADD COLUMN c {column}")
+    assert (change.kind, change.has_default, change.default) == (K.ADD_COLUMN, True, implicit)
+
+
+def test_a_not_null_date_added_without_default_is_not_guessed() -> None:
+    # The existing rows hold the zero date, which no sink can represent: the table waits for the operator.
+    assert one("ALTER TABLE t ADD COLUMN c DATETIME NOT NULL").kind is K.UNRECOGNISED
+
+
 def test_add_columns_several_actions_with_positions_and_defaults() -> None:
     found = changes("ALTER TABLE t ADD COLUMN c INT DEFAULT 5 AFTER b, ADD d VARCHAR(10) DEFAULT 'x' FIRST, ADD e INT")
     assert kinds(found) == [(K.ADD_COLUMN, "shop.t", "c"), (K.ADD_COLUMN, "shop.t", "d"), (K.ADD_COLUMN, "shop.t", "e")]

@@ -12,12 +12,13 @@ from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.defs.sink_tables.schema_status import HELD, SCHEMA_STATUS
 from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 
 # Bounded: each run ends at most one batch early per DDL statement on a table with rows in it.
 _MAX_RUNS = 30
 
 
-def _replicate_until_level(harness: PipelineHarness, tables: list[str]) -> int:
+def _replicate_until_level(harness: PipelineHarness | PostgresSourceHarness, tables: list[str]) -> int:
     """Run the job until a run finds nothing more to read and both sinks hold what the source
     holds; the number of runs it took."""
     for run in range(1, _MAX_RUNS + 1):
@@ -32,7 +33,7 @@ def _replicate_until_level(harness: PipelineHarness, tables: list[str]) -> int:
     raise AssertionError(f"not level after {_MAX_RUNS} runs")
 
 
-def _level(harness: PipelineHarness, table: str) -> bool:
+def _level(harness: PipelineHarness | PostgresSourceHarness, table: str) -> bool:
     source = harness.source_rows(table)
     try:
         return harness.postgres_rows(table) == source and harness.clickhouse_rows(table) == source
@@ -107,6 +108,10 @@ def test_ddl_of_every_kind_between_row_changes_ends_with_source_equal_to_sinks(h
     harness.source_execute(
         "ALTER TABLE items ADD COLUMN colour ENUM('red','green') DEFAULT 'green' AFTER title",
         "UPDATE items SET colour = 'red' WHERE id = 1",
+        # The existing rows take the statement's time, or the type's implicit default.
+        "ALTER TABLE items ADD COLUMN seen TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,"
+        " ADD COLUMN stamped DATETIME DEFAULT NOW(), ADD COLUMN flagged TINYINT NOT NULL",
+        "INSERT INTO items (id, title, price, quantity, flagged) VALUES (7, 'seven', 7, 7, 1)",
     )
     _replicate_until_level(harness, ["items"])
     harness.source_execute("TRUNCATE TABLE journal_copy", "INSERT INTO journal_copy VALUES (99, 'fresh')")
@@ -201,3 +206,73 @@ def _run_schema_checks(harness: PipelineHarness, table: str) -> dict[str, bool]:
     job = harness.definitions().resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=keys)
     evaluations = job.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
     return {evaluation.asset_key.path[0]: evaluation.passed for evaluation in evaluations}
+
+
+def test_a_ddl_statement_the_pipeline_cannot_read_holds_its_table_until_marked_safe(harness: PipelineHarness) -> None:
+    harness.configure_source(tables={"include": [f"{harness.database}.parts", f"{harness.database}.neighbour"]})
+    harness.source_execute(
+        "CREATE TABLE parts (id INT PRIMARY KEY, v INT)",
+        "CREATE TABLE neighbour (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO parts VALUES (1, 1), (2, 2)",
+        "INSERT INTO neighbour VALUES (1, 1)",
+    )
+    _replicate_until_level(harness, ["parts", "neighbour"])
+    statement = "ALTER TABLE parts PARTITION BY HASH (id) PARTITIONS 2"
+    harness.source_execute(
+        statement,
+        "INSERT INTO parts VALUES (3, 3)",
+        "UPDATE parts SET v = 10 WHERE id = 1",
+        "INSERT INTO neighbour VALUES (2, 2)",
+    )
+    for _ in range(3):
+        harness.replicate()
+    assert _level(harness, "neighbour")
+    letters = [letter for letter in harness.dead_letters() if letter[0] == f"{harness.database}.parts"]
+    held_statements = [letter for letter in letters if letter[2] == "ddl"]
+    assert [(letter[1], letter[4]["statement"]) for letter in held_statements] == [("", statement)]
+    assert "not understood" in held_statements[0][3]
+    held_rows = [letter for letter in letters if letter[2] == "schema"]
+    assert sorted((letter[1], letter[4]["id"]) for letter in held_rows) == sorted(
+        [(CH_SINK, 1), (CH_SINK, 3), (PG_SINK, 1), (PG_SINK, 3)]
+    )
+    assert [row["v"] for row in harness.postgres_rows("parts")] == [1, 2]
+    assert [row["v"] for row in harness.clickhouse_rows("parts")] == [1, 2]
+    assert _run_schema_checks(harness, "parts") == {CH_SINK: False, PG_SINK: False}
+
+    # A replay before the operator's word changes nothing: the statement still holds the table.
+    harness.replay_dead_letters()
+    assert len([letter for letter in harness.dead_letters() if letter[0] == f"{harness.database}.parts"]) == 5
+    assert [row["v"] for row in harness.postgres_rows("parts")] == [1, 2]
+
+    # Partitioning changes nothing the sinks hold: the operator marks it safe and replays.
+    harness.configure_source(safe_statements=[r"^ALTER TABLE \S+ PARTITION BY "])
+    harness.replay_dead_letters()
+    assert harness.dead_letters() == []
+    harness.source_execute("INSERT INTO parts VALUES (4, 4)")
+    _replicate_until_level(harness, ["parts", "neighbour"])
+    assert _run_schema_checks(harness, "parts") == {CH_SINK: True, PG_SINK: True}
+
+
+def test_postgres_relation_changes_reach_both_sinks_in_order_with_the_rows(pg_source: PostgresSourceHarness) -> None:
+    pg_source.source_execute("CREATE TABLE items (id int PRIMARY KEY, name varchar(20), qty int, note text)")
+    pg_source.create_slot()
+    # One transaction each, all before the first run: rows decode in the shape they were written in.
+    for statement in (
+        "INSERT INTO items VALUES (1, 'one', 1, 'n1'), (2, 'two', 2, 'n2'), (3, 'three', 3, NULL)",
+        "ALTER TABLE items ADD COLUMN price numeric(10,2) NOT NULL DEFAULT 9.50",
+        "INSERT INTO items VALUES (4, 'four', 4, 'n4', 4.25)",
+        "UPDATE items SET qty = qty + 10 WHERE id = 1",
+        "ALTER TABLE items DROP COLUMN note",
+        "INSERT INTO items VALUES (5, 'five', 5, 5.00)",
+        "ALTER TABLE items ALTER COLUMN qty TYPE bigint",
+        "UPDATE items SET qty = 5000000000 WHERE id = 2",
+        "ALTER TABLE items RENAME COLUMN name TO title",
+        "UPDATE items SET title = 'THREE' WHERE id = 3",
+        "DELETE FROM items WHERE id = 4",
+    ):
+        pg_source.source_execute(statement)
+    _replicate_until_level(pg_source, ["items"])
+    pg_source.source_execute("TRUNCATE items", "INSERT INTO items VALUES (10, 'after', 1, 1.00)")
+    pg_source.source_execute("INSERT INTO items VALUES (11, 'later', 2, 2.00)")
+    _replicate_until_level(pg_source, ["items"])
+    assert pg_source.dead_letters() == []

@@ -84,6 +84,24 @@ class MySqlSourceConfig(_StrictModel):
     retention: RetentionConfig | None = Field(
         default=None, description="thresholds for this source; default: the pipeline's top-level retention"
     )
+    safe_statements: list[str] = Field(
+        default_factory=list,
+        description="regular expressions (searched, case-insensitive) of DDL statements the pipeline cannot read"
+        " that change nothing the sinks hold; any other unreadable statement holds its table until marked safe",
+    )
+
+    @field_validator("safe_statements")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"safe_statements[{index}] {pattern!r} is not a regular expression: {error}") from None
+        return patterns
+
+    def marks_safe(self, statement: str) -> bool:
+        return any(re.search(pattern, statement, re.IGNORECASE) for pattern in self.safe_statements)
 
 
 class PostgresSourceConfig(_StrictModel):

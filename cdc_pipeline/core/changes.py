@@ -19,6 +19,9 @@ class ChangeOp(StrEnum):
     INSERT = "insert"
     UPDATE = "update"
     DELETE = "delete"
+    # Not a row change: a DDL statement the pipeline could not read, held in the DLQ (stage "ddl")
+    # while its table waits for an operator (core/schema_changes.py, UNRECOGNISED).
+    DDL = "ddl"
 
 
 @dataclass(slots=True)

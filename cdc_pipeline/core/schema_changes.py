@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+# The DLQ stage of a DDL statement that holds its table (UNRECOGNISED), and of the rows a sink held
+# because it could not take their table's schema change (sinks/schema_sync/).
+DDL_STAGE = "ddl"
+SCHEMA_STAGE = "schema"
+
 
 class SchemaChangeKind(StrEnum):
     ADD_COLUMN = "add_column"
@@ -86,3 +91,12 @@ class SchemaChange:
 
     def describe(self) -> str:
         return f"{self.kind.value} at {self.position}: {self.statement}"
+
+
+def unrecognised_reason(change: SchemaChange) -> str:
+    """Why a table is held by a statement the parser could not read, and what the operator does."""
+    return (
+        f"DDL statement at {change.position} not understood; table {change.table or '(unknown)'} is held."
+        " If it changes nothing the sinks hold, add a pattern matching it to the source's safe_statements"
+        " (and re-sync the table if it did change its shape), then replay the DLQ"
+    )

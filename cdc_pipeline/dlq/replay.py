@@ -11,15 +11,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
-from cdc_pipeline.core.schema_changes import ShapeSource
+from cdc_pipeline.core.schema_changes import DDL_STAGE, ShapeSource
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker, MaskingError
+from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink
 
 _NOT_REPLAYABLE_STAGES = {"mask": "masking failed before the value was masked; fix the rule and re-sync the table"}
@@ -54,6 +55,14 @@ def replay_dead_letters(
     new_rejections: dict[str, list[Rejection]] = defaultdict(list)
 
     for (source, table), letters in groups.items():
+        statements = [letter for letter in letters if letter.stage == DDL_STAGE]
+        letters = [letter for letter in letters if letter.stage != DDL_STAGE]
+        holding = _holding_statements(pipeline, source, sinks, statements, resolved, failed_again)
+        if holding is not None:
+            # The table stays held: its rows wait with the statement.
+            for letter in letters:
+                failed_again[letter.id] = _noted(letter.error, f"table held by the DDL statement at {holding.position}")
+            continue
         replayable = [letter for letter in letters if letter.stage not in _NOT_REPLAYABLE_STAGES]
         for letter in letters:
             if letter.stage in _NOT_REPLAYABLE_STAGES:
@@ -102,6 +111,36 @@ def replay_dead_letters(
     result.resolved = len(resolved)
     result.still_failing = len(failed_again) + sum(len(r) for r in new_rejections.values())
     return result
+
+
+def _holding_statements(
+    pipeline: PipelineConfig,
+    source: str,
+    sinks: dict[str, Sink],
+    statements: list[DeadLetter],
+    resolved: list[int],
+    failed_again: dict[int, str],
+) -> DeadLetter | None:
+    """Release the held DDL statements the source's config now marks safe, in every sink; the first
+    one still holding the table, if any."""
+    config = pipeline.sources.get(source)
+    holding = None
+    for letter in statements:
+        statement = str(letter.values.get("statement", ""))
+        if not (isinstance(config, MySqlSourceConfig) and config.marks_safe(statement)):
+            failed_again[letter.id] = _noted(letter.error, f"no pattern in sources.{source}.safe_statements matches it")
+            holding = holding or letter
+            continue
+        try:
+            for sink in sinks.values():
+                sink.release_schema_hold(source, letter.table)
+        except SinkUnavailable as down:
+            # Released nowhere for sure: the letter stays, and the next replay tries again.
+            failed_again[letter.id] = _noted(letter.error, f"could not release the hold: {down}")
+            holding = holding or letter
+            continue
+        resolved.append(letter.id)
+    return holding
 
 
 def _masked_schema_or_problem(

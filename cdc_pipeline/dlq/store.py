@@ -129,14 +129,15 @@ class DeadLetterStore:
             for r in rows
         ]  # fmt: skip
 
-    def count_for(self, source: str, table: str, sink: str, stage: str) -> tuple[int, str | None]:
-        """How many letters of a table wait for `sink` at `stage`, and the error of the latest."""
+    def count_for(self, source: str, table: str, sink: str, stages: tuple[str, ...]) -> tuple[int, str | None]:
+        """How many letters of a table wait for `sink` (or for every sink) at one of `stages`, and the
+        error of the latest."""
         query = sql.SQL(
             "SELECT count(*), (array_agg(error ORDER BY id DESC))[1] FROM {}"
-            " WHERE source = %s AND source_table = %s AND sink = %s AND stage = %s"
+            " WHERE source = %s AND source_table = %s AND sink IN (%s, '') AND stage = ANY(%s)"
         ).format(self._table())
         with self._transaction() as cursor:
-            cursor.execute(query, (source, table, sink, stage))
+            cursor.execute(query, (source, table, sink, list(stages)))
             count, error = cursor.fetchone()
         return int(count), error
 

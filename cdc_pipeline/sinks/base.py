@@ -75,6 +75,10 @@ class Sink(Protocol):
         found only in the sink. Returns how many."""
         ...
 
+    def release_schema_hold(self, source: str, source_table: str) -> bool:
+        """Release a table held by a DDL statement the operator marked safe; True if it was held."""
+        ...
+
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         """The keys of the live (not deleted) rows, streamed."""
         ...

@@ -194,6 +194,11 @@ class ClickHouseSink:
         )
         self._created.add(layout.table_name)
 
+    def release_schema_hold(self, source: str, source_table: str) -> bool:
+        """Release a table held by a DDL statement (the operator marked it safe); True if it was held."""
+        with self._unavailable_as_sink_error():
+            return self._shaper.release(source, source_table)
+
     def _create_table(self, layout: SinkTableLayout) -> None:
         """Create the table (and its view) even if this process created one of that name before:
         the source may have dropped or renamed it since."""

@@ -34,7 +34,7 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
     live_condition,
 )
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
-from cdc_pipeline.sinks.schema_sync.postgres_shaper import PostgresShaper
+from cdc_pipeline.sinks.schema_sync.postgres_shaper import HOLDS_TABLE, PostgresShaper
 from cdc_pipeline.sinks.schema_sync.sync import SchemaSync
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
@@ -80,6 +80,11 @@ class PostgresSink:
                     "CREATE TABLE IF NOT EXISTS {} (source text PRIMARY KEY, position text NOT NULL,"
                     " gtid text, server_id bigint, updated_at timestamptz NOT NULL DEFAULT now())"
                 ).format(self._qualified(CHECKPOINT_TABLE)),
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (source text NOT NULL, source_table text NOT NULL,"
+                    " position text NOT NULL, version bigint NOT NULL, reason text NOT NULL,"
+                    " PRIMARY KEY (source, source_table))"
+                ).format(self._qualified(HOLDS_TABLE)),
                 # Cassandra column drops applied to the sink tables (each once).
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (table_name text NOT NULL, column_name text NOT NULL,"
@@ -171,6 +176,19 @@ class PostgresSink:
         run_ddl(self._dsn, self._schema, [create_table, create_view])
         self._apply_hypertable(layout)
         self._created.add(layout.table_name)
+
+    def release_schema_hold(self, source: str, source_table: str) -> bool:
+        """Release a table held by a DDL statement (the operator marked it safe); True if it was held."""
+        with self._unavailable_as_sink_error():
+            self._ensure_bookkeeping()
+            with transaction(self._dsn) as cursor:
+                cursor.execute(
+                    sql.SQL("DELETE FROM {} WHERE source = %s AND source_table = %s").format(
+                        self._qualified(HOLDS_TABLE)
+                    ),
+                    (source, source_table),
+                )
+                return bool(cursor.rowcount)
 
     def _create_table(self, layout: SinkTableLayout) -> None:
         """Create the table even if this process created one of that name before (the source may

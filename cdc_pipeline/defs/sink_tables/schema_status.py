@@ -3,14 +3,15 @@
 A sink that cannot take a table's schema change safely holds the table: its rows go to the DLQ
 (stage "schema") while the other tables flow (sinks/schema_sync/). The write step shows the hold
 in the table's materialization metadata; this check fails while the table's held rows wait in the
-DLQ, and passes again once an operator's fix let the DLQ replay write them.
+DLQ, and passes again once an operator's fix let the DLQ replay write them. A DDL statement the
+pipeline could not read holds its table in every sink the same way (its letter has stage "ddl").
 """
 
 import dagster as dg
 
+from cdc_pipeline.core.schema_changes import DDL_STAGE, SCHEMA_STAGE
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE
-from cdc_pipeline.sinks.schema_sync.sync import SCHEMA_STAGE
 
 SCHEMA_STATUS = "schema_status"
 IN_SYNC = "in sync"
@@ -30,7 +31,7 @@ def build_schema_check(source_name: str, table: str, sink_name: str) -> dg.Asset
     )
     def schema_in_sync(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         store = getattr(context.resources, DEAD_LETTER_QUEUE).store()
-        held, reason = store.count_for(source_name, table, sink_name, SCHEMA_STAGE)
+        held, reason = store.count_for(source_name, table, sink_name, (SCHEMA_STAGE, DDL_STAGE))
         return dg.AssetCheckResult(
             passed=held == 0,
             metadata={"held_rows": held, **({"reason": reason} if reason else {})},

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.schema_sync.plan import (
     AddColumn,
@@ -29,6 +30,9 @@ from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, clickhouse_type_change
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
+# Tables held by a DDL statement the pipeline could not read; the newest row per table says whether
+# it is held (written before the checkpoint, like the data; released by the DLQ replay).
+HOLDS_TABLE = "_cdc_schema_holds"
 # Type changes rewrite parts as a mutation: wait for it, so the next insert sees the new type.
 _MUTATION_SETTINGS = {"mutations_sync": 2}
 
@@ -50,6 +54,7 @@ class ClickHouseShaper:
         self._quote = quote
         self._view_suffix = view_suffix
         self._spelling: dict[str, str] = {}
+        self._holds_ready = False
 
     def table_state(self, table_name: str) -> SinkTableState | None:
         rows = (
@@ -219,6 +224,41 @@ class ClickHouseShaper:
                 f" SELECT {', '.join(data)}, toUInt64({int(version)}), toUInt8(1) FROM {table} FINAL WHERE {live}"
             )
         return count
+
+    def _holds_table(self) -> str:
+        table = self._qualified(HOLDS_TABLE)
+        if not self._holds_ready:
+            self._client().command(
+                f"CREATE TABLE IF NOT EXISTS {table} (source String, source_table String, held UInt8, reason String,"
+                " changed_at DateTime64(6, 'UTC') DEFAULT now64(6))"
+                " ENGINE = ReplacingMergeTree(changed_at) ORDER BY (source, source_table)"
+            )
+            self._holds_ready = True
+        return table
+
+    def holds(self, source: str) -> dict[str, str]:
+        held = f"SELECT source_table, reason FROM {self._holds_table()} FINAL WHERE source = {{s:String}} AND held = 1"
+        rows = self._client().query(held, parameters={"s": source}).result_rows
+        return {str(table): str(reason) for table, reason in rows}
+
+    def hold(self, source: str, change: SchemaChange, reason: str) -> None:
+        if change.table in self.holds(source):
+            return  # the first statement's reason stays
+        self._client().insert(
+            self._holds_table(),
+            [[source, change.table, 1, reason]],
+            column_names=["source", "source_table", "held", "reason"],
+        )
+
+    def release(self, source: str, source_table: str) -> bool:
+        if source_table not in self.holds(source):
+            return False
+        self._client().insert(
+            self._holds_table(),
+            [[source, source_table, 0, ""]],
+            column_names=["source", "source_table", "held", "reason"],
+        )
+        return True
 
     def rename_table(self, old_table_name: str, new_table_name: str) -> bool:
         if self.table_state(old_table_name) is None or self.table_state(new_table_name) is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import psycopg2
 from psycopg2 import sql
 
+from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.schema_sync.plan import (
     AddColumn,
@@ -27,6 +28,9 @@ from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, postgres_type_change
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
+# Tables held by a DDL statement the pipeline could not read: kept with the checkpoint (same
+# transaction), released by the DLQ replay once the operator marked the statement safe.
+HOLDS_TABLE = "_cdc_schema_holds"
 
 
 class PostgresShaper:
@@ -190,6 +194,22 @@ class PostgresShaper:
             (version, version),
         )
         return int(cursor.rowcount)
+
+    def holds(self, source: str) -> dict[str, str]:
+        self._cursor.execute(
+            sql.SQL("SELECT source_table, reason FROM {} WHERE source = %s").format(self._table(HOLDS_TABLE)),
+            (source,),
+        )
+        return {str(table): str(reason) for table, reason in self._cursor.fetchall()}
+
+    def hold(self, source: str, change: SchemaChange, reason: str) -> None:
+        self._cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (source, source_table, position, version, reason) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (source, source_table) DO NOTHING"
+            ).format(self._table(HOLDS_TABLE)),
+            (source, change.table, change.position, change.version, reason),
+        )
 
     def rename_table(self, old_table_name: str, new_table_name: str) -> bool:
         cursor = self._cursor

@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cdc_pipeline.core.changes import Rejection
-from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind, ShapeSource
+from cdc_pipeline.core.schema_changes import (
+    SCHEMA_STAGE,
+    SchemaChange,
+    SchemaChangeKind,
+    ShapeSource,
+    unrecognised_reason,
+)
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import SinkTableLayout
 from cdc_pipeline.sinks.schema_sync.plan import SchemaPlan, SinkTableState, WantedColumn, plan_table
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange
-
-SCHEMA_STAGE = "schema"
 
 
 class SchemaChangeRefused(Exception):
@@ -52,6 +56,14 @@ class TableShaper(Protocol):
 
     def rename_table(self, old_table_name: str, new_table_name: str) -> bool:
         """Rename a sink table when the old exists and the new does not; True when it did."""
+        ...
+
+    def holds(self, source: str) -> dict[str, str]:
+        """Tables of `source` held by a DDL statement the pipeline could not read, and why."""
+        ...
+
+    def hold(self, source: str, change: SchemaChange, reason: str) -> None:
+        """Hold a table from this change on (kept by the sink with its checkpoint; released by the replay)."""
         ...
 
 
@@ -88,6 +100,10 @@ class SchemaSync:
         refused tables' rows are the result's rejections, and the caller leaves those tables out."""
         result = SchemaSyncResult()
         changes = [change for change in batch.schema_changes if change.version >= floor]
+        for change in changes:
+            if change.kind is SchemaChangeKind.UNRECOGNISED and change.table:
+                shaper.hold(batch.source, change, unrecognised_reason(change))
+        held = shaper.holds(batch.source)
         by_table: dict[str, list[SchemaChange]] = {}
         for change in changes:
             by_table.setdefault(change.table, []).append(change)
@@ -98,6 +114,8 @@ class SchemaSync:
                     result.reshaped.update({sink_table_name(change.old_name), sink_table_name(change.table)})
                     self.forget()
         for qualified, table_changes in by_table.items():
+            if qualified in held:
+                continue
             if qualified not in batch.tables and qualified not in batch.refused_tables:
                 # No rows (and no shape) of the table in this batch: only what needs no columns.
                 self._tombstones(shaper, sink_table_name(qualified), table_changes, qualified, result)
@@ -105,7 +123,9 @@ class SchemaSync:
             table = batch.tables[qualified]
             if table.layout.cell_schema is not None:
                 continue  # Cassandra's cell tables follow their schema in their own writers
-            refusal = self._shape(shaper, table, by_table.get(qualified, []), ensure_table, result)
+            refusal = held.get(qualified) or self._shape(
+                shaper, table, by_table.get(qualified, []), ensure_table, result
+            )
             if refusal is None:
                 continue
             result.refused[qualified] = refusal

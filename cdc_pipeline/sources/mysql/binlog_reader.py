@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from pymysqlreplication import BinLogStreamReader
@@ -15,10 +17,16 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid, gtid_row_version
 from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position, row_version
 from cdc_pipeline.core.schema import TableSchema
-from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind, ShapeSource
+from cdc_pipeline.core.schema_changes import (
+    DDL_STAGE,
+    SchemaChange,
+    SchemaChangeKind,
+    ShapeSource,
+    unrecognised_reason,
+)
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
-from cdc_pipeline.sources.mysql.ddl import parse_ddl
+from cdc_pipeline.sources.mysql.ddl import CURRENT_TIMESTAMP, parse_ddl
 from cdc_pipeline.sources.mysql.library_values import ValueFix, apply_none_sources, value_normalisers
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
 from cdc_pipeline.sources.mysql.table_map_shape import table_map_shape
@@ -44,11 +52,14 @@ class BinlogBatchReader:
         catalog: MySqlCatalog,
         compiled_decoder: bool = True,
         gtid_versions: bool = False,
+        marks_safe: Callable[[str], bool] = lambda statement: False,
     ) -> None:
         self._source_name = source_name
         self._use_compiled_decoder = compiled_decoder
         # Versions from GTID sequence numbers (resume_by: gtid) instead of binlog offsets.
         self._gtid_versions = gtid_versions
+        # The operator's word that a statement the parser cannot read changes nothing for the sinks.
+        self._marks_safe = marks_safe
         self._settings = settings
         self._server_id = server_id
         self._catalog = catalog
@@ -129,6 +140,7 @@ class BinlogBatchReader:
                         # next batch starts with the statement. The batch ends where it was.
                         break
                     batch.schema_changes.extend(changes)
+                    batch.rejections.extend(_holds(changes))
                 # A transaction (or a DDL statement, which commits implicitly) ended here.
                 _merge(batch, pending_tables, pending_rejections)
                 committed_rows += pending_rows
@@ -152,11 +164,37 @@ class BinlogBatchReader:
         version = self._version_numbering(log_file, event_start, transaction, position)(0)
         default_database = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
         outcome = parse_ddl(event.query, default_database, position, version, self._catalog.selects)
-        for change in outcome.changes:
+        changes = [
+            replace(change, kind=SchemaChangeKind.NO_EFFECT)
+            if change.kind is SchemaChangeKind.UNRECOGNISED and self._marks_safe(change.statement)
+            else change
+            for change in outcome.changes
+        ]
+        for change in changes:
             for qualified in (change.table, change.old_name):
                 if qualified and "." in qualified:
                     self._catalog.forget(*qualified.split(".", 1))
-        return outcome.changes
+        return [self._with_statement_time(change, event.timestamp) for change in changes]
+
+    def _with_statement_time(self, change: SchemaChange, statement_time: int) -> SchemaChange:
+        """ADD COLUMN ... DEFAULT CURRENT_TIMESTAMP: the existing rows took the statement's start time,
+        which the event header holds (in whole seconds: finer fractions are not in the binlog)."""
+        if change.kind is not SchemaChangeKind.ADD_COLUMN or change.default != CURRENT_TIMESTAMP:
+            return change
+        schema = self._catalog.table(*change.table.split(".", 1)) if "." in change.table else None
+        is_datetime = (
+            schema is not None
+            and change.column in schema.column_names
+            and schema.column(str(change.column)).data_type == "datetime"
+        )
+        if not is_datetime:
+            # TIMESTAMP: an instant, which row events carry (and the sinks hold) in UTC.
+            instant = dt.datetime.fromtimestamp(statement_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            return replace(change, default=instant)
+        # DATETIME: the wall-clock time in the server's time zone, as the server itself renders it.
+        with self._settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT DATE_FORMAT(FROM_UNIXTIME(%s), '%%Y-%%m-%%d %%H:%%i:%%s')", (statement_time,))
+            return replace(change, default=str(cursor.fetchone()[0]))
 
     def _shape_tables_without_rows(self, batch: ChangeBatch) -> None:
         """A table whose shape changed with no row after it in the batch gets its shape from the
@@ -361,6 +399,25 @@ def _row_images(event: RowsEvent, row: dict[str, Any], key_columns: tuple[str, .
         # The row moved to another key: the old key must disappear from the sinks.
         return [(ChangeOp.DELETE, before, before_none), (ChangeOp.INSERT, after, after_none)]
     return [(ChangeOp.UPDATE, after, after_none)]
+
+
+def _holds(changes: list[SchemaChange]) -> list[Rejection]:
+    """A statement the parser could not read holds its table: recorded in the DLQ (stage "ddl") before
+    any checkpoint passes it, for the operator; each sink keeps the hold with its checkpoint and sends
+    the table's rows to the DLQ until the replay releases it."""
+    return [
+        Rejection(
+            DDL_STAGE,
+            change.table,
+            ChangeOp.DDL,
+            unrecognised_reason(change),
+            change.position,
+            change.version,
+            {"statement": change.statement},
+        )
+        for change in changes
+        if change.kind is SchemaChangeKind.UNRECOGNISED
+    ]
 
 
 def _merge(batch: ChangeBatch, tables: dict[str, TableChanges], rejections: list[Rejection]) -> None:

@@ -52,6 +52,7 @@ class MySqlChangeSource:
             self.catalog,
             compiled_decoder=self._config.compiled_row_decoder,
             gtid_versions=self._config.resume_by == "gtid",
+            marks_safe=self._config.marks_safe,
         )
         batch = reader.read(start, max_rows=max_rows, stop_at=stop_at)
         # Measured after the read, so a purge during it shows; the parse step's metadata carries it.

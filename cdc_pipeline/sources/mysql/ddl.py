@@ -426,10 +426,13 @@ def _added_column(coldef: exp.ColumnDef) -> tuple[bool, str | None, bool]:
     has_default: bool = False
     default: str | None = None
     in_key = False
+    not_null = False
     for constraint in coldef.args.get("constraints") or []:
         kind = constraint.args.get("kind")
         if isinstance(kind, exp.DefaultColumnConstraint):
             has_default, default = _default_of(kind.this)
+            if not has_default:
+                return False, None, in_key or _in_key(coldef)  # DEFAULT NULL
         elif isinstance(
             kind,
             exp.AutoIncrementColumnConstraint | exp.ComputedColumnConstraint | exp.GeneratedAsIdentityColumnConstraint,
@@ -438,7 +441,46 @@ def _added_column(coldef: exp.ColumnDef) -> tuple[bool, str | None, bool]:
             raise _Unknowable
         elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
             in_key = True
+        elif isinstance(kind, exp.NotNullColumnConstraint) and not kind.args.get("allow_null"):
+            not_null = True
+    if not has_default and not_null:
+        # NOT NULL without a DEFAULT: MySQL gives the existing rows the type's implicit default.
+        has_default, default = True, _implicit_default(coldef.args.get("kind"))
     return has_default, default, in_key
+
+
+# The implicit default of NOT NULL columns added without one, by type family (MySQL's manual,
+# "Data Type Default Values"): zero for numbers, the empty string, an enum's first member.
+_NUMERIC = {
+    exp.DataType.Type.TINYINT, exp.DataType.Type.UTINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.USMALLINT,
+    exp.DataType.Type.MEDIUMINT, exp.DataType.Type.UMEDIUMINT, exp.DataType.Type.INT, exp.DataType.Type.UINT,
+    exp.DataType.Type.BIGINT, exp.DataType.Type.UBIGINT, exp.DataType.Type.DECIMAL, exp.DataType.Type.UDECIMAL,
+    exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE, exp.DataType.Type.BIT, exp.DataType.Type.YEAR,
+    exp.DataType.Type.BOOLEAN,
+}  # fmt: skip
+_TEXTUAL = {
+    exp.DataType.Type.CHAR, exp.DataType.Type.VARCHAR, exp.DataType.Type.NCHAR, exp.DataType.Type.NVARCHAR,
+    exp.DataType.Type.TEXT, exp.DataType.Type.TINYTEXT, exp.DataType.Type.MEDIUMTEXT, exp.DataType.Type.LONGTEXT,
+    exp.DataType.Type.BINARY, exp.DataType.Type.VARBINARY, exp.DataType.Type.BLOB, exp.DataType.Type.TINYBLOB,
+    exp.DataType.Type.MEDIUMBLOB, exp.DataType.Type.LONGBLOB, exp.DataType.Type.SET,
+}  # fmt: skip
+
+
+def _implicit_default(kind: exp.Expr | None) -> str:
+    if not isinstance(kind, exp.DataType):
+        raise _Unknowable
+    if kind.this in _NUMERIC:
+        return "0"
+    if kind.this in _TEXTUAL:
+        return ""
+    if kind.this is exp.DataType.Type.ENUM and kind.expressions:
+        first = kind.expressions[0]
+        if isinstance(first, exp.Literal):
+            return str(first.this)
+    if kind.this is exp.DataType.Type.TIME:
+        return "00:00:00"
+    # Zero dates ('0000-00-00') have no sink form; JSON and spatial types: not worth guessing.
+    raise _Unknowable
 
 
 def _in_key(coldef: exp.ColumnDef) -> bool:

@@ -37,6 +37,22 @@ LIMIT 1
 """
 
 
+# A type as a relation message names it (by oid): domains resolved like _COLUMNS does.
+_TYPE = """
+SELECT COALESCE(base.oid, t.oid), COALESCE(base.typname, t.typname), COALESCE(base.typtype, t.typtype) = 'e',
+       COALESCE(base.typtypmod, -1)
+FROM pg_type t LEFT JOIN pg_type base ON t.typtype = 'd' AND base.oid = t.typbasetype
+WHERE t.oid = %s
+"""
+# Columns added with a constant default after rows existed: those rows read the default from
+# attmissingval (PostgreSQL 11+ does not rewrite them, so the WAL never carries their value).
+_MISSING_VALUES = """
+SELECT a.attname, (a.attmissingval::text::text[])[1]
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.atthasmissing
+"""
+
+
 class PostgresCatalog:
     """Reads and caches the schemas of the selected tables ('schema.table')."""
 
@@ -47,6 +63,7 @@ class PostgresCatalog:
         self._selection = selection
         self._key_overrides = key_overrides
         self._cache: dict[tuple[str, str], TableSchema | None] = {}
+        self._types: dict[int, tuple[PgType, int]] = {}
 
     def selects(self, schema: str, table: str) -> bool:
         return schema not in _SYSTEM_SCHEMAS and self._selection.selects(schema, table)
@@ -60,6 +77,30 @@ class PostgresCatalog:
     def forget(self, schema: str, table: str) -> None:
         """Drop a cached schema (the source sent a changed relation description)."""
         self._cache.pop((schema, table), None)
+
+    def key_override(self, schema: str, table: str) -> tuple[str, ...] | None:
+        override = self._key_overrides.get(f"{schema}.{table}")
+        return tuple(override) if override is not None else None
+
+    def type_of(self, oid: int) -> tuple[PgType, int]:
+        """The type a relation message names by oid, and a domain's own type modifier (-1: none)."""
+        if oid not in self._types:
+            with self._settings.connect() as connection, connection.cursor() as cursor:
+                cursor.execute(_TYPE, (oid,))
+                row = cursor.fetchone()
+            connection.close()
+            if row is None:
+                raise ValueError(f"type oid {oid} is not in pg_type (dropped since the change was written?)")
+            self._types[oid] = (PgType(int(row[0]), str(row[1]), bool(row[2])), int(row[3]))
+        return self._types[oid]
+
+    def missing_values(self, schema: str, table: str) -> dict[str, str | None]:
+        """Columns whose pre-existing rows read a default the WAL never carried, with its text."""
+        with self._settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(_MISSING_VALUES, (schema, table))
+            rows = cursor.fetchall()
+        connection.close()
+        return {str(name): (None if value is None else str(value)) for name, value in rows}
 
     def selected_tables(self) -> list[tuple[str, str]]:
         with self._settings.connect() as connection, connection.cursor() as cursor:

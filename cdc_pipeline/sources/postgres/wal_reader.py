@@ -8,7 +8,7 @@ mark it writes itself (see ReplicationSlot.mark_end_of_read) or about `max_rows`
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChang
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber, check_wal_version_room, wal_row_version
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser, why_unparseable
 from cdc_pipeline.sources.postgres.pgoutput import (
@@ -30,6 +31,7 @@ from cdc_pipeline.sources.postgres.pgoutput import (
     TupleValue,
     decode_message,
 )
+from cdc_pipeline.sources.postgres.relation_shape import relation_shape
 from cdc_pipeline.sources.postgres.replication_slot import ReplicationSlot
 
 _MARK_PREFIX = "cdc_pipeline.read_mark"
@@ -57,6 +59,7 @@ class _Transaction:
     rows: int = 0
     tables: dict[str, TableChanges] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
+    schema_changes: list[SchemaChange] = field(default_factory=list)
 
 
 class WalBatchReader:
@@ -73,11 +76,20 @@ class WalBatchReader:
         past_mark = LogSequenceNumber(mark.value + 1)
         batch = ChangeBatch(source=self._source_name, start=start, end=start)
         transaction: _Transaction | None = None
-        for lsn, message in self._messages(past_mark, max_rows):
+        messages = self._messages(past_mark, max_rows)
+        for lsn, message in messages:
             if isinstance(message, Begin):
                 transaction = _Transaction(message.commit_lsn, int(message.commit_time.timestamp()))
             elif isinstance(message, Relation):
-                self._plans[message.oid] = self._plan(message)
+                plan = self._plan(message)
+                if _changes_shape_of_rows_in(batch, plan):
+                    # The batch already holds rows of the table in its older shape: it ends before
+                    # this transaction, which the next batch starts with.
+                    messages.close()
+                    break
+                self._plans[message.oid] = plan
+                if transaction is not None and plan.schema is not None and plan.problem is None:
+                    transaction.schema_changes.extend(self._added_with_defaults(plan, transaction))
             elif isinstance(message, RowMessage):
                 if transaction is None:
                     raise WalDecodeError(f"row change at {lsn} outside a transaction")
@@ -85,6 +97,11 @@ class WalBatchReader:
             elif isinstance(message, Truncate):
                 if transaction is None:
                     raise WalDecodeError(f"TRUNCATE at {lsn} outside a transaction")
+                if any(self._qualified(oid) in batch.tables for oid in message.relation_oids):
+                    # Rows of the table already in the batch are older than the TRUNCATE, which the
+                    # sinks apply before the batch's rows: the batch ends before this transaction.
+                    messages.close()
+                    break
                 self._add_truncate(transaction, message, lsn)
             elif isinstance(message, Commit):
                 if transaction is None or transaction.commit_lsn != message.commit_lsn:
@@ -104,7 +121,7 @@ class WalBatchReader:
         # A transaction whose commit was not read stays out: the next batch reads it again.
         return batch
 
-    def _messages(self, upto: LogSequenceNumber, max_rows: int) -> Iterator[tuple[str, Any]]:
+    def _messages(self, upto: LogSequenceNumber, max_rows: int) -> Generator[tuple[str, Any], None, None]:
         connection = self._slot.settings.connect()
         try:
             # A server-side cursor keeps the client's memory to one fetch, whatever the batch size.
@@ -128,25 +145,50 @@ class WalBatchReader:
         if not self._catalog.selects(schema_name, table):
             return _RelationPlan(relation, None, [], None)
         self._catalog.forget(schema_name, table)  # a relation message follows any change of its shape
-        schema = self._catalog.table(schema_name, table)
+        catalog = self._catalog.table(schema_name, table)
         columns = [column.name for column in relation.columns]
         qualified = relation.qualified_name
-        problem = None
-        if schema is None:
-            problem = f"table {qualified} no longer exists at the source, its schema is unknown"
-        elif not schema.key_columns:
+        try:
+            # The rows' own shape (relation_shape.py): rows written before an ALTER keep theirs.
+            schema = relation_shape(
+                relation, catalog, self._catalog.type_of, self._catalog.key_override(schema_name, table)
+            )
+        except ValueError as error:
+            problem = f"table {qualified}: {error}"
+            return _RelationPlan(relation, catalog, [(name, None) for name in columns], problem)
+        if not schema.key_columns:
             problem = (
                 f"table {qualified} has no primary key or replica identity index: set"
                 f" sources.<name>.key_columns['{qualified}'] to the columns that identify a row"
             )
-        elif columns != schema.column_names:
-            problem = (
-                f"table {qualified}: the change's columns {columns} differ from the catalog's {schema.column_names}"
-                " (schema changed since this change was written)"
-            )
-        if problem is not None or schema is None:
             return _RelationPlan(relation, schema, [(name, None) for name in columns], problem)
         return _RelationPlan(relation, schema, [(c.name, value_parser(c)) for c in schema.columns], None)
+
+    def _qualified(self, relation_oid: int) -> str | None:
+        plan = self._plans.get(relation_oid)
+        return plan.relation.qualified_name if plan is not None else None
+
+    def _added_with_defaults(self, plan: _RelationPlan, transaction: _Transaction) -> list[SchemaChange]:
+        """Columns the rows that existed read a default for (ADD COLUMN ... DEFAULT): the sinks give
+        those rows the same value. A sink that has the column already does nothing."""
+        relation = plan.relation
+        missing = self._catalog.missing_values(relation.namespace, relation.name)
+        names = {column.name for column in relation.columns}
+        version = wal_row_version(transaction.commit_lsn, transaction.rows)
+        return [
+            SchemaChange(
+                relation.qualified_name,
+                SchemaChangeKind.ADD_COLUMN,
+                str(LogSequenceNumber(transaction.commit_lsn)),
+                version,
+                f"relation {relation.qualified_name}: column {column} reads a default in the rows that existed",
+                column=column,
+                default=value,
+                has_default=value is not None,
+            )
+            for column, value in missing.items()
+            if column in names
+        ]
 
     def _add_row(self, transaction: _Transaction, message: RowMessage, lsn: str) -> None:
         plan = self._plans.get(message.relation_oid)
@@ -193,16 +235,17 @@ class WalBatchReader:
             plan = self._plans.get(oid)
             if plan is None or (plan.schema is None and plan.problem is None):
                 continue
-            # Never dropped silently: the DLQ shows it until the table is re-synced.
-            transaction.rejections.append(
-                Rejection(
-                    "parse",
-                    plan.relation.qualified_name,
-                    ChangeOp.DELETE,
-                    f"TRUNCATE of {plan.relation.qualified_name}: the sinks still hold its rows; re-sync the table",
+            qualified = plan.relation.qualified_name
+            # The sinks mark every row older than the TRUNCATE deleted; rows this transaction wrote
+            # before it are gone at the source too.
+            transaction.tables.pop(qualified, None)
+            transaction.schema_changes.append(
+                SchemaChange(
+                    qualified,
+                    SchemaChangeKind.TRUNCATE,
                     lsn,
                     wal_row_version(transaction.commit_lsn, transaction.rows),
-                    {},
+                    f"TRUNCATE {qualified}",
                 )
             )
             transaction.rows += 1
@@ -253,6 +296,11 @@ def _unchanged_value(plan: _RelationPlan, message: RowMessage, index: int, name:
     return old
 
 
+def _changes_shape_of_rows_in(batch: ChangeBatch, plan: _RelationPlan) -> bool:
+    held = batch.tables.get(plan.relation.qualified_name)
+    return held is not None and plan.schema is not None and held.schema.columns != plan.schema.columns
+
+
 def _merge(batch: ChangeBatch, transaction: _Transaction) -> None:
     for qualified, pending in transaction.tables.items():
         existing = batch.tables.get(qualified)
@@ -261,3 +309,4 @@ def _merge(batch: ChangeBatch, transaction: _Transaction) -> None:
         else:
             existing.changes.extend(pending.changes)
     batch.rejections.extend(transaction.rejections)
+    batch.schema_changes.extend(transaction.schema_changes)
