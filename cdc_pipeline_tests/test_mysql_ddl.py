@@ -592,3 +592,14 @@ def test_sqlglot_fallback_warning_is_silenced_only_while_parsing() -> None:
 )
 def test_not_ddl(statement: str) -> None:
     assert parse(statement) == DdlOutcome([], False)
+
+
+def test_a_create_table_sqlglot_cannot_read_is_still_a_created_table() -> None:
+    # Spatial columns and partitions are beyond sqlglot; the body never matters to the sinks.
+    assert kinds(changes("CREATE TABLE places (id INT PRIMARY KEY, location POINT)")) == [
+        (K.CREATE_TABLE, "shop.places", None)
+    ]
+    assert kinds(changes("CREATE OR REPLACE TABLE places (id INT PRIMARY KEY, g GEOMETRY)")) == [
+        (K.DROP_TABLE, "shop.places", None),
+        (K.CREATE_TABLE, "shop.places", None),
+    ]

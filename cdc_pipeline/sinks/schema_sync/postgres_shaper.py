@@ -149,11 +149,13 @@ class PostgresShaper:
             cursor.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, sql.Identifier(step.name)))
         elif isinstance(step, ChangeType):
             column = sql.Identifier(step.name)
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                    table, column, sql.SQL(step.new_type), column, sql.SQL(step.new_type)
-                )
-            )
+            change = sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(table, column, sql.SQL(step.new_type))
+            if _is_textual(step.old_type) and not _is_textual(step.new_type):
+                # Text has no assignment cast to other types; the explicit one raises on text that
+                # is not a value of the type. Between text types the implicit (assignment) cast is
+                # kept: it raises on a value too long, where an explicit cast would cut it short.
+                change = sql.SQL("{} USING {}::{}").format(change, column, sql.SQL(step.new_type))
+            cursor.execute(change)
         elif isinstance(step, ChangeKey):
             self._rekey(table, layout, step.key_columns)
         else:
@@ -220,3 +222,7 @@ class PostgresShaper:
             sql.SQL("ALTER TABLE {} RENAME TO {}").format(self._table(old_table_name), sql.Identifier(new_table_name))
         )
         return True
+
+
+def _is_textual(sink_type: str) -> bool:
+    return sink_type == "text" or sink_type.startswith(("character", "varchar", "char"))

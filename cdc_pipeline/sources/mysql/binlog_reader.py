@@ -68,7 +68,7 @@ class BinlogBatchReader:
         # The shape of each table map's rows (table id -> the columns' nullability as the map says,
         # and the schema made of it): the binlog's own description, which may be older than the catalog.
         self._null_bitmasks: dict[int, bytes] = {}
-        self._shapes: dict[int, tuple[bytes, TableSchema | None, TableSchema]] = {}
+        self._shapes: dict[int, tuple[list[Any], bytes, TableSchema | None, TableSchema]] = {}
 
     def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
         # is_mariadb stays False: with it, mysql-replication ignores log_file/log_pos unless GTIDs are used
@@ -281,8 +281,9 @@ class BinlogBatchReader:
         if null_bitmask is None:
             raise BinlogDecodeError(f"row event at {position} for {database}.{table_name} without its table map")
         cached = self._shapes.get(event.table_id)
-        if cached is not None and cached[0] == null_bitmask and cached[1] is catalog:
-            return cached[2]
+        # The library keeps one column list per table map: the same list is the same map.
+        if cached is not None and cached[0] is event.columns and cached[1] == null_bitmask and cached[2] is catalog:
+            return cached[3]
         try:
             shape = table_map_shape(
                 database,
@@ -294,7 +295,7 @@ class BinlogBatchReader:
             )
         except ValueError as error:
             raise BinlogDecodeError(f"table map of {database}.{table_name} at {position}: {error}") from error
-        self._shapes[event.table_id] = (null_bitmask, catalog, shape)
+        self._shapes[event.table_id] = (event.columns, null_bitmask, catalog, shape)
         return shape
 
     def _version_numbering(

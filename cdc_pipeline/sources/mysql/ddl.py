@@ -794,6 +794,17 @@ class _Reader:
         if names is None:
             return [self.change("", SchemaChangeKind.UNRECOGNISED)]
         rest = names[1]
+        if verb == "CREATE":
+            # A table created anew (a column type or an option sqlglot does not know): its body never
+            # matters to the sinks, the rows bring their shape. CREATE OR REPLACE drops the old rows.
+            replaced = any(t.upper == "REPLACE" for t in tokens[1:3])
+            kinds = [SchemaChangeKind.DROP_TABLE] if replaced else []
+            return [
+                self.change(".".join(n), kind)
+                for n in dict.fromkeys(names[0])
+                if self.selected(n)
+                for kind in [*kinds, SchemaChangeKind.CREATE_TABLE]
+            ]
         kind = SchemaChangeKind.UNRECOGNISED
         if (
             verb == "ALTER"
