@@ -23,6 +23,7 @@ from pymysqlreplication.column import Column
 from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.core.type_families import SPATIAL_TYPES
 
 # The fields a table map determines, compared against the catalog's column of the same name.
 _COMPARED_FIELDS = (
@@ -56,18 +57,6 @@ _LEGACY_TEMPORALS = {FIELD_TYPE.DATETIME: "datetime", FIELD_TYPE.TIMESTAMP: "tim
 # length in bytes for them, whatever the charset.
 _LOB_PREFIXES = {1: "tiny", 2: "", 3: "medium", 4: "long"}
 
-_GEOMETRY_TYPES = frozenset(
-    {
-        "geometry",
-        "point",
-        "linestring",
-        "polygon",
-        "multipoint",
-        "multilinestring",
-        "multipolygon",
-        "geometrycollection",
-    }
-)
 # MariaDB type plugins are logged as the BINARY(n) they are stored in.
 _BINARY_PLUGINS = {16: frozenset({"uuid", "inet6"}), 4: frozenset({"inet4"})}
 
@@ -383,5 +372,5 @@ def _derive_column(column: Column, nullable: bool) -> _Derived:
     if kind == FIELD_TYPE.GEOMETRY:
         # The subtype (POINT, ...) is in the table map's GEOMETRY_TYPE metadata, which the library does not put
         # on the column; the catalog's subtype is taken when it is one.
-        return _Derived(shaped("geometry", "geometry"), same_storage_types=_GEOMETRY_TYPES)
+        return _Derived(shaped("geometry", "geometry"), same_storage_types=SPATIAL_TYPES)
     raise _Undescribable(f"binlog field type {kind} is not supported")
