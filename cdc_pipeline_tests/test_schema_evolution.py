@@ -6,12 +6,14 @@ from typing import Any
 
 import dagster as dg
 import psycopg2
+import pytest
 
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.defs.sink_tables.schema_status import HELD, SCHEMA_STATUS
 from cdc_pipeline.mapping.mapper import sink_table_name
-from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests import snapshot_steps
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 
 # Bounded: each run ends at most one batch early per DDL statement on a table with rows in it.
@@ -153,8 +155,9 @@ def _schema_statuses(result: Any, sink: str, table: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("fix", ["type_override", "resync"])
 def test_a_change_a_sink_cannot_take_holds_the_table_while_its_neighbour_flows_until_the_fix(
-    harness: PipelineHarness,
+    harness: PipelineHarness, fix: str
 ) -> None:
     # Named tables: they are declared assets, with checks.
     harness.configure_source(tables={"include": [f"{harness.database}.prices", f"{harness.database}.neighbour"]})
@@ -187,12 +190,20 @@ def test_a_change_a_sink_cannot_take_holds_the_table_while_its_neighbour_flows_u
     checks = _run_schema_checks(harness, "prices")
     assert checks == {CH_SINK: False, PG_SINK: False}
 
-    # The operator's fix: the sinks keep four decimal places (a wider type than the source's now).
     prices = f"{harness.database}.prices"
-    harness.extra_config["type_overrides"] = [
-        {"table": prices, "column": "amount", "sink": CH_SINK, "type": "Nullable(Decimal(12, 4))"},
-        {"table": prices, "column": "amount", "sink": PG_SINK, "type": "numeric(12,4)"},
-    ]
+    if fix == "type_override":
+        # The sinks keep four decimal places (a wider type than the source's now).
+        harness.extra_config["type_overrides"] = [
+            {"table": prices, "column": "amount", "sink": CH_SINK, "type": "Nullable(Decimal(12, 4))"},
+            {"table": prices, "column": "amount", "sink": PG_SINK, "type": "numeric(12,4)"},
+        ]
+    else:
+        # A re-sync rewrites every row from the source: the sinks take the narrower type with it
+        # (ClickHouse by its pull from MySQL, PostgreSQL through the Python path).
+        with dg.instance_for_test() as instance:
+            snapshot, chunks = snapshot_steps.plan(harness.definitions(), instance, SOURCE, prices, 1000)
+            for chunk in chunks:
+                snapshot_steps.load(snapshot, chunk, instance)
     harness.replay_dead_letters()
     harness.source_execute("INSERT INTO prices VALUES (4, 4.5)")
     _replicate_until_level(harness, ["prices", "neighbour"])

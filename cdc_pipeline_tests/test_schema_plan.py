@@ -136,6 +136,14 @@ def test_a_lossy_type_change_refuses_the_table_and_changes_nothing() -> None:
     assert plan.refusal is not None and "amount" in plan.refusal and "2 decimal places" in plan.refusal
 
 
+def test_a_resync_takes_the_lossy_change_because_it_rewrites_every_row() -> None:
+    state = SinkTableState((("id", "integer"), ("amount", "numeric(12,4)")), ("id",))
+    wanted = _wanted(("id", "integer"), ("amount", "numeric(12,2)"))
+    plan = plan_table(state, wanted, ("id",), [], ShapeSource.SNAPSHOT, postgres_type_change)
+    assert plan.refusal is None
+    assert plan.steps == [ChangeType("amount", "numeric(12,4)", "numeric(12,2)", checked=False)]
+
+
 def test_a_catalog_shape_only_touches_the_columns_the_changes_name() -> None:
     # The catalog may be ahead of the batch: a column it has that no change named is left for its rows.
     wanted = _wanted(("id", "integer"), ("name", "text"), ("qty", "bigint"), ("later", "text"), ("added", "text"))

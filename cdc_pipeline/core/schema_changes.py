@@ -69,6 +69,10 @@ class ShapeSource(StrEnum):
     # A DLQ replay maps its letters with the current catalog: columns missing in the sink are
     # added, nothing is dropped or retyped (the sink may be behind the catalog).
     REPLAY = "replay"
+    # An initial load or re-sync: the catalog's shape, and the backfill rewrites every row of the
+    # table from the source. The table is made to match it like ROWS, and a change that would lose
+    # stored values is taken too: the values it would round are about to be replaced.
+    SNAPSHOT = "snapshot"
 
 
 @dataclass(frozen=True, slots=True)

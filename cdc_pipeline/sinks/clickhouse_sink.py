@@ -21,6 +21,8 @@ from cdc_pipeline.core.changes import Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
+from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.availability import clickhouse_server_refuses, outside_the_sink, unavailable_as
@@ -193,6 +195,19 @@ class ClickHouseSink:
             f" FROM {self.qualified(layout.table_name)} FINAL WHERE {quote_identifier(DELETED_COLUMN)} = 0"
         )
         self._created.add(layout.table_name)
+
+    def take_shape(self, source: str, layout: SinkTableLayout, shape: ShapeSource) -> str | None:
+        """Bring one table to `layout` outside a batch (before the initial load pulls rows into it);
+        None when it took it, else why not."""
+        with self._unavailable_as_sink_error():
+            position = Checkpoint(BinlogPosition("", 4))  # not from the log: no checkpoint moves
+            batch = MappedBatch(self.name, source, position, position, None)
+            batch.tables[layout.source_table] = MappedTable(layout, shape)
+            schema = self._schema_sync.sync_batch(self._shaper, batch, 0, self._create_table)
+            for table_name in schema.reshaped:
+                self._created.discard(table_name)
+                self._tombstone_fills.pop(table_name, None)
+            return schema.refused.get(layout.source_table)
 
     def release_schema_hold(self, source: str, source_table: str) -> bool:
         """Release a table held by a DDL statement (the operator marked it safe); True if it was held."""

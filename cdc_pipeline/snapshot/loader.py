@@ -16,6 +16,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
@@ -100,7 +101,9 @@ class _ChunkLoad:
         result, schema = self.result, self.schema
         for chunk_slice in self.source.read_chunk(schema, self.chunk.bounds, self.chunk.version, slice_rows):
             result.rows_read += len(chunk_slice.changes) + len(chunk_slice.rejections)
-            tables = {schema.qualified_name: TableChanges(schema, chunk_slice.changes)}
+            # The snapshot's shape: the sinks may take a change that rounds stored values, which this
+            # load replaces (a re-sync is how an operator releases a table held for such a change).
+            tables = {schema.qualified_name: TableChanges(schema, chunk_slice.changes, ShapeSource.SNAPSHOT)}
             tables.update({companion.schema.qualified_name: companion for companion in chunk_slice.companions})
             batch = ChangeBatch(self.source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, tables, chunk_slice.rejections)
             masked = self.masker.mask_batch(batch)
@@ -142,10 +145,14 @@ class _ChunkLoad:
                 candidates[name] = sink
         if not candidates or not chunk_fits_clickhouse(settings, schema, self.chunk):
             return {}
-        return {
-            name: pull_chunk(sink, self.mappers[name].layout(schema), settings, schema, self.chunk)
-            for name, sink in candidates.items()
-        }
+        pulled = {}
+        for name, sink in candidates.items():
+            layout = self.mappers[name].layout(schema)
+            # The sink table takes the snapshot's shape first; a table it cannot reshape is left
+            # to the Python path, which sends the chunk's rows to the DLQ with the reason.
+            if sink.take_shape(self.source_name, layout, ShapeSource.SNAPSHOT) is None:
+                pulled[name] = pull_chunk(sink, layout, settings, schema, self.chunk)
+        return pulled
 
     def _remove_rows_only_in_the_sinks(self, present_is_known: bool) -> None:
         """A re-sync also removes what exists only in a sink, within the chunk's key range. A sink

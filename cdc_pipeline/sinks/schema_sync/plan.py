@@ -4,8 +4,8 @@ The sink table is the record of the shape it last took; the batch brings the sha
 written in (`TableChanges.schema`, mapped to the sink's types) and the source's schema changes
 before them. The plan applies the changes in log order (a rename keeps the column's values, an
 added column gets the value the source's existing rows took), then, when the batch's shape is the
-rows' own (ShapeSource.ROWS), makes the table match it: columns added, dropped, retyped, the key
-changed. Each step is decided against the table as it stands, so planning the same batch again
+rows' own (ShapeSource.ROWS) or a re-sync's (SNAPSHOT), makes the table match it: columns added,
+dropped, retyped, the key changed. Each step is decided against the table as it stands, so planning the same batch again
 after a crash plans only what is still missing.
 """
 
@@ -121,14 +121,14 @@ def plan_table(
     wanted_by_name = {column.name: column for column in wanted}
     # The columns the changes speak of: with a catalog shape, the only ones the plan may touch.
     named: set[str] = set()
-    full_diff = shape is ShapeSource.ROWS
+    full_diff = shape in (ShapeSource.ROWS, ShapeSource.SNAPSHOT)
 
     def retype(name: str, column: WantedColumn) -> None:
         current = columns[name]
         if current == column.canonical_type:
             return
         change = type_change(current, column.canonical_type)
-        if change.fit is Fit.LOSSY:
+        if change.fit is Fit.LOSSY and shape is not ShapeSource.SNAPSHOT:
             plan.refusal = plan.refusal or f"column {name}: {change.why}"
             return
         plan.steps.append(ChangeType(name, current, column.sink_type, change.fit is Fit.CHECKED))

@@ -170,7 +170,7 @@ class SchemaSync:
                 return str(error)
             result.applied.setdefault(qualified, []).extend(plan.describe())
             result.reshaped.add(layout.table_name)  # the shaper made the `_current` view anew
-        if table.shape_source is ShapeSource.ROWS or not plan.changes_columns:
+        if table.shape_source in (ShapeSource.ROWS, ShapeSource.SNAPSHOT) or not plan.changes_columns:
             self._in_force.add(layout.ddl_signature)
         return None
 
