@@ -36,7 +36,7 @@ from cdc_pipeline.sinks.base import (
 from cdc_pipeline.sinks.cell_merge.table_merge import CELLS_COLUMN
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
-from cdc_pipeline.sinks.schema_sync.sync import SchemaSync
+from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -203,16 +203,20 @@ class ClickHouseSink:
             position = Checkpoint(BinlogPosition("", 4))  # not from the log: no checkpoint moves
             batch = MappedBatch(self.name, source, position, position, None)
             batch.tables[layout.source_table] = MappedTable(layout, shape)
-            schema = self._schema_sync.sync_batch(self._shaper, batch, 0, self._create_table)
-            for table_name in schema.reshaped:
-                self._created.discard(table_name)
-                self._tombstone_fills.pop(table_name, None)
-            return schema.refused.get(layout.source_table)
+            return self._sync_schema(batch, 0).refused.get(layout.source_table)
 
     def release_schema_hold(self, source: str, source_table: str) -> bool:
         """Release a table held by a DDL statement (the operator marked it safe); True if it was held."""
         with self._unavailable_as_sink_error():
             return self._shaper.release(source, source_table)
+
+    def _sync_schema(self, batch: MappedBatch, floor: int) -> SchemaSyncResult:
+        """Bring the batch's tables to its shape; forget what this process cached of reshaped tables."""
+        schema = self._schema_sync.sync_batch(self._shaper, batch, floor, self._create_table)
+        for table_name in schema.reshaped:
+            self._created.discard(table_name)
+            self._tombstone_fills.pop(table_name, None)
+        return schema
 
     def _create_table(self, layout: SinkTableLayout) -> None:
         """Create the table (and its view) even if this process created one of that name before:
@@ -254,10 +258,7 @@ class ClickHouseSink:
         result = WriteResult(self.name)
         stored = self._checkpoint(batch.source)
         floor = stored.version_floor if (stored is not None and advance_checkpoint) else 0
-        schema = self._schema_sync.sync_batch(self._shaper, batch, floor, self._create_table)
-        for table_name in schema.reshaped:
-            self._created.discard(table_name)
-            self._tombstone_fills.pop(table_name, None)
+        schema = self._sync_schema(batch, floor)
         result.schema_applied, result.schema_held = schema.applied, schema.refused
         result.rejections.extend(schema.rejections)
 
