@@ -86,8 +86,9 @@ class MySqlSourceConfig(_StrictModel):
     )
     safe_statements: list[str] = Field(
         default_factory=list,
-        description="regular expressions (searched, case-insensitive) of DDL statements the pipeline cannot read"
-        " that change nothing the sinks hold; any other unreadable statement holds its table until marked safe",
+        description="regular expressions (searched, case-insensitive; string literals read as '?') of DDL"
+        " statements the pipeline cannot read that change nothing the sinks hold; any other unreadable"
+        " statement holds its table until marked safe",
     )
 
     @field_validator("safe_statements")

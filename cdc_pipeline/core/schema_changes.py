@@ -84,7 +84,9 @@ class SchemaChange:
     # TRUNCATE and DROP TABLE remove the sink rows older than it, so a replay of the change after
     # later rows landed removes nothing it should not.
     version: int
-    statement: str  # the source's DDL (MySQL), or what the relation message showed (PostgreSQL)
+    # The source's DDL with its string literals replaced (MySQL: sources/mysql/ddl.py), or what the
+    # relation message showed (PostgreSQL). It is logged and stored: it never carries a value.
+    statement: str
     column: str | None = None  # the column added, dropped, retyped, or the new name of a renamed one
     old_name: str | None = None  # RENAME COLUMN: the old column; RENAME TABLE: the old 'db.table'
     # ADD COLUMN: the value the rows that existed before take, in the form a row change would carry

@@ -58,7 +58,7 @@ def parse_ddl(statement: str, default_database: str, position: str, version: int
         return DdlOutcome([], False)
     if target is _Object.TABLE and tokens[0].upper in ("CREATE", "DROP") and _is_temporary(tokens):
         return DdlOutcome([], True)  # a temporary table is the session's own: never replicated
-    reader = _Reader(statement, default_database, position, version, selects)
+    reader = _Reader(without_string_literals(statement), default_database, position, version, selects)
     if target is _Object.UNKNOWN:
         return DdlOutcome([reader.change("", SchemaChangeKind.UNRECOGNISED)], True)
     if tokens[0].upper == "RENAME":
@@ -207,6 +207,22 @@ def _tokenize(text: str) -> list[_Token]:
     while tokens and tokens[-1].text == ";" and not tokens[-1].string and not tokens[-1].quoted:
         tokens.pop()
     return tokens
+
+
+def without_string_literals(statement: str) -> str:
+    """The statement with each string literal replaced by '?'.
+
+    The statement is logged, stored in the DLQ and matched by `safe_statements`; a literal (a
+    DEFAULT, a COMMENT) may hold a value that masking would have hidden in a row, so none is kept.
+    The values the pipeline needs (an added column's default) are read from the full text.
+    """
+    parts: list[str] = []
+    at = 0
+    for token in _tokenize(statement):
+        if token.string:
+            parts.append(statement[at : token.start] + "'?'")
+            at = token.end
+    return "".join(parts) + statement[at:]
 
 
 def _strip_leading_comments(statement: str) -> str:
