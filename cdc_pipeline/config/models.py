@@ -249,8 +249,46 @@ class TypeOverride(_StrictModel):
 
 
 class BatchConfig(_StrictModel):
-    max_rows: int = Field(default=50_000, ge=1, description="rows per micro-batch (cut at transaction ends)")
-    poll_interval_seconds: int = Field(default=5, ge=1, le=3600)
+    """How big a micro-batch may grow: whichever limit is reached first ends it (at a transaction end,
+    so one transaction larger than a limit still makes one batch)."""
+
+    max_rows: int = Field(default=50_000, ge=1, description="row changes per micro-batch")
+    max_bytes: int = Field(
+        default=32 * 2**20,
+        ge=2**16,
+        description="bytes of change-log data per micro-batch (rows in Python take several times this in memory)",
+    )
+    max_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="how long one micro-batch may keep reading a busy log"
+    )
+    poll_interval_seconds: int = Field(default=5, ge=1, le=3600, description="the replication sensor's interval")
+
+
+class ReplicationConfig(_StrictModel):
+    """How runs replicate: one long-lived run per source looping micro-batches, or a run per batch."""
+
+    mode: Literal["continuous", "per_run"] = Field(
+        default="continuous",
+        description="'continuous': the sensor keeps one run per source alive, which loops micro-batches;"
+        " 'per_run': the sensor launches a run per micro-batch when the log moves",
+    )
+    lifetime_minutes: float = Field(
+        default=60,
+        gt=0,
+        le=24 * 60,
+        description="a continuous run ends after this long (at a batch boundary) and the sensor starts the next:"
+        " new code and config take effect, memory is recycled, run history stays small",
+    )
+    idle_poll_seconds: float = Field(
+        default=0.25, ge=0.01, le=0.5, description="a continuous run's wait between looks at an idle change log"
+    )
+    report_interval_seconds: float = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="a continuous run materializes each sink table that changed at most this often (bounds"
+        " Dagster's storage); the run's log carries the stages' timings over the same interval",
+    )
 
 
 class SinkOutageConfig(_StrictModel):
@@ -263,9 +301,10 @@ class SinkOutageConfig(_StrictModel):
         default=1.0, ge=0, le=60, description="wait before the second try; doubled before each further one"
     )
     lag_tolerance_seconds: int = Field(
-        default=300,
+        default=30,
         ge=0,
-        description="freshness check: how long a sink may trail the source's high-water mark without a successful run",
+        description="sink_is_fresh fails when the sink's newest applied change is older than this while the"
+        " source holds newer ones (measured lag, see defs/replication/progress.py)",
     )
 
 
@@ -281,6 +320,7 @@ class PipelineConfig(_StrictModel):
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     type_overrides: list[TypeOverride] = Field(default_factory=list)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     sink_outages: SinkOutageConfig = Field(default_factory=SinkOutageConfig)
 

@@ -11,6 +11,7 @@ from cdc_pipeline.defs.dead_letters.assets import dead_letter_queue, dead_letter
 from cdc_pipeline.defs.dead_letters.jobs import build_replay_job
 from cdc_pipeline.defs.replication.jobs import build_replication_job
 from cdc_pipeline.defs.replication.sensors import build_source_sensor
+from cdc_pipeline.defs.replication.streaming import build_streaming_job
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import (
     CassandraSourceResource,
@@ -76,8 +77,9 @@ def build_definitions(
     sensors = []
     for source_name in pipeline.sources:
         job = build_replication_job(source_name, pipeline)
-        jobs.append(job)
-        sensors.append(build_source_sensor(source_name, job, pipeline, running=sensors_running))
+        streaming_job = build_streaming_job(source_name, pipeline)
+        jobs.extend([job, streaming_job])
+        sensors.append(build_source_sensor(source_name, job, streaming_job, pipeline, running=sensors_running))
         jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
     return dg.Definitions(

@@ -12,6 +12,8 @@ SOURCE_TAG = "cdc/source"
 RANGE_TAG = "cdc/range"
 # Where a run's read stopped; the sensor continues from there when it stopped at the batch size.
 REACHED_TAG = "cdc/reached"
+# Runs of the streaming job (continuous mode): the sensor keeps one alive per source.
+STREAMING_TAG = "cdc/streaming"
 # Runs that open the embedded ClickHouse path; dagster.yaml lets one such run go at a time.
 EMBEDDED_CLICKHOUSE_TAG = "cdc/chdb"
 

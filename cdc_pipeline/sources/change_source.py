@@ -28,10 +28,16 @@ class ChangeSource(Protocol):
         """Where the change log ends now (cheap: sensors call it on every tick)."""
 
     def read_batch(
-        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+        self,
+        checkpoints: Mapping[str, Checkpoint | None],
+        stop_at: SourcePosition | None,
+        max_rows: int,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
     ) -> ChangeBatch:
         """Committed changes from the earliest sink checkpoint (None: that sink has none yet) up to
-        `stop_at` or about `max_rows` rows, cut only at transaction ends."""
+        `stop_at`, about `max_rows` rows, about `max_bytes` of change-log data or `max_seconds` of
+        reading, whichever comes first; cut only at transaction ends."""
 
     def has_unread_changes(self) -> bool | None:
         """Whether changes the sinks lack are waiting, if the source can tell cheaply (None: it cannot)."""

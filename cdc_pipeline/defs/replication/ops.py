@@ -21,6 +21,8 @@ from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY, sink_table_asset_key
 from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
+from cdc_pipeline.defs.replication.progress import ProgressRecorder
+from cdc_pipeline.defs.replication.reporting import reasons, status_assets, table_activity
 from cdc_pipeline.defs.replication.sink_status import (
     AVAILABLE,
     STATUS,
@@ -32,10 +34,10 @@ from cdc_pipeline.defs.replication.sink_status import (
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import REACHED_TAG
-from cdc_pipeline.defs.sink_tables.assets import configured_tables
-from cdc_pipeline.defs.sink_tables.schema_status import HELD, IN_SYNC, SCHEMA_STATUS
+from cdc_pipeline.delivery.limits import BatchLimits
+from cdc_pipeline.delivery.loop import at_or_past
+from cdc_pipeline.delivery.steps import listed, read_checkpoints, release_log, write_with_retries
 from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
-from cdc_pipeline.sinks.availability import SinkUnavailable
 
 
 class BatchWindow(dg.Config):
@@ -59,17 +61,23 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
         source.check()
         checkpoints, unreachable = _read_checkpoints(context, source_name, sink_names)
         if not checkpoints:
-            raise dg.Failure(f"every sink of {source_name} is unavailable: {_listed(unreachable)}")
+            raise dg.Failure(f"every sink of {source_name} is unavailable: {listed(unreachable)}")
         for name, reason in unreachable.items():
             # Its checkpoint is unknown and may lie behind the others: the batch read from theirs may
             # start past it, so this sink gets nothing this run and catches up from its own later.
             context.log.warning(f"sink '{name}' is skipped this run, its checkpoint cannot be read: {reason}")
+        limits = BatchLimits.from_config(pipeline.batch, config.max_rows)
+        head, read_started_at = source.high_water_mark(), time.time()
         batch = source.read_batch(
             checkpoints,
             stop_at=parse_position(config.stop_at) if config.stop_at else None,
-            max_rows=config.max_rows or pipeline.batch.max_rows,
+            max_rows=limits.max_rows,
+            max_bytes=limits.max_bytes,
+            max_seconds=limits.max_seconds,
         )
         crash_point("after_read")
+        if batch.end == batch.start or at_or_past(batch.log_read_to or batch.end.position, head):
+            batch.caught_up_at = read_started_at
         # The sensor reads this tag: a run that stopped short of stop_at (batch size reached) is
         # followed by another from here, even when no new binlog event arrives.
         context.instance.add_run_tags(context.run_id, {REACHED_TAG: str(batch.log_read_to or batch.end.position)})
@@ -104,7 +112,7 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
         store = getattr(context.resources, DEAD_LETTER_QUEUE).store()
         recorded = store.record(source_name, batch.rejections)
         if recorded:
-            context.log.warning(f"{recorded} events sent to the DLQ: {_reasons(batch.rejections)}")
+            context.log.warning(f"{recorded} events sent to the DLQ: {reasons(batch.rejections)}")
             context.log_event(
                 dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store))
             )
@@ -124,19 +132,17 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
         down = {outcome.sink: outcome.unavailable for outcome in written if outcome.unavailable is not None}
         if len(down) == len(sink_names):
             # Nothing moved: a run that delivered to no sink must not look green.
-            raise dg.Failure(f"every sink of {source_name} is unavailable: {_listed(down)}")
-        checkpoints, unreadable = _read_checkpoints(context, source_name, sink_names)
-        crash_point(f"before_release_{source_name}")
+            raise dg.Failure(f"every sink of {source_name} is unavailable: {listed(down)}")
         source = open_change_source(context.resources, source_name, pipeline)
-        if unreadable:
+        sinks = {name: getattr(context.resources, sink_key(name)).sink(name) for name in sink_names}
+        outcome = release_log(source_name, source, sinks)
+        if outcome.unreadable:
             # The earliest checkpoint is unknown while one cannot be read: freeing the log past the
             # others' could drop what that sink still needs. Keep everything until it answers.
             context.log.warning(
-                f"{source_name} change log not released: the checkpoint of {_listed(unreadable)} cannot be read"
+                f"{source_name} change log not released: the checkpoint of {listed(outcome.unreadable)} cannot be read"
             )
-        else:
-            source.release(checkpoints)
-        usage = source.log_usage()
+        usage, unreadable = outcome.usage, outcome.unreadable
         if usage:
             context.log.info(f"{source_name} change log after release: {usage}")
         context.add_output_metadata(
@@ -155,24 +161,9 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
 def _read_checkpoints(
     context: dg.OpExecutionContext, source_name: str, sink_names: list[str]
 ) -> tuple[dict[str, Checkpoint | None], dict[str, str]]:
-    """Each reachable sink's checkpoint (None: it has none yet), and why the others cannot say."""
-    checkpoints: dict[str, Checkpoint | None] = {}
-    unreachable: dict[str, str] = {}
-    for name in sink_names:
-        try:
-            checkpoints[name] = getattr(context.resources, sink_key(name)).sink(name).checkpoint(source_name)
-        except SinkUnavailable as down:
-            unreachable[name] = down.reason
-    return checkpoints, unreachable
-
-
-def _listed(reasons: dict[str, str]) -> str:
-    return "; ".join(f"'{name}' ({reason})" for name, reason in sorted(reasons.items()))
-
-
-def _reasons(rejections: list[Any]) -> str:
-    counts = Counter(f"{r.table}: {r.error}" for r in rejections)
-    return "; ".join(f"{n} x {reason}" for reason, n in counts.most_common(5))
+    return read_checkpoints(
+        source_name, {name: getattr(context.resources, sink_key(name)).sink(name) for name in sink_names}
+    )
 
 
 def _map_op(source_name: str, sink_name: str, pipeline: PipelineConfig) -> dg.OpDefinition:
@@ -201,58 +192,37 @@ def _write_op(source_name: str, sink_name: str, pipeline: PipelineConfig) -> dg.
             # The batch was read from the other sinks' checkpoints and may start past this one's:
             # writing it (should the sink be back by now) would move its checkpoint over a gap.
             return _record_unavailable(context, source_name, sink_name, pipeline, mapped, unreachable[sink_name], 0)
-        delay = outages.first_retry_delay_seconds
-        for attempt in range(1, outages.write_attempts + 1):
-            try:
-                # Map-stage rejections are stored with the write-stage ones, before the checkpoint moves.
-                result = sink.write(
-                    mapped, lambda rejections: dead_letters.record(source_name, [*mapped.rejections, *rejections])
-                )
-                break
-            except SinkUnavailable as down:
-                if attempt == outages.write_attempts:
-                    return _record_unavailable(context, source_name, sink_name, pipeline, mapped, down.reason, attempt)
-                context.log.warning(f"{down} (try {attempt} of {outages.write_attempts}); trying again in {delay:g} s")
-                # A retry inside the run: the other sinks' steps have finished or run on regardless.
-                time.sleep(delay)
-                delay *= 2
-        crash_point(f"after_sink_{sink_name}")
+        delivery = write_with_retries(source_name, sink, mapped, dead_letters, outages, context.log.warning)
+        if delivery.unavailable is not None:
+            return _record_unavailable(
+                context, source_name, sink_name, pipeline, mapped, delivery.unavailable, delivery.attempts
+            )
+        result = delivery.result
+        assert result is not None
+        progress = ProgressRecorder(context.instance, source_name)
+        applied_through = mapped.caught_up_at or mapped.last_commit_ts
+        if applied_through is not None:
+            progress.record(sink_name, float(applied_through), str(result.checkpoint))
+            progress.flush()
         lag = round(time.time() - mapped.last_commit_ts, 3) if mapped.last_commit_ts else 0.0
-        rejections = [*mapped.rejections, *result.rejections]
-        failed = Counter(r.table for r in rejections)
-        for table in sorted(result.rows_by_table.keys() | failed.keys() | result.schema_applied.keys()):
-            counts = result.rows_by_table.get(table, Counter())
-            note = sink.table_note(table)
-            schema_metadata: dict[str, str] = {SCHEMA_STATUS: IN_SYNC}
-            if table in result.schema_applied:
-                schema_metadata["schema_changes"] = "; ".join(result.schema_applied[table])
-            if table in result.schema_held:
-                # The table's rows go to the DLQ until an operator's fix (see the schema_in_sync check).
-                schema_metadata[SCHEMA_STATUS] = f"{HELD}: {result.schema_held[table]}"
-                context.log.warning(f"{sink_name}: table {table} held: {result.schema_held[table]}")
+        rejections = delivery.rejections
+        note_of = sink.table_note
+        for table, activity in table_activity(delivery, str(mapped.end.position), lag).items():
+            if activity.schema_held is not None:
+                context.log.warning(f"{sink_name}: table {table} held: {activity.schema_held}")
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key=sink_table_asset_key(sink_name, table),
-                    metadata={
-                        "rows_inserted": counts["insert"],
-                        "rows_updated": counts["update"],
-                        "rows_deleted": counts["delete"],
-                        "dlq_count": failed.get(table, 0),
-                        "source_position": str(mapped.end.position),
-                        "lag_seconds": lag,
-                        STATUS: AVAILABLE,
-                        **schema_metadata,
-                        **({"timescaledb": note} if note else {}),
-                    },
+                    metadata=activity.metadata(note_of(table), time.time(), with_rate=False),
                 )
             )
-        recovered = observe_recovery(context, _status_assets(source_name, sink_name, pipeline, mapped), time.time())
+        failed = Counter(r.table for r in rejections)
+        assets = status_assets(source_name, sink_name, pipeline, mapped.tables)
+        recovered = observe_recovery(context, assets, time.time())
         if recovered:
             context.log.info(f"sink '{sink_name}' is available again, caught up to {result.checkpoint}")
         if failed:
-            context.log.warning(
-                f"{sum(failed.values())} events sent to the DLQ for {sink_name}: {_reasons(rejections)}"
-            )
+            context.log.warning(f"{sum(failed.values())} events sent to the DLQ for {sink_name}: {reasons(rejections)}")
             context.log_event(
                 dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(dead_letters))
             )
@@ -265,14 +235,6 @@ def _write_op(source_name: str, sink_name: str, pipeline: PipelineConfig) -> dg.
         return SinkOutcome(sink_name)
 
     return write
-
-
-def _status_assets(
-    source_name: str, sink_name: str, pipeline: PipelineConfig, mapped: MappedBatch
-) -> list[dg.AssetKey]:
-    """The sink's tables whose status the UI and the freshness check read: the declared ones and the batch's."""
-    tables = sorted({*configured_tables(pipeline, source_name), *mapped.tables})
-    return [sink_table_asset_key(sink_name, table) for table in tables]
 
 
 def _record_unavailable(
@@ -292,7 +254,7 @@ def _record_unavailable(
         "rows_not_written": mapped.row_count,
     }
     since = observe_unavailable(
-        context, _status_assets(source_name, sink_name, pipeline, mapped), reason, time.time(), metadata
+        context, status_assets(source_name, sink_name, pipeline, mapped.tables), reason, time.time(), metadata
     )
     status = unavailable_status(since, reason)
     context.log.warning(

@@ -1,4 +1,6 @@
-"""A sensor per source: reads only the change log's high-water mark and requests one run at a time."""
+"""A sensor per source. Continuous mode: keeps one streaming run of the source alive (restarting one
+that failed, with back-off). Per-run mode: reads only the change log's high-water mark and requests
+one run per batch, one at a time."""
 
 import time
 from collections.abc import Sequence
@@ -9,7 +11,7 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.defs.resources import open_change_source
-from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG
+from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG, STREAMING_TAG
 
 # ChangeSource.log_name per source kind: the sensor is built before any source is opened.
 LOG_NAMES = {"mysql": "binlog", "postgres": "wal", "cassandra": "commitlog"}
@@ -47,26 +49,39 @@ def _back_off_seconds(records: Sequence[dg.RunRecord], poll_interval: int) -> fl
 
 
 def build_source_sensor(
-    source_name: str, job: dg.JobDefinition, pipeline: PipelineConfig, running: bool = False
+    source_name: str,
+    job: dg.JobDefinition,
+    streaming_job: dg.JobDefinition,
+    pipeline: PipelineConfig,
+    running: bool = False,
 ) -> dg.SensorDefinition:
     parse_op = f"parse_{source_name}"
     log_name = LOG_NAMES[pipeline.sources[source_name].kind]
+    continuous = pipeline.replication.mode == "continuous"
+    if continuous:
+        description = f"Keeps one streaming run ({streaming_job.name}) of '{source_name}' alive."
+    else:
+        description = f"Polls the {log_name} high-water mark of '{source_name}' and launches a replication run."
 
     @dg.sensor(
         name=f"{source_name}_{log_name}_sensor",
-        job=job,
+        jobs=[job, streaming_job],
         minimum_interval_seconds=pipeline.batch.poll_interval_seconds,
         required_resource_keys={source_key(source_name)},
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
-        description=f"Polls the {log_name} high-water mark of '{source_name}' and launches a replication run.",
+        description=description,
     )
     def poll_change_log(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        # Any run of the source counts (either job): the two never run at once (dagster.yaml).
+        any_run = context.instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_TAG: source_name}), limit=1)
+        if any_run and any_run[0].dagster_run.status in _IN_PROGRESS:
+            return dg.SkipReason(f"run {any_run[0].dagster_run.run_id} of {source_name} is still in progress")
+        if continuous:
+            return _keep_streaming(context, source_name, streaming_job, pipeline)
         records = context.instance.get_run_records(
             filters=dg.RunsFilter(job_name=job.name, tags={SOURCE_TAG: source_name}), limit=_FAILURES_COUNTED
         )
         latest = records[0].dagster_run if records else None
-        if latest is not None and latest.status in _IN_PROGRESS:
-            return dg.SkipReason(f"run {latest.run_id} of {source_name} is still in progress")
         wait = _back_off_seconds(records, pipeline.batch.poll_interval_seconds)
         if wait > 0 and latest is not None:
             return dg.SkipReason(
@@ -99,6 +114,7 @@ def build_source_sensor(
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
+                    job_name=job.name,
                     run_key=run_key,
                     run_config={"ops": {parse_op: {"config": {"stop_at": high_water}}}},
                     tags={SOURCE_TAG: source_name, RANGE_TAG: f"{start}-{high_water}"},
@@ -108,3 +124,33 @@ def build_source_sensor(
         )
 
     return poll_change_log
+
+
+def _keep_streaming(
+    context: dg.SensorEvaluationContext, source_name: str, streaming_job: dg.JobDefinition, pipeline: PipelineConfig
+) -> dg.SensorResult | dg.SkipReason:
+    """No run of the source is alive: start the next streaming run, unless the last ones keep failing.
+
+    The source is not asked anything: the run itself creates what a new source lacks (a PostgreSQL
+    slot and publication), so a source starts from the sensor alone."""
+    records = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=streaming_job.name, tags={SOURCE_TAG: source_name}), limit=_FAILURES_COUNTED
+    )
+    latest = records[0].dagster_run if records else None
+    wait = _back_off_seconds(records, pipeline.batch.poll_interval_seconds)
+    if wait > 0 and latest is not None:
+        return dg.SkipReason(
+            f"the last {_consecutive_failures(records)} streaming runs of {source_name} failed"
+            f" (latest {latest.run_id}); backing off, next try in {wait:.0f} s"
+        )
+    # Keyed by the run it follows: two ticks that both saw that run end request one successor.
+    after = latest.run_id if latest is not None else "none"
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                job_name=streaming_job.name,
+                run_key=f"{source_name}:stream-after-{after}",
+                tags={SOURCE_TAG: source_name, STREAMING_TAG: "true"},
+            )
+        ]
+    )

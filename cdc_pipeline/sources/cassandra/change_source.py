@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -150,7 +151,12 @@ class CassandraChangeSource:
     # -- reading --------------------------------------------------------------------------------
 
     def read_batch(
-        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+        self,
+        checkpoints: Mapping[str, Checkpoint | None],
+        stop_at: SourcePosition | None,
+        max_rows: int,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
     ) -> ChangeBatch:
         earliest = self._earliest(checkpoints)
         resume = earliest[1] if earliest is not None else None
@@ -161,8 +167,15 @@ class CassandraChangeSource:
         batch = ChangeBatch(self._name, Checkpoint(batch_start), Checkpoint(batch_start))
         position = start
         rows = 0
+        # Commit-log bytes read: whole segments' spans, so a batch stops at the segment that crosses it.
+        read_bytes = 0
+        deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         by_id = {segment.segment_id: segment for segment in segments}
         while position is not None and rows < max_rows:
+            if (max_bytes is not None and read_bytes >= max_bytes) or (
+                deadline is not None and time.monotonic() >= deadline
+            ):
+                break
             segment = by_id.get(position.segment_id)
             if segment is None:
                 break  # cdc:<next>:0 of a segment that holds no CDC data yet
@@ -175,6 +188,7 @@ class CassandraChangeSource:
             if position.offset < end:
                 read = self._read(replace(segment, durable_offset=end), position.offset, max_rows - rows)
                 rows += self._collect(read, batch)
+                read_bytes += int(read.end["position"]) - position.offset
                 position = CommitLogPosition(segment.segment_id, int(read.end["position"]))
                 if read.end.get("limit_reached"):
                     break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -92,12 +93,21 @@ class BinlogBatchReader:
             filter_non_implemented_events=False,
         )
 
-    def read(self, start: Checkpoint, max_rows: int, stop_at: BinlogPosition | None = None) -> ChangeBatch:
-        """Read committed transactions from `start` until `max_rows` rows or `stop_at` is reached.
+    def read(
+        self,
+        start: Checkpoint,
+        max_rows: int,
+        stop_at: BinlogPosition | None = None,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
+    ) -> ChangeBatch:
+        """Read committed transactions from `start` until `max_rows` rows, `max_bytes` bytes of row
+        events, `max_seconds` of reading or `stop_at` is reached.
 
         The batch ends after the last complete transaction read; a transaction is never split, so a
-        single transaction larger than `max_rows` makes a larger batch.
+        single transaction larger than a limit makes a larger batch.
         """
+        deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         server_id = self._source_server_id()
         start = Checkpoint(start.position, start.gtid, server_id)
         batch = ChangeBatch(source=self._source_name, start=start, end=start)
@@ -105,6 +115,9 @@ class BinlogBatchReader:
         pending_rejections: list[Rejection] = []
         pending_rows = 0
         committed_rows = 0
+        # Row events' sizes: what the batch's values weigh, before Python multiplies it.
+        pending_bytes = 0
+        committed_bytes = 0
         transaction = _Transaction(start.gtid)
         stream = self._open_stream(as_binlog_position(start.position))
         try:
@@ -117,6 +130,7 @@ class BinlogBatchReader:
                         event, stream.log_file, transaction, pending_tables, pending_rejections
                     )
                     pending_rows += rows
+                    pending_bytes += event.packet.event_size
                     transaction.rows_seen += rows
                     continue
                 if isinstance(event, MariadbGtidEvent):
@@ -144,11 +158,17 @@ class BinlogBatchReader:
                 # A transaction (or a DDL statement, which commits implicitly) ended here.
                 _merge(batch, pending_tables, pending_rejections)
                 committed_rows += pending_rows
-                pending_tables, pending_rejections, pending_rows = {}, [], 0
+                committed_bytes += pending_bytes
+                pending_tables, pending_rejections, pending_rows, pending_bytes = {}, [], 0, 0
                 gtid = transaction.gtid if self._gtid_versions else None
                 batch.end = Checkpoint(BinlogPosition(stream.log_file, event.packet.log_pos), gtid, server_id)
                 batch.last_commit_ts = event.timestamp
-                if committed_rows >= max_rows or (stop_at is not None and batch.end.position >= stop_at):
+                if (
+                    committed_rows >= max_rows
+                    or (max_bytes is not None and committed_bytes >= max_bytes)
+                    or (deadline is not None and time.monotonic() >= deadline)
+                    or (stop_at is not None and batch.end.position >= stop_at)
+                ):
                     break
         finally:
             stream.close()

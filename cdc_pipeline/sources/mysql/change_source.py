@@ -40,7 +40,12 @@ class MySqlChangeSource:
         return current_binlog_position(self.settings)
 
     def read_batch(
-        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+        self,
+        checkpoints: Mapping[str, Checkpoint | None],
+        stop_at: SourcePosition | None,
+        max_rows: int,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
     ) -> ChangeBatch:
         if stop_at is not None and not isinstance(stop_at, BinlogPosition):
             raise ValueError(f"source '{self._name}' reads a binlog; {stop_at} is not a binlog position")
@@ -54,7 +59,7 @@ class MySqlChangeSource:
             gtid_versions=self._config.resume_by == "gtid",
             marks_safe=self._config.marks_safe,
         )
-        batch = reader.read(start, max_rows=max_rows, stop_at=stop_at)
+        batch = reader.read(start, max_rows=max_rows, stop_at=stop_at, max_bytes=max_bytes, max_seconds=max_seconds)
         # Measured after the read, so a purge during it shows; the parse step's metadata carries it.
         batch.log_metadata.update(self.retention(checkpoints).as_metadata())
         return batch

@@ -50,13 +50,18 @@ class PostgresChangeSource:
         return current_flush_position(self.settings)
 
     def read_batch(
-        self, checkpoints: Mapping[str, Checkpoint | None], stop_at: SourcePosition | None, max_rows: int
+        self,
+        checkpoints: Mapping[str, Checkpoint | None],
+        stop_at: SourcePosition | None,
+        max_rows: int,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
     ) -> ChangeBatch:
         # stop_at (the sensor's high-water mark) is only a hint here: the reader writes its own mark
         # and reads up to it, which covers everything committed before the sensor looked.
         slot_position = self._resume_slot(checkpoints)
         start = Checkpoint(slot_position)
-        batch = WalBatchReader(self._name, self.slot, self.catalog).read(start, max_rows)
+        batch = WalBatchReader(self._name, self.slot, self.catalog).read(start, max_rows, max_bytes, max_seconds)
         # How close the sinks are to losing WAL, for the parse step's metadata.
         batch.log_metadata.update(self.retention(checkpoints).as_metadata())
         return batch
@@ -116,7 +121,9 @@ class PostgresChangeSource:
     def retention(self, checkpoints: Mapping[str, Checkpoint | None]) -> RetentionStatus:
         return wal_retention(self._name, self.slot, checkpoints)
 
-    def has_unread_changes(self) -> bool:
+    def has_unread_changes(self) -> bool | None:
+        if self.slot.confirmed_position() is None:
+            return None  # a new source: the first run creates the slot; nothing to ask before that
         return self.slot.has_pending_changes()
 
     def release(self, checkpoints: Mapping[str, Checkpoint | None]) -> None:

@@ -7,6 +7,7 @@ mark it writes itself (see ReplicationSlot.mark_end_of_read) or about `max_rows`
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -69,15 +70,21 @@ class WalBatchReader:
         self._catalog = catalog
         self._plans: dict[int, _RelationPlan] = {}
 
-    def read(self, start: Checkpoint, max_rows: int) -> ChangeBatch:
+    def read(
+        self, start: Checkpoint, max_rows: int, max_bytes: int | None = None, max_seconds: float | None = None
+    ) -> ChangeBatch:
+        deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         mark_token = uuid.uuid4().hex
         mark, flushed_after_mark = self._slot.mark_end_of_read(f"{_MARK_PREFIX}.{mark_token}")
         # The mark's record starts at `mark`: reading up to one byte past it includes the mark itself.
         past_mark = LogSequenceNumber(mark.value + 1)
         batch = ChangeBatch(source=self._source_name, start=start, end=start)
         transaction: _Transaction | None = None
+        # pgoutput messages' sizes: what the batch's values weigh, before Python multiplies it.
+        read_bytes = 0
         messages = self._messages(past_mark, max_rows)
-        for lsn, message in messages:
+        for lsn, message, size in messages:
+            read_bytes += size
             if isinstance(message, Begin):
                 transaction = _Transaction(message.commit_lsn, int(message.commit_time.timestamp()))
             elif isinstance(message, Relation):
@@ -111,6 +118,13 @@ class WalBatchReader:
                 batch.end = Checkpoint(LogSequenceNumber(message.end_lsn))
                 batch.last_commit_ts = transaction.commit_ts
                 transaction = None
+                if (max_bytes is not None and read_bytes >= max_bytes) or (
+                    deadline is not None and time.monotonic() >= deadline
+                ):
+                    # The next batch starts with the next transaction; the slot's peek stops at
+                    # about max_rows on its own.
+                    messages.close()
+                    break
             elif isinstance(message, LogicalMessage) and message.prefix == f"{_MARK_PREFIX}.{mark_token}":
                 # Every transaction that committed before the mark has been read, and any later one
                 # commits after it: the batch ends past the mark even if nothing here was published.
@@ -121,7 +135,7 @@ class WalBatchReader:
         # A transaction whose commit was not read stays out: the next batch reads it again.
         return batch
 
-    def _messages(self, upto: LogSequenceNumber, max_rows: int) -> Generator[tuple[str, Any], None, None]:
+    def _messages(self, upto: LogSequenceNumber, max_rows: int) -> Generator[tuple[str, Any, int], None, None]:
         connection = self._slot.settings.connect()
         try:
             # A server-side cursor keeps the client's memory to one fetch, whatever the batch size.
@@ -134,7 +148,7 @@ class WalBatchReader:
                 )
                 for lsn, data in cursor:
                     try:
-                        yield lsn, decode_message(bytes(data))
+                        yield lsn, decode_message(bytes(data)), len(data)
                     except (PgOutputError, IndexError, ValueError) as error:
                         raise WalDecodeError(f"cannot decode the pgoutput message at {lsn}: {error}") from error
         finally:

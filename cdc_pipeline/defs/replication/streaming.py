@@ -1,0 +1,106 @@
+"""The streaming job per source: one run that loops micro-batches (read -> mask -> map -> write ->
+checkpoint -> release) with the source, the sinks and the chdb session kept open between them.
+
+In continuous mode the sensor keeps one such run alive per source; it ends by itself after
+`replication.lifetime_minutes` (so new code and config take effect, memory is recycled and the run
+history stays short) and the sensor starts the next. With `until_caught_up` the run drains the
+backlog present when it started, in bounded batches each checkpointed, and ends: what
+`dagster job execute` and schedules want. Terminated from the UI, it stops after the batch in hand.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dagster as dg
+
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.defs.replication.reporting import ThrottledReporter
+from cdc_pipeline.defs.replication.stop_signal import stop_at_batch_boundary
+from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
+from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.run_tags import SOURCE_TAG, STREAMING_TAG, embedded_clickhouse_tags
+from cdc_pipeline.delivery.limits import BatchLimits
+from cdc_pipeline.delivery.loop import ReplicationLoop
+from cdc_pipeline.delivery.session import EverySinkUnavailable, ReplicationSession
+from cdc_pipeline.sinks.base import Sink
+
+
+class StreamConfig(dg.Config):
+    until_caught_up: bool = False
+    lifetime_minutes: float | None = None  # default: replication.lifetime_minutes
+    max_rows: int | None = None  # default: batch.max_rows
+
+
+def streaming_job_name(source_name: str) -> str:
+    return f"stream_{source_name}"
+
+
+def open_sinks(resources: Any, pipeline: PipelineConfig) -> dict[str, Sink]:
+    return {name: getattr(resources, sink_key(name)).sink(name) for name in pipeline.sinks}
+
+
+def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDefinition:
+    sink_names = list(pipeline.sinks)
+
+    @dg.op(
+        name=f"stream_{source_name}",
+        required_resource_keys={source_key(source_name), *map(sink_key, sink_names), DEAD_LETTER_QUEUE, MASKING},
+        description="Loops micro-batches of the change log into every sink until its lifetime ends, it is"
+        " stopped, or (until_caught_up) the backlog is drained.",
+    )
+    def stream(context: dg.OpExecutionContext, config: StreamConfig) -> dg.MaterializeResult | None:
+        resources = context.resources
+        sinks = open_sinks(resources, pipeline)
+        dead_letters = getattr(resources, DEAD_LETTER_QUEUE).store()
+        session = ReplicationSession(
+            source_name,
+            pipeline,
+            open_change_source(resources, source_name, pipeline),
+            sinks,
+            dead_letters,
+            getattr(resources, MASKING).masker(pipeline.masking),
+            context.log.warning,
+        )
+        reporter = ThrottledReporter(context, source_name, pipeline, sinks, dead_letters)
+        lifetime = (config.lifetime_minutes or pipeline.replication.lifetime_minutes) * 60
+        started = time.monotonic()
+        try:
+            session.check()
+            with stop_at_batch_boundary() as stop:
+                loop = ReplicationLoop(
+                    session,
+                    BatchLimits.from_config(pipeline.batch, config.max_rows),
+                    pipeline.replication.idle_poll_seconds,
+                    reporter.on_batch,
+                    reporter.on_idle,
+                    stop,
+                )
+                ended = loop.run(None if config.until_caught_up else started + lifetime, config.until_caught_up)
+        except EverySinkUnavailable as error:
+            raise dg.Failure(str(error)) from None
+        finally:
+            reporter.flush()
+            session.close()
+        context.log.info(
+            f"{source_name}: {ended} after {time.monotonic() - started:.0f} s; {reporter.total_batches} batches,"
+            f" {reporter.total_rows} row changes, {reporter.total_dead_lettered} to the DLQ"
+        )
+        context.add_output_metadata({"ended": ended, "batches": reporter.total_batches, "rows": reporter.total_rows})
+        if ended == "stop requested":
+            # The run was terminated: it ends as canceled, after the batch in hand was delivered.
+            raise dg.DagsterExecutionInterruptedError(f"{source_name}: stopped at a batch boundary as requested")
+        return None
+
+    @dg.graph(name=f"stream_{source_name}_graph")
+    def streaming() -> None:
+        stream()
+
+    return streaming.to_job(
+        name=streaming_job_name(source_name),
+        description=f"Streams source '{source_name}' into every sink in bounded micro-batches (continuous mode).",
+        # Unmasked rows live only inside the op; one process, in-memory IO manager (see the definitions).
+        executor_def=dg.in_process_executor,
+        tags={SOURCE_TAG: source_name, STREAMING_TAG: "true", **embedded_clickhouse_tags(pipeline)},
+    )

@@ -1,0 +1,193 @@
+"""One source's replication into all its sinks, a batch at a time, with everything kept open between batches.
+
+The source object (its catalog and decoders), the sinks (the chdb session, the schema state they
+learned), the DLQ store, the masker and the type mappers live as long as the session: a loop of
+batches pays for them once. The sinks of a batch are written in parallel threads, so a batch takes
+as long as its slowest sink, not the sum; a sink that is down rests (it is not asked again for a
+while, with a doubling pause) and catches up from its own checkpoint when it is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.changes import ChangeBatch, Rejection
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.fault_injection import crash_point
+from cdc_pipeline.core.positions import SourcePosition
+from cdc_pipeline.delivery.limits import BatchLimits
+from cdc_pipeline.delivery.steps import (
+    ReleaseOutcome,
+    SinkDelivery,
+    listed,
+    read_checkpoints,
+    release_log,
+    write_with_retries,
+)
+from cdc_pipeline.dlq.store import DeadLetterStore
+from cdc_pipeline.mapping.mapper import TypeMapper
+from cdc_pipeline.masking.masker import Masker
+from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sources.change_source import ChangeSource
+
+# A sink found down is left alone this long at first, doubling up to the maximum, so a loop that
+# polls every fraction of a second does not hammer it; its rows wait in the source's log.
+_FIRST_REST_SECONDS = 5.0
+_MAX_REST_SECONDS = 60.0
+
+
+class EverySinkUnavailable(RuntimeError):
+    """No sink of the source can be written: nothing can move, the run fails and is retried."""
+
+
+@dataclass
+class BatchReport:
+    """What one batch did, without its rows."""
+
+    source_rows: int
+    tables: list[str]
+    start: Checkpoint
+    end: Checkpoint
+    # Where the log was read through (PostgreSQL: past the reader's own mark), for idle detection.
+    read_to: SourcePosition
+    last_commit_ts: int | None
+    read_started_at: float
+    upstream_rejections: list[Rejection]
+    schema_changes: int
+    log_metadata: dict[str, int | float | str]
+    deliveries: dict[str, SinkDelivery]
+    release: ReleaseOutcome | None
+    # Seconds per stage: read, mask, dead_letter, map/<sink>, write/<sink>, release.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def delivered_to(self) -> list[str]:
+        return [name for name, delivery in self.deliveries.items() if delivery.unavailable is None]
+
+
+@dataclass
+class _Rest:
+    until: float
+    seconds: float
+    reason: str
+
+
+class ReplicationSession:
+    def __init__(
+        self,
+        source_name: str,
+        pipeline: PipelineConfig,
+        source: ChangeSource,
+        sinks: Mapping[str, Sink],
+        dead_letters: DeadLetterStore,
+        masker: Masker,
+        warn: Callable[[str], None],
+        rest_down_sinks: bool = True,
+    ) -> None:
+        self.source_name = source_name
+        self.source = source
+        self.sinks = dict(sinks)
+        self._pipeline = pipeline
+        self._dead_letters = dead_letters
+        self._masker = masker
+        self._warn = warn
+        self._rest_down_sinks = rest_down_sinks
+        self._mappers = {
+            name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in self.sinks
+        }
+        self._resting: dict[str, _Rest] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.sinks)), thread_name_prefix=f"cdc-{source_name}")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def check(self) -> None:
+        self.source.check()
+
+    def replicate_batch(self, limits: BatchLimits, stop_at: SourcePosition | None = None) -> BatchReport:
+        """Read, mask, store the failures, map and write into every sink in parallel, then release."""
+        read_started_at = time.time()
+        stages: dict[str, float] = {}
+        clock = time.perf_counter()
+        asked = {name: sink for name, sink in self.sinks.items() if not self._is_resting(name)}
+        checkpoints, unreachable = read_checkpoints(self.source_name, asked)
+        unreachable.update({name: rest.reason for name, rest in self._resting.items() if name not in asked})
+        for name, reason in unreachable.items():
+            self._note_down(name, reason)
+        if not checkpoints:
+            raise EverySinkUnavailable(f"every sink of {self.source_name} is unavailable: {listed(unreachable)}")
+        batch = self.source.read_batch(
+            checkpoints, stop_at, limits.max_rows, max_bytes=limits.max_bytes, max_seconds=limits.max_seconds
+        )
+        crash_point("after_read")
+        clock = _lap(stages, "read", clock)
+        masked = self._masker.mask_batch(batch)
+        del batch  # the unmasked rows go as soon as the masked ones exist
+        clock = _lap(stages, "mask", clock)
+        # Parse/mask failures concern every sink: stored before any sink checkpoint passes them.
+        self._dead_letters.record(self.source_name, masked.rejections)
+        clock = _lap(stages, "dead_letter", clock)
+        futures = {name: self._pool.submit(self._deliver, name, masked) for name in checkpoints}
+        deliveries = {name: future.result() for name, future in futures.items()}
+        for name, reason in unreachable.items():
+            deliveries[name] = SinkDelivery.not_written(name, None, reason)
+        for name, delivery in deliveries.items():
+            stages[f"map/{name}"] = delivery.map_seconds
+            stages[f"write/{name}"] = delivery.write_seconds
+            if delivery.unavailable is None:
+                self._resting.pop(name, None)
+            elif name not in unreachable:
+                self._note_down(name, delivery.unavailable)
+        clock = time.perf_counter()
+        release = None
+        if any(delivery.unavailable is None for delivery in deliveries.values()):
+            release = release_log(self.source_name, self.source, self.sinks)
+        _lap(stages, "release", clock)
+        return BatchReport(
+            source_rows=masked.row_count,
+            tables=sorted(masked.tables),
+            start=masked.start,
+            end=masked.end,
+            read_to=masked.log_read_to or masked.end.position,
+            last_commit_ts=masked.last_commit_ts,
+            read_started_at=read_started_at,
+            upstream_rejections=masked.rejections,
+            schema_changes=len(masked.schema_changes),
+            log_metadata=masked.log_metadata,
+            deliveries=deliveries,
+            release=release,
+            stage_seconds=stages,
+        )
+
+    def _deliver(self, sink_name: str, batch: ChangeBatch) -> SinkDelivery:
+        started = time.perf_counter()
+        mapped = self._mappers[sink_name].map_batch(batch)
+        mapped_at = time.perf_counter()
+        delivery = write_with_retries(
+            self.source_name, self.sinks[sink_name], mapped, self._dead_letters, self._pipeline.sink_outages, self._warn
+        )
+        delivery.map_seconds = mapped_at - started
+        return delivery
+
+    def _is_resting(self, name: str) -> bool:
+        rest = self._resting.get(name)
+        return rest is not None and time.monotonic() < rest.until
+
+    def _note_down(self, name: str, reason: str) -> None:
+        if not self._rest_down_sinks:
+            return
+        previous = self._resting.get(name)
+        if previous is not None and time.monotonic() < previous.until:
+            return
+        seconds = min(previous.seconds * 2, _MAX_REST_SECONDS) if previous else _FIRST_REST_SECONDS
+        self._resting[name] = _Rest(time.monotonic() + seconds, seconds, reason)
+
+
+def _lap(stages: dict[str, float], stage: str, since: float) -> float:
+    now = time.perf_counter()
+    stages[stage] = now - since
+    return now
