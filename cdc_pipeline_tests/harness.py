@@ -20,7 +20,7 @@ import yaml
 
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.core.fault_injection import CRASH_AT_ENV
+from cdc_pipeline.core.fault_injection import CRASH_AT_ENV, CRASH_ON_HIT_ENV
 from cdc_pipeline.core.type_families import BINARY_TYPES
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
@@ -61,6 +61,20 @@ class PipelineRunner:
         config = {"ops": {f"parse_{self.source_name}": {"config": run_config}}} if run_config else None
         result = job.execute_in_process(run_config=config, instance=instance)
         assert result.success
+        return result
+
+    def stream(
+        self, instance: dg.DagsterInstance | None = None, raise_on_error: bool = True, **run_config: Any
+    ) -> dg.ExecuteInProcessResult:
+        """The streaming job in process; by default until the backlog is drained."""
+        job = self.definitions().resolve_job_def(f"stream_{self.source_name}")
+        config = {"until_caught_up": True, **run_config}
+        result = job.execute_in_process(
+            run_config={"ops": {f"stream_{self.source_name}": {"config": config}}},
+            instance=instance,
+            raise_on_error=raise_on_error,
+        )
+        assert result.success or not raise_on_error
         return result
 
     def replay_dead_letters(self) -> dg.ExecuteInProcessResult:
@@ -207,21 +221,30 @@ def read_clickhouse_rows_from(
 
 
 def run_replication_cli(
-    config_path: Path, dagster_home: Path, source: str, crash_at: str | None = None
+    config_path: Path,
+    dagster_home: Path,
+    source: str,
+    crash_at: str | None = None,
+    streaming: bool = False,
+    crash_on_hit: int = 1,
 ) -> subprocess.CompletedProcess[str]:
-    """`dagster job execute` of the replication job in a process of its own (which kill -9 may end)."""
+    """`dagster job execute` of the replication job (one batch), or of the streaming job until the
+    backlog is drained, in a process of its own (which kill -9 may end at `crash_at`'s Nth hit)."""
     env = {**os.environ, "CDC_PIPELINE_CONFIG": str(config_path), "DAGSTER_HOME": str(dagster_home)}
     env.pop(CRASH_AT_ENV, None)
+    env.pop(CRASH_ON_HIT_ENV, None)
     if crash_at is not None:
         env[CRASH_AT_ENV] = crash_at
+        env[CRASH_ON_HIT_ENV] = str(crash_on_hit)
     dagster = Path(sys.executable).parent / "dagster"
-    return subprocess.run(
-        [str(dagster), "job", "execute", "-m", "cdc_pipeline.definitions", "-j", f"replicate_{source}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [str(dagster), "job", "execute", "-m", "cdc_pipeline.definitions"]
+    if streaming:
+        run_config = dagster_home / f"stream_{source}.yaml"
+        run_config.write_text(yaml.safe_dump({"ops": {f"stream_{source}": {"config": {"until_caught_up": True}}}}))
+        command += ["-j", f"stream_{source}", "-c", str(run_config)]
+    else:
+        command += ["-j", f"replicate_{source}"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
 def read_clickhouse_rows(

@@ -25,6 +25,7 @@ from cdc_pipeline.defs.resources import (
 from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
 from cdc_pipeline.defs.sink_tables.freshness import build_sink_freshness_checks
+from cdc_pipeline.defs.sink_tables.sink_health import build_sink_health_sensor
 from cdc_pipeline.defs.snapshots.assets import build_snapshot_assets
 from cdc_pipeline.defs.snapshots.jobs import build_plan_snapshot_job
 
@@ -82,6 +83,7 @@ def build_definitions(
         sensors.append(build_source_sensor(source_name, job, streaming_job, pipeline, running=sensors_running))
         jobs.append(build_plan_snapshot_job(source_name, pipeline))
     jobs.append(build_replay_job(pipeline))
+    sensors.append(build_sink_health_sensor(pipeline, running=sensors_running))
     return dg.Definitions(
         assets=[*build_sink_table_specs(pipeline), *build_snapshot_assets(pipeline), dead_letter_queue],
         asset_checks=[

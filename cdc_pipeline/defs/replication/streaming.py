@@ -8,8 +8,6 @@ backlog present when it started, in bounded batches each checkpointed, and ends:
 `dagster job execute` and schedules want. Terminated from the UI, it stops after the batch in hand.
 """
 
-from __future__ import annotations
-
 import time
 from typing import Any
 
@@ -50,7 +48,7 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
         description="Loops micro-batches of the change log into every sink until its lifetime ends, it is"
         " stopped, or (until_caught_up) the backlog is drained.",
     )
-    def stream(context: dg.OpExecutionContext, config: StreamConfig) -> dg.MaterializeResult | None:
+    def stream(context: dg.OpExecutionContext, config: StreamConfig) -> None:
         resources = context.resources
         sinks = open_sinks(resources, pipeline)
         dead_letters = getattr(resources, DEAD_LETTER_QUEUE).store()
@@ -91,7 +89,6 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
         if ended == "stop requested":
             # The run was terminated: it ends as canceled, after the batch in hand was delivered.
             raise dg.DagsterExecutionInterruptedError(f"{source_name}: stopped at a batch boundary as requested")
-        return None
 
     @dg.graph(name=f"stream_{source_name}_graph")
     def streaming() -> None:

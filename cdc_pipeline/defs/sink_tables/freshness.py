@@ -1,14 +1,21 @@
-"""The freshness check per sink table: fails while the sink is down, or trails the source for too long.
+"""The freshness check per sink table: judged by measured lag, and evaluated automatically.
 
 `sink_is_fresh` fails when
-- the sink's last write attempt found it unavailable (the status the replication job observed on
+- the sink's last write attempt found it unavailable (the status the replication runs observed on
   the asset, see defs/replication/sink_status.py), or its checkpoint cannot be read now;
-- its checkpoint is behind the source's high-water mark and no replication run of the source has
-  succeeded for `sink_outages.lag_tolerance_seconds` (a healthy sink trails only by the changes
-  since the last run; a sink nobody replicates into any more trails for ever).
+- the sink's checkpoint is behind the source's high-water mark and its newest applied change is
+  older than `sink_outages.lag_tolerance_seconds`: the lag the replication runs measure and keep
+  (defs/replication/progress.py). A run that died stops moving it, so the lag grows on its own.
+
+`evaluate_freshness` is the whole judgement; the check and the health sensor (sink_health.py,
+which evaluates every sink table's check every few seconds so none sits at "Not Evaluated") call it.
 """
 
+from __future__ import annotations
+
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -16,7 +23,7 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
-from cdc_pipeline.defs.replication.jobs import replication_job_name
+from cdc_pipeline.defs.replication.progress import read_progress
 from cdc_pipeline.defs.replication.sink_status import STATUS, latest_status
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.defs.resources import open_change_source
@@ -42,12 +49,56 @@ def _caught_up(checkpoint: Checkpoint | None, high_water: SourcePosition) -> boo
     )
 
 
-def _last_successful_run_end(instance: dg.DagsterInstance, source_name: str) -> float | None:
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=replication_job_name(source_name), statuses=[dg.DagsterRunStatus.SUCCESS]),
-        limit=1,
-    )
-    return records[0].end_time if records else None
+@dataclass(frozen=True)
+class Freshness:
+    passed: bool
+    metadata: dict[str, dg.RawMetadataValue]
+    # None: unknown (no run has measured it yet)
+    lag_seconds: float | None
+
+
+def evaluate_freshness(
+    instance: dg.DagsterInstance,
+    resources: Any,
+    source_name: str,
+    table: str,
+    sink_name: str,
+    pipeline: PipelineConfig,
+    high_water: SourcePosition | None = None,
+) -> Freshness:
+    """Whether the sink's copy of `table` is fresh now (`high_water`: the source's, if already read)."""
+    now = time.time()
+    tolerance = pipeline.sink_outages.lag_tolerance_seconds
+    status = latest_status(instance, sink_table_asset_key(sink_name, table))
+    if status is not None and not status.available:
+        down_for = now - status.unavailable_since if status.unavailable_since is not None else None
+        metadata: dict[str, dg.RawMetadataValue] = {STATUS: f"unavailable: {status.reason}"}
+        if down_for is not None:
+            metadata["unavailable_for_seconds"] = round(down_for, 1)
+        return Freshness(False, metadata, None)
+    if high_water is None:
+        high_water = open_change_source(resources, source_name, pipeline).high_water_mark()
+    try:
+        checkpoint = getattr(resources, sink_key(sink_name)).sink(sink_name).checkpoint(source_name)
+    except SinkUnavailable as down:
+        return Freshness(
+            False, {STATUS: f"unavailable: {down.reason}", "source_high_water_mark": str(high_water)}, None
+        )
+    metadata = {
+        STATUS: "available",
+        "sink_checkpoint": str(checkpoint),
+        "source_high_water_mark": str(high_water),
+        "lag_tolerance_seconds": tolerance,
+    }
+    if _caught_up(checkpoint, high_water):
+        return Freshness(True, {**metadata, "lag_seconds": 0.0}, 0.0)
+    progress = read_progress(instance, source_name, sink_name)
+    if progress is None:
+        return Freshness(False, {**metadata, "lag_seconds": "never measured: no replication run wrote the sink"}, None)
+    lag = round(progress.lag_seconds(now), 1)
+    metadata["lag_seconds"] = lag
+    metadata["applied_through"] = dg.MetadataValue.timestamp(progress.applied_through)
+    return Freshness(lag <= tolerance, metadata, lag)
 
 
 def _freshness_check(
@@ -61,47 +112,12 @@ def _freshness_check(
         name=FRESHNESS_CHECK,
         required_resource_keys={source_key(source_name), sink_key(sink_name)},
         description=(
-            "The sink took the last batch, and does not trail the source's high-water mark for longer than"
-            f" {tolerance} s without a successful replication run."
+            "The sink took the last batch, and its newest applied change is at most"
+            f" {tolerance} s older than the source's (measured lag)."
         ),
     )
     def sink_is_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        now = time.time()
-        status = latest_status(context.instance, asset_key)
-        if status is not None and not status.available:
-            down_for = now - status.unavailable_since if status.unavailable_since is not None else None
-            return dg.AssetCheckResult(
-                passed=False,
-                metadata={
-                    STATUS: f"unavailable: {status.reason}",
-                    **({"unavailable_for_seconds": round(down_for, 1)} if down_for is not None else {}),
-                },
-            )
-        source = open_change_source(context.resources, source_name, pipeline)
-        high_water = source.high_water_mark()
-        try:
-            checkpoint = getattr(context.resources, sink_key(sink_name)).sink(sink_name).checkpoint(source_name)
-        except SinkUnavailable as down:
-            return dg.AssetCheckResult(
-                passed=False,
-                metadata={STATUS: f"unavailable: {down.reason}", "source_high_water_mark": str(high_water)},
-            )
-        metadata: dict[str, dg.RawMetadataValue] = {
-            STATUS: "available",
-            "sink_checkpoint": str(checkpoint),
-            "source_high_water_mark": str(high_water),
-        }
-        if _caught_up(checkpoint, high_water):
-            return dg.AssetCheckResult(passed=True, metadata=metadata)
-        last_run_end = _last_successful_run_end(context.instance, source_name)
-        behind_for = now - last_run_end if last_run_end is not None else None
-        return dg.AssetCheckResult(
-            passed=behind_for is not None and behind_for <= tolerance,
-            metadata={
-                **metadata,
-                "seconds_since_last_successful_run": round(behind_for, 1) if behind_for is not None else "never",
-                "lag_tolerance_seconds": tolerance,
-            },
-        )
+        freshness = evaluate_freshness(context.instance, context.resources, source_name, table, sink_name, pipeline)
+        return dg.AssetCheckResult(passed=freshness.passed, metadata=freshness.metadata)
 
     return sink_is_fresh
