@@ -64,7 +64,11 @@ class PipelineRunner:
         return result
 
     def stream(
-        self, instance: dg.DagsterInstance | None = None, raise_on_error: bool = True, **run_config: Any
+        self,
+        instance: dg.DagsterInstance | None = None,
+        raise_on_error: bool = True,
+        tags: dict[str, str] | None = None,
+        **run_config: Any,
     ) -> dg.ExecuteInProcessResult:
         """The streaming job in process; by default until the backlog is drained."""
         job = self.definitions().resolve_job_def(f"stream_{self.source_name}")
@@ -73,6 +77,7 @@ class PipelineRunner:
             run_config={"ops": {f"stream_{self.source_name}": {"config": config}}},
             instance=instance,
             raise_on_error=raise_on_error,
+            tags=tags,
         )
         assert result.success or not raise_on_error
         return result

@@ -55,6 +55,8 @@ class PostgresSourceHarness(PipelineRunner):
     tables: list[str] = field(default_factory=lambda: [f"{SCHEMA}.*"])
     # True when subprocesses (the CLI, crash tests) write the chdb path: this process must not open it.
     clickhouse_in_subprocess: bool = False
+    # "per_run" for tests of the per-batch sensor; continuous is the default mode.
+    replication_mode: str = "continuous"
 
     def use_private_clickhouse(self, work_dir: Path) -> None:
         """Give the pipeline a chdb path of its own, for tests that replicate in subprocesses."""
@@ -83,6 +85,7 @@ class PostgresSourceHarness(PipelineRunner):
             },
             "dlq": {"dsn_env": "CDC_TEST_PG_DSN", "schema": "dlq"},
             "batch": {"max_rows": 50_000, "poll_interval_seconds": 1},
+            "replication": {"mode": self.replication_mode},
         }
 
     @property

@@ -23,6 +23,7 @@ def _evaluate(harness: PipelineHarness, instance: dg.DagsterInstance, cursor: st
 
 
 def test_sensor_requests_one_run_per_new_range_and_waits_for_the_running_one(harness: PipelineHarness) -> None:
+    harness.extra_config["replication"] = {"mode": "per_run"}
     harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1)")
     with dg.instance_for_test() as instance:
         result = _evaluate(harness, instance, cursor=None)
@@ -53,6 +54,7 @@ def test_sensor_requests_one_run_per_new_range_and_waits_for_the_running_one(har
 
 
 def test_sensor_continues_a_run_that_stopped_at_the_batch_size(harness: PipelineHarness) -> None:
+    harness.extra_config["replication"] = {"mode": "per_run"}
     harness.source_execute(
         "CREATE TABLE t (id INT PRIMARY KEY)",
         *[f"INSERT INTO t VALUES ({i})" for i in range(4)],  # four transactions
@@ -137,6 +139,7 @@ def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness:
 
 
 def test_sensor_backs_off_after_consecutive_failures_then_retries(harness: PipelineHarness) -> None:
+    harness.extra_config["replication"] = {"mode": "per_run"}
     harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1)")
     job = harness.definitions().resolve_job_def(f"replicate_{SOURCE}")
     with dg.instance_for_test() as instance:

@@ -56,7 +56,6 @@ def kinds(found: list[SchemaChange]) -> list[tuple[SchemaChangeKind, str, str | 
 # ADD COLUMN
 
 
-
 @pytest.mark.parametrize(
     ("column", "implicit"),
     [

@@ -173,6 +173,7 @@ def _tick(pg_source: PostgresSourceHarness, instance: dg.DagsterInstance, cursor
 
 
 def test_the_sensor_runs_for_published_changes_and_not_for_other_wal(pg_source: PostgresSourceHarness) -> None:
+    pg_source.replication_mode = "per_run"
     pg_source.source_execute(
         "CREATE TABLE t (id int PRIMARY KEY)", "CREATE SCHEMA other", "CREATE TABLE other.unpublished (id int)"
     )

@@ -6,8 +6,13 @@ import signal
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from cdc_pipeline.defs.run_tags import SOURCE_TAG
 from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, run_replication_cli
+from cdc_pipeline_tests.polling import wait_until
+from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
+from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 from cdc_pipeline_tests.test_crash_recovery import CRASH_POINTS, apply_workload, assert_sinks_equal_source
 
 
@@ -62,3 +67,53 @@ def test_stream_run_records_measured_lag_for_the_freshness_check(harness: Pipeli
     instance = dg.DagsterInstance.ephemeral()
     harness.stream(instance=instance)
     assert_sinks_equal_source(harness)
+
+
+def test_a_new_postgres_source_starts_from_the_continuous_sensor_alone(pg_source: PostgresSourceHarness) -> None:
+    """No slot yet: the sensor asks the source nothing, the streaming run creates slot and publication."""
+    pg_source.source_execute("CREATE TABLE t (id int PRIMARY KEY, note text)")
+    with dg.instance_for_test() as instance:
+        tick = _tick_wal_sensor(pg_source, instance)
+        (request,) = tick.run_requests
+        assert request.job_name == f"stream_{PG_SOURCE}" and request.run_key == f"{PG_SOURCE}:stream-after-none"
+        first = pg_source.stream(instance=instance, tags=request.tags)
+        pg_source.source_execute(
+            "INSERT INTO t VALUES (1, 'one'), (2, 'two')", "UPDATE t SET note = 'zwei' WHERE id = 2"
+        )
+        # The next run (the successor the sensor asks for once this one ended) delivers the changes.
+        (successor,) = _tick_wal_sensor(pg_source, instance).run_requests
+        assert successor.run_key == f"{PG_SOURCE}:stream-after-{first.run_id}"
+        pg_source.stream(instance=instance)
+        assert sorted(row["note"] for row in pg_source.postgres_rows("t")) == ["one", "zwei"]
+
+
+def test_the_continuous_sensor_keeps_one_run_and_backs_off_after_failures(harness: PipelineHarness) -> None:
+    harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    job = harness.definitions().resolve_job_def(f"stream_{SOURCE}")
+    with dg.instance_for_test() as instance:
+        running = instance.create_run_for_job(job, tags={SOURCE_TAG: SOURCE}, status=dg.DagsterRunStatus.STARTED)
+        skipped = _tick_binlog_sensor(harness, instance)
+        assert not skipped.run_requests and running.run_id in str(skipped.skip_message)
+        instance.report_run_failed(running)
+        # The first failure is retried at once, keyed by the run it replaces.
+        (retry,) = _tick_binlog_sensor(harness, instance).run_requests
+        assert retry.run_key == f"{SOURCE}:stream-after-{running.run_id}"
+        for _ in range(2):
+            again = instance.create_run_for_job(job, tags={SOURCE_TAG: SOURCE}, status=dg.DagsterRunStatus.STARTED)
+            instance.report_run_failed(again)
+        waiting = _tick_binlog_sensor(harness, instance)
+        assert not waiting.run_requests and "backing off" in str(waiting.skip_message)
+        # poll_interval_seconds is 1 here: after 1 s x 2**2 the next run is requested.
+        wait_until(lambda: _tick_binlog_sensor(harness, instance).run_requests or None, 30, "the back-off to end")
+
+
+def _tick_binlog_sensor(harness: PipelineHarness, instance: dg.DagsterInstance) -> SensorExecutionData:
+    definitions = harness.definitions()
+    context = dg.build_sensor_context(instance=instance, resources=harness.resources(), definitions=definitions)
+    return definitions.resolve_sensor_def(f"{SOURCE}_binlog_sensor").evaluate_tick(context)
+
+
+def _tick_wal_sensor(pg_source: PostgresSourceHarness, instance: dg.DagsterInstance) -> SensorExecutionData:
+    definitions = pg_source.definitions()
+    context = dg.build_sensor_context(instance=instance, resources=pg_source.resources(), definitions=definitions)
+    return definitions.resolve_sensor_def(f"{PG_SOURCE}_wal_sensor").evaluate_tick(context)

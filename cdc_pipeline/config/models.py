@@ -353,6 +353,17 @@ class PipelineConfig(_StrictModel):
             raise ValueError(f"embedded ClickHouse sinks must share one chdb path (one per process): {named}")
         return self
 
+    @model_validator(mode="after")
+    def _one_streaming_source_per_embedded_clickhouse(self) -> PipelineConfig:
+        # A continuous run holds its chdb path for its lifetime; two sources would take it from each other.
+        if self.replication.mode == "continuous" and self.embedded_clickhouse_path and len(self.sources) > 1:
+            raise ValueError(
+                f"replication.mode 'continuous' with {len(self.sources)} sources and an embedded ClickHouse sink"
+                f" ({self.embedded_clickhouse_path!r}): chdb serves its path to one process, so only one source"
+                " can stream into it; use a ClickHouse server (dsn_env) or replication.mode 'per_run'"
+            )
+        return self
+
     def retention_of(self, source_name: str) -> RetentionConfig:
         """The source's own thresholds if it has them, else the pipeline's."""
         return self.sources[source_name].retention or self.retention

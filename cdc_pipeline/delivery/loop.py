@@ -16,6 +16,9 @@ from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.delivery.limits import BatchLimits
 from cdc_pipeline.delivery.session import BatchReport, ReplicationSession
 
+# Why a loop ended when its run was asked to stop (terminated from the UI, SIGTERM, Ctrl-C).
+STOPPED_ON_REQUEST = "stopped at a batch boundary on request"
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -34,6 +37,7 @@ class ReplicationLoop:
         on_batch: Callable[[BatchReport, Progress], None],
         on_idle: Callable[[Progress], None],
         stop_requested: threading.Event,
+        should_yield: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._session = session
         self._limits = limits
@@ -41,6 +45,7 @@ class ReplicationLoop:
         self._on_batch = on_batch
         self._on_idle = on_idle
         self._stop = stop_requested
+        self._should_yield = should_yield
 
     def run(self, deadline: float | None, until_caught_up: bool) -> str:
         """Loop until `deadline` (time.monotonic()), a stop request, or (`until_caught_up`) the first
@@ -51,9 +56,12 @@ class ReplicationLoop:
         current: set[str] = set()
         while True:
             if self._stop.is_set():
-                return "stop requested"
+                return STOPPED_ON_REQUEST
             if deadline is not None and time.monotonic() >= deadline:
                 return "lifetime reached"
+            yielding = self._should_yield()
+            if yielding is not None:
+                return yielding
             head = self._session.source.high_water_mark()
             if read_through is not None and head == read_through:
                 if until_caught_up:

@@ -9,6 +9,7 @@ import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.positions import parse_position
+from cdc_pipeline.defs.replication.progress import ProgressRecorder, read_progress
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG, STREAMING_TAG
@@ -101,11 +102,13 @@ def build_source_sensor(
             if context.cursor == high_water:
                 reached = latest.tags.get(REACHED_TAG) if latest is not None else None
                 if reached is None or parse_position(reached) >= parse_position(high_water):
+                    _sinks_stay_current(context.instance, source_name, pipeline, latest)
                     return dg.SkipReason(f"no new {log_name} events past {high_water}")
                 start = reached
             # The log moved, perhaps only by writes nothing replicates (other databases, or sinks
             # sharing the server): a source that can tell cheaply saves the run.
             if source.has_unread_changes() is False:
+                _sinks_stay_current(context.instance, source_name, pipeline, latest)
                 return dg.SensorResult(
                     skip_reason=f"no change to replicate up to {high_water} ({log_name} moved by other writes)",
                     cursor=high_water,
@@ -154,3 +157,20 @@ def _keep_streaming(
             )
         ]
     )
+
+
+def _sinks_stay_current(
+    instance: dg.DagsterInstance, source_name: str, pipeline: PipelineConfig, latest: dg.DagsterRun | None
+) -> None:
+    """Per-run mode: nothing new at the source since the last run, which succeeded: the sinks it
+    brought up to date stay so, and their measured lag stays near zero (a sink the run found down
+    is judged by the status it observed, see defs/sink_tables/freshness.py)."""
+    if latest is None or latest.status != dg.DagsterRunStatus.SUCCESS:
+        return
+    recorder = ProgressRecorder(instance, source_name)
+    now = time.time()
+    for sink_name in pipeline.sinks:
+        progress = read_progress(instance, source_name, sink_name)
+        if progress is not None:
+            recorder.record(sink_name, now, progress.checkpoint)
+    recorder.flush()

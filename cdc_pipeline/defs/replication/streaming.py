@@ -18,11 +18,42 @@ from cdc_pipeline.defs.replication.reporting import ThrottledReporter
 from cdc_pipeline.defs.replication.stop_signal import stop_at_batch_boundary
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import open_change_source
-from cdc_pipeline.defs.run_tags import SOURCE_TAG, STREAMING_TAG, embedded_clickhouse_tags
+from cdc_pipeline.defs.run_tags import (
+    EMBEDDED_CLICKHOUSE_TAG,
+    SOURCE_TAG,
+    STREAMING_TAG,
+    embedded_clickhouse_tags,
+)
 from cdc_pipeline.delivery.limits import BatchLimits
-from cdc_pipeline.delivery.loop import ReplicationLoop
+from cdc_pipeline.delivery.loop import STOPPED_ON_REQUEST, ReplicationLoop
 from cdc_pipeline.delivery.session import EverySinkUnavailable, ReplicationSession
 from cdc_pipeline.sinks.base import Sink
+
+
+class EmbeddedClickHouseWatch:
+    """chdb serves its path to one process: a streaming run that held it for its whole lifetime would
+    starve every other run that writes it (an initial load's chunks, a DLQ replay, checks). Every
+    few seconds the run looks for such runs waiting in the queue and, if there are, ends at the batch
+    boundary; the sensor's next streaming run queues behind them."""
+
+    _EVERY_SECONDS = 2.0
+
+    def __init__(self, context: dg.OpExecutionContext, pipeline: PipelineConfig) -> None:
+        self._instance = context.instance
+        self._run_id = context.run_id
+        self._tag = embedded_clickhouse_tags(pipeline).get(EMBEDDED_CLICKHOUSE_TAG)
+        self._looked_at = time.monotonic()
+
+    def waiting_run(self) -> str | None:
+        if self._tag is None or time.monotonic() - self._looked_at < self._EVERY_SECONDS:
+            return None
+        self._looked_at = time.monotonic()
+        queued = self._instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], tags={EMBEDDED_CLICKHOUSE_TAG: self._tag}),
+            limit=1,
+        )
+        others = [record.dagster_run.run_id for record in queued if record.dagster_run.run_id != self._run_id]
+        return f"yielded the embedded ClickHouse path to queued run {others[0]}" if others else None
 
 
 class StreamConfig(dg.Config):
@@ -74,6 +105,7 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
                     reporter.on_batch,
                     reporter.on_idle,
                     stop,
+                    EmbeddedClickHouseWatch(context, pipeline).waiting_run,
                 )
                 ended = loop.run(None if config.until_caught_up else started + lifetime, config.until_caught_up)
         except EverySinkUnavailable as error:
@@ -86,9 +118,9 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
             f" {reporter.total_rows} row changes, {reporter.total_dead_lettered} to the DLQ"
         )
         context.add_output_metadata({"ended": ended, "batches": reporter.total_batches, "rows": reporter.total_rows})
-        if ended == "stop requested":
+        if ended == STOPPED_ON_REQUEST:
             # The run was terminated: it ends as canceled, after the batch in hand was delivered.
-            raise dg.DagsterExecutionInterruptedError(f"{source_name}: stopped at a batch boundary as requested")
+            raise dg.DagsterExecutionInterruptedError(f"{source_name}: {STOPPED_ON_REQUEST}")
 
     @dg.graph(name=f"stream_{source_name}_graph")
     def streaming() -> None:

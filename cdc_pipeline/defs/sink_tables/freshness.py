@@ -11,8 +11,6 @@
 which evaluates every sink table's check every few seconds so none sits at "Not Evaluated") call it.
 """
 
-from __future__ import annotations
-
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +50,7 @@ def _caught_up(checkpoint: Checkpoint | None, high_water: SourcePosition) -> boo
 @dataclass(frozen=True)
 class Freshness:
     passed: bool
-    metadata: dict[str, dg.RawMetadataValue]
+    metadata: "dict[str, dg.RawMetadataValue]"
     # None: unknown (no run has measured it yet)
     lag_seconds: float | None
 
@@ -65,8 +63,12 @@ def evaluate_freshness(
     sink_name: str,
     pipeline: PipelineConfig,
     high_water: SourcePosition | None = None,
+    may_open_sink: bool = True,
 ) -> Freshness:
-    """Whether the sink's copy of `table` is fresh now (`high_water`: the source's, if already read)."""
+    """Whether the sink's copy of `table` is fresh now (`high_water`: the source's, if already read).
+
+    `may_open_sink` False: judge by the measured lag alone, without reading the sink's checkpoint (a
+    sensor must not open an embedded chdb path: its process would hold it from the runs)."""
     now = time.time()
     tolerance = pipeline.sink_outages.lag_tolerance_seconds
     status = latest_status(instance, sink_table_asset_key(sink_name, table))
@@ -78,6 +80,8 @@ def evaluate_freshness(
         return Freshness(False, metadata, None)
     if high_water is None:
         high_water = open_change_source(resources, source_name, pipeline).high_water_mark()
+    if not may_open_sink:
+        return _by_measured_lag(instance, source_name, sink_name, now, tolerance, {STATUS: "available"})
     try:
         checkpoint = getattr(resources, sink_key(sink_name)).sink(sink_name).checkpoint(source_name)
     except SinkUnavailable as down:
@@ -92,6 +96,18 @@ def evaluate_freshness(
     }
     if _caught_up(checkpoint, high_water):
         return Freshness(True, {**metadata, "lag_seconds": 0.0}, 0.0)
+    return _by_measured_lag(instance, source_name, sink_name, now, tolerance, metadata)
+
+
+def _by_measured_lag(
+    instance: dg.DagsterInstance,
+    source_name: str,
+    sink_name: str,
+    now: float,
+    tolerance: float,
+    metadata: "dict[str, dg.RawMetadataValue]",
+) -> Freshness:
+    metadata = {**metadata, "lag_tolerance_seconds": tolerance}
     progress = read_progress(instance, source_name, sink_name)
     if progress is None:
         return Freshness(False, {**metadata, "lag_seconds": "never measured: no replication run wrote the sink"}, None)

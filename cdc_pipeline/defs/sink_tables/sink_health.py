@@ -14,7 +14,7 @@ import time
 
 import dagster as dg
 
-from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.models import ClickHouseSinkConfig, PipelineConfig
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.defs.resources import open_change_source
@@ -34,6 +34,11 @@ def build_sink_health_sensor(pipeline: PipelineConfig, running: bool = False) ->
         description="Evaluates every sink table's freshness check (measured lag) without launching a run.",
     )
     def sink_health(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        embedded = {
+            name
+            for name, sink in pipeline.sinks.items()
+            if isinstance(sink, ClickHouseSinkConfig) and sink.embedded_path
+        }
         # Cursor: check -> [passed, when it was last recorded].
         recorded: dict[str, list[float]] = json.loads(context.cursor) if context.cursor else {}
         now = time.time()
@@ -52,7 +57,14 @@ def build_sink_health_sensor(pipeline: PipelineConfig, running: bool = False) ->
                         passed, metadata = False, {"source": f"high-water mark unreadable: {problems[-1]}"}
                     else:
                         freshness = evaluate_freshness(
-                            context.instance, context.resources, source_name, table, sink_name, pipeline, high_water
+                            context.instance,
+                            context.resources,
+                            source_name,
+                            table,
+                            sink_name,
+                            pipeline,
+                            high_water,
+                            may_open_sink=sink_name not in embedded,
                         )
                         passed, metadata = freshness.passed, freshness.metadata
                     previous = recorded.get(key)
