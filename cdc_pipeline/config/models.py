@@ -254,9 +254,11 @@ class BatchConfig(_StrictModel):
 
     max_rows: int = Field(default=50_000, ge=1, description="row changes per micro-batch")
     max_bytes: int = Field(
-        default=32 * 2**20,
+        default=8 * 2**20,
         ge=2**16,
-        description="bytes of change-log data per micro-batch (rows in Python take several times this in memory)",
+        description="bytes of change-log data per micro-batch; a run's memory grows by about 20 times this"
+        " (decoded values, masked and mapped copies, the sinks' buffers); 8 MiB is about 50,000 rows of ten"
+        " ordinary columns",
     )
     max_seconds: float = Field(
         default=5.0, gt=0, le=3600, description="how long one micro-batch may keep reading a busy log"

@@ -14,7 +14,12 @@ from typing import Any
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.defs.replication.reporting import ThrottledReporter
+from cdc_pipeline.defs.replication.reporting import (
+    ThrottledReporter,
+    memory_mib,
+    peak_memory_mib,
+    peak_private_memory_mib,
+)
 from cdc_pipeline.defs.replication.stop_signal import stop_at_batch_boundary
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import open_change_source
@@ -80,6 +85,7 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
         " stopped, or (until_caught_up) the backlog is drained.",
     )
     def stream(context: dg.OpExecutionContext, config: StreamConfig) -> None:
+        started_with_mib = memory_mib()
         resources = context.resources
         sinks = open_sinks(resources, pipeline)
         dead_letters = getattr(resources, DEAD_LETTER_QUEUE).store()
@@ -117,7 +123,16 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
             f"{source_name}: {ended} after {time.monotonic() - started:.0f} s; {reporter.total_batches} batches,"
             f" {reporter.total_rows} row changes, {reporter.total_dead_lettered} to the DLQ"
         )
-        context.add_output_metadata({"ended": ended, "batches": reporter.total_batches, "rows": reporter.total_rows})
+        context.add_output_metadata(
+            {
+                "ended": ended,
+                "batches": reporter.total_batches,
+                "rows": reporter.total_rows,
+                "memory_at_start_mib": round(started_with_mib),
+                "peak_memory_mib": round(peak_memory_mib()),
+                "peak_private_memory_mib": round(peak_private_memory_mib()),
+            }
+        )
         if ended == STOPPED_ON_REQUEST:
             # The run was terminated: it ends as canceled, after the batch in hand was delivered.
             raise dg.DagsterExecutionInterruptedError(f"{source_name}: {STOPPED_ON_REQUEST}")
