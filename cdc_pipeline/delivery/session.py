@@ -144,8 +144,9 @@ class ReplicationSession:
                 self._note_down(name, delivery.unavailable)
         clock = time.perf_counter()
         release = None
-        if any(delivery.unavailable is None for delivery in deliveries.values()):
-            release = release_log(self.source_name, self.source, self.sinks)
+        written = {name: d.result.checkpoint for name, d in deliveries.items() if d.result is not None}
+        if written:
+            release = release_log(self.source_name, self.source, self.sinks, written)
         _lap(stages, "release", clock)
         return BatchReport(
             source_rows=masked.row_count,

@@ -104,9 +104,19 @@ def write_with_retries(
     return delivery
 
 
-def release_log(source_name: str, source: ChangeSource, sinks: Mapping[str, Sink]) -> ReleaseOutcome:
-    """After every sink wrote: let the source free the log they all passed (never while one cannot say where it is)."""
-    checkpoints, unreadable = read_checkpoints(source_name, sinks)
+def release_log(
+    source_name: str,
+    source: ChangeSource,
+    sinks: Mapping[str, Sink],
+    written: Mapping[str, Checkpoint | None] | None = None,
+) -> ReleaseOutcome:
+    """After every sink wrote: let the source free the log they all passed (never while one cannot
+    say where it is). `written`: every sink's checkpoint as its write just left it, when all wrote."""
+    unreadable: dict[str, str] = {}
+    if written is not None and written.keys() == sinks.keys():
+        checkpoints = dict(written)
+    else:
+        checkpoints, unreadable = read_checkpoints(source_name, sinks)
     crash_point(f"before_release_{source_name}")
     if not unreadable:
         source.release(checkpoints)

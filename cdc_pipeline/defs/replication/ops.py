@@ -76,6 +76,9 @@ def build_replication_ops(source_name: str, pipeline: PipelineConfig) -> dg.Grap
             max_seconds=limits.max_seconds,
         )
         crash_point("after_read")
+        # How close each sink is to losing the log it needs, measured after the read (so a purge
+        # during it shows). A streaming run measures it once per report interval instead.
+        batch.log_metadata.update(source.retention(checkpoints).as_metadata())
         if batch.end == batch.start or at_or_past(batch.log_read_to or batch.end.position, head):
             batch.caught_up_at = read_started_at
         # The sensor reads this tag: a run that stopped short of stop_at (batch size reached) is

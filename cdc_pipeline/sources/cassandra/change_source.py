@@ -200,7 +200,6 @@ class CassandraChangeSource:
         batch.end = Checkpoint(position or batch_start)
         commit_times = [c.commit_ts for t in batch.tables.values() for c in t.changes]
         batch.last_commit_ts = max(commit_times) if commit_times else None
-        batch.log_metadata = self.retention(checkpoints).as_metadata()
         return batch
 
     def _schema_path(self, force: bool) -> Path:

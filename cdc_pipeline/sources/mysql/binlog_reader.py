@@ -26,7 +26,7 @@ from cdc_pipeline.core.schema_changes import (
     unrecognised_reason,
 )
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.ddl import CURRENT_TIMESTAMP, parse_ddl
 from cdc_pipeline.sources.mysql.library_values import ValueFix, apply_none_sources, value_normalisers
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
@@ -76,6 +76,7 @@ class BinlogBatchReader:
         # and replays from the first binlog. The MySQL protocol path resumes by file+pos on MariaDB too.
         return BinLogStreamReader(
             connection_settings=self._settings.as_pymysql_kwargs(),
+            pymysql_wrapper=Connection,
             server_id=self._server_id,
             resume_stream=True,
             log_file=start.file,

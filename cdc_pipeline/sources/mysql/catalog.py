@@ -11,7 +11,7 @@ import pymysql.cursors
 
 from cdc_pipeline.config.models import TableSelection
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
 
 _SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 _ENUM_MEMBER = re.compile(r"'((?:[^']|'')*)'")
@@ -107,7 +107,7 @@ class MySqlCatalog:
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
         """The table's keys, streamed with an unbuffered cursor."""
         columns = ", ".join(quote_identifier(k) for k in schema.key_columns)
-        connection = pymysql.connect(**self._settings.as_pymysql_kwargs(), cursorclass=pymysql.cursors.SSCursor)
+        connection = Connection(**self._settings.as_pymysql_kwargs(), cursorclass=pymysql.cursors.SSCursor)
         try:
             with connection.cursor() as cursor:
                 cursor.execute(

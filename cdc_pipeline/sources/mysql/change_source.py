@@ -60,8 +60,6 @@ class MySqlChangeSource:
             marks_safe=self._config.marks_safe,
         )
         batch = reader.read(start, max_rows=max_rows, stop_at=stop_at, max_bytes=max_bytes, max_seconds=max_seconds)
-        # Measured after the read, so a purge during it shows; the parse step's metadata carries it.
-        batch.log_metadata.update(self.retention(checkpoints).as_metadata())
         return batch
 
     def has_unread_changes(self) -> None:

@@ -13,7 +13,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline.sources.mysql.resume import ResumeBy
 from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange, splits_by_first_key
@@ -80,7 +80,7 @@ class MySqlSnapshotReader:
         if bounds.low is not None and bounds.high is not None:
             query += f" WHERE {quote_identifier(schema.key_columns[0])} BETWEEN %s AND %s"
             parameters = (bounds.low, bounds.high)
-        connection = pymysql.connect(**self.settings.as_pymysql_kwargs(), cursorclass=pymysql.cursors.SSCursor)
+        connection = Connection(**self.settings.as_pymysql_kwargs(), cursorclass=pymysql.cursors.SSCursor)
         try:
             with connection.cursor() as cursor:
                 # TIMESTAMP values in UTC, as the binlog carries them.

@@ -62,8 +62,6 @@ class PostgresChangeSource:
         slot_position = self._resume_slot(checkpoints)
         start = Checkpoint(slot_position)
         batch = WalBatchReader(self._name, self.slot, self.catalog).read(start, max_rows, max_bytes, max_seconds)
-        # How close the sinks are to losing WAL, for the parse step's metadata.
-        batch.log_metadata.update(self.retention(checkpoints).as_metadata())
         return batch
 
     def _resume_slot(self, checkpoints: Mapping[str, Checkpoint | None]) -> LogSequenceNumber:
