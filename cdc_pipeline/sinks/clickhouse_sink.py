@@ -34,6 +34,7 @@ from cdc_pipeline.sinks.base import (
     write_rows_after_checkpoint,
 )
 from cdc_pipeline.sinks.cell_merge.table_merge import CELLS_COLUMN
+from cdc_pipeline.sinks.chdb_waiters import announce_waiting
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
 from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult
@@ -102,28 +103,31 @@ class ClickHouseSink:
         # chdb serves an on-disk path to one process at a time (the engine locks it; a second
         # process cannot corrupt it). Wait for the other process to let go, then say so plainly
         # instead of the engine's bare "Error initializing EmbeddedServer".
-        deadline = time.monotonic() + self._busy_timeout_seconds
-        waiting = False
-        while True:
-            try:
-                return clickhouse_connect.get_client(dsn=self._dsn)
-            except ProgrammingError as error:
-                if not waiting:
-                    waiting = True
-                    _log.warning(
-                        "sink '%s': the embedded ClickHouse at %s is busy in another process; waiting up to %gs",
-                        self.name,
-                        self._dsn.removeprefix("chdb://"),
-                        self._busy_timeout_seconds,
-                    )
-                if time.monotonic() >= deadline:
-                    raise ClickHouseSinkUnavailable(
-                        f"sink '{self.name}': the embedded ClickHouse at {self._dsn.removeprefix('chdb://')} stayed"
-                        f" busy for {self._busy_timeout_seconds:g}s. chdb serves a path to one process at a time:"
-                        " another run (or a check) is using it; retry when it ends, or use a ClickHouse server."
-                        f" ({error})"
-                    ) from error
+        path = self._dsn.removeprefix("chdb://")
+        try:
+            return clickhouse_connect.get_client(dsn=self._dsn)
+        except ProgrammingError:
+            _log.warning(
+                "sink '%s': the embedded ClickHouse at %s is busy in another process; waiting up to %gs",
+                self.name,
+                path,
+                self._busy_timeout_seconds,
+            )
+        # While it waits, a streaming run holding the path lets go at its next batch boundary.
+        with announce_waiting(path):
+            deadline = time.monotonic() + self._busy_timeout_seconds
+            while True:
                 time.sleep(_BUSY_POLL_SECONDS)
+                try:
+                    return clickhouse_connect.get_client(dsn=self._dsn)
+                except ProgrammingError as error:
+                    if time.monotonic() >= deadline:
+                        raise ClickHouseSinkUnavailable(
+                            f"sink '{self.name}': the embedded ClickHouse at {path} stayed busy for"
+                            f" {self._busy_timeout_seconds:g}s. chdb serves a path to one process at a time:"
+                            " another run (or a check) is using it; retry when it ends, or use a ClickHouse"
+                            f" server. ({error})"
+                        ) from error
 
     def qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"

@@ -3,7 +3,7 @@
 A replication run knows, after each batch, up to when the source's history is in each sink: the
 time its read began when the batch reached the log's end (everything committed before then is
 in), else the commit time of the batch's last transaction. It keeps that per source and sink in the
-Dagster instance's key-value store: one small row per sink, overwritten at most once a second, not
+Dagster instance's key-value store: one small row per sink, overwritten at most twice a second, not
 an event per batch (the event log would grow with every batch). The measured lag is now minus that
 time; if the run dies, the value stops moving and the lag grows, which is what the check must see.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 _KEY_PREFIX = "cdc_pipeline/applied_through"
-_MIN_WRITE_INTERVAL_SECONDS = 1.0
+_MIN_WRITE_INTERVAL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def read_progress(instance: dg.DagsterInstance, source_name: str, sink_name: str
 
 
 class ProgressRecorder:
-    """Writes each sink's progress, at most once a second per sink (and always when asked to flush)."""
+    """Writes each sink's progress, at most twice a second per sink (and always when asked to flush)."""
 
     def __init__(self, instance: dg.DagsterInstance, source_name: str) -> None:
         self._instance = instance

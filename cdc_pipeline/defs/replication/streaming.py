@@ -33,29 +33,37 @@ from cdc_pipeline.delivery.limits import BatchLimits
 from cdc_pipeline.delivery.loop import STOPPED_ON_REQUEST, ReplicationLoop
 from cdc_pipeline.delivery.session import EverySinkUnavailable, ReplicationSession
 from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sinks.chdb_waiters import other_processes_waiting
 
 
 class EmbeddedClickHouseWatch:
     """chdb serves its path to one process: a streaming run that held it for its whole lifetime would
     starve every other run that writes it (an initial load's chunks, a DLQ replay, checks). Every
-    few seconds the run looks for such runs waiting in the queue and, if there are, ends at the batch
-    boundary; the sensor's next streaming run queues behind them."""
+    few seconds the run looks for such runs waiting in the queue (tagged with the path) or waiting
+    for the path itself (sinks/chdb_waiters.py) and, if there are, ends at the batch boundary; the
+    sensor's next streaming run queues behind them."""
 
     _EVERY_SECONDS = 2.0
 
     def __init__(self, context: dg.OpExecutionContext, pipeline: PipelineConfig) -> None:
         self._instance = context.instance
         self._run_id = context.run_id
+        self._path = pipeline.embedded_clickhouse_path
         self._tag = embedded_clickhouse_tags(pipeline).get(EMBEDDED_CLICKHOUSE_TAG)
         self._looked_at = time.monotonic()
 
     def waiting_run(self) -> str | None:
-        if self._tag is None or time.monotonic() - self._looked_at < self._EVERY_SECONDS:
+        if self._path is None or time.monotonic() - self._looked_at < self._EVERY_SECONDS:
             return None
         self._looked_at = time.monotonic()
+        processes = other_processes_waiting(self._path)
+        if processes:
+            return f"yielded the embedded ClickHouse path to waiting process {processes[0]}"
+        if self._tag is None:
+            return None
         queued = self._instance.get_run_records(
             filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], tags={EMBEDDED_CLICKHOUSE_TAG: self._tag}),
-            limit=1,
+            limit=2,
         )
         others = [record.dagster_run.run_id for record in queued if record.dagster_run.run_id != self._run_id]
         return f"yielded the embedded ClickHouse path to queued run {others[0]}" if others else None

@@ -1,0 +1,500 @@
+"""Service benchmark: `python -m cdc_pipeline.bench.service [--sources mysql,postgres] [--runs 3]`.
+
+Measures the pipeline the way users run it: `dagster-daemon run` on the project's code location (the
+daemon starts the code server, which launches each run in a process of its own), the replication
+sensor switched on, a MariaDB or PostgreSQL source and both sinks (chdb and PostgreSQL). Per source
+and run, on a fresh table, sinks and Dagster instance:
+
+- reference: the same engine in this process, without Dagster (ReplicationSession over the backlog);
+- drain:     a backlog written before the service starts, drained by the streaming run (rows/s, peak
+             memory of the run's process);
+- latency:   one row a second; commit -> visible in PostgreSQL (polled every 50 ms) and in ClickHouse
+             (the run's measured progress, which it keeps every 0.5 s), p50/p95/max;
+- storage:   Dagster's storage growth over the latency phase, per day;
+- rates:     steady writers at --rates rows/s in 20 transactions a second; replicated rows/s and the
+             lag (commit -> visible in PostgreSQL) over the first and second half: bounded or growing;
+- per_run:   the latency phase again with `replication.mode: per_run` (a run per batch).
+
+Prints every run, then medians, and ratios against the reference measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg2
+import yaml
+
+from cdc_pipeline.bench.dagster_service import DagsterService, wait_for
+from cdc_pipeline.bench.rate_writer import (
+    TABLE,
+    Commit,
+    MySqlWriter,
+    PostgresWriter,
+    SourceWriter,
+    max_id,
+    write_at_rate,
+    write_backlog,
+)
+from cdc_pipeline.config.loading import parse_pipeline_config
+from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.defs.replication.progress import read_progress
+from cdc_pipeline.delivery.limits import BatchLimits
+from cdc_pipeline.delivery.loop import ReplicationLoop
+from cdc_pipeline.delivery.session import ReplicationSession
+from cdc_pipeline.dlq.store import DeadLetterStore
+from cdc_pipeline.local_servers.mariadb import LocalMariaDb
+from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.mapping.mapper import sink_table_name
+from cdc_pipeline.masking.masker import Masker
+from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
+from cdc_pipeline.sinks.postgres_sink import PostgresSink
+from cdc_pipeline.sources.change_source import ChangeSource
+from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
+from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
+
+CH_SINK, PG_SINK = "warehouse", "analytics"
+SINK_SCHEMA = "replica"
+SOURCE_DSN_ENV, SINK_DSN_ENV = "CDC_BENCH_SOURCE_DSN", "CDC_BENCH_SINK_DSN"
+MASKING_KEY = "bench-masking-key"
+
+
+@dataclass
+class RunFigures:
+    reference_rate: float = 0.0
+    drain_rate: float = 0.0
+    drain_peak_rss_mib: float = 0.0
+    drain_peak_private_mib: float = 0.0
+    latency: dict[str, list[float]] = field(default_factory=dict)  # sink -> seconds per row
+    per_run_latency: list[float] = field(default_factory=list)
+    storage_bytes_per_day: float = 0.0
+    rates: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+# -- the source side ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceServer:
+    kind: str
+    work: Path
+    mariadb: LocalMariaDb | None = None
+    postgres: LocalPostgres | None = None
+    dsn: str = ""
+
+    def start(self) -> SourceServer:
+        if self.kind == "mysql":
+            self.mariadb = LocalMariaDb(self.work / "mariadb").start()
+        else:
+            self.postgres = LocalPostgres(self.work / "source-postgres" / "data").start()
+            self.dsn = self.postgres.create_database("shop")
+        return self
+
+    def stop(self) -> None:
+        if self.mariadb is not None:
+            self.mariadb.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def namespace(self, run: int) -> str:
+        """The run's own database (MySQL) or schema (PostgreSQL)."""
+        return f"bench{run}"
+
+    def writer(self, run: int) -> SourceWriter:
+        if self.mariadb is not None:
+            return MySqlWriter(self.mariadb.settings, self.namespace(run))
+        return PostgresWriter(self.dsn, self.namespace(run))
+
+    def source_config(self, run: int) -> dict[str, Any]:
+        table = f"{self.namespace(run)}.{TABLE}"
+        if self.mariadb is not None:
+            return {"host": "127.0.0.1", "port": self.mariadb.port, "user": "root", "tables": {"include": [table]}}
+        return {"kind": "postgres", "dsn_env": SOURCE_DSN_ENV, "tables": {"include": [table]}}
+
+    def reset_log(self) -> None:
+        if self.mariadb is not None:
+            with self.mariadb.settings.connect() as connection, connection.cursor() as cursor:
+                cursor.execute("RESET MASTER")  # a new run's sinks start at the beginning: keep it short
+
+    def drop_slots(self) -> None:
+        if self.postgres is not None:
+            with closing(psycopg2.connect(self.dsn)) as connection, connection.cursor() as cursor:
+                connection.autocommit = True
+                cursor.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
+
+
+def pipeline_config(server: SourceServer, source_name: str, run: int, chdb_path: Path, mode: str) -> dict[str, Any]:
+    return {
+        "sources": {source_name: server.source_config(run)},
+        "sinks": {
+            CH_SINK: {"kind": "clickhouse", "dsn": f"chdb://{chdb_path}", "database": SINK_SCHEMA},
+            PG_SINK: {"kind": "postgres", "dsn_env": SINK_DSN_ENV, "schema": SINK_SCHEMA},
+        },
+        "dlq": {"dsn_env": SINK_DSN_ENV, "schema": "dlq"},
+        "masking": {"hmac_key_env": "CDC_MASKING_KEY"},
+        "replication": {"mode": mode},
+    }
+
+
+def open_source(server: SourceServer, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
+    config = pipeline.sources[source_name]
+    if server.mariadb is not None:
+        return MySqlChangeSource(source_name, server.mariadb.settings, 4379 + len(source_name), config)  # type: ignore[arg-type]
+    assert isinstance(config, PostgresSourceConfig)
+    return PostgresChangeSource(source_name, server.dsn, config)
+
+
+# -- measurements ----------------------------------------------------------------------------------
+
+
+def measure_reference(
+    server: SourceServer, pipeline: PipelineConfig, source_name: str, sink_dsn: str, rows: int
+) -> float:
+    """The engine alone in this process: the backlog through the same session and loop, no Dagster."""
+    source = open_source(server, source_name, pipeline)
+    chdb = pipeline.sinks[CH_SINK]
+    sinks: dict[str, Sink] = {
+        CH_SINK: ClickHouseSink(CH_SINK, chdb.dsn, SINK_SCHEMA),  # type: ignore[union-attr]
+        PG_SINK: PostgresSink(PG_SINK, sink_dsn, SINK_SCHEMA),
+    }
+    session = ReplicationSession(
+        source_name,
+        pipeline,
+        source,
+        sinks,
+        DeadLetterStore(sink_dsn, "dlq"),
+        Masker(pipeline.masking, MASKING_KEY),
+        print,
+    )
+    loop = ReplicationLoop(
+        session, BatchLimits.from_config(pipeline.batch), 0.05, lambda *_: None, lambda *_: None, threading.Event()
+    )
+    started = time.perf_counter()
+    loop.run(None, until_caught_up=True)
+    elapsed = time.perf_counter() - started
+    session.close()
+    return rows / elapsed
+
+
+class MemorySampler:
+    """Samples a process's RSS and its file-backed part every 100 ms, in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self.peak_rss = 0
+        self.peak_private = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                info = self._process.memory_info()
+            except psutil.NoSuchProcess:
+                return
+            self.peak_rss = max(self.peak_rss, info.rss)
+            self.peak_private = max(self.peak_private, info.rss - info.shared)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def streaming_run_pid(service: DagsterService, timeout: float = 120) -> tuple[int, float]:
+    """The pid and start time of the service's streaming run, once it has one."""
+    instance = service.instance()
+    found: dict[str, Any] = {}
+
+    def started() -> bool:
+        for record in instance.get_run_records(limit=5):
+            if record.dagster_run.job_name.startswith("stream_") and record.start_time:
+                for entry in instance.all_logs(record.dagster_run.run_id):
+                    message = entry.message or ""
+                    if message.startswith("Started process for run (pid: "):
+                        found["pid"] = int(message.split("pid: ")[1].rstrip(")."))
+                        found["start"] = record.start_time
+                        return True
+        return False
+
+    wait_for(started, timeout, "the streaming run to start", interval=0.2)
+    return int(found["pid"]), float(found["start"])
+
+
+def measure_latency(
+    writer: SourceWriter,
+    first_id: int,
+    seconds: float,
+    sink_dsn: str,
+    table: str,
+    progress_of: Callable[[], float] | None,
+) -> dict[str, list[float]]:
+    """One row a second for `seconds`; latency to PostgreSQL by polling it, to ClickHouse by the run's progress."""
+    commits: list[Commit] = []
+    writing = threading.Thread(target=lambda: commits.extend(write_at_rate(writer, 1, seconds, first_id)))
+    writing.start()
+    pg_seen: dict[int, float] = {}
+    ch_seen: dict[int, float] = {}
+    while writing.is_alive() or len(pg_seen) < len(commits) or (progress_of and len(ch_seen) < len(commits)):
+        now = time.time()
+        newest = max_id(sink_dsn, SINK_SCHEMA, table)
+        applied_through = progress_of() if progress_of else 0.0
+        for commit in list(commits):
+            if commit.last_id not in pg_seen and commit.last_id <= newest:
+                pg_seen[commit.last_id] = now
+            if progress_of and commit.last_id not in ch_seen and commit.committed_at <= applied_through:
+                ch_seen[commit.last_id] = now
+        if not writing.is_alive() and now - commits[-1].committed_at > 60:
+            raise TimeoutError("commits did not become visible within 60 s of the last one")
+        time.sleep(0.05)
+    figures = {PG_SINK: [pg_seen[c.last_id] - c.committed_at for c in commits]}
+    if progress_of:
+        figures[CH_SINK] = [ch_seen[c.last_id] - c.committed_at for c in commits]
+    return figures
+
+
+def measure_rate(
+    writer: SourceWriter, rate: int, seconds: float, first_id: int, sink_dsn: str, table: str
+) -> dict[str, float]:
+    """A steady writer; the lag of each commit in PostgreSQL, in the first and second half, and the replicated rate."""
+    commits: list[Commit] = []
+    writing = threading.Thread(target=lambda: commits.extend(write_at_rate(writer, rate, seconds, first_id)))
+    started = time.time()
+    writing.start()
+    lags: list[tuple[float, float]] = []  # (commit time, lag)
+    done: set[int] = set()
+    while writing.is_alive() or len(done) < len(commits):
+        newest = max_id(sink_dsn, SINK_SCHEMA, table)
+        now = time.time()
+        for commit in commits:
+            if commit.last_id not in done and commit.last_id <= newest:
+                done.add(commit.last_id)
+                lags.append((commit.committed_at, now - commit.committed_at))
+        if not writing.is_alive() and commits and now - commits[-1].committed_at > 120:
+            break
+        time.sleep(0.1)
+    written = sum(c.rows for c in commits)
+    caught_up = max((t + lag for t, lag in lags), default=started)
+    half = started + seconds / 2
+    first = [lag for t, lag in lags if t < half] or [0.0]
+    second = [lag for t, lag in lags if t >= half] or [0.0]
+    return {
+        "written_per_second": written / (commits[-1].committed_at - started) if commits else 0.0,
+        "replicated_per_second": written / max(caught_up - started, 1e-3),
+        "lag_first_half_p95": _percentile(first, 95),
+        "lag_second_half_p95": _percentile(second, 95),
+        "lag_max": max(second + first),
+        "all_arrived": float(len(done) == len(commits)),
+    }
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
+
+
+# -- one run -----------------------------------------------------------------------------------------
+
+
+def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, args: argparse.Namespace) -> RunFigures:
+    figures = RunFigures()
+    server.reset_log()
+    namespace = server.namespace(run)
+    table = sink_table_name(f"{namespace}.{TABLE}")
+    writer = server.writer(run)
+    writer.create_table()
+    reference_dsn = sink.create_database(f"ref{run}")
+    service_dsn = sink.create_database(f"service{run}")
+    reference_config = parse_pipeline_config(
+        yaml.safe_dump(pipeline_config(server, f"ref{run}", run, work / f"chdb-ref{run}", "continuous"))
+    )
+    service_yaml = pipeline_config(server, f"bench{run}", run, work / f"chdb-service{run}", "continuous")
+    service_config = parse_pipeline_config(yaml.safe_dump(service_yaml))
+    if server.postgres is not None:  # slots first: changes before a slot exists are not in its stream
+        for name, config in ((f"ref{run}", reference_config), (f"bench{run}", service_config)):
+            source = open_source(server, name, config)
+            assert isinstance(source, PostgresChangeSource)
+            source.ensure_slot()
+    write_backlog(writer, args.backlog)
+    next_id = args.backlog
+    os.environ[SINK_DSN_ENV] = reference_dsn
+    figures.reference_rate = measure_reference(server, reference_config, f"ref{run}", reference_dsn, args.backlog)
+    print(f"  run {run + 1} reference (in process, no Dagster): {figures.reference_rate:,.0f} rows/s", flush=True)
+
+    config_path = work / f"pipeline-{run}.yaml"
+    config_path.write_text(yaml.safe_dump(service_yaml))
+    env = {**os.environ, SINK_DSN_ENV: service_dsn, SOURCE_DSN_ENV: server.dsn, "CDC_MASKING_KEY": MASKING_KEY}
+    service = DagsterService(work / f"dagster-{run}", config_path, env)
+    log_name = "binlog" if server.mariadb is not None else "wal"
+    service.start([f"bench{run}_{log_name}_sensor"])
+    try:
+        pid, run_started = streaming_run_pid(service)
+        memory = MemorySampler(pid)
+        done = wait_for(lambda: max_id(service_dsn, SINK_SCHEMA, table) >= args.backlog - 1, 600, "the drain", 0.1)
+        memory.stop()
+        figures.drain_rate = args.backlog / (done - run_started)
+        figures.drain_peak_rss_mib = memory.peak_rss / 2**20
+        figures.drain_peak_private_mib = memory.peak_private / 2**20
+        print(
+            f"  run {run + 1} drain through the service: {figures.drain_rate:,.0f} rows/s, peak RSS"
+            f" {figures.drain_peak_rss_mib:.0f} MiB ({figures.drain_peak_private_mib:.0f} MiB without mapped files)",
+            flush=True,
+        )
+        instance = service.instance()
+        storage_before, storage_at = service.storage_bytes(), time.time()
+        figures.latency = measure_latency(
+            writer,
+            next_id,
+            args.latency_seconds,
+            service_dsn,
+            table,
+            lambda: p.applied_through if (p := read_progress(instance, f"bench{run}", CH_SINK)) else 0.0,
+        )
+        next_id += int(args.latency_seconds) + 2
+        figures.storage_bytes_per_day = (service.storage_bytes() - storage_before) / (time.time() - storage_at) * 86400
+        for sink_name, values in figures.latency.items():
+            print(
+                f"  run {run + 1} latency at 1 row/s into {sink_name}: p50 {statistics.median(values):.2f} s,"
+                f" p95 {_percentile(values, 95):.2f} s, max {max(values):.2f} s",
+                flush=True,
+            )
+        print(f"  run {run + 1} Dagster storage growth at 1 row/s: {figures.storage_bytes_per_day / 2**20:.1f} MiB/day")
+        for rate in args.rates:
+            figures.rates[rate] = measure_rate(writer, rate, args.rate_seconds, next_id, service_dsn, table)
+            next_id += rate * int(args.rate_seconds) * 2
+            measured = figures.rates[rate]
+            print(
+                f"  run {run + 1} writer at {rate:,} rows/s (wrote {measured['written_per_second']:,.0f}/s):"
+                f" replicated {measured['replicated_per_second']:,.0f}/s, lag p95 first half"
+                f" {measured['lag_first_half_p95']:.1f} s, second half {measured['lag_second_half_p95']:.1f} s",
+                flush=True,
+            )
+    finally:
+        service.stop()
+    if args.per_run:
+        figures.per_run_latency = per_run_latency(server, sink, work, run, writer, next_id, args)
+    writer.close()
+    server.drop_slots()
+    return figures
+
+
+def per_run_latency(
+    server: SourceServer,
+    sink: LocalPostgres,
+    work: Path,
+    run: int,
+    writer: SourceWriter,
+    next_id: int,
+    args: argparse.Namespace,
+) -> list[float]:
+    """The latency phase with a run per batch (the sensor's default 5 s poll)."""
+    dsn = sink.create_database(f"per_run{run}")
+    name = f"perrun{run}"
+    yaml_config = pipeline_config(server, name, run, work / f"chdb-per-run{run}", "per_run")
+    if server.postgres is not None:
+        source = open_source(server, name, parse_pipeline_config(yaml.safe_dump(yaml_config)))
+        assert isinstance(source, PostgresChangeSource)
+        source.ensure_slot()
+    path = work / f"pipeline-per-run-{run}.yaml"
+    path.write_text(yaml.safe_dump(yaml_config))
+    env = {**os.environ, SINK_DSN_ENV: dsn, SOURCE_DSN_ENV: server.dsn, "CDC_MASKING_KEY": MASKING_KEY}
+    service = DagsterService(work / f"dagster-per-run-{run}", path, env)
+    service.start([f"{name}_{'binlog' if server.mariadb is not None else 'wal'}_sensor"])
+    table = sink_table_name(f"{server.namespace(run)}.{TABLE}")
+    try:
+        # The first run copies everything so far; latency is measured after it.
+        wait_for(lambda: max_id(dsn, SINK_SCHEMA, table) >= next_id - 1, 600, "the per-run catch-up", 0.2)
+        values = measure_latency(writer, next_id + 10, args.latency_seconds, dsn, table, None)[PG_SINK]
+    finally:
+        service.stop()
+    print(
+        f"  run {run + 1} per-run mode latency into {PG_SINK}: p50 {statistics.median(values):.2f} s,"
+        f" p95 {_percentile(values, 95):.2f} s, max {max(values):.2f} s",
+        flush=True,
+    )
+    return values
+
+
+# -- orchestration ------------------------------------------------------------------------------------
+
+
+def report(kind: str, runs: list[RunFigures], args: argparse.Namespace) -> None:
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    reference = median([r.reference_rate for r in runs])
+    print(f"\n{kind} source, median of {len(runs)} runs (backlog {args.backlog:,} rows, 10-column table):")
+    print(f"  in-process reference (no Dagster)       {reference:>10,.0f} rows/s")
+    drain = median([r.drain_rate for r in runs])
+    print(
+        f"  backlog drain through dagster-daemon     {drain:>10,.0f} rows/s  {drain / reference:.2f}x the reference;"
+        f" peak RSS {median([r.drain_peak_rss_mib for r in runs]):.0f} MiB"
+        f" ({median([r.drain_peak_private_mib for r in runs]):.0f} MiB without mapped files)"
+    )
+    for sink_name in runs[0].latency:
+        values = [v for r in runs for v in r.latency[sink_name]]
+        print(
+            f"  latency at 1 row/s into {sink_name:<10}      p50 {statistics.median(values):.2f} s"
+            f"  p95 {_percentile(values, 95):.2f} s  max {max(values):.2f} s"
+        )
+    if runs[0].per_run_latency:
+        values = [v for r in runs for v in r.per_run_latency]
+        print(
+            f"  per-run mode latency into {PG_SINK:<10}    p50 {statistics.median(values):.2f} s"
+            f"  p95 {_percentile(values, 95):.2f} s  max {max(values):.2f} s"
+        )
+    growth = median([r.storage_bytes_per_day for r in runs]) / 2**20
+    print(f"  Dagster storage growth at 1 row/s        {growth:.1f} MiB/day")
+    for rate in args.rates:
+        figures = [r.rates[rate] for r in runs]
+        replicated = median([f["replicated_per_second"] for f in figures])
+        first = median([f["lag_first_half_p95"] for f in figures])
+        second = median([f["lag_second_half_p95"] for f in figures])
+        bounded = second <= 2 * first + 2
+        print(
+            f"  writer at {rate:>6,} rows/s: replicated {replicated:>8,.0f} rows/s ({replicated / reference:.2f}x the"
+            f" reference); lag p95 {first:.1f} s -> {second:.1f} s: {'bounded' if bounded else 'GROWING'}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m cdc_pipeline.bench.service", description=__doc__.split("\n")[0])
+    parser.add_argument("--sources", default="mysql,postgres", help="comma-separated: mysql, postgres")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=200_000, help="rows written before the service starts")
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--rates", default="1000,5000,20000", help="steady writer rates, rows/s")
+    parser.add_argument("--rate-seconds", type=float, default=20)
+    parser.add_argument("--no-per-run", dest="per_run", action="store_false", help="skip the per-run mode latency")
+    args = parser.parse_args()
+    args.rates = [int(rate) for rate in args.rates.split(",") if rate]
+    with tempfile.TemporaryDirectory(prefix="cdc-service-bench-") as temp:
+        work = Path(temp)
+        sink = LocalPostgres(work / "sink-postgres" / "data").start()
+        try:
+            for kind in args.sources.split(","):
+                server = SourceServer(kind, work / kind).start()
+                try:
+                    print(f"{kind} source:", flush=True)
+                    runs = [one_run(server, sink, work / kind, run, args) for run in range(args.runs)]
+                finally:
+                    server.stop()
+                report(kind, runs, args)
+        finally:
+            sink.stop()
+
+
+if __name__ == "__main__":
+    main()
