@@ -62,6 +62,8 @@ class CassandraPipelineHarness(PipelineRunner):
     # Only these tables, named literally (they get snapshot assets); None: every CDC table of the
     # keyspace (a glob), plus `named_tables`.
     tables: list[str] | None = None
+    # "per_run" for tests of the per-batch sensor; continuous is the default mode.
+    replication_mode: str = "continuous"
 
     def use_private_clickhouse(self) -> None:
         self.chdb_dsn = f"chdb://{self.work_dir / 'chdb'}"
@@ -94,6 +96,7 @@ class CassandraPipelineHarness(PipelineRunner):
             "dlq": {"dsn_env": "CDC_TEST_PG_DSN", "schema": "dlq"},
             "type_overrides": self.type_overrides,
             "batch": {"max_rows": 50_000, "poll_interval_seconds": 1},
+            "replication": {"mode": self.replication_mode},
         }
 
     def _included_tables(self) -> list[str]:

@@ -314,6 +314,7 @@ def test_the_commitlog_sensor_launches_a_run_for_new_changes_and_skips_when_caug
     cassandra_pipeline: CassandraPipelineHarness,
 ) -> None:
     pipeline = cassandra_pipeline
+    pipeline.replication_mode = "per_run"
     ks = pipeline.keyspace
     pipeline.execute(f"CREATE TABLE {ks}.pings (id int PRIMARY KEY, v text) WITH cdc = true")
     pipeline.execute(f"INSERT INTO {ks}.pings (id, v) VALUES (1, 'one')")
@@ -387,9 +388,11 @@ def test_a_full_cdc_raw_refuses_writes_until_the_pipeline_catches_up(
     assert written > 100
 
     result = pipeline.replicate()
-    # The run showed how full cdc_raw was, and its release step emptied it of what both sinks hold.
+    # The run showed how full cdc_raw was, and its release step emptied it of what both sinks hold;
+    # a batch reads batch.max_bytes (8 MiB), and a streaming run drains the rest in such batches.
     parsed = result.output_for_node(f"parse_{SOURCE}")
     assert parsed.log_metadata["cdc_raw_bytes_used"] > 32 * 1024 * 1024
+    pipeline.stream()
 
     def accepted() -> bool:
         try:
@@ -400,7 +403,7 @@ def test_a_full_cdc_raw_refuses_writes_until_the_pipeline_catches_up(
 
     # The node re-measures cdc_raw every cdc_free_space_check_interval (250 ms on the test node).
     wait_until(accepted, 10, "CDC writes accepted once the pipeline caught up", interval=0.1)
-    pipeline.replicate()
+    pipeline.stream()
     source = pipeline.source_rows("blobs")
     assert len(source) == written + 1
     assert_same_rows(pipeline.postgres_rows("blobs"), source, "PostgreSQL blobs")

@@ -238,7 +238,7 @@ def test_every_change_kind_becomes_the_expected_cell_changes(
     assert (schema.column("big").data_type, schema.column("big").scale) == ("decimal", 0)
     assert schema.column("shipped").datetime_precision == 3
     assert "flag" not in schema.column_names
-    assert batches[0].log_metadata["cdc_total_space"] == "64MiB"
+    assert _source(cassandra, ks, tmp_path).retention({}).as_metadata()["cdc_total_space"] == "64MiB"
 
 
 def test_small_batches_resume_exactly_where_the_last_one_ended(

@@ -97,3 +97,30 @@ def test_a_malformed_dsn_is_refused_without_repeating_it() -> None:
     assert "source 'store'" in str(source_error.value)
     for error in (sink_error.value, source_error.value):
         assert "Hunter2" not in str(error) and error.__cause__ is None and error.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("section", "named_key", "expectation"),
+    [
+        ("replication: {mode: forever}", "replication.mode", "'continuous' or 'per_run'"),
+        ("replication: {idle_poll_seconds: 2}", "replication.idle_poll_seconds", "less than or equal to 0.5"),
+        ("replication: {lifetime_minutes: 0}", "replication.lifetime_minutes", "greater than 0"),
+        ("replication: {report_interval_seconds: 0.1}", "replication.report_interval_seconds", "greater than"),
+        ("batch: {max_bytes: 1000}", "batch.max_bytes", "greater than or equal to 65536"),
+        ("batch: {max_seconds: 0}", "batch.max_seconds", "greater than 0"),
+    ],
+)
+def test_the_replication_mode_and_batch_limits_are_validated(section: str, named_key: str, expectation: str) -> None:
+    with pytest.raises(PipelineConfigError) as error:
+        parse_pipeline_config(VALID + section + "\n", source="pipeline.yaml")
+    assert named_key in str(error.value) and expectation in str(error.value)
+
+
+def test_two_sources_cannot_both_stream_into_one_embedded_clickhouse() -> None:
+    two_sources = VALID.replace(
+        "sources:\n", "sources:\n  store: {kind: postgres, dsn_env: STORE_DSN, tables: {include: ['public.*']}}\n"
+    )
+    with pytest.raises(PipelineConfigError, match=r"only one source can stream into it.*'per_run'"):
+        parse_pipeline_config(two_sources)
+    per_run = parse_pipeline_config(two_sources + "replication: {mode: per_run}\n")
+    assert per_run.replication.mode == "per_run" and per_run.batch.max_bytes == 8 * 2**20

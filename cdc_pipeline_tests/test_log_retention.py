@@ -327,6 +327,8 @@ def test_retention_thresholds_default_per_source_and_name_the_key_when_wrong() -
         "sources": {"shop": {"kind": "mysql"}, "store": {"kind": "postgres", "dsn_env": "X"}},
         "sinks": {"warehouse": {"kind": "clickhouse"}},
         "dlq": {"dsn_env": "X"},
+        # Two sources cannot both stream into one embedded chdb path.
+        "replication": {"mode": "per_run"},
     }
     defaults = parse_pipeline_config(yaml.safe_dump(base))
     assert defaults.retention_of("shop").warn_when_hours_left == 24

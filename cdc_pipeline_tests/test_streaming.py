@@ -167,3 +167,43 @@ def test_a_backlog_of_large_values_drains_in_batches_cut_by_bytes(harness: Pipel
     source = harness.source_rows("blobs")
     assert [row["id"] for row in harness.postgres_rows("blobs")] == [row["id"] for row in source]
     assert peak_mib < 1024, peak_mib
+
+
+def test_the_health_sensor_fails_a_sink_that_falls_behind_by_measured_lag(harness: PipelineHarness) -> None:
+    """The freshness check is evaluated by a sensor (no run), never left "Not Evaluated": green after a
+    stream that caught up, red once a change waits longer than lag_tolerance_seconds, green again
+    after the next stream."""
+    harness.configure_source(tables={"include": [f"{harness.database}.t"]})
+    harness.extra_config["sink_outages"] = {"lag_tolerance_seconds": 2}
+    harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    with dg.instance_for_test() as instance:
+        harness.stream(instance=instance)
+        first = _health_tick(harness, instance, None)
+        verdicts = {e.asset_key.path[0]: e.passed for e in first.asset_events}
+        assert verdicts == {"warehouse": True, "analytics": True}, first.asset_events
+        # Unchanged verdicts are not recorded again (the event log grows with changes, not ticks).
+        assert not _health_tick(harness, instance, first.cursor).asset_events
+
+        harness.source_execute("INSERT INTO t VALUES (2)")
+        cursor = first.cursor
+
+        def failed() -> dg.SensorResult | None:
+            nonlocal cursor
+            tick = _health_tick(harness, instance, cursor)
+            cursor = tick.cursor
+            return tick if any(not e.passed for e in tick.asset_events) else None
+
+        behind = wait_until(failed, 30, "the freshness check to fail")
+        lag = [e.metadata["lag_seconds"].value for e in behind.asset_events]
+        assert all(isinstance(value, float) and value > 2 for value in lag), lag
+        harness.stream(instance=instance)
+        recovered = _health_tick(harness, instance, cursor)
+        assert {e.asset_key.path[0]: e.passed for e in recovered.asset_events} == verdicts
+
+
+def _health_tick(harness: PipelineHarness, instance: dg.DagsterInstance, cursor: str | None) -> SensorExecutionData:
+    definitions = harness.definitions()
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=harness.resources(), definitions=definitions
+    )
+    return definitions.resolve_sensor_def("sink_health_sensor").evaluate_tick(context)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,10 +86,15 @@ class DagsterService:
         self.process = None
 
     def storage_bytes(self) -> int:
-        """What Dagster keeps on disk for this instance (SQLite run, event and schedule storage, logs)."""
+        """What Dagster's SQLite storage holds now (run, event-log and schedule databases): the pages in
+        use, not the files' sizes, which move with SQLite's write-ahead log and free pages."""
         total = 0
-        for root, _, files in os.walk(self.home):
-            total += sum(os.path.getsize(Path(root) / name) for name in files if not name.endswith(".log"))
+        for database in self.home.rglob("*.db"):
+            with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+                pages = connection.execute("PRAGMA page_count").fetchone()[0]
+                free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+                size = connection.execute("PRAGMA page_size").fetchone()[0]
+            total += (pages - free) * size
         return total
 
 

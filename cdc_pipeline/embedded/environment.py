@@ -95,7 +95,9 @@ class EmbeddedEnvironment:
                 "hmac_key_env": MASKING_KEY_ENV,
                 "rules": [{"table": f"{SCHEMA}.customers", "column": "full_name", "action": "truncate", "length": 9}],
             },
-            "batch": {"max_rows": 10_000, "poll_interval_seconds": 5},
+            "batch": {"poll_interval_seconds": 5},
+            # A streaming run per source (the default mode); the UI's plots move every 15 s.
+            "replication": {"mode": "continuous", "report_interval_seconds": 15},
         }
 
     def ensure_shop(self, seed_rounds: int = 3) -> bool:
