@@ -56,13 +56,15 @@ class DagsterService:
                 start_new_session=True,
             )
         for sensor in sensors:
-            subprocess.run(
+            started = subprocess.run(
                 [self._cli("dagster"), "sensor", "start", sensor, "-m", LOCATION],
                 cwd=self.home,
                 env=self._env,
-                check=True,
                 capture_output=True,
+                text=True,
             )
+            if started.returncode != 0:
+                raise RuntimeError(f"dagster sensor start {sensor} failed:\n{started.stderr[-3000:]}")
 
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.home))
@@ -85,16 +87,17 @@ class DagsterService:
         self.process.wait()
         self.process = None
 
-    def storage_bytes(self) -> int:
-        """What Dagster's SQLite storage holds now (run, event-log and schedule databases): the pages in
-        use, not the files' sizes, which move with SQLite's write-ahead log and free pages."""
-        total = 0
+    def storage_bytes(self) -> dict[str, int]:
+        """What Dagster's SQLite storage holds now: "events" (the run and event-log databases) and
+        "ticks" (the schedule storage, with the sensors' ticks); the pages in use, not the files'
+        sizes, which move with SQLite's write-ahead log and free pages."""
+        total = {"events": 0, "ticks": 0}
         for database in self.home.rglob("*.db"):
             with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
                 pages = connection.execute("PRAGMA page_count").fetchone()[0]
                 free = connection.execute("PRAGMA freelist_count").fetchone()[0]
                 size = connection.execute("PRAGMA page_size").fetchone()[0]
-            total += (pages - free) * size
+            total["ticks" if database.parent.name == "schedules" else "events"] += (pages - free) * size
         return total
 
 

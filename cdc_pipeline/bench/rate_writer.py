@@ -110,13 +110,18 @@ class PostgresWriter:
 
 
 def write_at_rate(
-    writer: SourceWriter, rows_per_second: float, seconds: float, first_id: int, transactions_per_second: float = 20
-) -> list[Commit]:
+    writer: SourceWriter,
+    rows_per_second: float,
+    seconds: float,
+    first_id: int,
+    commits: list[Commit],
+    transactions_per_second: float = 20,
+) -> None:
     """Insert for `seconds` at `rows_per_second`, in `transactions_per_second` transactions a second
-    (one row each when the rate is lower); a writer that cannot keep up falls behind schedule."""
+    (one row each when the rate is lower), appending each commit to `commits` as it happens (another
+    thread watches them arrive); a writer that cannot keep up falls behind schedule."""
     per_transaction = max(1, round(rows_per_second / transactions_per_second))
     interval = per_transaction / rows_per_second
-    commits: list[Commit] = []
     started = time.monotonic()
     next_id = first_id
     while time.monotonic() - started < seconds:
@@ -127,7 +132,6 @@ def write_at_rate(
         committed_at = writer.insert(next_id, per_transaction)
         next_id += per_transaction
         commits.append(Commit(next_id - 1, per_transaction, committed_at))
-    return commits
 
 
 def write_backlog(writer: SourceWriter, rows: int, first_id: int = 0, per_transaction: int = 1000) -> None:

@@ -79,7 +79,9 @@ class RunFigures:
     drain_peak_private_mib: float = 0.0
     latency: dict[str, list[float]] = field(default_factory=dict)  # sink -> seconds per row
     per_run_latency: list[float] = field(default_factory=list)
-    storage_bytes_per_day: float = 0.0
+    # "events" (runs and their event logs) and "ticks" (sensor ticks, of which dagster.yaml purges
+    # the skipped ones after a day)
+    storage_bytes_per_day: dict[str, float] = field(default_factory=dict)
     rates: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -243,7 +245,7 @@ def measure_latency(
 ) -> dict[str, list[float]]:
     """One row a second for `seconds`; latency to PostgreSQL by polling it, to ClickHouse by the run's progress."""
     commits: list[Commit] = []
-    writing = threading.Thread(target=lambda: commits.extend(write_at_rate(writer, 1, seconds, first_id)))
+    writing = threading.Thread(target=write_at_rate, args=(writer, 1, seconds, first_id, commits))
     writing.start()
     pg_seen: dict[int, float] = {}
     ch_seen: dict[int, float] = {}
@@ -270,7 +272,7 @@ def measure_rate(
 ) -> dict[str, float]:
     """A steady writer; the lag of each commit in PostgreSQL, in the first and second half, and the replicated rate."""
     commits: list[Commit] = []
-    writing = threading.Thread(target=lambda: commits.extend(write_at_rate(writer, rate, seconds, first_id)))
+    writing = threading.Thread(target=write_at_rate, args=(writer, rate, seconds, first_id, commits))
     started = time.time()
     writing.start()
     lags: list[tuple[float, float]] = []  # (commit time, lag)
@@ -363,14 +365,21 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
             lambda: p.applied_through if (p := read_progress(instance, f"bench{run}", CH_SINK)) else 0.0,
         )
         next_id += int(args.latency_seconds) + 2
-        figures.storage_bytes_per_day = (service.storage_bytes() - storage_before) / (time.time() - storage_at) * 86400
+        storage_after, elapsed = service.storage_bytes(), time.time() - storage_at
+        figures.storage_bytes_per_day = {
+            part: (storage_after[part] - storage_before[part]) / elapsed * 86400 for part in storage_after
+        }
         for sink_name, values in figures.latency.items():
             print(
                 f"  run {run + 1} latency at 1 row/s into {sink_name}: p50 {statistics.median(values):.2f} s,"
                 f" p95 {_percentile(values, 95):.2f} s, max {max(values):.2f} s",
                 flush=True,
             )
-        print(f"  run {run + 1} Dagster storage growth at 1 row/s: {figures.storage_bytes_per_day / 2**20:.1f} MiB/day")
+        print(
+            f"  run {run + 1} Dagster storage growth at 1 row/s: events"
+            f" {figures.storage_bytes_per_day['events'] / 2**20:.1f} MiB/day, sensor ticks"
+            f" {figures.storage_bytes_per_day['ticks'] / 2**20:.1f} MiB/day"
+        )
         for rate in args.rates:
             figures.rates[rate] = measure_rate(writer, rate, args.rate_seconds, next_id, service_dsn, table)
             next_id += rate * int(args.rate_seconds) * 2
@@ -460,8 +469,12 @@ def report(kind: str, runs: list[RunFigures], args: argparse.Namespace) -> None:
             f"  per-run mode latency into {PG_SINK:<10}    p50 {statistics.median(values):.2f} s"
             f"  p95 {_percentile(values, 95):.2f} s  max {max(values):.2f} s"
         )
-    growth = median([r.storage_bytes_per_day for r in runs]) / 2**20
-    print(f"  Dagster storage growth at 1 row/s        {growth:.1f} MiB/day")
+    events = median([r.storage_bytes_per_day["events"] for r in runs]) / 2**20
+    ticks = median([r.storage_bytes_per_day["ticks"] for r in runs]) / 2**20
+    print(
+        f"  Dagster storage growth at 1 row/s        events {events:.1f} MiB/day, sensor ticks {ticks:.1f}"
+        " MiB/day (skipped ticks purged after a day)"
+    )
     for rate in args.rates:
         figures = [r.rates[rate] for r in runs]
         replicated = median([f["replicated_per_second"] for f in figures])
