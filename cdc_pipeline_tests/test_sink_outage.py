@@ -8,6 +8,7 @@ tests can also show that the password never reaches a log line, metadata or an e
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, fields
@@ -30,6 +31,7 @@ from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sinks.availability import SinkUnavailable, dsn_secrets, redacted_reason
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 
@@ -333,3 +335,57 @@ def test_the_replication_slot_stays_behind_a_sink_that_is_down(
     finally:
         sink_server.start()
         sink_server.drop_database(pg_source.clickhouse_database.removesuffix("_ch") + "_pgsink")
+
+
+def test_a_streaming_run_keeps_replicating_while_a_sink_is_down_and_catches_it_up(
+    outage: OutageHarness, sink_server: LocalPostgres
+) -> None:
+    """Continuous mode: one run, alive throughout; the sink that goes away rests, the other streams on,
+    and the returning sink catches up inside the same run."""
+    outage.source_execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    with dg.instance_for_test() as instance:
+        streaming = _stream_in_background(outage, instance, lifetime_minutes=1.0)
+        wait_until(lambda: _postgres_matches(outage), 60, "the first rows in PostgreSQL")
+
+        sink_server.stop()
+        outage.source_execute("INSERT INTO t VALUES (3, 'c')", "UPDATE t SET v = 'A' WHERE id = 1")
+        wait_until(lambda: outage.clickhouse_rows("t") == outage.source_rows("t"), 60, "ClickHouse to stream on alone")
+        observed = wait_until(
+            lambda: (
+                _observed_status(instance, PG_SINK, f"{outage.database}__t")
+                if instance.fetch_observations(dg.AssetKey([PG_SINK, f"{outage.database}__t"]), limit=1).records
+                else None
+            ),
+            30,
+            "the outage to be observed",
+        )
+        assert str(observed[STATUS]).startswith("unavailable since "), observed
+
+        sink_server.start()
+        outage.source_execute("DELETE FROM t WHERE id = 2")
+        wait_until(lambda: _postgres_matches(outage), 90, "PostgreSQL to catch up in the same run")
+        streaming.join()
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert _observed_status(instance, PG_SINK, f"{outage.database}__t")[STATUS] == "available"
+        outage.assert_sinks_match_source()
+        assert PASSWORD not in "\n".join(repr(entry) for entry in instance.all_logs(run.run_id))
+
+
+def _postgres_matches(outage: OutageHarness) -> bool:
+    try:
+        return outage.postgres_rows("t") == outage.source_rows("t")
+    except psycopg2.Error:
+        return False  # the server is down, or the table is not there yet
+
+
+def _stream_in_background(
+    outage: OutageHarness, instance: dg.DagsterInstance, lifetime_minutes: float
+) -> threading.Thread:
+    """A streaming run for `lifetime_minutes`, in a thread (the test changes things around it)."""
+    thread = threading.Thread(
+        target=outage.stream,
+        kwargs={"instance": instance, "until_caught_up": False, "lifetime_minutes": lifetime_minutes},
+    )
+    thread.start()
+    return thread

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +19,7 @@ from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 from cdc_pipeline_tests.test_crash_recovery import CRASH_POINTS, apply_workload, assert_sinks_equal_source
+from cdc_pipeline_tests.test_schema_evolution import _level
 
 
 def _stream_summary(result: dg.ExecuteInProcessResult) -> dict[str, object]:
@@ -207,3 +209,26 @@ def _health_tick(harness: PipelineHarness, instance: dg.DagsterInstance, cursor:
         instance=instance, cursor=cursor, resources=harness.resources(), definitions=definitions
     )
     return definitions.resolve_sensor_def("sink_health_sensor").evaluate_tick(context)
+
+
+def test_schema_changes_during_a_streaming_run_reach_both_sinks_in_order(harness: PipelineHarness) -> None:
+    """DDL between row changes while one streaming run is alive: the run's cached shapes follow the log."""
+    harness.source_execute("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(10))", "INSERT INTO t VALUES (1, 'one')")
+    with dg.instance_for_test() as instance:
+        thread = threading.Thread(
+            target=harness.stream,
+            kwargs={"instance": instance, "until_caught_up": False, "lifetime_minutes": 0.75},
+        )
+        thread.start()
+        steps = [
+            ("ALTER TABLE t ADD COLUMN score INT NOT NULL DEFAULT 7", "INSERT INTO t VALUES (2, 'two', 20)"),
+            ("ALTER TABLE t RENAME COLUMN name TO label", "UPDATE t SET label = 'uno' WHERE id = 1"),
+            ("ALTER TABLE t MODIFY label VARCHAR(40)", "INSERT INTO t VALUES (3, 'a label longer than ten', 30)"),
+            ("ALTER TABLE t DROP COLUMN score", "DELETE FROM t WHERE id = 2"),
+        ]
+        for ddl, dml in steps:
+            harness.source_execute(ddl, dml)
+            wait_until(lambda: _level(harness, "t"), 60, f"both sinks after {ddl!r}")
+        thread.join()
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS

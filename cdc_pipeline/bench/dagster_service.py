@@ -45,16 +45,10 @@ class DagsterService:
         return str(Path(sys.executable).parent / name)
 
     def start(self, sensors: list[str]) -> None:
-        """Start the daemon, then switch the sensors on (they start stopped in a production location)."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [self._cli("dagster-daemon"), "run", "-m", LOCATION],
-                cwd=self.home,
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        """Switch the sensors on (they start stopped in a production location), then start the daemon.
+
+        In that order: the CLI initialises the instance's storage before the daemon opens it (two
+        processes creating a SQLite storage at once can trip over its schema migration)."""
         for sensor in sensors:
             started = subprocess.run(
                 [self._cli("dagster"), "sensor", "start", sensor, "-m", LOCATION],
@@ -65,6 +59,15 @@ class DagsterService:
             )
             if started.returncode != 0:
                 raise RuntimeError(f"dagster sensor start {sensor} failed:\n{started.stderr[-3000:]}")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [self._cli("dagster-daemon"), "run", "-m", LOCATION],
+                cwd=self.home,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.home))
@@ -88,16 +91,22 @@ class DagsterService:
         self.process = None
 
     def storage_bytes(self) -> dict[str, int]:
-        """What Dagster's SQLite storage holds now: "events" (the run and event-log databases) and
-        "ticks" (the schedule storage, with the sensors' ticks); the pages in use, not the files'
-        sizes, which move with SQLite's write-ahead log and free pages."""
+        """What Dagster's SQLite storage holds now, in bytes of content: "events" (the runs and their
+        event logs, as serialised) and "ticks" (the sensors' ticks). Counted from the rows, not the
+        files: a file grows by pages, and a short window would see none or a whole page; SQLite's
+        indexes add about as much again."""
         total = {"events": 0, "ticks": 0}
+        queries = {
+            "event_logs": ("events", "SELECT coalesce(sum(length(event)), 0) FROM event_logs"),
+            "runs": ("events", "SELECT coalesce(sum(length(run_body)), 0) FROM runs"),
+            "job_ticks": ("ticks", "SELECT coalesce(sum(length(tick_body)), 0) FROM job_ticks"),
+        }
         for database in self.home.rglob("*.db"):
             with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
-                pages = connection.execute("PRAGMA page_count").fetchone()[0]
-                free = connection.execute("PRAGMA freelist_count").fetchone()[0]
-                size = connection.execute("PRAGMA page_size").fetchone()[0]
-            total["ticks" if database.parent.name == "schedules" else "events"] += (pages - free) * size
+                tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                for table, (part, query) in queries.items():
+                    if table in tables:
+                        total[part] += int(connection.execute(query).fetchone()[0])
         return total
 
 

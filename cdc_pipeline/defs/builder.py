@@ -23,6 +23,7 @@ from cdc_pipeline.defs.resources import (
     PostgresSourceResource,
 )
 from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
+from cdc_pipeline.defs.sink_tables.check_schedule import build_check_schedule
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
 from cdc_pipeline.defs.sink_tables.freshness import build_sink_freshness_checks
 from cdc_pipeline.defs.sink_tables.sink_health import build_sink_health_sensor
@@ -93,6 +94,7 @@ def build_definitions(
         ],
         jobs=jobs,
         sensors=sensors,
+        schedules=[build_check_schedule(pipeline, running=sensors_running)],
         # The default for jobs that name no executor, above all the implicit asset job a backfill launched
         # from the UI runs: with the in-memory IO manager below, Dagster refuses the multiprocess default
         # (the UI test caught every chunk run failing that way).

@@ -63,6 +63,9 @@ class ReplicationLoop:
             if yielding is not None:
                 return yielding
             head = self._session.source.high_water_mark()
+            rest_ends_at = self._session.rest_ends_at()
+            if rest_ends_at is not None and time.monotonic() >= rest_ends_at:
+                read_through = None  # a sink that was down is due: read from its checkpoint
             if read_through is not None and head == read_through:
                 if until_caught_up:
                     return "caught up"

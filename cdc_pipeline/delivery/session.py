@@ -174,6 +174,13 @@ class ReplicationSession:
         delivery.map_seconds = mapped_at - started
         return delivery
 
+    def rest_ends_at(self) -> float | None:
+        """When the first resting sink is to be asked again (time.monotonic()); None: none rests.
+
+        A sink that was down needs a batch read from its own (older) checkpoint when it is back, even
+        if nothing new arrives at the source: the loop reads then instead of idling."""
+        return min((rest.until for rest in self._resting.values()), default=None)
+
     def _is_resting(self, name: str) -> bool:
         rest = self._resting.get(name)
         return rest is not None and time.monotonic() < rest.until
