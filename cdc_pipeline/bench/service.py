@@ -21,6 +21,7 @@ Prints every run, then medians, and ratios against the reference measured in the
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -63,6 +64,7 @@ from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
+from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 
 CH_SINK, PG_SINK = "warehouse", "analytics"
@@ -110,6 +112,10 @@ class SourceServer:
         if self.postgres is not None:
             self.postgres.stop()
 
+    @property
+    def address(self) -> SourceAddress:
+        return SourceAddress(self.mariadb.port if self.mariadb is not None else None, self.dsn)
+
     def namespace(self, run: int) -> str:
         """The run's own database (MySQL) or schema (PostgreSQL)."""
         return f"bench{run}"
@@ -150,22 +156,36 @@ def pipeline_config(server: SourceServer, source_name: str, run: int, chdb_path:
     }
 
 
-def open_source(server: SourceServer, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
+@dataclass(frozen=True)
+class SourceAddress:
+    """Where a source server answers: what a measurement in another process needs of it."""
+
+    mysql_port: int | None
+    dsn: str
+
+
+def open_source(address: SourceAddress, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
     config = pipeline.sources[source_name]
-    if server.mariadb is not None:
-        return MySqlChangeSource(source_name, server.mariadb.settings, 4379 + len(source_name), config)  # type: ignore[arg-type]
+    if address.mysql_port is not None:
+        settings = MySqlConnectionSettings("127.0.0.1", address.mysql_port, "root")
+        return MySqlChangeSource(source_name, settings, 4379 + len(source_name), config)  # type: ignore[arg-type]
     assert isinstance(config, PostgresSourceConfig)
-    return PostgresChangeSource(source_name, server.dsn, config)
+    return PostgresChangeSource(source_name, address.dsn, config)
 
 
 # -- measurements ----------------------------------------------------------------------------------
 
 
-def measure_reference(
-    server: SourceServer, pipeline: PipelineConfig, source_name: str, sink_dsn: str, rows: int
-) -> float:
-    """The engine alone in this process: the backlog through the same session and loop, no Dagster."""
-    source = open_source(server, source_name, pipeline)
+def measure_reference(address: SourceAddress, config_yaml: str, source_name: str, sink_dsn: str, rows: int) -> float:
+    """The engine alone, in a process of its own (chdb serves one path per process): the backlog through
+    the same session and loop as a streaming run, without Dagster."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return float(pool.apply(_reference_rate, (address, config_yaml, source_name, sink_dsn, rows)))
+
+
+def _reference_rate(address: SourceAddress, config_yaml: str, source_name: str, sink_dsn: str, rows: int) -> float:
+    pipeline = parse_pipeline_config(config_yaml)
+    source = open_source(address, source_name, pipeline)
     chdb = pipeline.sinks[CH_SINK]
     sinks: dict[str, Sink] = {
         CH_SINK: ClickHouseSink(CH_SINK, chdb.dsn, SINK_SCHEMA),  # type: ignore[union-attr]
@@ -319,20 +339,19 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
     writer.create_table()
     reference_dsn = sink.create_database(f"ref{run}")
     service_dsn = sink.create_database(f"service{run}")
-    reference_config = parse_pipeline_config(
-        yaml.safe_dump(pipeline_config(server, f"ref{run}", run, work / f"chdb-ref{run}", "continuous"))
-    )
+    reference_yaml = yaml.safe_dump(pipeline_config(server, f"ref{run}", run, work / f"chdb-ref{run}", "continuous"))
+    reference_config = parse_pipeline_config(reference_yaml)
     service_yaml = pipeline_config(server, f"bench{run}", run, work / f"chdb-service{run}", "continuous")
     service_config = parse_pipeline_config(yaml.safe_dump(service_yaml))
     if server.postgres is not None:  # slots first: changes before a slot exists are not in its stream
         for name, config in ((f"ref{run}", reference_config), (f"bench{run}", service_config)):
-            source = open_source(server, name, config)
+            source = open_source(server.address, name, config)
             assert isinstance(source, PostgresChangeSource)
             source.ensure_slot()
     write_backlog(writer, args.backlog)
     next_id = args.backlog
     os.environ[SINK_DSN_ENV] = reference_dsn
-    figures.reference_rate = measure_reference(server, reference_config, f"ref{run}", reference_dsn, args.backlog)
+    figures.reference_rate = measure_reference(server.address, reference_yaml, f"ref{run}", reference_dsn, args.backlog)
     print(f"  run {run + 1} reference (in process, no Dagster): {figures.reference_rate:,.0f} rows/s", flush=True)
 
     config_path = work / f"pipeline-{run}.yaml"
@@ -381,13 +400,19 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
             f" {figures.storage_bytes_per_day['ticks'] / 2**20:.1f} MiB/day"
         )
         for rate in args.rates:
+            before, at = service.storage_bytes(), time.time()
             figures.rates[rate] = measure_rate(writer, rate, args.rate_seconds, next_id, service_dsn, table)
+            after = service.storage_bytes()
+            figures.rates[rate]["events_bytes_per_day"] = (
+                (after["events"] - before["events"]) / (time.time() - at) * 86400
+            )
             next_id += rate * int(args.rate_seconds) * 2
             measured = figures.rates[rate]
             print(
                 f"  run {run + 1} writer at {rate:,} rows/s (wrote {measured['written_per_second']:,.0f}/s):"
                 f" replicated {measured['replicated_per_second']:,.0f}/s, lag p95 first half"
-                f" {measured['lag_first_half_p95']:.1f} s, second half {measured['lag_second_half_p95']:.1f} s",
+                f" {measured['lag_first_half_p95']:.1f} s, second half {measured['lag_second_half_p95']:.1f} s;"
+                f" Dagster events {measured['events_bytes_per_day'] / 2**20:.1f} MiB/day",
                 flush=True,
             )
         # Everything written so far arrived: the per-run phase's first run catches up to here.
@@ -417,7 +442,7 @@ def per_run_latency(
     name = f"perrun{run}"
     yaml_config = pipeline_config(server, name, run, work / f"chdb-per-run{run}", "per_run")
     if server.postgres is not None:
-        source = open_source(server, name, parse_pipeline_config(yaml.safe_dump(yaml_config)))
+        source = open_source(server.address, name, parse_pipeline_config(yaml.safe_dump(yaml_config)))
         assert isinstance(source, PostgresChangeSource)
         source.ensure_slot()
     path = work / f"pipeline-per-run-{run}.yaml"
@@ -481,9 +506,11 @@ def report(kind: str, runs: list[RunFigures], args: argparse.Namespace) -> None:
         first = median([f["lag_first_half_p95"] for f in figures])
         second = median([f["lag_second_half_p95"] for f in figures])
         bounded = second <= 2 * first + 2
+        events = median([f["events_bytes_per_day"] for f in figures]) / 2**20
         print(
             f"  writer at {rate:>6,} rows/s: replicated {replicated:>8,.0f} rows/s ({replicated / reference:.2f}x the"
-            f" reference); lag p95 {first:.1f} s -> {second:.1f} s: {'bounded' if bounded else 'GROWING'}"
+            f" reference); lag p95 {first:.1f} s -> {second:.1f} s: {'bounded' if bounded else 'GROWING'};"
+            f" Dagster events {events:.1f} MiB/day"
         )
 
 

@@ -49,6 +49,22 @@ def _back_off_seconds(records: Sequence[dg.RunRecord], poll_interval: int) -> fl
     return max(0.0, records[0].end_time + delay - time.time())
 
 
+def _runs_and_back_off(
+    context: dg.SensorEvaluationContext, job: dg.JobDefinition, source_name: str, pipeline: PipelineConfig, what: str
+) -> tuple[Sequence[dg.RunRecord], dg.SkipReason | None]:
+    """The job's latest runs of the source, and why to wait while consecutive failures call for it."""
+    records = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job.name, tags={SOURCE_TAG: source_name}), limit=_FAILURES_COUNTED
+    )
+    wait = _back_off_seconds(records, pipeline.batch.poll_interval_seconds)
+    if wait <= 0 or not records:
+        return records, None
+    return records, dg.SkipReason(
+        f"the last {_consecutive_failures(records)} {what} of {source_name} failed"
+        f" (latest {records[0].dagster_run.run_id}); backing off, next try in {wait:.0f} s"
+    )
+
+
 def build_source_sensor(
     source_name: str,
     job: dg.JobDefinition,
@@ -79,16 +95,10 @@ def build_source_sensor(
             return dg.SkipReason(f"run {any_run[0].dagster_run.run_id} of {source_name} is still in progress")
         if continuous:
             return _keep_streaming(context, source_name, streaming_job, pipeline)
-        records = context.instance.get_run_records(
-            filters=dg.RunsFilter(job_name=job.name, tags={SOURCE_TAG: source_name}), limit=_FAILURES_COUNTED
-        )
+        records, backing_off = _runs_and_back_off(context, job, source_name, pipeline, "runs")
+        if backing_off is not None:
+            return backing_off
         latest = records[0].dagster_run if records else None
-        wait = _back_off_seconds(records, pipeline.batch.poll_interval_seconds)
-        if wait > 0 and latest is not None:
-            return dg.SkipReason(
-                f"the last {_consecutive_failures(records)} runs of {source_name} failed (latest {latest.run_id});"
-                f" backing off, next try in {wait:.0f} s"
-            )
         source = open_change_source(context.resources, source_name, pipeline)
         high_water = str(source.high_water_mark())
         # The sink checkpoints are the truth (the run reads from them); the cursor only says what
@@ -136,16 +146,10 @@ def _keep_streaming(
 
     The source is not asked anything: the run itself creates what a new source lacks (a PostgreSQL
     slot and publication), so a source starts from the sensor alone."""
-    records = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=streaming_job.name, tags={SOURCE_TAG: source_name}), limit=_FAILURES_COUNTED
-    )
+    records, backing_off = _runs_and_back_off(context, streaming_job, source_name, pipeline, "streaming runs")
+    if backing_off is not None:
+        return backing_off
     latest = records[0].dagster_run if records else None
-    wait = _back_off_seconds(records, pipeline.batch.poll_interval_seconds)
-    if wait > 0 and latest is not None:
-        return dg.SkipReason(
-            f"the last {_consecutive_failures(records)} streaming runs of {source_name} failed"
-            f" (latest {latest.run_id}); backing off, next try in {wait:.0f} s"
-        )
     # Keyed by the run it follows: two ticks that both saw that run end request one successor.
     after = latest.run_id if latest is not None else "none"
     return dg.SensorResult(
