@@ -505,9 +505,9 @@ def report(kind: str, runs: list[RunFigures], args: argparse.Namespace) -> None:
         replicated = median([f["replicated_per_second"] for f in figures])
         first = median([f["lag_first_half_p95"] for f in figures])
         second = median([f["lag_second_half_p95"] for f in figures])
-        written = median([f["written_per_second"] for f in figures])
-        # Kept up: the sinks took (nearly) what the writer wrote, and the lag did not grow.
-        bounded = replicated >= 0.97 * written and second <= first + 1
+        # Kept up: the lag of the second half is about that of the first (a writer the pipeline cannot
+        # follow adds lag at a steady pace, so the second half's is clearly higher).
+        bounded = second <= first + max(1.0, 0.25 * first)
         events = median([f["events_bytes_per_day"] for f in figures]) / 2**20
         print(
             f"  writer at {rate:>6,} rows/s: replicated {replicated:>8,.0f} rows/s ({replicated / reference:.2f}x the"
