@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,9 +122,8 @@ def _group_members(group: int) -> list[psutil.Process]:
     return members
 
 
-def wait_for(condition: object, timeout: float, what: str, interval: float = 0.05) -> float:
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
     """Poll `condition()` until true; returns the time it became true (time.time())."""
-    assert callable(condition)
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
