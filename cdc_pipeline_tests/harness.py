@@ -57,8 +57,9 @@ class PipelineRunner:
         return build_definitions(self.pipeline, self.resources())
 
     def replicate(self, instance: dg.DagsterInstance | None = None, **run_config: Any) -> dg.ExecuteInProcessResult:
+        """The per-run job in process: drains the log (stop_at, max_rows per batch, max_batches)."""
         job = self.definitions().resolve_job_def(f"replicate_{self.source_name}")
-        config = {"ops": {f"parse_{self.source_name}": {"config": run_config}}} if run_config else None
+        config = {"ops": {f"replicate_{self.source_name}": {"config": run_config}}} if run_config else None
         result = job.execute_in_process(run_config=config, instance=instance)
         assert result.success
         return result
@@ -223,6 +224,13 @@ def read_clickhouse_rows_from(
         check=True,
     )
     return pickle.loads(completed.stdout)
+
+
+def run_summary(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """The output metadata of a replication run's one op: totals, each sink's status, retention."""
+    outputs = [event for event in result.all_events if event.event_type_value == "STEP_OUTPUT"]
+    assert len(outputs) == 1, outputs
+    return {key: value.value for key, value in outputs[0].step_output_data.metadata.items()}
 
 
 def run_replication_cli(

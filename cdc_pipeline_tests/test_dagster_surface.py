@@ -9,7 +9,7 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.run_tags import EMBEDDED_CLICKHOUSE_TAG, SOURCE_TAG
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
-from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, run_summary
 from cdc_pipeline_tests.polling import wait_until
 
 
@@ -32,7 +32,7 @@ def test_sensor_requests_one_run_per_new_range_and_waits_for_the_running_one(har
         assert job.tags[SOURCE_TAG] == SOURCE and EMBEDDED_CLICKHOUSE_TAG in job.tags
         high_water = str(current_binlog_position(harness.mariadb.settings))
         assert request.run_key == f"{SOURCE}:start-{high_water}"
-        assert request.run_config["ops"][f"parse_{SOURCE}"]["config"]["stop_at"] == high_water
+        assert request.run_config["ops"][f"replicate_{SOURCE}"]["config"]["stop_at"] == high_water
         assert result.cursor == high_water
 
         # Nothing new since the cursor: skip.
@@ -53,15 +53,15 @@ def test_sensor_requests_one_run_per_new_range_and_waits_for_the_running_one(har
         assert retried.run_requests[0].run_key == f"{SOURCE}:{newer}-{newer}:retry-of-{running.run_id}"
 
 
-def test_sensor_continues_a_run_that_stopped_at_the_batch_size(harness: PipelineHarness) -> None:
+def test_sensor_continues_a_run_that_stopped_short_of_its_range(harness: PipelineHarness) -> None:
     harness.extra_config["replication"] = {"mode": "per_run"}
     harness.source_execute(
         "CREATE TABLE t (id INT PRIMARY KEY)",
-        *[f"INSERT INTO t VALUES ({i})" for i in range(4)],  # four transactions
+        *[f"INSERT INTO t VALUES ({i})" for i in range(6)],  # six transactions
     )
     high_water = str(current_binlog_position(harness.mariadb.settings))
     with dg.instance_for_test() as instance:
-        first = harness.replicate(instance=instance, stop_at=high_water, max_rows=2)
+        first = harness.replicate(instance=instance, stop_at=high_water, max_rows=2, max_batches=1)
         reached = instance.get_run_by_id(first.run_id).tags["cdc/reached"]
         assert BinlogPosition.parse(reached) < BinlogPosition.parse(high_water)
         assert len(harness.postgres_rows("t")) == 2
@@ -69,8 +69,10 @@ def test_sensor_continues_a_run_that_stopped_at_the_batch_size(harness: Pipeline
         tick = _evaluate(harness, instance, cursor=high_water)
         (request,) = tick.run_requests
         assert request.run_key == f"{SOURCE}:{reached}-{high_water}"
-        harness.replicate(instance=instance, stop_at=high_water, max_rows=2)
-        assert len(harness.postgres_rows("t")) == 4
+        # A run drains its range in batches of max_rows, each checkpointed.
+        rest = run_summary(harness.replicate(instance=instance, stop_at=high_water, max_rows=2))
+        assert rest["batches"] == 2 and rest["reached"] == high_water, rest
+        assert len(harness.postgres_rows("t")) == 6
         assert "no new binlog events" in str(_evaluate(harness, instance, cursor=high_water).skip_message)
 
 
@@ -88,7 +90,7 @@ def test_materializations_carry_counts_position_and_lag_and_checks_pass(harness:
     for sink in (CH_SINK, PG_SINK):
         (materialization,) = [
             m
-            for m in result.asset_materializations_for_node(f"write_{SOURCE}_to_{sink}")
+            for m in result.asset_materializations_for_node(f"replicate_{SOURCE}")
             if m.asset_key.path == [sink, f"{harness.database}__orders"]
         ]
         metadata = {k: v.value for k, v in materialization.metadata.items()}

@@ -89,10 +89,10 @@ def test_transactions_are_never_split_across_batches(harness: PipelineHarness) -
         "COMMIT",
     )
     # A batch limit of 3 rows still takes the first transaction whole, and stops there.
-    harness.replicate(max_rows=3)
+    harness.replicate(max_rows=3, max_batches=1)
     assert [r["id"] for r in harness.postgres_rows("t")] == [0, 1, 2, 3, 4]
     assert [r["id"] for r in harness.clickhouse_rows("t")] == [0, 1, 2, 3, 4]
-    harness.replicate(max_rows=3)
+    harness.replicate(max_rows=3, max_batches=1)
     assert_same_rows(harness.postgres_rows("t"), harness.source_rows("t"), "PostgreSQL")
     assert_same_rows(harness.clickhouse_rows("t"), harness.source_rows("t"), "ClickHouse")
 

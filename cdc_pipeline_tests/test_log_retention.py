@@ -23,7 +23,7 @@ from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position, oldest_binlog_position
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError
 from cdc_pipeline_tests.cassandra_pipeline import CassandraPipelineHarness
-from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness, run_summary
 from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 
@@ -102,10 +102,10 @@ def test_mysql_binlog_expiry_warns_with_the_time_left_and_a_purge_fails_naming_t
         relaxed = {**harness.config_dict(), "retention": {"warn_when_hours_left": 1}}
         assert all(e.passed for e in _retention_checks(harness, table, relaxed).values())
 
-        # The parse step shows the same numbers, per sink.
-        parsed = harness.replicate().output_for_node("parse_shop")
-        assert parsed.log_metadata["binlog_expire_logs_seconds"] == 7200
-        assert 0 < int(parsed.log_metadata[f"{PG_SINK}_seconds_left"]) <= 7200
+        # The run shows the same numbers, per sink.
+        summary = run_summary(harness.replicate())
+        assert summary["binlog_expire_logs_seconds"] == 7200
+        assert 0 < int(summary[f"{PG_SINK}_seconds_left"]) <= 7200
 
     # The binlog after the checkpoint purged behind the pipeline's back: the check fails naming the range...
     # (No change was replicated since: the sinks' checkpoint is still the first one.)
@@ -248,10 +248,10 @@ def test_cassandra_cdc_raw_near_cdc_total_space_warns(cassandra_pipeline: Cassan
     insert = session.prepare(f"INSERT INTO {pipeline.keyspace}.t (id, payload) VALUES (?, ?)")
     for row in range(5):
         session.execute(insert, (row, os.urandom(100 * 1024)))
-    parsed = pipeline.replicate().output_for_node("parse_events")
-    # The parse step shows cdc_raw against its limit, and what each sink holds there.
-    assert parsed.log_metadata["cdc_total_space_bytes"] == 64 * 1024 * 1024
-    assert parsed.log_metadata[f"{PG_SINK}_percent_used"] > 0
+    summary = run_summary(pipeline.replicate(max_batches=1))
+    # The run shows cdc_raw against its limit, and what each sink holds there.
+    assert summary["cdc_total_space_bytes"] == 64 * 1024 * 1024
+    assert summary[f"{PG_SINK}_percent_used"] > 0
 
     table = f"{pipeline.keyspace}__t"
     evaluations = _retention_checks(pipeline, table)
@@ -284,7 +284,7 @@ def test_cassandra_a_segment_deleted_behind_the_pipeline_fails_naming_the_lost_r
     insert = session.prepare(f"INSERT INTO {ks}.t (id, payload) VALUES (?, ?)")
     session.execute(insert, (0, b"first"))
     session.execute(insert, (1, b"second"))
-    pipeline.replicate(max_rows=1)  # the checkpoint stops inside the segment
+    pipeline.replicate(max_rows=1, max_batches=1)  # the checkpoint stops inside the segment
     source = _cassandra_source(pipeline)
     held = _sink_checkpoint(pipeline)
     segment_id = int(held.split(":")[1])

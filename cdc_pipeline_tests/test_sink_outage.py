@@ -30,7 +30,7 @@ from cdc_pipeline.defs.sink_tables.freshness import FRESHNESS_CHECK
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sinks.availability import SinkUnavailable, dsn_secrets, redacted_reason
 from cdc_pipeline.sinks.postgres_sink import PostgresSink
-from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows, run_summary
 from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
@@ -130,11 +130,6 @@ def _messages(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -
     return "\n".join(repr(entry) for entry in instance.all_logs(result.run_id))
 
 
-def _output_metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, Any]:
-    (event,) = [e for e in result.all_node_events if e.node_name == node and e.is_successful_output]
-    return {k: v.value for k, v in event.step_output_data.metadata.items()}
-
-
 def _observed_status(instance: dg.DagsterInstance, sink: str, table: str) -> dict[str, Any]:
     (record,) = instance.fetch_observations(dg.AssetKey([sink, table]), limit=1).records
     observation = record.asset_observation
@@ -161,15 +156,15 @@ def test_stopped_sink_server_lags_then_catches_up_while_the_other_sink_replicate
         # The run succeeds: ClickHouse took the batch, PostgreSQL stays at its checkpoint.
         assert first.success
         assert_same_rows(outage.clickhouse_rows("t"), outage.source_rows("t"), "ClickHouse")
-        written = _output_metadata(first, f"write_{SOURCE}_to_{PG_SINK}")
-        assert str(written[STATUS]).startswith("unavailable since "), written
-        assert f"sink '{PG_SINK}'" not in str(written[STATUS])  # the status is the sink's own: no repetition
-        assert "OperationalError" in str(written[STATUS])
+        summary = run_summary(first)
+        status = str(summary[f"{PG_SINK}_status"])
+        assert status.startswith("unavailable since "), summary
+        assert f"sink '{PG_SINK}'" not in status  # the status is the sink's own: no repetition
+        assert "OperationalError" in status and summary[f"{CH_SINK}_status"] == "available"
         observed = _observed_status(instance, PG_SINK, table)
-        assert observed[STATUS] == written[STATUS]
+        assert observed[STATUS] == status
         # The log is kept for the sink whose checkpoint is unknown.
-        released = _output_metadata(first, f"release_{SOURCE}")
-        assert released["released"] is False and released["sinks_unavailable"] == PG_SINK
+        assert summary["released"] is False and summary["sinks_unavailable"] == PG_SINK
         fresh = outage.freshness(instance)
         assert fresh[CH_SINK].passed and not fresh[PG_SINK].passed, {k: e.metadata for k, e in fresh.items()}
 
@@ -191,7 +186,7 @@ def test_stopped_sink_server_lags_then_catches_up_while_the_other_sink_replicate
         assert caught_up.success
         outage.assert_sinks_match_source()
         assert _observed_status(instance, PG_SINK, table)[STATUS] == "available"
-        assert _output_metadata(caught_up, f"release_{SOURCE}")["released"] is True
+        assert run_summary(caught_up)["released"] is True
         fresh = outage.freshness(instance)
         assert all(e.passed for e in fresh.values()), {k: e.metadata for k, e in fresh.items()}
 
@@ -207,10 +202,11 @@ def test_revoked_permission_is_retried_then_lags_and_recovers_after_grant(outage
 
         result = outage.run(instance)
         assert result.success
-        written = _output_metadata(result, f"write_{SOURCE}_to_{PG_SINK}")
+        summary = run_summary(result)
         # Tried as often as configured, then left to lag: a permission problem, not bad rows.
-        assert written["write_attempts"] == 2
-        assert "InsufficientPrivilege" in str(written[STATUS]) and "permission denied" in str(written[STATUS])
+        assert summary[f"{PG_SINK}_write_attempts"] == 2
+        status = str(summary[f"{PG_SINK}_status"])
+        assert "InsufficientPrivilege" in status and "permission denied" in status
         assert outage.dead_letters() == []
         assert outage.postgres_checkpoint() == before
         assert_same_rows(outage.clickhouse_rows("t"), outage.source_rows("t"), "ClickHouse")
@@ -235,8 +231,7 @@ def test_refused_clickhouse_lags_alone_and_every_sink_down_fails_the_run(
         result = outage.run(instance)
         assert result.success
         assert_same_rows(outage.postgres_rows("t"), outage.source_rows("t"), "PostgreSQL")
-        written = _output_metadata(result, f"write_{SOURCE}_to_{CH_SINK}")
-        assert "OperationalError" in str(written[STATUS])
+        assert "OperationalError" in str(run_summary(result)[f"{CH_SINK}_status"])
         assert PASSWORD not in _messages(instance, result)
 
         # Both sinks down: nothing was delivered, and the run says so.
@@ -246,7 +241,7 @@ def test_refused_clickhouse_lags_alone_and_every_sink_down_fails_the_run(
         failed = outage.run(instance)
         assert not failed.success
         (failure,) = failed.get_step_failure_events()
-        assert failure.step_key == f"parse_{SOURCE}"
+        assert failure.step_key == f"replicate_{SOURCE}"
         error = failure.step_failure_data.error
         assert error is not None
         assert f"every sink of {SOURCE} is unavailable" in error.message
@@ -317,7 +312,7 @@ def test_the_replication_slot_stays_behind_a_sink_that_is_down(
             lagging = test.run(instance)
             assert lagging.success
             assert_same_rows(test.clickhouse_rows("t"), test.source_rows("t"), "ClickHouse")
-            assert _output_metadata(lagging, f"release_{PG_SOURCE}")["released"] is False
+            assert run_summary(lagging)["released"] is False
             # ClickHouse moved on; the slot did not: the WAL the PostgreSQL sink lacks is still there.
             assert test.slot_lsn() == kept
             # A second run while it is still down: ClickHouse's checkpoint is now ahead of the

@@ -14,18 +14,12 @@ import yaml
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from cdc_pipeline.defs.run_tags import SOURCE_TAG
-from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, run_replication_cli
+from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, run_replication_cli, run_summary
 from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
 from cdc_pipeline_tests.test_crash_recovery import CRASH_POINTS, apply_workload, assert_sinks_equal_source
 from cdc_pipeline_tests.test_schema_evolution import _level
-
-
-def _stream_summary(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    outputs = [event for event in result.all_events if event.event_type_value == "STEP_OUTPUT"]
-    assert len(outputs) == 1
-    return {key: value.value for key, value in outputs[0].step_output_data.metadata.items()}
 
 
 def _create_tables(harness: PipelineHarness) -> None:
@@ -42,7 +36,7 @@ def test_one_run_drains_the_backlog_in_bounded_batches(harness: PipelineHarness)
     harness.extra_config["batch"] = {"max_rows": 10}
     result = harness.stream()
     assert_sinks_equal_source(harness)
-    summary = _stream_summary(result)
+    summary = run_summary(result)
     assert summary["ended"] == "caught up"
     # 4 rounds of 4 transactions of more than 10 rows, plus single-row ones: cut into many batches.
     assert int(summary["batches"]) >= 8, summary

@@ -82,18 +82,10 @@ class ChangeBatch:
     # `tables` (a batch never holds one table's rows in two shapes).
     schema_changes: list[SchemaChange] = field(default_factory=list)
     last_commit_ts: int | None = None
-    # Set when the read reached the end of the log as it stood when the read began (epoch seconds):
-    # everything committed before then is in this batch or an earlier one. The measured lag of a
-    # sink that writes the batch is counted from here (defs/replication/progress.py).
-    caught_up_at: float | None = None
     masked: bool = False
     # A hint for the sensor: the log was read through here, which may lie past `end` when the tail
     # holds nothing to replicate (PostgreSQL: the reader's own progress mark). Never a checkpoint.
     log_read_to: SourcePosition | None = None
-    # What the source's change log occupies, for the run's metadata (Cassandra: cdc_raw bytes used,
-    # segments, cdc_total_space) and how close each sink's checkpoint is to being purged
-    # (core/retention.py); empty when the source does not say.
-    log_metadata: dict[str, int | float | str] = field(default_factory=dict)
 
     @property
     def row_count(self) -> int:

@@ -46,19 +46,31 @@ class ReplicationLoop:
         self._on_idle = on_idle
         self._stop = stop_requested
         self._should_yield = should_yield
+        # Where the last batch read the log through (None: no batch yet).
+        self.reached: SourcePosition | None = None
 
-    def run(self, deadline: float | None, until_caught_up: bool) -> str:
-        """Loop until `deadline` (time.monotonic()), a stop request, or (`until_caught_up`) the first
-        batch that reaches the log's end. Returns why it ended."""
+    def run(
+        self,
+        deadline: float | None,
+        until_caught_up: bool,
+        stop_at: SourcePosition | None = None,
+        max_batches: int | None = None,
+    ) -> str:
+        """Loop until `deadline` (time.monotonic()), a stop request, `max_batches` batches, or (with
+        `until_caught_up`) the first batch that reaches the log's end, or `stop_at` when given.
+        Returns why it ended."""
         # Where the last complete read left the log (None: read at once).
         read_through: SourcePosition | None = None
         # Sinks that took the last batch, which reached the log's end: current while nothing moves.
         current: set[str] = set()
+        batches = 0
         while True:
             if self._stop.is_set():
                 return STOPPED_ON_REQUEST
             if deadline is not None and time.monotonic() >= deadline:
                 return "lifetime reached"
+            if max_batches is not None and batches >= max_batches:
+                return f"{batches} batches done (max_batches)"
             yielding = self._should_yield()
             if yielding is not None:
                 return yielding
@@ -72,7 +84,8 @@ class ReplicationLoop:
                 self._on_idle(Progress({name: time.time() for name in current}))
                 self._stop.wait(self._idle_poll)
                 continue
-            report = self._session.replicate_batch(self._limits)
+            report = self._session.replicate_batch(self._limits, stop_at)
+            batches += 1
             reached_end = report.end == report.start or at_or_past(report.read_to, head)
             delivered = report.delivered_to
             if reached_end:
@@ -85,9 +98,10 @@ class ReplicationLoop:
                 progress = {name: float(last) for name in delivered} if last is not None else {}
                 read_through = None
                 current = set()
+            self.reached = report.read_to
             self._on_batch(report, Progress(progress))
-            if until_caught_up and reached_end:
-                return "caught up"
+            if until_caught_up and (reached_end or (stop_at is not None and at_or_past(report.read_to, stop_at))):
+                return "caught up" if reached_end else f"reached {stop_at}"
 
 
 def at_or_past(position: SourcePosition, head: SourcePosition) -> bool:

@@ -2,34 +2,27 @@
 
 The source object (its catalog and decoders), the sinks (the chdb session, the schema state they
 learned), the DLQ store, the masker and the type mappers live as long as the session: a loop of
-batches pays for them once. The sinks of a batch are written in parallel threads, so a batch takes
-as long as its slowest sink, not the sum; a sink that is down rests (it is not asked again for a
-while, with a doubling pause) and catches up from its own checkpoint when it is back.
+batches pays for them once. A batch is read from the smallest checkpoint of the sinks asked, fanned
+out into them in parallel (fan_out.py), and the log they all passed is released. A sink that is
+down rests (it is not asked again for a while, with a doubling pause) and catches up from its own
+checkpoint when it is back.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.core.changes import ChangeBatch, Rejection
+from cdc_pipeline.core.changes import Rejection
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import SourcePosition
+from cdc_pipeline.delivery.fan_out import SinkFanOut
 from cdc_pipeline.delivery.limits import BatchLimits
-from cdc_pipeline.delivery.steps import (
-    ReleaseOutcome,
-    SinkDelivery,
-    listed,
-    read_checkpoints,
-    release_log,
-    write_with_retries,
-)
+from cdc_pipeline.delivery.steps import ReleaseOutcome, SinkDelivery, listed, read_checkpoints, release_log
 from cdc_pipeline.dlq.store import DeadLetterStore
-from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sources.change_source import ChangeSource
@@ -58,9 +51,8 @@ class BatchReport:
     read_started_at: float
     upstream_rejections: list[Rejection]
     schema_changes: int
-    log_metadata: dict[str, int | float | str]
     deliveries: dict[str, SinkDelivery]
-    release: ReleaseOutcome | None
+    release: ReleaseOutcome
     # Seconds per stage: read, mask, dead_letter, map/<sink>, write/<sink>, release.
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -91,19 +83,16 @@ class ReplicationSession:
         self.source_name = source_name
         self.source = source
         self.sinks = dict(sinks)
-        self._pipeline = pipeline
-        self._dead_letters = dead_letters
-        self._masker = masker
-        self._warn = warn
         self._rest_down_sinks = rest_down_sinks
-        self._mappers = {
-            name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in self.sinks
-        }
         self._resting: dict[str, _Rest] = {}
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.sinks)), thread_name_prefix=f"cdc-{source_name}")
+
+        def record(rejections: list[Rejection]) -> int:
+            return dead_letters.record(source_name, rejections)
+
+        self._fan_out = SinkFanOut(pipeline, self.sinks, masker, record, warn)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._fan_out.close()
 
     def check(self) -> None:
         self.source.check()
@@ -125,16 +114,11 @@ class ReplicationSession:
         )
         crash_point("after_read")
         clock = _lap(stages, "read", clock)
-        masked = self._masker.mask_batch(batch)
-        del batch  # the unmasked rows go as soon as the masked ones exist
-        clock = _lap(stages, "mask", clock)
-        # Parse/mask failures concern every sink: stored before any sink checkpoint passes them.
-        self._dead_letters.record(self.source_name, masked.rejections)
-        clock = _lap(stages, "dead_letter", clock)
-        futures = {name: self._pool.submit(self._deliver, name, masked) for name in checkpoints}
-        deliveries = {name: future.result() for name, future in futures.items()}
+        fanned = self._fan_out.deliver(batch, checkpoints)
+        masked, deliveries = fanned.masked, fanned.deliveries
+        stages["mask"], stages["dead_letter"] = fanned.mask_seconds, fanned.dead_letter_seconds
         for name, reason in unreachable.items():
-            deliveries[name] = SinkDelivery.not_written(name, None, reason)
+            deliveries[name] = SinkDelivery.not_written(name, reason)
         for name, delivery in deliveries.items():
             stages[f"map/{name}"] = delivery.map_seconds
             stages[f"write/{name}"] = delivery.write_seconds
@@ -142,11 +126,13 @@ class ReplicationSession:
                 self._resting.pop(name, None)
             elif name not in unreachable:
                 self._note_down(name, delivery.unavailable)
-        clock = time.perf_counter()
-        release = None
         written = {name: d.result.checkpoint for name, d in deliveries.items() if d.result is not None}
-        if written:
-            release = release_log(self.source_name, self.source, self.sinks, written)
+        if not written:
+            # Nothing moved: a run that delivered to no sink must not look green.
+            down = {name: d.unavailable or "" for name, d in deliveries.items()}
+            raise EverySinkUnavailable(f"every sink of {self.source_name} is unavailable: {listed(down)}")
+        clock = time.perf_counter()
+        release = release_log(self.source_name, self.source, self.sinks, written)
         _lap(stages, "release", clock)
         return BatchReport(
             source_rows=masked.row_count,
@@ -158,21 +144,10 @@ class ReplicationSession:
             read_started_at=read_started_at,
             upstream_rejections=masked.rejections,
             schema_changes=len(masked.schema_changes),
-            log_metadata=masked.log_metadata,
             deliveries=deliveries,
             release=release,
             stage_seconds=stages,
         )
-
-    def _deliver(self, sink_name: str, batch: ChangeBatch) -> SinkDelivery:
-        started = time.perf_counter()
-        mapped = self._mappers[sink_name].map_batch(batch)
-        mapped_at = time.perf_counter()
-        delivery = write_with_retries(
-            self.source_name, self.sinks[sink_name], mapped, self._dead_letters, self._pipeline.sink_outages, self._warn
-        )
-        delivery.map_seconds = mapped_at - started
-        return delivery
 
     def rest_ends_at(self) -> float | None:
         """When the first resting sink is to be asked again (time.monotonic()); None: none rests.

@@ -1,4 +1,7 @@
-"""The steps of delivering one batch; the per-batch job's ops and the looping session both call them."""
+"""The steps of delivering a batch: read the sinks' checkpoints, deliver (map -> write -> record what
+was refused -> checkpoint) into each sink, release the log they all passed.
+
+Replication runs, initial-load chunks and DLQ replays all write through `deliver`."""
 
 from __future__ import annotations
 
@@ -7,11 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import SinkOutageConfig
-from cdc_pipeline.core.changes import Rejection
+from cdc_pipeline.core.changes import ChangeBatch, Rejection
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
-from cdc_pipeline.dlq.store import DeadLetterStore
-from cdc_pipeline.mapping.mapper import MappedBatch
+from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink, WriteResult
 from cdc_pipeline.sources.change_source import ChangeSource
@@ -38,10 +40,9 @@ class SinkDelivery:
         return [*self.mapped_rejections, *(self.result.rejections if self.result else [])]
 
     @classmethod
-    def not_written(cls, sink: str, mapped: MappedBatch | None, reason: str) -> SinkDelivery:
+    def not_written(cls, sink: str, reason: str) -> SinkDelivery:
         """The sink could not be asked (its checkpoint was unreadable): it gets nothing this batch."""
-        tables = list(mapped.tables) if mapped else []
-        return cls(sink, tables, mapped.row_count if mapped else 0, [], unavailable=reason)
+        return cls(sink, [], 0, [], unavailable=reason)
 
 
 @dataclass
@@ -66,30 +67,38 @@ def read_checkpoints(
     return checkpoints, unreachable
 
 
-def write_with_retries(
-    source_name: str,
+def deliver(
     sink: Sink,
-    mapped: MappedBatch,
-    dead_letters: DeadLetterStore,
+    mapper: TypeMapper,
+    batch: ChangeBatch,
+    record_rejections: Callable[[list[Rejection]], object],
     outages: SinkOutageConfig,
     warn: Callable[[str], None],
+    advance_checkpoint: bool = True,
 ) -> SinkDelivery:
-    """Write `mapped` and move the sink's checkpoint; rows the sink refuses go to the DLQ first.
+    """Map a masked batch for `sink` and write it; what the map or the sink refuses goes to
+    `record_rejections` before the sink's checkpoint moves past it.
 
-    A sink that is down is tried `outages.write_attempts` times with doubling waits, then left at its
-    checkpoint: the delivery says why, and the other sinks are not held up (they run beside it)."""
+    Every write of the pipeline goes through here: replication batches (which advance the
+    checkpoint), initial-load slices and DLQ replays (which never do). A sink that is down is tried
+    `outages.write_attempts` times with doubling waits, then left at its checkpoint: the delivery
+    says why, and the other sinks are not held up."""
+    started = time.perf_counter()
+    mapped = mapper.map_batch(batch)
     delivery = SinkDelivery(sink.name, list(mapped.tables), mapped.row_count, mapped.rejections)
+    delivery.map_seconds = time.perf_counter() - started
 
-    def record_rejections(rejections: list[Rejection]) -> None:
-        # Map-stage rejections are stored with the write-stage ones, before the checkpoint moves.
-        dead_letters.record(source_name, [*mapped.rejections, *rejections])
+    def record_with_map_rejections(rejections: list[Rejection]) -> None:
+        # Map-stage rejections are stored with the write-stage ones, in the sink's write, before
+        # its checkpoint moves.
+        record_rejections([*mapped.rejections, *rejections])
 
     delay = outages.first_retry_delay_seconds
     started = time.perf_counter()
     for attempt in range(1, outages.write_attempts + 1):
         delivery.attempts = attempt
         try:
-            delivery.result = sink.write(mapped, record_rejections)
+            delivery.result = sink.write(mapped, record_with_map_rejections, advance_checkpoint=advance_checkpoint)
             break
         except SinkUnavailable as down:
             if attempt == outages.write_attempts:
@@ -99,7 +108,7 @@ def write_with_retries(
             time.sleep(delay)
             delay *= 2
     delivery.write_seconds = time.perf_counter() - started
-    if delivery.unavailable is None:
+    if delivery.unavailable is None and advance_checkpoint:
         crash_point(f"after_sink_{sink.name}")
     return delivery
 

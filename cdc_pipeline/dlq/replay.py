@@ -1,8 +1,8 @@
 """Re-drives dead letters through map and write after a fix, removing those that now succeed.
 
-Payloads in the DLQ are already masked, so a replay maps them with the current config and
-writes them without moving any checkpoint; `_version` keeps a stale replay from overwriting
-newer rows (and tombstones keep it from resurrecting deleted ones).
+Payloads in the DLQ are already masked, so a replay delivers them (delivery/steps.py, as replication
+does) with the current config, without moving any checkpoint; `_version` keeps a stale replay from
+overwriting newer rows (and tombstones keep it from resurrecting deleted ones).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import DDL_STAGE, ShapeSource
+from cdc_pipeline.delivery.steps import deliver
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker, MaskingError
@@ -44,9 +45,12 @@ def replay_dead_letters(
     sinks: dict[str, Sink],
     schema_of: Callable[[str, str], TableSchema | None],
     masker: Masker,
+    warn: Callable[[str], None],
 ) -> ReplayResult:
-    """`schema_of(source, 'db.table')` reads the table's current schema at the source."""
+    """`schema_of(source, 'db.table')` reads the table's current schema at the source; `warn` hears
+    of a sink that is down while it is retried."""
     result = ReplayResult()
+    mappers = {name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in sinks}
     groups: dict[tuple[str, str], list[DeadLetter]] = defaultdict(list)
     for letter in store.pending():
         groups[(letter.source, letter.table)].append(letter)
@@ -84,11 +88,15 @@ def replay_dead_letters(
             if not targeted:
                 continue
             batch, letter_of = _batch_of(source, schema, targeted)
-            mapped = TypeMapper(sink_name, pipeline.sinks[sink_name].kind, pipeline.type_overrides).map_batch(batch)
-            write_rejections: list[Rejection] = []
-            sink.write(mapped, write_rejections.extend, advance_checkpoint=False)
+            refused: list[Rejection] = []
+            delivery = deliver(
+                sink, mappers[sink_name], batch, refused.extend, pipeline.sink_outages, warn, advance_checkpoint=False
+            )
+            if delivery.unavailable is not None:
+                # Nothing is resolved for a sink that took nothing: the replay fails and is run again.
+                raise SinkUnavailable(sink_name, delivery.unavailable)
             # A rejection carries its change's own values dict: that identifies the letter exactly.
-            outcome[sink_name] = {letter_of[id(r.payload)].id: r for r in [*mapped.rejections, *write_rejections]}
+            outcome[sink_name] = {letter_of[id(r.payload)].id: r for r in refused}
         for letter in replayable:
             failures = {
                 name: failed[letter.id]

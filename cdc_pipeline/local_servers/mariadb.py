@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +42,36 @@ class LocalMariaDb:
     def settings(self) -> MySqlConnectionSettings:
         return MySqlConnectionSettings("127.0.0.1", self.port, "root", "")
 
+    @staticmethod
+    def _install_system_tables(install: str, data: Path) -> None:
+        """mariadb-install-db, tried a second time on a fresh directory: on a loaded machine its
+        bootstrap now and then fails half-way ("Installation of system tables failed") and succeeds
+        when run again. Both failures are reported if the second try fails too."""
+        failures: list[str] = []
+        for _ in range(2):
+            shutil.rmtree(data, ignore_errors=True)
+            installed = subprocess.run(
+                # --force and --skip-name-resolve: no host name look-up, which can fail on a closed network.
+                [
+                    install,
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-name-resolve",
+                    "--force",
+                    "--skip-test-db",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if installed.returncode == 0:
+                return
+            failure = f"exit {installed.returncode}:\n{installed.stdout[-2000:]}\n{installed.stderr[-2000:]}"
+            print(f"mariadb-install-db failed for {data} ({failure})", file=sys.stderr)
+            failures.append(failure)
+        raise RuntimeError(f"mariadb-install-db failed twice for {data}:\n" + "\n---\n".join(failures))
+
     def start(self, timeout_seconds: float = 60.0) -> LocalMariaDb:
         server = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin")
         install = shutil.which("mariadb-install-db")
@@ -49,26 +80,7 @@ class LocalMariaDb:
         data = self.base_dir / "data"
         self.base_dir.mkdir(parents=True, exist_ok=True)
         log = self.base_dir / "mariadbd.log"
-        installed = subprocess.run(
-            # --force and --skip-name-resolve: no host name look-up, which can fail on a closed network.
-            [
-                install,
-                "--no-defaults",
-                f"--datadir={data}",
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-                "--skip-name-resolve",
-                "--force",
-                "--skip-test-db",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if installed.returncode != 0:
-            raise RuntimeError(
-                f"mariadb-install-db failed for {data} (exit {installed.returncode}):\n"
-                f"{installed.stdout[-2000:]}\n{installed.stderr[-2000:]}"
-            )
+        self._install_system_tables(install, data)
         with log.open("ab") as log_file:
             self._process = subprocess.Popen(
                 [

@@ -66,7 +66,6 @@ class MappedBatch:
     end: Checkpoint
     last_commit_ts: int | None
     tables: dict[str, MappedTable] = field(default_factory=dict)
-    caught_up_at: float | None = None  # see ChangeBatch.caught_up_at
     rejections: list[Rejection] = field(default_factory=list)
     schema_changes: list[SchemaChange] = field(default_factory=list)
     # Tables this sink cannot take in their batch's shape (a type with no mapping), and why: their
@@ -116,7 +115,6 @@ class TypeMapper:
             raise RuntimeError("the map step only takes masked batches")
         mapped = MappedBatch(self.sink_name, batch.source, batch.start, batch.end, batch.last_commit_ts)
         mapped.schema_changes = batch.schema_changes
-        mapped.caught_up_at = batch.caught_up_at
         for qualified, table in batch.tables.items():
             try:
                 layout = self.layout(table.schema)

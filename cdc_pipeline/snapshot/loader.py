@@ -1,7 +1,8 @@
 """Loads one chunk of a table into every sink: read -> mask -> map -> write, slice by slice.
 
-The same steps as streaming, on rows read with SELECT: masking before anything is written,
-values a sink refuses to the DLQ, version-guarded writes. Checkpoints are never moved here.
+The same delivery as replication (delivery/fan_out.py), on rows read with SELECT: masking before
+anything is written, values a sink refuses to the DLQ, version-guarded writes, the sinks in
+parallel. Checkpoints are never moved here.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import ShapeSource
+from cdc_pipeline.delivery.fan_out import SinkFanOut
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
+from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
 from cdc_pipeline.snapshot.chunks import Chunk
@@ -99,31 +102,44 @@ class _ChunkLoad:
         self, sinks: dict[str, Sink], record_rejections: Callable[[list[Rejection]], int], slice_rows: int
     ) -> None:
         result, schema = self.result, self.schema
-        for chunk_slice in self.source.read_chunk(schema, self.chunk.bounds, self.chunk.version, slice_rows):
-            result.rows_read += len(chunk_slice.changes) + len(chunk_slice.rejections)
-            # The snapshot's shape: the sinks may take a change that rounds stored values, which this
-            # load replaces (a re-sync is how an operator releases a table held for such a change).
-            tables = {schema.qualified_name: TableChanges(schema, chunk_slice.changes, ShapeSource.SNAPSHOT)}
-            tables.update({companion.schema.qualified_name: companion for companion in chunk_slice.companions})
-            batch = ChangeBatch(self.source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, tables, chunk_slice.rejections)
-            masked = self.masker.mask_batch(batch)
-            result.dead_lettered += record_rejections(masked.rejections)
-            if masked.rejections:
-                result.keys_complete = False
-            for table in masked.tables.values():
-                if table.schema.qualified_name != schema.qualified_name:
-                    continue  # a companion table (Cassandra's static columns), keyed otherwise
-                self.present.update(
-                    tuple(canonical_key_part(change.values[k]) for k in schema.key_columns) for change in table.changes
+
+        def record(rejections: list[Rejection]) -> None:
+            result.dead_lettered += record_rejections(rejections)
+
+        fan_out = SinkFanOut(self.pipeline, sinks, self.masker, record, warn=lambda message: None)
+        try:
+            for chunk_slice in self.source.read_chunk(schema, self.chunk.bounds, self.chunk.version, slice_rows):
+                result.rows_read += len(chunk_slice.changes) + len(chunk_slice.rejections)
+                # The snapshot's shape: the sinks may take a change that rounds stored values, which this
+                # load replaces (a re-sync is how an operator releases a table held for such a change).
+                tables = {schema.qualified_name: TableChanges(schema, chunk_slice.changes, ShapeSource.SNAPSHOT)}
+                tables.update({companion.schema.qualified_name: companion for companion in chunk_slice.companions})
+                batch = ChangeBatch(
+                    self.source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, tables, chunk_slice.rejections
                 )
-            for name, sink in sinks.items():
-                mapped = self.mappers[name].map_batch(masked)
+                fanned = fan_out.deliver(batch, sinks, advance_checkpoint=False)
+                self._note_present_keys(fanned.masked)
+                for name, delivery in fanned.deliveries.items():
+                    if delivery.unavailable is not None:
+                        # The chunk fails and is retried as a whole (its writes are idempotent).
+                        raise SinkUnavailable(name, delivery.unavailable)
+                    assert delivery.result is not None
+                    written = delivery.result.rows_by_table.values()
+                    result.rows_written[name] += sum(sum(counts.values()) for counts in written)
+        finally:
+            fan_out.close()
 
-                def record(rejections: list[Rejection], refused_by_map: list[Rejection] = mapped.rejections) -> None:
-                    result.dead_lettered += record_rejections([*refused_by_map, *rejections])
-
-                written = sink.write(mapped, record, advance_checkpoint=False)
-                result.rows_written[name] += sum(sum(counts.values()) for counts in written.rows_by_table.values())
+    def _note_present_keys(self, masked: ChangeBatch) -> None:
+        """The chunk's keys as the sinks hold them; unknown for good once masking refused a row."""
+        if masked.rejections:
+            self.result.keys_complete = False
+        schema = self.schema
+        for table in masked.tables.values():
+            if table.schema.qualified_name != schema.qualified_name:
+                continue  # a companion table (Cassandra's static columns), keyed otherwise
+            self.present.update(
+                tuple(canonical_key_part(change.values[k]) for k in schema.key_columns) for change in table.changes
+            )
 
     def _pull_where_possible(self) -> dict[str, int]:
         """Load the chunk into the ClickHouse sinks that can pull it from MySQL: their names -> rows."""

@@ -36,7 +36,7 @@ from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.defs.sink_tables.schema_status import HELD, IN_SYNC, SCHEMA_STATUS
 from cdc_pipeline.delivery.loop import Progress
 from cdc_pipeline.delivery.session import BatchReport
-from cdc_pipeline.delivery.steps import SinkDelivery
+from cdc_pipeline.delivery.steps import ReleaseOutcome, SinkDelivery
 from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.sinks.base import Sink
 
@@ -155,6 +155,9 @@ class ThrottledReporter:
         self._pending: dict[tuple[str, str], TableActivity] = {}
         self._emitted_at: dict[tuple[str, str], float] = {}
         self._down: dict[str, str] = {}
+        # Each sink's state as the last batch left it, for the run's output metadata.
+        self._sink_state: dict[str, dict[str, dg.RawMetadataValue]] = {}
+        self._release: ReleaseOutcome | None = None
         self._dead_letters_pending = False
         self._dead_letters_emitted_at = 0.0
         self._stage_samples: dict[str, list[float]] = {}
@@ -182,11 +185,18 @@ class ThrottledReporter:
             )
             self._dead_letters_pending = True
             self.total_dead_lettered += len(report.upstream_rejections)
+        self._release = report.release
         for sink_name, delivery in report.deliveries.items():
             if delivery.unavailable is not None:
                 self._sink_down(sink_name, delivery, report)
                 continue
             self._sink_up(sink_name, delivery)
+            assert delivery.result is not None
+            self._sink_state[sink_name] = {
+                "status": AVAILABLE,
+                "checkpoint": str(delivery.result.checkpoint),
+                "write_attempts": delivery.attempts,
+            }
             if delivery.rejections:
                 self._context.log.warning(
                     f"{len(delivery.rejections)} events sent to the DLQ for {sink_name}: {reasons(delivery.rejections)}"
@@ -214,6 +224,18 @@ class ThrottledReporter:
         for sink_name, applied_through in progress.sinks.items():
             self._progress.record(sink_name, applied_through, str(report.end))
         self._emit_due(now)
+
+    def sink_metadata(self) -> dict[str, dg.RawMetadataValue]:
+        """Each sink's status, checkpoint and write attempts after the last batch, and whether the
+        source's log was released past them."""
+        metadata: dict[str, dg.RawMetadataValue] = {}
+        for sink_name, state in sorted(self._sink_state.items()):
+            metadata.update({f"{sink_name}_{key}": value for key, value in state.items()})
+        metadata["sinks_unavailable"] = ", ".join(sorted(self._down)) or "none"
+        if self._release is not None:
+            metadata["released"] = self._release.released
+            metadata.update(self._release.usage)
+        return metadata
 
     def on_idle(self, progress: Progress) -> None:
         for sink_name, applied_through in progress.sinks.items():
@@ -285,6 +307,9 @@ class ThrottledReporter:
         if self._down.get(sink_name) == reason:
             return  # observed already: one event per outage, not one per batch
         self._down[sink_name] = reason
+        if delivery.attempts:
+            # Not when the sink was only resting: the last real try is what the metadata shows.
+            self._sink_state[sink_name] = {"write_attempts": delivery.attempts}
         metadata: dict[str, dg.RawMetadataValue] = {
             "write_attempts": delivery.attempts,
             "batch_from": str(report.start),
@@ -292,9 +317,10 @@ class ThrottledReporter:
         }
         assets = status_assets(self._source_name, sink_name, self._pipeline, report.tables)
         since = observe_unavailable(self._context, assets, reason, time.time(), metadata)
+        status = unavailable_status(since, reason)
+        self._sink_state.setdefault(sink_name, {})["status"] = status
         self._context.log.warning(
-            f"sink '{sink_name}' {unavailable_status(since, reason)}; it keeps its checkpoint and catches up"
-            " from it when it is back"
+            f"sink '{sink_name}' {status}; it keeps its checkpoint and catches up from it when it is back"
         )
 
     def _sink_up(self, sink_name: str, delivery: SinkDelivery) -> None:

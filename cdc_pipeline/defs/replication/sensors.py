@@ -1,6 +1,6 @@
 """A sensor per source. Continuous mode: keeps one streaming run of the source alive (restarting one
 that failed, with back-off). Per-run mode: reads only the change log's high-water mark and requests
-one run per batch, one at a time."""
+a run that drains the log up to it, one at a time."""
 
 import time
 from collections.abc import Sequence
@@ -72,7 +72,6 @@ def build_source_sensor(
     pipeline: PipelineConfig,
     running: bool = False,
 ) -> dg.SensorDefinition:
-    parse_op = f"parse_{source_name}"
     log_name = LOG_NAMES[pipeline.sources[source_name].kind]
     continuous = pipeline.replication.mode == "continuous"
     if continuous:
@@ -103,7 +102,7 @@ def build_source_sensor(
         high_water = str(source.high_water_mark())
         # The sink checkpoints are the truth (the run reads from them); the cursor only says what
         # was last requested. A failed run is requested again under a new key naming the failure;
-        # a run that stopped at the batch size is continued from where it stopped.
+        # a run that ended short of it (max_batches, a yielded chdb path) is continued from where it stopped.
         start = context.cursor or "start"
         suffix = ""
         if latest is not None and latest.status == dg.DagsterRunStatus.FAILURE:
@@ -129,7 +128,7 @@ def build_source_sensor(
                 dg.RunRequest(
                     job_name=job.name,
                     run_key=run_key,
-                    run_config={"ops": {parse_op: {"config": {"stop_at": high_water}}}},
+                    run_config={"ops": {job.name: {"config": {"stop_at": high_water}}}},
                     tags={SOURCE_TAG: source_name, RANGE_TAG: f"{start}-{high_water}"},
                 )
             ],

@@ -23,15 +23,6 @@ REASON = "reason"
 
 
 @dataclass(frozen=True)
-class SinkOutcome:
-    """What one sink's write step did with the batch (the release step and the run's verdict need it)."""
-
-    sink: str
-    # None: the sink took the batch; else why it could not (it stays at its checkpoint).
-    unavailable: str | None = None
-
-
-@dataclass(frozen=True)
 class ObservedStatus:
     available: bool
     unavailable_since: float | None
