@@ -50,7 +50,8 @@ class BatchReport:
     last_commit_ts: int | None
     read_started_at: float
     upstream_rejections: list[Rejection]
-    schema_changes: int
+    # The batch's schema changes as the log states them: '<table>: <what changed>'.
+    schema_changes: list[str]
     deliveries: dict[str, SinkDelivery]
     release: ReleaseOutcome
     # Seconds per stage: read, mask, dead_letter, map/<sink>, write/<sink>, release.
@@ -143,7 +144,7 @@ class ReplicationSession:
             last_commit_ts=masked.last_commit_ts,
             read_started_at=read_started_at,
             upstream_rejections=masked.rejections,
-            schema_changes=len(masked.schema_changes),
+            schema_changes=[f"{c.table or '(no table found)'}: {c.describe()}" for c in masked.schema_changes],
             deliveries=deliveries,
             release=release,
             stage_seconds=stages,

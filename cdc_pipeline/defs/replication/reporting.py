@@ -179,6 +179,8 @@ class ThrottledReporter:
         self._window_rows += report.source_rows
         for stage, seconds in report.stage_seconds.items():
             self._stage_samples.setdefault(stage, []).append(seconds)
+        for change in report.schema_changes:
+            self._context.log.info(f"schema change of {change}")
         if report.upstream_rejections:
             self._context.log.warning(
                 f"{len(report.upstream_rejections)} events sent to the DLQ: {reasons(report.upstream_rejections)}"
