@@ -22,7 +22,7 @@ dlq: {dsn_env: ANALYTICS_DSN}
 
 def test_a_valid_config_loads_with_defaults() -> None:
     config = parse_pipeline_config(VALID)
-    assert config.batch.max_rows == 50_000
+    assert config.batch.max_rows == 10_000
     assert config.masking.classify_by_name is True
     assert config.sources["shop"].tables.selects("shop", "orders")
     assert not config.sources["shop"].tables.selects("shop", "audit_log")
