@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import dagster as dg
 import yaml
 
 from cdc_pipeline.config.loading import load_pipeline_config
+from cdc_pipeline.defs.builder import build_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +58,18 @@ def test_compose_file_matches_the_pipeline_config_it_ships_with() -> None:
     dagster_yaml = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
     assert dagster_yaml["storage"]["postgres"]["postgres_url"]["env"] == "DAGSTER_PG_URL"
     assert "DAGSTER_PG_URL" in services["dagster-daemon"]["environment"]
+
+
+def test_the_shipped_config_starts_its_sensors_and_a_plain_one_waits_for_an_operator() -> None:
+    """docker-compose replicates as soon as the containers are up (`replication.start_sensors`); a
+    config that does not say so leaves the sensors and the hourly checks off until switched on."""
+    config = load_pipeline_config(ROOT / "docker" / "pipeline.yaml")
+    for start, expected in ((True, dg.DefaultSensorStatus.RUNNING), (False, dg.DefaultSensorStatus.STOPPED)):
+        replication = config.replication.model_copy(update={"start_sensors": start})
+        definitions = build_definitions(config.model_copy(update={"replication": replication}))
+        sensors = {sensor.name: sensor.default_status for sensor in definitions.sensors or []}
+        assert {"shop_binlog_sensor", "events_commitlog_sensor", "sink_health_sensor"} <= set(sensors), sensors
+        assert set(sensors.values()) == {expected}, sensors
+        schedule_status = {schedule.default_status for schedule in definitions.schedules or []}
+        assert schedule_status == {dg.DefaultScheduleStatus(expected.value)}
+    assert config.replication.start_sensors is True

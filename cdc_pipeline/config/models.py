@@ -294,6 +294,12 @@ class ReplicationConfig(_StrictModel):
         description="a continuous run materializes each sink table that changed at most this often (bounds"
         " Dagster's storage); the run's log carries the stages' timings over the same interval",
     )
+    start_sensors: bool = Field(
+        default=False,
+        description="the replication sensors, the sink health sensor and the hourly checks start with the code"
+        " location (a deployment such as docker-compose replicates without a click); by default an operator"
+        " switches them on in the UI",
+    )
 
 
 class SinkOutageConfig(_StrictModel):

@@ -74,7 +74,8 @@ def build_definitions(
     pipeline: PipelineConfig, resources: dict[str, Any] | None = None, sensors_running: bool = False
 ) -> dg.Definitions:
     """`sensors_running`: the replication sensors start with the code location (the embedded
-    default); otherwise an operator turns them on."""
+    default, or `replication.start_sensors` in the config); otherwise an operator turns them on."""
+    sensors_running = sensors_running or pipeline.replication.start_sensors
     jobs = []
     sensors = []
     for source_name in pipeline.sources:
