@@ -14,7 +14,7 @@ import yaml
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from cdc_pipeline.defs.run_tags import SOURCE_TAG
-from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, run_replication_cli, run_summary
+from cdc_pipeline_tests.harness import PG_SINK, SOURCE, PipelineHarness, run_replication_cli, run_summary
 from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness
@@ -59,6 +59,39 @@ def test_kill_9_across_batches_of_one_streaming_run_converges(harness: PipelineH
     restarted = run_replication_cli(config, dagster_home, SOURCE, streaming=True)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert_sinks_equal_source(harness)
+
+
+def test_a_per_run_run_drains_its_range_in_checkpointed_batches_and_survives_kill_9(
+    harness: PipelineHarness, tmp_path: Path
+) -> None:
+    """`dagster job execute -j replicate_<source>`: one run takes the whole backlog in batches of
+    max_rows, each checkpointed, so a run killed in its third batch leaves the first two in place
+    and the next run goes on from there."""
+    harness.use_private_clickhouse()
+    harness.extra_config["batch"] = {"max_rows": 8}
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    _create_tables(harness)
+    config = harness.write_config_file()
+    for round_number, crash_at in enumerate([f"after_sink_{PG_SINK}", "clickhouse_mid_write", "after_read"]):
+        apply_workload(harness, round_number)
+        apply_workload(harness, round_number + 50)
+        crashed = run_replication_cli(config, dagster_home, SOURCE, crash_at, crash_on_hit=3)
+        assert crashed.returncode == -signal.SIGKILL, f"{crash_at}: {crashed.returncode}\n{crashed.stderr[-3000:]}"
+    finished = run_replication_cli(config, dagster_home, SOURCE)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert_sinks_equal_source(harness)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        (last, *_) = instance.get_run_records(limit=1)
+        assert last.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        # What the crashed runs left was drained by the last one, batch by batch, to the log's end.
+        output = next(
+            event
+            for event in instance.all_logs(last.dagster_run.run_id)
+            if event.dagster_event is not None and event.dagster_event.event_type_value == "STEP_OUTPUT"
+        )
+        metadata = output.dagster_event.step_output_data.metadata  # type: ignore[union-attr]
+        assert metadata["ended"].value == "caught up" and int(metadata["batches"].value) >= 2, metadata
 
 
 def test_stream_run_records_measured_lag_for_the_freshness_check(harness: PipelineHarness) -> None:
