@@ -2,8 +2,9 @@
 
 Measures the pipeline the way users run it: `dagster-daemon run` on the project's code location (the
 daemon starts the code server, which launches each run in a process of its own), the replication
-sensor switched on, a MariaDB or PostgreSQL source and both sinks (chdb and PostgreSQL). Per source
-and run, on a fresh table, sinks and Dagster instance:
+sensor switched on, a MariaDB or PostgreSQL source and both sinks (chdb and PostgreSQL; with
+--no-clickhouse only PostgreSQL, so the run's memory is measured without chdb's engine in its process,
+as with a ClickHouse server). Per source and run, on a fresh table, sinks and Dagster instance:
 
 - reference: the same engine in this process, without Dagster (ReplicationSession over the backlog);
 - drain:     a backlog written before the service starts, drained by the streaming run (rows/s, peak
@@ -13,7 +14,8 @@ and run, on a fresh table, sinks and Dagster instance:
 - storage:   Dagster's storage growth over the latency phase, per day;
 - rates:     steady writers at --rates rows/s in 20 transactions a second; replicated rows/s and the
              lag (commit -> visible in PostgreSQL) over the first and second half: bounded or growing;
-- per_run:   the latency phase again with `replication.mode: per_run` (a run per batch).
+- per_run:   the latency phase again with `replication.mode: per_run` (a run that drains to the
+             sensor's high-water mark, then ends).
 
 Prints every run, then medians, and ratios against the reference measured in the same invocation.
 """
@@ -143,13 +145,16 @@ class SourceServer:
                 cursor.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
 
 
-def pipeline_config(server: SourceServer, source_name: str, run: int, chdb_path: Path, mode: str) -> dict[str, Any]:
+def pipeline_config(
+    server: SourceServer, source_name: str, run: int, chdb_path: Path | None, mode: str
+) -> dict[str, Any]:
+    """Both sinks, or only PostgreSQL when `chdb_path` is None."""
+    sinks: dict[str, Any] = {PG_SINK: {"kind": "postgres", "dsn_env": SINK_DSN_ENV, "schema": SINK_SCHEMA}}
+    if chdb_path is not None:
+        sinks[CH_SINK] = {"kind": "clickhouse", "dsn": f"chdb://{chdb_path}", "database": SINK_SCHEMA}
     return {
         "sources": {source_name: server.source_config(run)},
-        "sinks": {
-            CH_SINK: {"kind": "clickhouse", "dsn": f"chdb://{chdb_path}", "database": SINK_SCHEMA},
-            PG_SINK: {"kind": "postgres", "dsn_env": SINK_DSN_ENV, "schema": SINK_SCHEMA},
-        },
+        "sinks": sinks,
         "dlq": {"dsn_env": SINK_DSN_ENV, "schema": "dlq"},
         "masking": {"hmac_key_env": "CDC_MASKING_KEY"},
         "replication": {"mode": mode},
@@ -186,11 +191,10 @@ def measure_reference(address: SourceAddress, config_yaml: str, source_name: str
 def _reference_rate(address: SourceAddress, config_yaml: str, source_name: str, sink_dsn: str, rows: int) -> float:
     pipeline = parse_pipeline_config(config_yaml)
     source = open_source(address, source_name, pipeline)
-    chdb = pipeline.sinks[CH_SINK]
-    sinks: dict[str, Sink] = {
-        CH_SINK: ClickHouseSink(CH_SINK, chdb.dsn, SINK_SCHEMA),  # type: ignore[union-attr]
-        PG_SINK: PostgresSink(PG_SINK, sink_dsn, SINK_SCHEMA),
-    }
+    sinks: dict[str, Sink] = {PG_SINK: PostgresSink(PG_SINK, sink_dsn, SINK_SCHEMA)}
+    chdb = pipeline.sinks.get(CH_SINK)
+    if chdb is not None:
+        sinks[CH_SINK] = ClickHouseSink(CH_SINK, chdb.dsn, SINK_SCHEMA)  # type: ignore[union-attr]
     session = ReplicationSession(
         source_name,
         pipeline,
@@ -339,9 +343,15 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
     writer.create_table()
     reference_dsn = sink.create_database(f"ref{run}")
     service_dsn = sink.create_database(f"service{run}")
-    reference_yaml = yaml.safe_dump(pipeline_config(server, f"ref{run}", run, work / f"chdb-ref{run}", "continuous"))
+
+    def chdb_path(name: str) -> Path | None:
+        return work / name if args.clickhouse else None
+
+    reference_yaml = yaml.safe_dump(
+        pipeline_config(server, f"ref{run}", run, chdb_path(f"chdb-ref{run}"), "continuous")
+    )
     reference_config = parse_pipeline_config(reference_yaml)
-    service_yaml = pipeline_config(server, f"bench{run}", run, work / f"chdb-service{run}", "continuous")
+    service_yaml = pipeline_config(server, f"bench{run}", run, chdb_path(f"chdb-service{run}"), "continuous")
     service_config = parse_pipeline_config(yaml.safe_dump(service_yaml))
     if server.postgres is not None:  # slots first: changes before a slot exists are not in its stream
         for name, config in ((f"ref{run}", reference_config), (f"bench{run}", service_config)):
@@ -381,7 +391,9 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
             args.latency_seconds,
             service_dsn,
             table,
-            lambda: p.applied_through if (p := read_progress(instance, f"bench{run}", CH_SINK)) else 0.0,
+            (lambda: p.applied_through if (p := read_progress(instance, f"bench{run}", CH_SINK)) else 0.0)
+            if args.clickhouse
+            else None,
         )
         next_id += int(args.latency_seconds) + 2
         storage_after, elapsed = service.storage_bytes(), time.time() - storage_at
@@ -440,7 +452,9 @@ def per_run_latency(
     caught up with what the earlier phases wrote."""
     dsn = sink.create_database(f"per_run{run}")
     name = f"perrun{run}"
-    yaml_config = pipeline_config(server, name, run, work / f"chdb-per-run{run}", "per_run")
+    yaml_config = pipeline_config(
+        server, name, run, work / f"chdb-per-run{run}" if args.clickhouse else None, "per_run"
+    )
     if server.postgres is not None:
         source = open_source(server.address, name, parse_pipeline_config(yaml.safe_dump(yaml_config)))
         assert isinstance(source, PostgresChangeSource)
@@ -525,6 +539,12 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,5000,20000", help="steady writer rates, rows/s")
     parser.add_argument("--rate-seconds", type=float, default=20)
     parser.add_argument("--no-per-run", dest="per_run", action="store_false", help="skip the per-run mode latency")
+    parser.add_argument(
+        "--no-clickhouse",
+        dest="clickhouse",
+        action="store_false",
+        help="the PostgreSQL sink only: no chdb engine in the run's process (as with a ClickHouse server)",
+    )
     args = parser.parse_args()
     args.rates = [int(rate) for rate in args.rates.split(",") if rate]
     with tempfile.TemporaryDirectory(prefix="cdc-service-bench-") as temp:
