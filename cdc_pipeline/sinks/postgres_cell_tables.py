@@ -34,7 +34,7 @@ from cdc_pipeline.sinks.cell_merge.table_merge import (
     CellTableMerge,
     MergedRow,
 )
-from cdc_pipeline.sinks.postgres_session import transaction
+from cdc_pipeline.sinks.postgres_session import staging_table_name, transaction
 
 Qualify = Callable[[str], sql.Composed]
 
@@ -226,7 +226,7 @@ class PostgresCellTableWriter:
 
     def _attempt(self, lines: list[list[Any]]) -> None:
         cursor, layout = self._cursor, self._layout
-        staging = f"_cdc_staging_{layout.table_name}"[:63]
+        staging = staging_table_name(layout.table_name)
         all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN, *CELL_BOOKKEEPING]
         column_list = sql.SQL(", ").join(map(sql.Identifier, all_columns))
         keys = sql.SQL(", ").join(map(sql.Identifier, layout.key_columns))

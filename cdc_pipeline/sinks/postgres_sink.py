@@ -33,7 +33,7 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
     has_cell_bookkeeping,
     live_condition,
 )
-from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
+from cdc_pipeline.sinks.postgres_session import connect, run_ddl, staging_table_name, transaction
 from cdc_pipeline.sinks.schema_sync.postgres_shaper import HOLDS_TABLE, PostgresShaper
 from cdc_pipeline.sinks.schema_sync.sync import SchemaSync
 
@@ -338,7 +338,7 @@ class PostgresSink:
     ) -> list[RowChange]:
         if layout.cell_schema is not None:
             return self._write_cell_table(cursor, layout, changes, result)
-        staging = f"_cdc_staging_{layout.table_name}"[:63]
+        staging = staging_table_name(layout.table_name)
         cursor.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
                 sql.Identifier(staging), self._qualified(layout.table_name)

@@ -1,0 +1,40 @@
+"""Names that agree in a long prefix stay apart in the sinks (issue 12: colliding names lose data)."""
+
+from __future__ import annotations
+
+from cdc_pipeline.sinks.postgres_session import staging_table_name
+from cdc_pipeline_tests.harness import PipelineHarness, assert_same_rows
+
+_STEM = "customer_subscription_billing_events_arch_"
+
+
+def test_tables_sharing_a_long_name_prefix_keep_their_own_staging_tables(harness: PipelineHarness) -> None:
+    """Three tables whose names differ only past byte 50, written in one batch (one PostgreSQL
+    transaction): each is staged apart, so the second keeps its four decimal places and its long
+    note, and the third its extra column."""
+    harness.source_execute(
+        f"CREATE TABLE {_STEM}2023 (id INT PRIMARY KEY, amount DECIMAL(12,2), note VARCHAR(10))",
+        f"CREATE TABLE {_STEM}2024 (id INT PRIMARY KEY, amount DECIMAL(12,4), note VARCHAR(100))",
+        f"CREATE TABLE {_STEM}2025 (id INT PRIMARY KEY, amount DECIMAL(12,4), note VARCHAR(100), region VARCHAR(8))",
+        "BEGIN",
+        f"INSERT INTO {_STEM}2023 VALUES (1, 10.25, 'short')",
+        f"INSERT INTO {_STEM}2024 VALUES (1, 10.2549, '{'forty characters, past the first table ':<40}')",
+        f"INSERT INTO {_STEM}2025 VALUES (1, 3.1416, 'third', 'emea')",
+        "COMMIT",
+    )
+    harness.replicate()
+    assert harness.dead_letters() == []
+    for year in (2023, 2024, 2025):
+        table = f"{_STEM}{year}"
+        source = harness.source_rows(table)
+        assert_same_rows(harness.postgres_rows(table), source, f"PostgreSQL {table}")
+        assert_same_rows(harness.clickhouse_rows(table), source, f"ClickHouse {table}")
+
+
+def test_staging_names_fit_postgres_and_differ_for_every_sink_table() -> None:
+    names = [f"shop__{_STEM}{year}" for year in range(2000, 2100)] + ["ü" * 40 + str(n) for n in range(10)]
+    staged = [staging_table_name(name) for name in names]
+    assert len(set(staged)) == len(names)
+    assert all(len(name.encode()) <= 63 for name in staged)
+    # Cut on a character boundary: every name is valid UTF-8 with a readable part of its table.
+    assert staging_table_name("ü" * 40).endswith("ü")
