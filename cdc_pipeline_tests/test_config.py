@@ -78,6 +78,44 @@ def test_type_override_cannot_smuggle_sql() -> None:
         parse_pipeline_config(text)
 
 
+@pytest.mark.parametrize(
+    ("type_text", "reason"),
+    [
+        ("text, injected text DEFAULT 'x'", "a comma outside parentheses"),
+        ("text DEFAULT 'x'", "DEFAULT is a column clause"),
+        ("String NOT NULL", "NOT, NULL is a column clause"),
+        ("Decimal(12, 4))", "a ')' closes nothing"),
+        ("Nullable(String", "unbalanced quotes or parentheses"),
+    ],
+)
+def test_type_override_is_one_type_and_nothing_more(type_text: str, reason: str) -> None:
+    text = VALID + f'type_overrides: [{{table: shop.orders, column: c, type: "{type_text}"}}]\n'
+    with pytest.raises(PipelineConfigError, match=r"type_overrides\.0\.type") as error:
+        parse_pipeline_config(text)
+    assert reason in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "type_text", ["Decimal(12, 4)", "Map(String, UInt64)", "double precision", "text[]", "Tuple(a String, b UInt8)"]
+)
+def test_type_override_takes_types_with_commas_inside_parentheses(type_text: str) -> None:
+    text = VALID + f'type_overrides: [{{table: shop.orders, column: c, type: "{type_text}"}}]\n'
+    assert parse_pipeline_config(text).type_overrides[0].type == type_text
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines() -> None:
+    text = VALID + "sinks:\n  other: {kind: postgres, dsn_env: OTHER_DSN}\n"
+    with pytest.raises(PipelineConfigError, match=r"key 'sinks' appears twice \(lines 4 and 8\)"):
+        parse_pipeline_config(text, source="pipeline.yaml")
+    nested = VALID.replace(
+        "  analytics: {kind: postgres, dsn_env: ANALYTICS_DSN}\n",
+        "  analytics: {kind: postgres, dsn_env: ANALYTICS_DSN}\n  analytics: {kind: postgres, dsn_env: OTHER}\n",
+    )
+    assert nested != VALID
+    with pytest.raises(PipelineConfigError, match=r"key 'analytics' appears twice \(lines 6 and 7\)"):
+        parse_pipeline_config(nested, source="pipeline.yaml")
+
+
 def test_missing_file_and_invalid_yaml_are_clear(tmp_path: Path) -> None:
     with pytest.raises(PipelineConfigError, match="does not exist"):
         load_pipeline_config(tmp_path / "absent.yaml")

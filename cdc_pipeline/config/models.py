@@ -242,10 +242,47 @@ class TypeOverride(_StrictModel):
     @field_validator("type")
     @classmethod
     def _type_is_plain(cls, value: str) -> str:
-        # The override is spliced into DDL, so only type syntax is allowed.
+        # The override is spliced into DDL, so only type syntax is allowed, and only one type.
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_ ,()'\[\]]*", value):
             raise ValueError(f"type {value!r} contains characters that are not part of a type name")
+        problem = _not_one_type(value)
+        if problem is not None:
+            raise ValueError(f"type {value!r} is not one column type: {problem}")
         return value
+
+
+# Words that start a column clause after the type: an override holding one adds to the column's DDL.
+_COLUMN_CLAUSE_WORDS = frozenset(
+    "default not null constraint check references primary unique generated collate codec ttl materialized"
+    " alias ephemeral comment settings".split()
+)
+
+
+def _not_one_type(text: str) -> str | None:
+    """Why `text` is more than one type (a comma outside parentheses or quotes, a column clause,
+    unbalanced parentheses or quotes); None for one type such as `Decimal(12, 4)`, `Map(String,
+    UInt64)`, `double precision` or `text[]`."""
+    depth, quoted, top_level = 0, False, []
+    for character in text:
+        if quoted:
+            quoted = character != "'"
+            continue
+        if character == "'":
+            quoted = True
+        elif character == "(":
+            depth += 1
+        elif character == ")":
+            depth -= 1
+            if depth < 0:
+                return "a ')' closes nothing"
+        elif character == "," and depth == 0:
+            return "a comma outside parentheses starts another column or clause"
+        if depth == 0 and character not in "()'":
+            top_level.append(character)
+    if quoted or depth:
+        return "unbalanced quotes or parentheses"
+    clauses = sorted(_COLUMN_CLAUSE_WORDS & set("".join(top_level).lower().split()))
+    return f"{', '.join(clauses).upper()} is a column clause, not part of a type" if clauses else None
 
 
 class BatchConfig(_StrictModel):
