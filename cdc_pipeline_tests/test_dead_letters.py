@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cdc_pipeline.defs.dead_letters.assets import dead_letter_queue
+from cdc_pipeline.dlq.payload_codec import decode_row
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness, assert_same_rows
 
 
@@ -145,3 +146,23 @@ def test_a_rule_that_cannot_mask_sends_rows_to_the_dlq_without_their_values(harn
     harness.replay_dead_letters()
     ((_, _, _, error, _),) = [row for row in harness.dead_letters() if row[0].endswith(".payments")]
     assert error.count("[not replayed: masking failed before the value was masked") == 1
+
+
+def test_text_holding_nul_is_kept_whole_in_the_dlq_and_halts_nothing(harness: PipelineHarness) -> None:
+    """PostgreSQL cannot store U+0000 in text or jsonb; MySQL text can. The PostgreSQL sink refuses
+    such a value (to its DLQ), and the DLQ itself keeps it, also in a row that fails at parse."""
+    harness.source_execute(
+        "SET SESSION sql_mode = ''",
+        "CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(20), due DATE)",
+        "INSERT INTO notes VALUES (1, CONCAT('a', CHAR(0), 'b'), '2024-01-01'), (3, 'plain', '2024-01-03')",
+        # A zero date fails at parse, for every sink: its letter holds the NUL too.
+        "INSERT INTO notes VALUES (2, CONCAT('c', CHAR(0), 'd'), '0000-00-00')",
+    )
+    harness.replicate()
+    letters = {(row[1], row[2]): decode_row(row[4]) for row in harness.dead_letters() if row[0].endswith(".notes")}
+    assert set(letters) == {(PG_SINK, "map"), ("", "parse")}, letters
+    assert letters[(PG_SINK, "map")]["body"] == "a\x00b"
+    assert letters[("", "parse")]["body"] == "c\x00d"
+    assert [r["id"] for r in harness.postgres_rows("notes")] == [3]
+    clickhouse = harness.clickhouse_rows("notes")
+    assert [(r["id"], r["body"]) for r in clickhouse] == [(1, "a\x00b"), (3, "plain")]

@@ -15,6 +15,10 @@ _TAG = "$type"
 def encode_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return {_TAG: "float", "v": str(value)}  # JSON has no NaN/Infinity (PostgreSQL jsonb refuses them)
+    if isinstance(value, str) and "\x00" in value:
+        # PostgreSQL's jsonb (and text) cannot hold U+0000, which MySQL and Cassandra text can: the
+        # text is kept as the parts between its NULs.
+        return {_TAG: "text_with_nul", "v": value.split("\x00")}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Decimal):
@@ -28,7 +32,7 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return {_TAG: "bytes", "v": value.hex()}
     if isinstance(value, (set, frozenset)):
-        return {_TAG: "set", "v": sorted(value)}
+        return {_TAG: "set", "v": [encode_value(member) for member in sorted(value)]}
     if isinstance(value, CollectionWrite):  # a Cassandra collection write: its elements are JSON values
         elements = [[e.path, e.value, e.timestamp, e.expires_at, e.deleted] for e in value.elements]
         return {_TAG: "collection", "v": [value.kind, value.deleted_at, elements]}
@@ -51,7 +55,9 @@ def decode_value(value: Any) -> Any:
     if kind == "bytes":
         return bytes.fromhex(raw)
     if kind == "set":
-        return frozenset(raw)
+        return frozenset(decode_value(member) for member in raw)
+    if kind == "text_with_nul":
+        return "\x00".join(raw)
     if kind == "float":
         return float(raw)
     if kind == "collection":

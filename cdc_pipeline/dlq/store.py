@@ -88,7 +88,8 @@ class DeadLetterStore:
                 r.table,
                 r.op.value,
                 r.stage,
-                r.error,
+                # An error may quote a value, and PostgreSQL text cannot hold U+0000: shown escaped.
+                r.error.replace("\x00", "\\x00"),
                 r.position,
                 r.version,
                 json.dumps(encode_row(r.payload), ensure_ascii=False),
