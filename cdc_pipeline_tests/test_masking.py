@@ -41,6 +41,17 @@ from cdc_pipeline_tests.harness import CH_SINK, PipelineHarness
         ("prescription", "prescription"),
         ("patient_id", "patient_id"),
         ("PatientId", "patient_id"),
+        # Plurals, run-together names and abbreviations (issue 12, item 19).
+        ("emails", "email"),
+        ("customeremail", "email"),
+        ("CustomerEmails", "email"),
+        ("homephone", "phone"),
+        ("phones", "phone"),
+        ("billingaddress", "address"),
+        ("shipping_addresses", "address"),
+        ("birth_dt", "birth_date"),
+        ("userbirthdate", "birth_date"),
+        ("customerssn", "ssn"),
     ],
 )
 def test_pii_and_phi_columns_are_recognised_by_name(column: str, expected: str) -> None:
@@ -49,7 +60,24 @@ def test_pii_and_phi_columns_are_recognised_by_name(column: str, expected: str) 
 
 
 @pytest.mark.parametrize(
-    "column", ["id", "zip_code", "shipped_at", "description", "tips", "recipe", "therapist", "mailbox_size"]
+    "column",
+    [
+        "id",
+        "zip_code",
+        "shipped_at",
+        "description",
+        "tips",
+        "recipe",
+        "therapist",
+        "mailbox_size",
+        "company",
+        "hotel_name",
+        "created_dt",
+        "chips",
+        "topic",
+        "classname",
+        "discount",
+    ],
 )
 def test_ordinary_columns_are_not_classified(column: str) -> None:
     assert classify_column(column) is None

@@ -40,11 +40,48 @@ PII_CLASSES: tuple[PiiClass, ...] = (
 )
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_VOCABULARY = frozenset(
+    word for pii_class in PII_CLASSES for sequence in pii_class.token_sequences for word in sequence
+)
+# Words distinctive enough to be recognised at the end of a run-together name ('customeremail',
+# 'homephone', 'billingaddress'); shorter or common words ('mail', 'ip', 'pan', 'tel') are not, or
+# 'mailbox', 'zip', 'company' and 'hotel' would be masked.
+_RUN_TOGETHER_WORDS = ("email", "phone", "address", "birthdate", "birthday", "ssn")
+# Abbreviations read as the word they stand for ('birth_dt').
+_ABBREVIATIONS = {"dt": "date"}
 
 
 def name_tokens(column_name: str) -> tuple[str, ...]:
+    """The words of a column name, lower case: split at separators and camelCase, plurals of the
+    classes' words made singular, a run-together distinctive word split off, abbreviations spelled out."""
     spaced = _CAMEL_BOUNDARY.sub("_", column_name)
-    return tuple(token for token in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if token)
+    tokens: list[str] = []
+    for token in re.split(r"[^A-Za-z0-9]+", spaced.lower()):
+        if token:
+            tokens.extend(_normalised(token))
+    return tuple(tokens)
+
+
+def _normalised(token: str) -> tuple[str, ...]:
+    token = _ABBREVIATIONS.get(token, token)
+    if token in _VOCABULARY:
+        return (token,)
+    singular = _singular(token)
+    if singular is not None:
+        return (singular,)
+    for word in _RUN_TOGETHER_WORDS:
+        for ending in (word, word + "s", word + "es"):
+            if token.endswith(ending) and len(token) > len(ending):
+                return (token[: -len(ending)], word)
+    return (token,)
+
+
+def _singular(token: str) -> str | None:
+    """The vocabulary word `token` is the plural of ('emails', 'addresses'), if any."""
+    for suffix in ("es", "s"):
+        if token.endswith(suffix) and token[: -len(suffix)] in _VOCABULARY:
+            return token[: -len(suffix)]
+    return None
 
 
 def _contains(tokens: tuple[str, ...], sequence: tuple[str, ...]) -> bool:
