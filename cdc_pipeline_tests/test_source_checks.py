@@ -98,3 +98,27 @@ def test_a_checkpoint_in_a_purged_binlog_stops_the_run_naming_the_lost_range(har
     message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.cause.message
     assert f"checkpoint {checkpoint_file}:" in message
     assert f"(oldest kept: {oldest_kept})" in message and "were purged" in message
+
+
+@pytest.mark.parametrize(
+    ("include", "expected"),
+    [
+        (["{db}.custmers"], "tables.include names {db}.custmers, which is not a base table there"),
+        (["{db}.Customers"], "tables.include names {db}.Customers, which is not a base table there"),
+        (["{db}.archive_*"], "no table matches sources.shop.tables (include ['{db}.archive_*'], exclude [])"),
+    ],
+)
+def test_a_selection_that_takes_no_table_or_names_a_missing_one_is_refused(
+    harness: PipelineHarness, include: list[str], expected: str
+) -> None:
+    """A typo in `tables` must not look like a quiet source: the run fails naming the key."""
+    harness.source_execute("CREATE TABLE customers (id INT PRIMARY KEY)", "INSERT INTO customers VALUES (1)")
+    harness.configure_source(tables={"include": [pattern.format(db=harness.database) for pattern in include]})
+    result = harness.definitions().resolve_job_def(f"replicate_{SOURCE}").execute_in_process(raise_on_error=False)
+    assert not result.success
+    message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.cause.message
+    assert expected.format(db=harness.database) in message
+    # The right name replicates.
+    harness.configure_source(tables={"include": [f"{harness.database}.customers"]})
+    harness.replicate()
+    assert [row["id"] for row in harness.postgres_rows("customers")] == [1]

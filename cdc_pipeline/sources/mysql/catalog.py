@@ -55,14 +55,18 @@ class MySqlCatalog:
         override = self._key_overrides.get(f"{database}.{table}")
         return tuple(override) if override is not None else None
 
-    def selected_tables(self) -> list[TableSchema]:
+    def selected_names(self) -> list[tuple[str, str]]:
+        """(database, table) of every base table the selection takes, without reading their columns."""
         with self._settings.connect() as connection, connection.cursor() as cursor:
             cursor.execute(
                 "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'"
                 " ORDER BY TABLE_SCHEMA, TABLE_NAME"
             )
             names = [(str(d), str(t)) for d, t in cursor.fetchall()]
-        schemas = [self.table(d, t) for d, t in names if self.selects(d, t)]
+        return [(d, t) for d, t in names if self.selects(d, t)]
+
+    def selected_tables(self) -> list[TableSchema]:
+        schemas = [self.table(d, t) for d, t in self.selected_names()]
         return [schema for schema in schemas if schema is not None]
 
     def _read_table(self, database: str, table: str) -> TableSchema | None:

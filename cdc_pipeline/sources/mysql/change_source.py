@@ -14,7 +14,11 @@ from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
-from cdc_pipeline.sources.mysql.preflight import check_binlog_settings, current_binlog_position
+from cdc_pipeline.sources.mysql.preflight import (
+    SourcePreflightError,
+    check_binlog_settings,
+    current_binlog_position,
+)
 from cdc_pipeline.sources.mysql.resume import ResumeBy, resume_point
 from cdc_pipeline.sources.mysql.retention import binlog_retention
 
@@ -35,6 +39,27 @@ class MySqlChangeSource:
 
     def check(self) -> None:
         check_binlog_settings(self.settings, needs_gtid=self._config.resume_by == "gtid")
+        self._check_table_selection()
+
+    def _check_table_selection(self) -> None:
+        """A selection that takes no table, or names a table the server does not have, is a mistake
+        (a typo, the wrong server): refused, as the PostgreSQL source refuses an empty publication,
+        rather than a run that succeeds with nothing to replicate."""
+        selection = self._config.tables
+        selected = self.catalog.selected_names()
+        where = f"source '{self._name}' ({self.settings.describe()})"
+        present = {f"{database}.{table}" for database, table in selected}
+        missing = [name for name in selection.include if not _is_glob(name) and name not in present]
+        if missing:
+            raise SourcePreflightError(
+                f"{where}: sources.{self._name}.tables.include names {', '.join(missing)}, which is not a"
+                " base table there (or is excluded); check the name's spelling and case"
+            )
+        if not selected:
+            raise SourcePreflightError(
+                f"{where}: no table matches sources.{self._name}.tables (include {selection.include},"
+                f" exclude {selection.exclude}); nothing would replicate"
+            )
 
     def high_water_mark(self) -> BinlogPosition:
         return current_binlog_position(self.settings)
@@ -86,3 +111,7 @@ class MySqlChangeSource:
 
     def retention(self, checkpoints: Mapping[str, Checkpoint | None]) -> RetentionStatus:
         return binlog_retention(self._name, self.settings, self._server_id, checkpoints)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(character in pattern for character in "*?[")
