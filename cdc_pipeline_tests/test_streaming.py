@@ -180,8 +180,9 @@ def _drain_in_a_process(harness: PipelineHarness, tmp_path: Path, max_bytes: int
 
 def test_a_backlog_of_large_values_drains_in_batches_cut_by_bytes(harness: PipelineHarness, tmp_path: Path) -> None:
     """80 rows of 2 MiB: a byte limit of 8 MiB cuts them into batches of about 4, and the run's peak
-    memory stays far below what the whole backlog takes at once (measured here: about 630 MiB with the
-    limit, 2.7 GiB without; chdb's engine alone allocates about 300 MiB)."""
+    memory stays far below what the whole backlog takes at once (measured here: 560-630 MiB with the
+    limit, 2.7 GiB without; chdb's engine alone allocates about 300 MiB, and its background merges of
+    the blob parts added up to 500 MiB more once, under the full suite's load: hence 1.5 GiB)."""
     harness.use_private_clickhouse()
     harness.source_execute("CREATE TABLE blobs (id INT PRIMARY KEY, body LONGBLOB)")
     for start in range(0, 80, 10):
@@ -195,7 +196,7 @@ def test_a_backlog_of_large_values_drains_in_batches_cut_by_bytes(harness: Pipel
     assert batches >= 20, batches
     source = harness.source_rows("blobs")
     assert [row["id"] for row in harness.postgres_rows("blobs")] == [row["id"] for row in source]
-    assert peak_mib < 1024, peak_mib
+    assert peak_mib < 1536, peak_mib
 
 
 def test_the_health_sensor_fails_a_sink_that_falls_behind_by_measured_lag(harness: PipelineHarness) -> None:
