@@ -341,8 +341,8 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
     table = sink_table_name(f"{namespace}.{TABLE}")
     writer = server.writer(run)
     writer.create_table()
-    reference_dsn = sink.create_database(f"ref{run}")
-    service_dsn = sink.create_database(f"service{run}")
+    reference_dsn = sink.create_database(f"{server.kind}_ref{run}")
+    service_dsn = sink.create_database(f"{server.kind}_service{run}")
 
     def chdb_path(name: str) -> Path | None:
         return work / name if args.clickhouse else None
@@ -450,7 +450,7 @@ def per_run_latency(
 ) -> list[float]:
     """The latency phase with a run per batch (the sensor's default 5 s poll), after the first runs
     caught up with what the earlier phases wrote."""
-    dsn = sink.create_database(f"per_run{run}")
+    dsn = sink.create_database(f"{server.kind}_per_run{run}")
     name = f"perrun{run}"
     yaml_config = pipeline_config(
         server, name, run, work / f"chdb-per-run{run}" if args.clickhouse else None, "per_run"
