@@ -1,9 +1,11 @@
-"""Names that agree in a long prefix stay apart in the sinks (issue 12: colliding names lose data)."""
+"""Names that agree in a long prefix stay apart in the sinks, and names Dagster refuses get assets
+(issue 12: colliding names lose data; odd names stop the code location)."""
 
 from __future__ import annotations
 
+from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
 from cdc_pipeline.sinks.postgres_session import staging_table_name
-from cdc_pipeline_tests.harness import PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
 
 _STEM = "customer_subscription_billing_events_arch_"
 
@@ -38,3 +40,30 @@ def test_staging_names_fit_postgres_and_differ_for_every_sink_table() -> None:
     assert all(len(name.encode()) <= 63 for name in staged)
     # Cut on a character boundary: every name is valid UTF-8 with a readable part of its table.
     assert staging_table_name("ü" * 40).endswith("ü")
+
+
+def test_tables_whose_names_dagster_refuses_get_assets_of_their_own(harness: PipelineHarness) -> None:
+    """`sp ace`, `naïve_表` and `semi;colon` are valid MariaDB names but not Dagster names: the code
+    location still loads, each table has its own sink-table and snapshot assets, and they replicate."""
+    tables = ["sp ace", "naïve_表", "semi;colon"]
+    harness.source_execute(
+        *[f"CREATE TABLE `{table}` (id INT PRIMARY KEY, v VARCHAR(10))" for table in tables],
+        *[f"INSERT INTO `{table}` VALUES ({n}, 'row {n}')" for n, table in enumerate(tables)],
+    )
+    harness.configure_source(tables={"include": [f"{harness.database}.{table}" for table in tables]})
+    definitions = harness.definitions()
+    keys = definitions.resolve_asset_graph().get_all_asset_keys()
+    for table in tables:
+        qualified = f"{harness.database}.{table}"
+        for key in (sink_table_asset_key(PG_SINK, qualified), snapshot_asset_key(SOURCE, qualified)):
+            assert key in keys, key
+    assert len({sink_table_asset_key(PG_SINK, f"{harness.database}.{t}") for t in tables}) == len(tables)
+
+    result = harness.replicate()
+    materialized = {m.asset_key for m in result.asset_materializations_for_node(f"replicate_{SOURCE}")}
+    for table in tables:
+        qualified = f"{harness.database}.{table}"
+        assert sink_table_asset_key(CH_SINK, qualified) in materialized
+        source = harness.source_rows(table)
+        assert_same_rows(harness.postgres_rows(table), source, f"PostgreSQL {table}")
+        assert_same_rows(harness.clickhouse_rows(table), source, f"ClickHouse {table}")

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from cdc_pipeline.defs.dagster_names import dagster_name
 from cdc_pipeline.mapping.mapper import sink_table_name
 
 DEAD_LETTER_QUEUE_KEY = dg.AssetKey(["dead_letter_queue"])
@@ -9,9 +10,9 @@ DEAD_LETTER_QUEUE_KEY = dg.AssetKey(["dead_letter_queue"])
 
 def snapshot_asset_key(source_name: str, source_table: str) -> dg.AssetKey:
     """`[snapshot, source, database__table]`: the initial load of one table, partitioned by key range."""
-    return dg.AssetKey(["snapshot", source_name, sink_table_name(source_table)])
+    return dg.AssetKey(["snapshot", source_name, dagster_name(sink_table_name(source_table))])
 
 
 def sink_table_asset_key(sink_name: str, source_table: str) -> dg.AssetKey:
     """`[sink, database__table]`: one asset per table per sink."""
-    return dg.AssetKey([sink_name, sink_table_name(source_table)])
+    return dg.AssetKey([sink_name, dagster_name(sink_table_name(source_table))])

@@ -9,6 +9,7 @@ import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
+from cdc_pipeline.defs.dagster_names import dagster_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import open_snapshot_source
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
@@ -18,7 +19,7 @@ from cdc_pipeline.snapshot.loader import load_chunk
 
 
 def snapshot_partitions_name(source_name: str, table: str) -> str:
-    return f"snapshot__{source_name}__{sink_table_name(table)}"
+    return f"snapshot__{source_name}__{dagster_name(sink_table_name(table))}"
 
 
 def snapshot_partitions(source_name: str, table: str) -> dg.DynamicPartitionsDefinition:
