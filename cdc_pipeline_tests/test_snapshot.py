@@ -9,7 +9,7 @@ from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.snapshot.clickhouse_pull import why_not_pullable
 from cdc_pipeline_tests import snapshot_steps
-from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, assert_same_rows
+from cdc_pipeline_tests.harness import CH_SINK, SOURCE, PipelineHarness, assert_same_rows
 
 ROWS = 2500
 
@@ -165,3 +165,23 @@ def test_parallel_writers_create_a_fresh_sink_schema_without_tripping_over_each_
                 )
             )
         assert {str(checkpoint) for checkpoint in adopted} == {"binlog.000001:4"}
+
+
+def test_the_clickhouse_pull_reaches_a_source_configured_as_localhost(harness: PipelineHarness) -> None:
+    """`host: localhost` means TCP to the pipeline (PyMySQL); ClickHouse's mysql() engine would read
+    it as a Unix socket that does not exist. The pull reaches the server as the pipeline does."""
+    table = f"{harness.database}.plain"
+    harness.configure_source(host="localhost", tables={"include": [table]})
+    harness.source_execute(
+        "CREATE TABLE plain (id INT PRIMARY KEY, label VARCHAR(20))",
+        "INSERT INTO plain VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+    )
+    definitions = harness.definitions()
+    with dg.instance_for_test() as instance:
+        snapshot, chunks = _plan(definitions, instance, table, chunk_rows=10)
+        loaded = [_load(snapshot, chunk, instance) for chunk in chunks]
+    assert all(metadata["pulled_by"] == [CH_SINK] for metadata in loaded), loaded
+    assert all("pull_failed" not in metadata for metadata in loaded), loaded
+    source = harness.source_rows("plain")
+    assert_same_rows(harness.clickhouse_rows("plain"), source, "ClickHouse")
+    assert_same_rows(harness.postgres_rows("plain"), source, "PostgreSQL")

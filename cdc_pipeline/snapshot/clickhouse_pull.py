@@ -12,7 +12,7 @@ from __future__ import annotations
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.type_families import BINARY_TYPES, CHARACTER_TYPES, TEXT_BLOB_TYPES
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink, ClickHouseSinkUnavailable, quote_identifier
+from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink, quote_identifier
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.mysql.catalog import quote_identifier as mysql_quote
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
@@ -65,6 +65,18 @@ def _literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+class ChunkPullFailed(RuntimeError):
+    """The engine could not pull the chunk from MySQL (it may not reach the server the pipeline
+    reaches, or the sink is down); the loader gives the chunk to the Python path instead."""
+
+
+def engine_host(host: str) -> str:
+    """The MySQL host as ClickHouse's mysql() engine must be given it: `localhost` makes that engine
+    (like the MySQL client library) use a Unix socket, which the pipeline itself never does (PyMySQL
+    connects over TCP), so it is spelled as the TCP loopback address."""
+    return "127.0.0.1" if host == "localhost" else host
+
+
 def pull_chunk(
     sink: ClickHouseSink, layout: SinkTableLayout, settings: MySqlConnectionSettings, schema: TableSchema, chunk: Chunk
 ) -> int:
@@ -73,7 +85,8 @@ def pull_chunk(
     sink.ensure_table(layout)
     columns = ", ".join(quote_identifier(c) for c in layout.column_names)
     source = (
-        f"mysql({_literal(f'{settings.host}:{settings.port}')}, {_literal(schema.database)}, {_literal(schema.name)},"
+        f"mysql({_literal(f'{engine_host(settings.host)}:{settings.port}')}, {_literal(schema.database)},"
+        f" {_literal(schema.name)},"
         f" {_literal(settings.user)}, {_literal(settings.password)})"
     )
     query = (
@@ -91,7 +104,7 @@ def pull_chunk(
     except Exception as error:
         # The engine may quote the statement, password included: never let that out.
         message = str(error).replace(settings.password, "***") if settings.password else str(error)
-        raise ClickHouseSinkUnavailable(
+        raise ChunkPullFailed(
             f"sink '{sink.name}': pulling {schema.qualified_name} chunk {chunk.index} from MySQL failed: {message}"
         ) from None
     counted = sink.client.query(f"SELECT count() FROM {sink.qualified(layout.table_name)} WHERE {in_chunk}")

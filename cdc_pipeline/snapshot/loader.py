@@ -26,7 +26,12 @@ from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
 from cdc_pipeline.snapshot.chunks import Chunk
-from cdc_pipeline.snapshot.clickhouse_pull import chunk_fits_clickhouse, pull_chunk, why_not_pullable
+from cdc_pipeline.snapshot.clickhouse_pull import (
+    ChunkPullFailed,
+    chunk_fits_clickhouse,
+    pull_chunk,
+    why_not_pullable,
+)
 from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
 
@@ -43,6 +48,8 @@ class ChunkLoadResult:
     # False when masking failed for the table: its keys are unknown, so nothing may be removed.
     keys_complete: bool = True
     pulled_by: list[str] = field(default_factory=list)  # ClickHouse sinks that took the fast path
+    # ClickHouse sinks whose pull failed (why), loaded through the Python path instead.
+    pull_failures: dict[str, str] = field(default_factory=dict)
 
 
 def load_chunk(
@@ -167,7 +174,11 @@ class _ChunkLoad:
             # The sink table takes the snapshot's shape first; a table it cannot reshape is left
             # to the Python path, which sends the chunk's rows to the DLQ with the reason.
             if sink.take_shape(self.source_name, layout, ShapeSource.SNAPSHOT) is None:
-                pulled[name] = pull_chunk(sink, layout, settings, schema, self.chunk)
+                try:
+                    pulled[name] = pull_chunk(sink, layout, settings, schema, self.chunk)
+                except ChunkPullFailed as failed:
+                    # The Python path loads it (rows the pull wrote carry the same version: no harm).
+                    self.result.pull_failures[name] = str(failed)
         return pulled
 
     def _remove_rows_only_in_the_sinks(self, present_is_known: bool) -> None:

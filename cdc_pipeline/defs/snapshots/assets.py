@@ -62,6 +62,8 @@ def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> d
             {sink_name: getattr(context.resources, sink_key(sink_name)).sink(sink_name) for sink_name in sink_names},
             lambda rejections: dead_letters.record(source_name, rejections),
         )
+        for sink_name, reason in result.pull_failures.items():
+            context.log.warning(f"{reason}; {sink_name} loaded the chunk through the Python path instead")
         return dg.MaterializeResult(
             metadata={
                 "rows_read": result.rows_read,
@@ -70,6 +72,7 @@ def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> d
                 "dlq_count": result.dead_lettered,
                 # ClickHouse sinks that pulled the chunk from MySQL themselves (the fast path).
                 "pulled_by": dg.MetadataValue.json(result.pulled_by),
+                **({"pull_failed": dg.MetadataValue.json(result.pull_failures)} if result.pull_failures else {}),
                 "key_range": "whole table" if chunk.low is None else f"{chunk.low} .. {chunk.high}",
                 "snapshot_version": chunk.version,
             }
