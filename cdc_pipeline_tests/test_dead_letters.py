@@ -166,3 +166,22 @@ def test_text_holding_nul_is_kept_whole_in_the_dlq_and_halts_nothing(harness: Pi
     assert [r["id"] for r in harness.postgres_rows("notes")] == [3]
     clickhouse = harness.clickhouse_rows("notes")
     assert [(r["id"], r["body"]) for r in clickhouse] == [(1, "a\x00b"), (3, "plain")]
+
+
+def test_a_column_named_like_the_sinks_bookkeeping_holds_its_table_alone(harness: PipelineHarness) -> None:
+    """`_version` and `_is_deleted` are the columns the sinks add: a source table with one of them
+    cannot be created in either sink. Its rows go to the DLQ naming table and column; the rest of the
+    source replicates."""
+    harness.source_execute(
+        "CREATE TABLE versioned (id INT PRIMARY KEY, _version INT, label VARCHAR(10))",
+        "CREATE TABLE neighbour (id INT PRIMARY KEY)",
+        "INSERT INTO versioned VALUES (1, 7, 'seven')",
+        "INSERT INTO neighbour VALUES (1), (2)",
+    )
+    harness.replicate()
+    letters = _letters_by(harness, "versioned")
+    assert sorted((sink, stage) for sink, stage, _ in letters) == [(CH_SINK, "map"), (PG_SINK, "map")]
+    for _, _, error in letters:
+        assert f"table {harness.database}.versioned: column(s) _version bear the name" in error
+    assert_same_rows(harness.postgres_rows("neighbour"), harness.source_rows("neighbour"), "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows("neighbour"), harness.source_rows("neighbour"), "ClickHouse")

@@ -21,6 +21,7 @@ from cdc_pipeline.mapping.sink_types import (
     SinkTableLayout,
     TypeNotMappable,
     ValueNotMappable,
+    bookkeeping_columns,
     convert_for_column,
 )
 
@@ -86,6 +87,13 @@ class TypeMapper:
         self._overrides = {(o.table, o.column): o.type for o in overrides if o.sink is None or o.sink == sink_name}
 
     def layout(self, schema: TableSchema) -> SinkTableLayout:
+        reserved = set(bookkeeping_columns(schema.merges_cells)) & set(schema.column_names)
+        if reserved:
+            # Held alone (its rows to the DLQ, naming why); the source's other tables go on.
+            raise TypeNotMappable(
+                f"table {schema.qualified_name}: column(s) {', '.join(sorted(reserved))} bear the name of a column"
+                " the sinks add to every table; leave the table out, or rename the column at the source"
+            )
         columns: list[SinkColumn] = []
         for column in schema.columns:
             override = self._overrides.get((schema.qualified_name, column.name))

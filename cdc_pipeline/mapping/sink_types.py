@@ -13,6 +13,18 @@ Converter = Callable[[Any], Any]
 
 VERSION_COLUMN = "_version"
 DELETED_COLUMN = "_is_deleted"
+# The bookkeeping columns of a cell table (Cassandra), after the source columns, `_version` and `_is_deleted`.
+CELLS_COLUMN = "_cells"  # the row's state (sinks/cell_merge/state.py), JSON
+KEY_COLUMN = "_key"  # the key as canonical text: rows are looked up with plain string parameters
+PARTITION_COLUMN = "_partition"  # the partition key as canonical text
+EXPIRY_COLUMN = "_expiry"  # JSON {column: seconds since the epoch} for values with a TTL
+LIVE_UNTIL_COLUMN = "_live_until"  # when TTLs end the row's life (seconds since the epoch); NULL: never
+CELL_BOOKKEEPING = (CELLS_COLUMN, KEY_COLUMN, PARTITION_COLUMN, EXPIRY_COLUMN, LIVE_UNTIL_COLUMN)
+
+
+def bookkeeping_columns(merges_cells: bool) -> tuple[str, ...]:
+    """The columns the sinks add to a table of this kind: a source column may not bear their names."""
+    return (VERSION_COLUMN, DELETED_COLUMN, *(CELL_BOOKKEEPING if merges_cells else ()))
 
 
 class ValueNotMappable(ValueError):

@@ -16,17 +16,21 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from cdc_pipeline.core.changes import RowChange
-from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.base import bisect_failures
-from cdc_pipeline.sinks.cell_merge.table_merge import (
+from cdc_pipeline.mapping.sink_types import (
     CELL_BOOKKEEPING,
     CELLS_COLUMN,
-    DELETION_COLUMN,
-    DELETIONS_SUFFIX,
+    DELETED_COLUMN,
     EXPIRY_COLUMN,
     KEY_COLUMN,
     LIVE_UNTIL_COLUMN,
     PARTITION_COLUMN,
+    VERSION_COLUMN,
+    SinkTableLayout,
+)
+from cdc_pipeline.sinks.base import bisect_failures
+from cdc_pipeline.sinks.cell_merge.table_merge import (
+    DELETION_COLUMN,
+    DELETIONS_SUFFIX,
     TIMESTAMP_COLUMN,
     CellTableMerge,
     MergedRow,

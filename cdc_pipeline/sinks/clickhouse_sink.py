@@ -24,7 +24,7 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
-from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.availability import clickhouse_server_refuses, outside_the_sink, unavailable_as
 from cdc_pipeline.sinks.base import (
     TableStats,
@@ -33,7 +33,6 @@ from cdc_pipeline.sinks.base import (
     refuse_cell_table_resync,
     write_rows_after_checkpoint,
 )
-from cdc_pipeline.sinks.cell_merge.table_merge import CELLS_COLUMN
 from cdc_pipeline.sinks.chdb_waiters import announce_waiting
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper

@@ -16,17 +16,12 @@ from typing import Any
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.dlq.payload_codec import encode_value
-from cdc_pipeline.mapping.sink_types import ValueNotMappable
+from cdc_pipeline.mapping.sink_types import (
+    ValueNotMappable,
+)
 from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
 from cdc_pipeline.sinks.cell_merge.state import RowState, canonical_text
 
-# The bookkeeping columns of a cell table, after the source columns, `_version` and `_is_deleted`.
-CELLS_COLUMN = "_cells"  # the row's state (state.py), JSON
-KEY_COLUMN = "_key"  # the key as canonical text: rows are looked up with plain string parameters
-PARTITION_COLUMN = "_partition"  # the partition key as canonical text
-EXPIRY_COLUMN = "_expiry"  # JSON {column: seconds since the epoch} for values with a TTL
-LIVE_UNTIL_COLUMN = "_live_until"  # when TTLs end the row's life (seconds since the epoch); NULL: never
-CELL_BOOKKEEPING = (CELLS_COLUMN, KEY_COLUMN, PARTITION_COLUMN, EXPIRY_COLUMN, LIVE_UNTIL_COLUMN)
 # The side table of partition and range deletions: `<sink table><suffix>`.
 DELETIONS_SUFFIX = "__deletions"
 DELETION_COLUMN = "deletion"
