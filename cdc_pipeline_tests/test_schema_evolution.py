@@ -293,3 +293,33 @@ def test_postgres_relation_changes_reach_both_sinks_in_order_with_the_rows(pg_so
     pg_source.source_execute("INSERT INTO items VALUES (11, 'later', 2, 2.00)")
     _replicate_until_level(pg_source, ["items"])
     assert pg_source.dead_letters() == []
+
+
+@pytest.mark.parametrize(
+    ("statement", "after"),
+    [
+        ("ALTER TABLE people RENAME COLUMN abc TO ABc", "INSERT INTO people (id, ABc, Name) VALUES (3, 30, 'c')"),
+        (
+            "ALTER TABLE people CHANGE name full_name VARCHAR(20)",
+            "INSERT INTO people (id, Abc, full_name) VALUES (3, 30, 'c')",
+        ),
+        ("ALTER TABLE people MODIFY NAME VARCHAR(20)", "INSERT INTO people (id, Abc, NAME) VALUES (3, 30, 'c')"),
+        ("ALTER TABLE people DROP COLUMN name", "INSERT INTO people (id, Abc) VALUES (3, 30)"),
+    ],
+)
+def test_column_names_in_ddl_match_as_mysql_matches_them_ignoring_case(
+    harness: PipelineHarness, statement: str, after: str
+) -> None:
+    """MySQL column names ignore case: a statement that spells `Abc` as `abc` (or `Name` as `name`,
+    `NAME`) changes that column, and the sinks keep its values instead of dropping and re-adding it."""
+    harness.source_execute(
+        "CREATE TABLE people (id INT PRIMARY KEY, Abc INT, Name VARCHAR(10))",
+        "INSERT INTO people VALUES (1, 10, 'a'), (2, 20, 'b')",
+    )
+    harness.replicate()
+    harness.source_execute(statement, after)
+    harness.replicate()
+    source = harness.source_rows("people")
+    assert_same_rows(harness.postgres_rows("people"), source, "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows("people"), source, "ClickHouse")
+    assert harness.dead_letters() == []

@@ -138,6 +138,12 @@ def plan_table(
         plan.steps.append(AddColumn(column.name, column.sink_type, default, has_default))
         columns[column.name] = column.canonical_type
 
+    def rename(old: str, new: str) -> None:
+        nonlocal columns
+        plan.steps.append(RenameColumn(old, new))
+        columns = {new if name == old else name: t for name, t in columns.items()}
+        named.add(new)
+
     for change in changes:
         kind = change.kind
         if kind in (SchemaChangeKind.TRUNCATE, SchemaChangeKind.DROP_TABLE):
@@ -146,17 +152,25 @@ def plan_table(
             full_diff = True  # a table created anew: whatever the sink kept of an older one goes
         elif change.column is None:
             continue
-        elif kind is SchemaChangeKind.RENAME_COLUMN and change.old_name in columns and change.column not in columns:
-            plan.steps.append(RenameColumn(change.old_name, change.column))
-            columns = {change.column if name == change.old_name else name: t for name, t in columns.items()}
-            named.add(change.column)
-        elif kind is SchemaChangeKind.DROP_COLUMN and change.column in columns and change.column not in wanted_key:
-            plan.steps.append(DropColumn(change.column))
-            del columns[change.column]
-        elif kind is SchemaChangeKind.ADD_COLUMN and change.column not in columns and change.column in wanted_by_name:
-            add(wanted_by_name[change.column], change.default, change.has_default)
-            named.add(change.column)
+        elif kind is SchemaChangeKind.RENAME_COLUMN:
+            old = _existing(change.old_name, columns)
+            taken = _existing(change.column, columns)
+            if old is not None and (taken is None or taken == old) and old != change.column:
+                rename(old, change.column)
+        elif kind is SchemaChangeKind.DROP_COLUMN:
+            existing = _existing(change.column, columns)
+            if existing is not None and existing not in wanted_key:
+                plan.steps.append(DropColumn(existing))
+                del columns[existing]
+        elif kind is SchemaChangeKind.ADD_COLUMN:
+            if _existing(change.column, columns) is None and change.column in wanted_by_name:
+                add(wanted_by_name[change.column], change.default, change.has_default)
+                named.add(change.column)
         elif kind is SchemaChangeKind.MODIFY_COLUMN:
+            existing = _existing(change.column, columns)
+            if existing is not None and existing != change.column:
+                # MariaDB's MODIFY spells the column as the statement does (`MODIFY NAME ...` on `Name`).
+                rename(existing, change.column)
             named.add(change.column)
 
     for name in sorted(named & columns.keys() & wanted_by_name.keys()):
@@ -190,6 +204,16 @@ def plan_table(
     if tuple(state.key_columns) != tuple(wanted_key):
         plan.steps.append(ChangeKey(tuple(wanted_key)))
     return _refused_or(plan)
+
+
+def _existing(name: str | None, columns: dict[str, str]) -> str | None:
+    """The sink column a statement's `name` refers to: the same name, else the one column that
+    differs only in case. MySQL column names ignore case (`DROP COLUMN name` drops `Name`), and only
+    MySQL's DDL statements name columns here (the other sources' changes carry the catalog's names)."""
+    if name is None or name in columns:
+        return name
+    matches = [column for column in columns if column.lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _refused_or(plan: SchemaPlan) -> SchemaPlan:
