@@ -323,3 +323,36 @@ def test_column_names_in_ddl_match_as_mysql_matches_them_ignoring_case(
     assert_same_rows(harness.postgres_rows("people"), source, "PostgreSQL")
     assert_same_rows(harness.clickhouse_rows("people"), source, "ClickHouse")
     assert harness.dead_letters() == []
+
+
+@pytest.mark.parametrize(
+    ("statement", "after"),
+    [
+        # A swap: both renames happen at once.
+        ("ALTER TABLE pairs CHANGE a b INT, CHANGE b a INT", "INSERT INTO pairs (id, a, b) VALUES (3, 30, 300)"),
+        # The later clause wins: the existing rows take 2, not INT's implicit 0.
+        (
+            "ALTER TABLE pairs ADD c INT NOT NULL, ALTER c SET DEFAULT 2",
+            "INSERT INTO pairs (id, a, b) VALUES (3, 30, 300)",
+        ),
+        # Its default dropped and the column redefined as nullable: the existing rows hold NULL.
+        (
+            "ALTER TABLE pairs ADD c INT NOT NULL DEFAULT 2, ALTER c DROP DEFAULT, MODIFY c BIGINT",
+            "INSERT INTO pairs (id, a, b, c) VALUES (3, 30, 300, 3)",
+        ),
+    ],
+)
+def test_the_actions_of_one_alter_apply_at_once_later_clauses_winning(
+    harness: PipelineHarness, statement: str, after: str
+) -> None:
+    harness.source_execute(
+        "CREATE TABLE pairs (id INT PRIMARY KEY, a INT, b INT)",
+        "INSERT INTO pairs VALUES (1, 10, 100), (2, 20, 200)",
+    )
+    harness.replicate()
+    harness.source_execute(statement, after)
+    harness.replicate()
+    source = harness.source_rows("pairs")
+    assert_same_rows(harness.postgres_rows("pairs"), source, "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows("pairs"), source, "ClickHouse")
+    assert harness.dead_letters() == []

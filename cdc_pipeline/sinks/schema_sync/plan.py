@@ -144,6 +144,21 @@ def plan_table(
         columns = {new if name == old else name: t for name, t in columns.items()}
         named.add(new)
 
+    def rename_together(pairs: list[tuple[str, str]]) -> None:
+        leaving = {old for old, _ in pairs}
+        # A new name still held by a column that is renamed away in the same statement: go through
+        # temporary names, as one statement's renames do not see each other.
+        through_temporary = any(new in leaving or _existing(new, columns) in leaving for _, new in pairs)
+        if through_temporary:
+            pairs = [(old, f"_cdc_renaming_{i}") for i, (old, _) in enumerate(pairs)] + [
+                (f"_cdc_renaming_{i}", new) for i, (_, new) in enumerate(pairs)
+            ]
+        for old, new in pairs:
+            taken = _existing(new, columns)
+            if taken is None or taken == old:
+                rename(old, new)
+
+    renamed_at: set[str] = set()  # statements whose renames were applied together
     for change in changes:
         kind = change.kind
         if kind in (SchemaChangeKind.TRUNCATE, SchemaChangeKind.DROP_TABLE):
@@ -153,10 +168,13 @@ def plan_table(
         elif change.column is None:
             continue
         elif kind is SchemaChangeKind.RENAME_COLUMN:
-            old = _existing(change.old_name, columns)
-            taken = _existing(change.column, columns)
-            if old is not None and (taken is None or taken == old) and old != change.column:
-                rename(old, change.column)
+            if change.position in renamed_at:
+                continue
+            renamed_at.add(change.position)
+            # One statement's renames happen at once (`CHANGE a b INT, CHANGE b a INT` swaps them).
+            together = [c for c in changes if c.kind is kind and c.position == change.position]
+            pairs = [(_existing(c.old_name, columns), c.column) for c in together]
+            rename_together([(old, new) for old, new in pairs if old is not None and new is not None and old != new])
         elif kind is SchemaChangeKind.DROP_COLUMN:
             existing = _existing(change.column, columns)
             if existing is not None and existing not in wanted_key:

@@ -437,6 +437,14 @@ def _default_of(value: exp.Expr) -> tuple[bool, str | None]:
     raise _Unknowable
 
 
+def _modified_column(action: exp.ModifyColumn) -> str | None:
+    """The lower-case name of the column a MODIFY or CHANGE acts on (CHANGE: its old name)."""
+    if not isinstance(action.this, exp.ColumnDef):
+        return None
+    name = _name_of(action.args.get("rename_from") or action.this.this)
+    return name.lower() if name is not None else None
+
+
 def _added_column(coldef: exp.ColumnDef) -> tuple[bool, str | None, bool]:
     """(has_default, default, in_primary_key) of an added column; raises _Unknowable."""
     has_default: bool = False
@@ -659,20 +667,57 @@ class _Reader:
             nonlocal new_key, key_slot
             new_key, key_slot = columns, len(changes)
 
+        # Columns this statement adds (lower-case name -> index of their ADD change, definition so
+        # far): MySQL applies a statement's clauses at once, so a later clause on an added column
+        # (SET/DROP DEFAULT, MODIFY, CHANGE) decides what the existing rows hold in it.
+        added: dict[str, tuple[int, exp.ColumnDef]] = {}
+
+        def define_added(index: int | None, coldef: exp.ColumnDef) -> bool:
+            """Record (or redo) an added column's ADD change from its definition; False: unknowable."""
+            try:
+                has_default, default, in_key = _added_column(coldef)
+            except _Unknowable:
+                result.unrecognised, result.unrecognised_column = True, coldef.name
+                return False
+            change = self.change(
+                table, SchemaChangeKind.ADD_COLUMN, column=coldef.name, default=default, has_default=has_default
+            )
+            if index is None:
+                index = len(changes)
+                changes.append(change)
+            else:
+                changes[index] = change
+            added[coldef.name.lower()] = (index, coldef)
+            if in_key:
+                set_key((coldef.name,))
+            return True
+
         for action in actions:
             if isinstance(action, exp.ColumnDef):
-                try:
-                    has_default, default, in_key = _added_column(action)
-                except _Unknowable:
-                    result.unrecognised, result.unrecognised_column = True, action.name
+                if not define_added(None, action):
                     return result
-                changes.append(
-                    self.change(
-                        table, SchemaChangeKind.ADD_COLUMN, column=action.name, default=default, has_default=has_default
-                    )
-                )
-                if in_key:
-                    set_key((action.name,))
+            elif isinstance(action, exp.ModifyColumn) and _modified_column(action) in added:
+                # MODIFY/CHANGE of a column this statement adds: its final definition is the added one.
+                index, _ = added.pop(_modified_column(action) or "")
+                if not define_added(index, action.this):
+                    return result
+            elif (
+                isinstance(action, exp.AlterColumn)
+                and action.name.lower() in added
+                and action.args.get("dtype") is None
+            ):
+                index, coldef = added[action.name.lower()]
+                kept = [
+                    c
+                    for c in coldef.args.get("constraints") or []
+                    if not isinstance(c.args.get("kind"), exp.DefaultColumnConstraint)
+                ]
+                if action.args.get("default") is not None:  # SET DEFAULT x; else DROP DEFAULT
+                    kept.append(exp.ColumnConstraint(kind=exp.DefaultColumnConstraint(this=action.args["default"])))
+                redefined = coldef.copy()
+                redefined.set("constraints", kept)
+                if not define_added(index, redefined):
+                    return result
             elif isinstance(action, exp.ModifyColumn) and isinstance(action.this, exp.ColumnDef):
                 column = action.this.name
                 old = action.args.get("rename_from")
