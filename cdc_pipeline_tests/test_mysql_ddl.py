@@ -239,6 +239,24 @@ def test_drop_index_named_primary_drops_the_key() -> None:
     assert (change.kind, change.key_columns) == (K.PRIMARY_KEY, ())
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DROP INDEX `PRIMARY` ON t",
+        "drop index `primary` on shop.t",
+        "DROP INDEX `PRIMARY` ON t ALGORITHM=INPLACE LOCK=NONE",  # read by the tokenizer
+    ],
+)
+def test_drop_index_primary_on_a_table_drops_the_key(statement: str) -> None:
+    change = one(statement)
+    assert (change.kind, change.table, change.key_columns) == (K.PRIMARY_KEY, "shop.t", ())
+
+
+@pytest.mark.parametrize("statement", ["DROP INDEX idx ON t", "DROP INDEX idx ON t ALGORITHM=INPLACE"])
+def test_dropping_another_index_changes_nothing(statement: str) -> None:
+    assert one(statement).kind is K.NO_EFFECT
+
+
 # Table renames
 
 

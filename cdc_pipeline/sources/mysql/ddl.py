@@ -588,7 +588,11 @@ class _Reader:
             return self.each_table(tables, SchemaChangeKind.DROP_TABLE, expression.args.get("temporary"))
         if isinstance(expression, exp.Drop) and kind == "INDEX":
             on = expression.args.get("cluster")
-            return self.no_effect(on.this if isinstance(on, exp.OnProperty) else None)
+            table = on.this if isinstance(on, exp.OnProperty) else None
+            dropped = [t.name.upper() for t in expression.args.get("tables") or [] if isinstance(t, exp.Table)]
+            if dropped == ["PRIMARY"]:
+                return self.primary_key_dropped(table)
+            return self.no_effect(table)
         if isinstance(expression, exp.TruncateTable):
             return self.each_table(expression.expressions, SchemaChangeKind.TRUNCATE, False)
         return None
@@ -606,6 +610,15 @@ class _Reader:
             if self.selected(name):
                 changes.append(self.change(".".join(name), kind))
         return changes
+
+    def primary_key_dropped(self, table: object) -> list[SchemaChange] | None:
+        """`DROP INDEX `PRIMARY` ON t`: the primary key's index is named PRIMARY; the key is gone."""
+        name = self.name(table) if isinstance(table, exp.Table) else None
+        if name is None:
+            return None
+        if not self.selected(name):
+            return []
+        return [self.change(".".join(name), SchemaChangeKind.PRIMARY_KEY, key_columns=())]
 
     def no_effect(self, table: object) -> list[SchemaChange] | None:
         name = self.name(table) if isinstance(table, exp.Table) else None
@@ -850,7 +863,12 @@ class _Reader:
             read = _read_name(tokens, on + 1, self.default_database) if on is not None else None
             if read is None:
                 return [self.change("", SchemaChangeKind.UNRECOGNISED)]
-            return [self.change(".".join(read[0]), SchemaChangeKind.NO_EFFECT)] if self.selected(read[0]) else []
+            if not self.selected(read[0]):
+                return []
+            if verb == "DROP" and on is not None and [t.text.upper() for t in tokens[on - 1 : on]] == ["PRIMARY"]:
+                # DROP INDEX `PRIMARY` ON t (with ALGORITHM/LOCK): the primary key is gone.
+                return [self.change(".".join(read[0]), SchemaChangeKind.PRIMARY_KEY, key_columns=())]
+            return [self.change(".".join(read[0]), SchemaChangeKind.NO_EFFECT)]
         names = self.fallback_names(tokens)
         if names is None:
             return [self.change("", SchemaChangeKind.UNRECOGNISED)]
