@@ -15,6 +15,7 @@ from pymysqlreplication.constants import NONE_SOURCE
 
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.type_families import BINARY_TYPES
+from cdc_pipeline.sources.mysql.row_decoder import Unrepresentable
 
 ValueFix = Callable[[Any], Any]
 
@@ -94,4 +95,7 @@ def apply_none_sources(values: dict[str, Any], none_sources: dict[str, str]) -> 
             values[column] = ""
         elif reason != NONE_SOURCE.NULL:
             problems.append(f"column {column}: {reason} (e.g. a zero date), which no sink type can hold")
+            if values.get(column) is None:
+                # The library gave None and not the source's text: the letter must never pass for NULL.
+                values[column] = Unrepresentable(f"<{reason}>")
     return "; ".join(problems) or None

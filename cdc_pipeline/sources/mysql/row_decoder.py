@@ -24,17 +24,25 @@ from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent
 
 from cdc_pipeline.core.schema import TableSchema
 
-# A column reader: (body, offset) -> (value, next offset). A value of UNREPRESENTABLE means the
+# A column reader: (body, offset) -> (value, next offset). A value of type Unrepresentable means the
 # binlog holds something no sink type can represent (a zero date).
 ColumnReader = Callable[[bytes, int], tuple[Any, int]]
 
 
-class _Unrepresentable:
-    def __repr__(self) -> str:
-        return "UNREPRESENTABLE"
+class Unrepresentable(str):
+    """A value no sink type can hold, as the source writes it ('0000-00-00', '2024-00-15 10:00:00'):
+    its row goes to the DLQ with this text, so a replay can never mistake it for NULL."""
 
 
-UNREPRESENTABLE: Any = _Unrepresentable()
+def _date_text(year: int, month: int, day: int) -> str:
+    return f"{year:04d}-{month:02d}-{day:02d}"
+
+
+def _time_text(hour: int, minute: int, second: int, micro: int, fsp: int) -> str:
+    fraction = f".{micro:06d}"[: fsp + 1] if fsp else ""
+    return f"{hour:02d}:{minute:02d}:{second:02d}{fraction}"
+
+
 _EPOCH = dt.datetime(1970, 1, 1)
 _DIGITS_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)  # bytes for 0..9 leftover decimal digits
 
@@ -151,10 +159,12 @@ def _datetime2(fsp: int) -> ColumnReader:
         micro = int.from_bytes(body[at + 5 : at + size], "big") * scale if frac_bytes else 0
         ymd, hms = packed >> 17, packed & 0x1FFFF
         year_month, day = ymd >> 5, ymd & 0x1F
+        year, month, hour, minute, second = year_month // 13, year_month % 13, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F
+        value: dt.datetime | Unrepresentable
         try:
-            value = dt.datetime(year_month // 13, year_month % 13, day, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F, micro)
+            value = dt.datetime(year, month, day, hour, minute, second, micro)
         except ValueError:  # zero dates and dates with a zero month or day
-            value = UNREPRESENTABLE
+            value = Unrepresentable(f"{_date_text(year, month, day)} {_time_text(hour, minute, second, micro, fsp)}")
         return value, at + size
 
     return read
@@ -168,8 +178,8 @@ def _timestamp2(fsp: int) -> ColumnReader:
     def read(body: bytes, at: int) -> tuple[Any, int]:
         seconds = unpack(body, at)[0]
         micro = int.from_bytes(body[at + 4 : at + size], "big") * scale if frac_bytes else 0
-        if seconds == 0 and micro == 0:
-            return UNREPRESENTABLE, at + size  # the zero timestamp
+        if seconds == 0 and micro == 0:  # the zero timestamp
+            return Unrepresentable(f"0000-00-00 {_time_text(0, 0, 0, 0, fsp)}"), at + size
         return _EPOCH + dt.timedelta(seconds=seconds, microseconds=micro), at + size
 
     return read
@@ -197,10 +207,11 @@ def _time2(fsp: int) -> ColumnReader:
 
 def _date(body: bytes, at: int) -> tuple[Any, int]:
     packed = int.from_bytes(body[at : at + 3], "little")
+    year, month, day = packed >> 9, (packed >> 5) & 0x0F, packed & 0x1F
     try:
-        return dt.date(packed >> 9, (packed >> 5) & 0x0F, packed & 0x1F), at + 3
+        return dt.date(year, month, day), at + 3
     except ValueError:
-        return UNREPRESENTABLE, at + 3
+        return Unrepresentable(_date_text(year, month, day)), at + 3
 
 
 def _bit(width_bytes: int) -> ColumnReader:
@@ -279,6 +290,11 @@ class CompiledRowDecoder:
     def __init__(self, table_columns: list[Any], schema: TableSchema) -> None:
         self.names = [column.name for column in table_columns]
         self._readers = [column_reader(c, schema.column(c.name)) for c in table_columns]
+        # Only date and time columns can hold a value no sink type represents: rows of a table
+        # without any are not looked through for one.
+        self._date_columns = [
+            c.name for c in table_columns if c.type in (FIELD_TYPE.DATETIME2, FIELD_TYPE.TIMESTAMP2, FIELD_TYPE.DATE)
+        ]
         self._count = len(self._readers)
         self._bitmap_bytes = (self._count + 7) // 8
         self._all_present = (1 << self._count) - 1
@@ -304,7 +320,7 @@ class CompiledRowDecoder:
         body = event.packet.read(event.event_size - event.packet.read_bytes)
         images = []
         at, end = 0, len(body)
-        readers, names, bitmap_bytes = self._readers, self.names, self._bitmap_bytes
+        readers, names, bitmap_bytes, date_columns = self._readers, self.names, self._bitmap_bytes, self._date_columns
         while at < end:
             nulls = int.from_bytes(body[at : at + bitmap_bytes], "little")
             at += bitmap_bytes
@@ -318,10 +334,8 @@ class CompiledRowDecoder:
                     append(value)
             row = dict(zip(names, values, strict=False))
             problems = {}
-            if UNREPRESENTABLE in values:
-                for name, value in row.items():
-                    if value is UNREPRESENTABLE:
-                        row[name] = None
-                        problems[name] = "zero or invalid date"
+            for name in date_columns:
+                if type(row[name]) is Unrepresentable:
+                    problems[name] = f"zero or invalid date '{row[name]}'"
             images.append((row, problems))
         return images
