@@ -356,3 +356,23 @@ def test_the_actions_of_one_alter_apply_at_once_later_clauses_winning(
     assert_same_rows(harness.postgres_rows("pairs"), source, "PostgreSQL")
     assert_same_rows(harness.clickhouse_rows("pairs"), source, "ClickHouse")
     assert harness.dead_letters() == []
+
+
+def test_a_timestamp_default_literal_is_read_in_the_statements_time_zone(harness: PipelineHarness) -> None:
+    """`ADD ts TIMESTAMP DEFAULT '2020-01-02 00:00:00'` in a session at +05:00: the existing rows hold
+    that instant (2020-01-01 19:00 UTC), and so must the sinks, which keep TIMESTAMPs in UTC."""
+    harness.source_execute(
+        "CREATE TABLE stamps (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO stamps VALUES (1, 1), (2, 2)",
+    )
+    harness.replicate()
+    harness.source_execute(
+        "SET SESSION time_zone = '+05:00'",
+        "ALTER TABLE stamps ADD COLUMN ts TIMESTAMP NULL DEFAULT '2020-01-02 00:00:00'",
+        "INSERT INTO stamps (id, v) VALUES (3, 3)",
+    )
+    harness.replicate()
+    source = harness.source_rows("stamps")  # read in UTC, the test server's zone
+    assert {str(row["ts"]) for row in source} == {"2020-01-01 19:00:00"}
+    assert_same_rows(harness.postgres_rows("stamps"), source, "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows("stamps"), source, "ClickHouse")

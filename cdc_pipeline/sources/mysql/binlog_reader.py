@@ -195,19 +195,27 @@ class BinlogBatchReader:
             for qualified in (change.table, change.old_name):
                 if qualified and "." in qualified:
                     self._catalog.forget(*qualified.split(".", 1))
-        return [self._with_statement_time(change, event.timestamp) for change in changes]
+        session_zone = _session_time_zone(event)
+        return [self._with_statement_time(change, event.timestamp, session_zone) for change in changes]
 
-    def _with_statement_time(self, change: SchemaChange, statement_time: int) -> SchemaChange:
+    def _with_statement_time(self, change: SchemaChange, statement_time: int, session_zone: str | None) -> SchemaChange:
         """ADD COLUMN ... DEFAULT CURRENT_TIMESTAMP: the existing rows took the statement's start time,
-        which the event header holds (in whole seconds: finer fractions are not in the binlog)."""
-        if change.kind is not SchemaChangeKind.ADD_COLUMN or change.default != CURRENT_TIMESTAMP:
+        which the event header holds (in whole seconds: finer fractions are not in the binlog).
+        ADD COLUMN ts TIMESTAMP DEFAULT '<literal>': MySQL read the literal in the statement's session
+        time zone; the existing rows hold that instant, which the sinks keep in UTC."""
+        if change.kind is not SchemaChangeKind.ADD_COLUMN or not change.has_default or change.default is None:
             return change
         schema = self._catalog.table(*change.table.split(".", 1)) if "." in change.table else None
-        is_datetime = (
-            schema is not None
-            and change.column in schema.column_names
-            and schema.column(str(change.column)).data_type == "datetime"
+        data_type = (
+            schema.column(str(change.column)).data_type
+            if schema is not None and change.column in schema.column_names
+            else None
         )
+        if change.default != CURRENT_TIMESTAMP:
+            if data_type != "timestamp":
+                return change
+            return replace(change, default=self._in_utc(str(change.default), session_zone))
+        is_datetime = data_type == "datetime"
         if not is_datetime:
             # TIMESTAMP: an instant, which row events carry (and the sinks hold) in UTC.
             instant = dt.datetime.fromtimestamp(statement_time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -216,6 +224,23 @@ class BinlogBatchReader:
         with self._settings.connect() as connection, connection.cursor() as cursor:
             cursor.execute("SELECT DATE_FORMAT(FROM_UNIXTIME(%s), '%%Y-%%m-%%d %%H:%%i:%%s')", (statement_time,))
             return replace(change, default=str(cursor.fetchone()[0]))
+
+    def _in_utc(self, literal: str, zone: str | None) -> str:
+        """A TIMESTAMP literal read in `zone` ('+05:00', 'Europe/Paris'; None: the server's global
+        zone), as UTC wall time: the server converts it, as it did for the existing rows."""
+        whole, dot, fraction = literal.partition(".")
+        with self._settings.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT DATE_FORMAT(CONVERT_TZ(%s, COALESCE(%s, @@global.time_zone), '+00:00'),"
+                " '%%Y-%%m-%%d %%H:%%i:%%s')",
+                (whole, zone),
+            )
+            converted = cursor.fetchone()[0]
+        if converted is None:
+            # A named zone without the server's time zone tables loaded, or a literal the server
+            # reads otherwise: the literal is kept as the statement wrote it.
+            return literal
+        return str(converted) + dot + fraction
 
     def _shape_tables_without_rows(self, batch: ChangeBatch) -> None:
         """A table whose shape changed with no row after it in the batch gets its shape from the
@@ -450,3 +475,10 @@ def _merge(batch: ChangeBatch, tables: dict[str, TableChanges], rejections: list
         else:
             existing.changes.extend(pending.changes)
     batch.rejections.extend(rejections)
+
+
+def _session_time_zone(event: QueryEvent) -> str | None:
+    """The time zone the statement's session had, when it was not the server's global one (the
+    binlog writes it among the event's status variables only then)."""
+    zone = getattr(event, "time_zone", None)
+    return zone.decode() if isinstance(zone, bytes) and zone else None
