@@ -12,7 +12,7 @@ from cdc_pipeline.config.models import MaskingConfig, MaskRule
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.masking.classification import classify_column
 from cdc_pipeline.masking.masker import REDACTED, Masker, MaskingError
-from cdc_pipeline_tests.harness import CH_SINK, PipelineHarness
+from cdc_pipeline_tests.harness import CH_SINK, PipelineHarness, run_summary
 
 
 @pytest.mark.parametrize(
@@ -196,3 +196,30 @@ def test_no_unmasked_value_reaches_sinks_dlq_or_dagster_storage(harness: Pipelin
     leaked = [f"{column}={value!r}" for column, value in RAW_PII.items() if value in everything]
     assert leaked == []
     assert "1980-02-03" not in everything  # birth_date is nulled by default
+
+
+def test_a_rule_naming_a_column_the_table_lacks_holds_the_table_naming_the_rule(harness: PipelineHarness) -> None:
+    """A typo in a rule (`secret_cod`) must not leave the real column raw in the sinks: a rule that
+    names its table and column literally and finds no such column holds that table, naming the
+    rule; a glob rule that matched nothing is reported in the run's metadata."""
+    harness.source_execute(
+        "CREATE TABLE payments (id INT PRIMARY KEY, secret_code VARCHAR(20), note VARCHAR(20))",
+        "CREATE TABLE neighbour (id INT PRIMARY KEY, secret_code VARCHAR(20))",
+        "INSERT INTO payments VALUES (1, 'RAW-SECRET-1', 'n')",
+        "INSERT INTO neighbour VALUES (1, 'x')",
+    )
+    harness.extra_config["masking"] = {
+        "rules": [
+            {"table": f"{harness.database}.payments", "column": "secret_cod", "action": "redact"},
+            {"table": "*.*", "column": "*_cod", "action": "redact"},
+        ]
+    }
+    summary = run_summary(harness.replicate())
+    ((sink, stage, error),) = [
+        (sink, stage, error) for table, sink, stage, error, _ in harness.dead_letters() if table.endswith(".payments")
+    ]
+    assert (sink, stage) == ("", "mask") and "masking.rules[0] names column 'secret_cod'" in error, error
+    assert "RAW-SECRET-1" not in str(harness.dead_letters())
+    assert [row["id"] for row in harness.postgres_rows("neighbour")] == [1]
+    unmatched = f"masking.rules[0] ({harness.database}.payments.secret_cod), masking.rules[1] (*.*.*_cod)"
+    assert summary["masking_rules_unmatched"] == unmatched, summary

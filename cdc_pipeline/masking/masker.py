@@ -27,6 +27,11 @@ class MaskingError(ValueError):
     """A masking rule cannot be applied; the message names the table, column and rule."""
 
 
+class MaskRuleFindsNoColumn(MaskingError):
+    """A rule names a table's column literally and the table has no such column (a typo): which
+    column it meant is unknown, so no value of the table's rows but the key may be kept."""
+
+
 @dataclass(frozen=True)
 class ColumnMask:
     column: str
@@ -48,6 +53,11 @@ class Masker:
         self._config = config
         self._key = hmac_key.encode() if hmac_key else None
         self._plans: dict[tuple[str, tuple[str, ...]], dict[str, ColumnMask]] = {}
+        # Indexes of the rules whose table pattern matched a table this masker saw, and of those that
+        # matched one of its columns too: a rule in the first set only (a typo, a column renamed
+        # away) is reported, see unmatched_rules().
+        self._rules_seeing_a_table: set[int] = set()
+        self._matched_rules: set[int] = set()
 
     # -- which columns ---------------------------------------------------------------------------
 
@@ -57,6 +67,9 @@ class Masker:
         if cache_key in self._plans:
             return self._plans[cache_key]
         plan: dict[str, ColumnMask] = {}
+        self._rules_seeing_a_table.update(
+            index for index, rule in enumerate(self._config.rules) if fnmatch.fnmatchcase(qualified_table, rule.table)
+        )
         for column in column_names:
             mask = None
             if self._config.classify_by_name:
@@ -66,6 +79,7 @@ class Masker:
             for index, rule in enumerate(self._config.rules):
                 if fnmatch.fnmatchcase(qualified_table, rule.table) and fnmatch.fnmatchcase(column, rule.column):
                     mask = ColumnMask(column, rule.action, rule.length, f"masking.rules[{index}]")
+                    self._matched_rules.add(index)
             if mask is not None and mask.action != "none":
                 plan[column] = mask
         self._plans[cache_key] = plan
@@ -86,7 +100,32 @@ class Masker:
                 columns.append(column.as_masked_text())
         return schema.with_columns(tuple(columns))
 
+    def unmatched_rules(self) -> list[str]:
+        """The rules whose table pattern matched tables seen so far but whose column pattern matched no
+        column of them, as `masking.rules[i] (table.column)`."""
+        return [
+            f"masking.rules[{index}] ({rule.table}.{rule.column})"
+            for index, rule in enumerate(self._config.rules)
+            if index in self._rules_seeing_a_table and index not in self._matched_rules
+        ]
+
+    def _check_rules_name_real_columns(self, schema: TableSchema) -> None:
+        """A rule that names this table and one column literally must find that column: a typo
+        (`secret_cod`) would otherwise leave the real column unmasked in every sink."""
+        for index, rule in enumerate(self._config.rules):
+            if _is_glob(rule.table) or _is_glob(rule.column) or rule.table != schema.qualified_name:
+                continue
+            if rule.column in schema.column_names:
+                continue
+            near = [name for name in schema.column_names if name.lower() == rule.column.lower()]
+            hint = f" (did you mean {near[0]!r}? rules match names exactly)" if near else ""
+            raise MaskRuleFindsNoColumn(
+                f"masking.rules[{index}] names column {rule.column!r} of table {schema.qualified_name}, which has"
+                f" no such column{hint}; fix the rule, then re-sync the table"
+            )
+
     def _check_plan(self, schema: TableSchema, plan: dict[str, ColumnMask]) -> None:
+        self._check_rules_name_real_columns(schema)
         for mask in plan.values():
             where = f"table {schema.qualified_name}, column {mask.column} ({mask.origin})"
             if mask.column in schema.key_columns and mask.action not in _KEY_SAFE_ACTIONS:
@@ -131,9 +170,12 @@ class Masker:
             try:
                 schema = self.masked_schema(table.schema)
             except MaskingError as error:
-                plan = self.plan(qualified, table.schema.column_names)
+                hidden: set[str] = set(self.plan(qualified, table.schema.column_names))
+                if isinstance(error, MaskRuleFindsNoColumn):
+                    # The column the rule meant is unknown: only the key (unless masked) stays readable.
+                    hidden |= {c for c in table.schema.column_names if c not in table.schema.key_columns}
                 for change in table.changes:
-                    payload = {k: (UNMASKABLE if k in plan else v) for k, v in change.values.items()}
+                    payload = {k: (UNMASKABLE if k in hidden else v) for k, v in change.values.items()}
                     batch.rejections.append(
                         Rejection("mask", qualified, change.op, str(error), change.position, change.version, payload)
                     )
@@ -236,3 +278,7 @@ class Masker:
             except Exception:  # a value the rule cannot handle is dropped, never kept raw
                 payload[column] = UNMASKABLE
         return replace(rejection, payload=payload)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(character in pattern for character in "*?[")

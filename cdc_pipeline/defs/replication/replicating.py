@@ -97,15 +97,8 @@ def replicate_in_batches(
     sinks = open_sinks(resources, pipeline)
     dead_letters = getattr(resources, DEAD_LETTER_QUEUE).store()
     source = open_change_source(resources, source_name, pipeline)
-    session = ReplicationSession(
-        source_name,
-        pipeline,
-        source,
-        sinks,
-        dead_letters,
-        getattr(resources, MASKING).masker(pipeline.masking),
-        context.log.warning,
-    )
+    masker = getattr(resources, MASKING).masker(pipeline.masking)
+    session = ReplicationSession(source_name, pipeline, source, sinks, dead_letters, masker, context.log.warning)
     reporter = ThrottledReporter(context, source_name, pipeline, sinks, dead_letters)
     started = time.monotonic()
     try:
@@ -134,9 +127,15 @@ def replicate_in_batches(
         f"{source_name}: {ended} after {time.monotonic() - started:.0f} s; {reporter.total_batches} batches,"
         f" {reporter.total_rows} row changes, {reporter.total_dead_lettered} to the DLQ"
     )
+    unmatched = masker.unmatched_rules() if reporter.total_batches else []
+    if unmatched:
+        context.log.warning(
+            f"{source_name}: masking rules that matched no column of the tables this run saw: {', '.join(unmatched)}"
+        )
     context.add_output_metadata(
         {
             "ended": ended,
+            **({"masking_rules_unmatched": ", ".join(unmatched)} if unmatched else {}),
             "batches": reporter.total_batches,
             "rows": reporter.total_rows,
             "dead_lettered": reporter.total_dead_lettered,
