@@ -312,16 +312,27 @@ def test_column_names_in_ddl_match_as_mysql_matches_them_ignoring_case(
 ) -> None:
     """MySQL column names ignore case: a statement that spells `Abc` as `abc` (or `Name` as `name`,
     `NAME`) changes that column, and the sinks keep its values instead of dropping and re-adding it."""
-    harness.source_execute(
-        "CREATE TABLE people (id INT PRIMARY KEY, Abc INT, Name VARCHAR(10))",
-        "INSERT INTO people VALUES (1, 10, 'a'), (2, 20, 'b')",
+    _replicate_around(
+        harness,
+        "people",
+        [
+            "CREATE TABLE people (id INT PRIMARY KEY, Abc INT, Name VARCHAR(10))",
+            "INSERT INTO people VALUES (1, 10, 'a'), (2, 20, 'b')",
+        ],
+        [statement, after],
     )
+
+
+def _replicate_around(harness: PipelineHarness, table: str, before: list[str], statements: list[str]) -> None:
+    """Replicate the table as `before` leaves it, run `statements`, replicate again: both sinks then
+    hold exactly what the source holds, and nothing went to the DLQ."""
+    harness.source_execute(*before)
     harness.replicate()
-    harness.source_execute(statement, after)
+    harness.source_execute(*statements)
     harness.replicate()
-    source = harness.source_rows("people")
-    assert_same_rows(harness.postgres_rows("people"), source, "PostgreSQL")
-    assert_same_rows(harness.clickhouse_rows("people"), source, "ClickHouse")
+    source = harness.source_rows(table)
+    assert_same_rows(harness.postgres_rows(table), source, "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows(table), source, "ClickHouse")
     assert harness.dead_letters() == []
 
 
@@ -345,17 +356,15 @@ def test_column_names_in_ddl_match_as_mysql_matches_them_ignoring_case(
 def test_the_actions_of_one_alter_apply_at_once_later_clauses_winning(
     harness: PipelineHarness, statement: str, after: str
 ) -> None:
-    harness.source_execute(
-        "CREATE TABLE pairs (id INT PRIMARY KEY, a INT, b INT)",
-        "INSERT INTO pairs VALUES (1, 10, 100), (2, 20, 200)",
+    _replicate_around(
+        harness,
+        "pairs",
+        [
+            "CREATE TABLE pairs (id INT PRIMARY KEY, a INT, b INT)",
+            "INSERT INTO pairs VALUES (1, 10, 100), (2, 20, 200)",
+        ],
+        [statement, after],
     )
-    harness.replicate()
-    harness.source_execute(statement, after)
-    harness.replicate()
-    source = harness.source_rows("pairs")
-    assert_same_rows(harness.postgres_rows("pairs"), source, "PostgreSQL")
-    assert_same_rows(harness.clickhouse_rows("pairs"), source, "ClickHouse")
-    assert harness.dead_letters() == []
 
 
 def test_a_timestamp_default_literal_is_read_in_the_statements_time_zone(harness: PipelineHarness) -> None:

@@ -44,21 +44,30 @@ def test_one_run_drains_the_backlog_in_bounded_batches(harness: PipelineHarness)
 
 def test_kill_9_across_batches_of_one_streaming_run_converges(harness: PipelineHarness, tmp_path: Path) -> None:
     """Small batches, so the run delivers some before dying at the point's 3rd hit; the next run resumes."""
+    _kill_9_mid_run_then_finish(harness, tmp_path, [*CRASH_POINTS, f"before_release_{SOURCE}"], streaming=True)
+    assert_sinks_equal_source(harness)
+
+
+def _kill_9_mid_run_then_finish(
+    harness: PipelineHarness, tmp_path: Path, crash_points: list[str], streaming: bool
+) -> Path:
+    """For each crash point: more writes, then a run (`dagster job execute`, batches of 8 rows) that
+    resumes from where the last one died and is killed at the point's 3rd hit; then a run that
+    finishes. Returns the Dagster home the runs used."""
     harness.use_private_clickhouse()
     harness.extra_config["batch"] = {"max_rows": 8}
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     _create_tables(harness)
     config = harness.write_config_file()
-    for round_number, crash_at in enumerate([*CRASH_POINTS, f"before_release_{SOURCE}"]):
+    for round_number, crash_at in enumerate(crash_points):
         apply_workload(harness, round_number)
         apply_workload(harness, round_number + 50)
-        # Each run resumes from where the last one died, then dies at its own point.
-        crashed = run_replication_cli(config, dagster_home, SOURCE, crash_at, streaming=True, crash_on_hit=3)
+        crashed = run_replication_cli(config, dagster_home, SOURCE, crash_at, streaming=streaming, crash_on_hit=3)
         assert crashed.returncode == -signal.SIGKILL, f"{crash_at}: {crashed.returncode}\n{crashed.stderr[-3000:]}"
-    restarted = run_replication_cli(config, dagster_home, SOURCE, streaming=True)
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert_sinks_equal_source(harness)
+    finished = run_replication_cli(config, dagster_home, SOURCE, streaming=streaming)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return dagster_home
 
 
 def test_a_per_run_run_drains_its_range_in_checkpointed_batches_and_survives_kill_9(
@@ -67,19 +76,8 @@ def test_a_per_run_run_drains_its_range_in_checkpointed_batches_and_survives_kil
     """`dagster job execute -j replicate_<source>`: one run takes the whole backlog in batches of
     max_rows, each checkpointed, so a run killed in its third batch leaves the first two in place
     and the next run goes on from there."""
-    harness.use_private_clickhouse()
-    harness.extra_config["batch"] = {"max_rows": 8}
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    _create_tables(harness)
-    config = harness.write_config_file()
-    for round_number, crash_at in enumerate([f"after_sink_{PG_SINK}", "clickhouse_mid_write", "after_read"]):
-        apply_workload(harness, round_number)
-        apply_workload(harness, round_number + 50)
-        crashed = run_replication_cli(config, dagster_home, SOURCE, crash_at, crash_on_hit=3)
-        assert crashed.returncode == -signal.SIGKILL, f"{crash_at}: {crashed.returncode}\n{crashed.stderr[-3000:]}"
-    finished = run_replication_cli(config, dagster_home, SOURCE)
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    crash_points = [f"after_sink_{PG_SINK}", "clickhouse_mid_write", "after_read"]
+    dagster_home = _kill_9_mid_run_then_finish(harness, tmp_path, crash_points, streaming=False)
     assert_sinks_equal_source(harness)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         (last, *_) = instance.get_run_records(limit=1)

@@ -9,7 +9,12 @@ import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.positions import parse_position
-from cdc_pipeline.defs.replication.replicating import RunPlan, replicate_in_batches, required_resource_keys
+from cdc_pipeline.defs.replication.replicating import (
+    RunPlan,
+    one_op_job,
+    replicate_in_batches,
+    required_resource_keys,
+)
 from cdc_pipeline.defs.run_tags import SOURCE_TAG, embedded_clickhouse_tags
 
 
@@ -44,14 +49,9 @@ def build_replication_job(source_name: str, pipeline: PipelineConfig) -> dg.JobD
         )
         replicate_in_batches(context, source_name, pipeline, plan)
 
-    @dg.graph(name=f"replicate_{source_name}_graph")
-    def replicate_graph() -> None:
-        replicate()
-
-    return replicate_graph.to_job(
-        name=replication_job_name(source_name),
-        description=f"Replicates the backlog of source '{source_name}' into every sink, in bounded batches.",
-        # Unmasked rows live only inside the op; one process, in-memory IO manager (see the definitions).
-        executor_def=dg.in_process_executor,
-        tags={SOURCE_TAG: source_name, **embedded_clickhouse_tags(pipeline)},
+    return one_op_job(
+        replicate,
+        replication_job_name(source_name),
+        f"Replicates the backlog of source '{source_name}' into every sink, in bounded batches.",
+        {SOURCE_TAG: source_name, **embedded_clickhouse_tags(pipeline)},
     )

@@ -50,6 +50,17 @@ def required_resource_keys(source_name: str, pipeline: PipelineConfig) -> set[st
     return {source_key(source_name), *map(sink_key, pipeline.sinks), DEAD_LETTER_QUEUE, MASKING}
 
 
+def one_op_job(op: dg.OpDefinition, name: str, description: str, tags: dict[str, str]) -> dg.JobDefinition:
+    """A replication job: its one op runs in the run's process (unmasked rows live only inside it,
+    and the in-memory IO manager the definitions bind never pickles them)."""
+
+    @dg.graph(name=f"{name}_graph")
+    def graph() -> None:
+        op()
+
+    return graph.to_job(name=name, description=description, executor_def=dg.in_process_executor, tags=tags)
+
+
 def open_sinks(resources: Any, pipeline: PipelineConfig) -> dict[str, Sink]:
     return {name: getattr(resources, sink_key(name)).sink(name) for name in pipeline.sinks}
 

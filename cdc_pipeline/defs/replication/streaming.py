@@ -10,7 +10,12 @@ backlog present when it started and ends. Terminated from the UI, it stops after
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.defs.replication.replicating import RunPlan, replicate_in_batches, required_resource_keys
+from cdc_pipeline.defs.replication.replicating import (
+    RunPlan,
+    one_op_job,
+    replicate_in_batches,
+    required_resource_keys,
+)
 from cdc_pipeline.defs.run_tags import SOURCE_TAG, STREAMING_TAG, embedded_clickhouse_tags
 
 
@@ -40,14 +45,9 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
         )
         replicate_in_batches(context, source_name, pipeline, plan)
 
-    @dg.graph(name=f"stream_{source_name}_graph")
-    def streaming() -> None:
-        stream()
-
-    return streaming.to_job(
-        name=streaming_job_name(source_name),
-        description=f"Streams source '{source_name}' into every sink in bounded micro-batches (continuous mode).",
-        # Unmasked rows live only inside the op; one process, in-memory IO manager (see the definitions).
-        executor_def=dg.in_process_executor,
-        tags={SOURCE_TAG: source_name, STREAMING_TAG: "true", **embedded_clickhouse_tags(pipeline)},
+    return one_op_job(
+        stream,
+        streaming_job_name(source_name),
+        f"Streams source '{source_name}' into every sink in bounded micro-batches (continuous mode).",
+        {SOURCE_TAG: source_name, STREAMING_TAG: "true", **embedded_clickhouse_tags(pipeline)},
     )
