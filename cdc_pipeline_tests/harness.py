@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 import psycopg2
+import psycopg2.extras
 import yaml
 
 from cdc_pipeline.config.loading import parse_pipeline_config
@@ -173,7 +174,18 @@ class PipelineHarness(PipelineRunner):
                 " ORDER BY ORDINAL_POSITION",
                 (self.database, table),
             )
-            return {str(n): str(t).lower() for n, t in cursor.fetchall()}
+            types = {str(n): str(t).lower() for n, t in cursor.fetchall()}
+            # MariaDB's JSON is LONGTEXT with CHECK (json_valid(`column`)).
+            cursor.execute(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
+                " WHERE CONSTRAINT_SCHEMA=%s AND TABLE_NAME=%s",
+                (self.database, table),
+            )
+            for (clause,) in cursor.fetchall():
+                for name in types:
+                    if str(clause).replace(" ", "").lower() == f"json_valid(`{name.lower()}`)":
+                        types[name] = "json"
+            return types
 
     def source_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self.source_column_types(table)
@@ -195,6 +207,8 @@ class PipelineHarness(PipelineRunner):
         types = self.source_column_types(table)
         view = f'"replica"."{sink_table_name(f"{self.database}.{table}")}_current"'
         with psycopg2.connect(self.pg_dsn) as connection, connection.cursor() as cursor:
+            # jsonb as its text: a JSON string value would otherwise come back as a bare Python str.
+            psycopg2.extras.register_default_jsonb(cursor, loads=lambda text: text)
             cursor.execute(f'SELECT * FROM {view} ORDER BY "{key}"')
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg2
+
 from cdc_pipeline_tests.harness import CH_SINK, PipelineHarness, assert_same_rows
 
 ALL_TYPES_TABLE = """
@@ -145,3 +147,22 @@ def test_full_mysql_date_range_reaches_postgres_and_clickhouse_through_a_string_
         (None, None, None),
     ]
     assert harness.dead_letters() == []
+
+
+def test_mariadb_json_columns_are_json_in_the_sinks(harness: PipelineHarness) -> None:
+    """MariaDB stores JSON as LONGTEXT with CHECK (json_valid(...)); the sinks' type is JSON's: jsonb."""
+    harness.source_execute(
+        "CREATE TABLE docs (id INT PRIMARY KEY, doc JSON, note LONGTEXT)",
+        """INSERT INTO docs VALUES (1, '{"a": [1, 2.5, null], "b": {"c": true}}', 'plain text'), (2, NULL, NULL)""",
+    )
+    harness.replicate()
+    with psycopg2.connect(harness.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'replica'"
+            " AND table_name = %s AND column_name IN ('doc', 'note') ORDER BY column_name",
+            (f"{harness.database}__docs",),
+        )
+        assert cursor.fetchall() == [("doc", "jsonb"), ("note", "text")]
+    source = harness.source_rows("docs")
+    assert_same_rows(harness.postgres_rows("docs"), source, "PostgreSQL")
+    assert_same_rows(harness.clickhouse_rows("docs"), source, "ClickHouse")

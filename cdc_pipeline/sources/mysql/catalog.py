@@ -86,11 +86,16 @@ class MySqlCatalog:
                 (database, table),
             )
             primary_key = tuple(str(r[0]) for r in cursor.fetchall())
+            json_columns = _mariadb_json_columns(cursor, database, table) if rows else set()
         if not rows:
             return None
         columns = []
         for name, data_type, column_type, nullable, precision, scale, dt_precision, char_length, _ in rows:
             column_type = str(column_type).lower()
+            if str(name) in json_columns and str(data_type).lower() == "longtext":
+                # MariaDB's JSON: LONGTEXT with CHECK (json_valid(`name`)). The binlog's CREATE TABLE
+                # and the CHECK both say JSON; so does the sinks' type (jsonb in PostgreSQL).
+                data_type, column_type, char_length = "json", "json", None
             columns.append(
                 ColumnSchema(
                     name=str(name),
@@ -124,3 +129,24 @@ class MySqlCatalog:
 
 def quote_identifier(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
+
+
+_JSON_VALID = re.compile(r"^\s*json_valid\(\s*`((?:[^`]|``)+)`\s*\)\s*$", re.IGNORECASE)
+
+
+def _mariadb_json_columns(cursor: Any, database: str, table: str) -> set[str]:
+    """The columns MariaDB declared JSON: it stores them as LONGTEXT with CHECK (json_valid(`c`))."""
+    try:
+        cursor.execute(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
+            " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+            (database, table),
+        )
+    except pymysql.err.OperationalError:
+        return set()  # MySQL: no TABLE_NAME there, and its JSON is a type of its own
+    found = set()
+    for (clause,) in cursor.fetchall():
+        matched = _JSON_VALID.match(str(clause))
+        if matched:
+            found.add(matched.group(1).replace("``", "`"))
+    return found

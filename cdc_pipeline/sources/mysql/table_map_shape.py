@@ -354,8 +354,10 @@ def _derive_column(column: Column, nullable: bool) -> _Derived:
         if length_size not in _LOB_PREFIXES:
             raise _Undescribable(f"BLOB/TEXT with a {length_size}-byte length")
         data_type = _LOB_PREFIXES[length_size] + ("blob" if _charset_name(column) == "binary" else "text")
-        # MariaDB's JSON is LONGTEXT with a CHECK (json_valid(...)): information_schema says longtext too.
-        return _Derived(shaped(data_type, data_type, char_length=(1 << (8 * length_size)) - 1))
+        # MariaDB's JSON is LONGTEXT with a CHECK (json_valid(...)), which the catalog reads as json: the
+        # same storage, described better.
+        same = frozenset({"json"}) if data_type == "longtext" else frozenset()
+        return _Derived(shaped(data_type, data_type, char_length=(1 << (8 * length_size)) - 1), same_storage_types=same)
     if kind == FIELD_TYPE.ENUM:
         # The library puts "" first: the index 0 of the invalid value, not a member.
         members = _members(column, column.enum_values[1:] if column.enum_values is not None else None, "enum")
