@@ -5,13 +5,19 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import dagster as dg
 import psycopg2
 import pytest
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key
+from cdc_pipeline.defs.resources import open_change_source
 from cdc_pipeline.defs.run_tags import REACHED_TAG
+from cdc_pipeline.delivery.limits import BatchLimits
+from cdc_pipeline.delivery.session import ReplicationSession
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError
 from cdc_pipeline_tests import snapshot_steps
@@ -289,3 +295,49 @@ def test_kill_9_at_every_step_of_a_batch_then_restart_converges(
                 assert_same_rows(
                     sorted(rows, key=lambda r: tuple(map(str, r.values()))), source, f"{where} {table} after {crash_at}"
                 )
+
+
+def test_two_runs_started_together_do_not_raise_a_false_loss(pg_source: PostgresSourceHarness) -> None:
+    """Run A reads the sinks' checkpoints; before it reads the slot, run B delivers the backlog and
+    releases the WAL. The slot then stands past the checkpoints A read: nothing is lost, and A, having
+    read the checkpoints again, goes on instead of stopping with a data-loss alarm."""
+    pg_source.source_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    pg_source.create_slot()
+    pg_source.source_execute("INSERT INTO t VALUES (1, 'a')")
+    pg_source.replicate()
+    pg_source.source_execute("INSERT INTO t VALUES (2, 'b'), (3, 'c')")
+
+    resources = SimpleNamespace(**pg_source.resources())
+    pipeline = pg_source.pipeline
+
+    def session() -> ReplicationSession:
+        sinks = {name: getattr(resources, sink_key(name)).sink(name) for name in pipeline.sinks}
+        return ReplicationSession(
+            SOURCE,
+            pipeline,
+            open_change_source(resources, SOURCE, pipeline),
+            sinks,
+            getattr(resources, DEAD_LETTER_QUEUE).store(),
+            getattr(resources, MASKING).masker(pipeline.masking),
+            print,
+        )
+
+    run_a, run_b = session(), session()
+    limits = BatchLimits.from_config(pipeline.batch)
+    read_by_a = run_a.source.read_batch
+
+    def run_b_first(*args: Any, **kwargs: Any) -> Any:
+        # The race, made exact: run B's whole batch happens between A's checkpoint read and its read.
+        run_a.source.read_batch = read_by_a  # type: ignore[method-assign]
+        run_b.replicate_batch(limits)
+        return read_by_a(*args, **kwargs)
+
+    run_a.source.read_batch = run_b_first  # type: ignore[method-assign]
+    try:
+        report = run_a.replicate_batch(limits)
+    finally:
+        run_a.close()
+        run_b.close()
+    assert report.source_rows == 0  # B delivered everything; A found nothing left
+    assert_same_rows(pg_source.postgres_rows("t"), pg_source.source_rows("t"), PG_SINK)
+    assert_same_rows(pg_source.clickhouse_rows("t"), pg_source.source_rows("t"), CH_SINK)

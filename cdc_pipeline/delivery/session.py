@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.core.changes import Rejection
+from cdc_pipeline.core.changes import ChangeBatch, Rejection
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.positions import SourcePosition
@@ -25,7 +25,7 @@ from cdc_pipeline.delivery.steps import ReleaseOutcome, SinkDelivery, listed, re
 from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
-from cdc_pipeline.sources.change_source import ChangeSource
+from cdc_pipeline.sources.change_source import ChangeSource, LogPassedCheckpoints
 
 # A sink found down is left alone this long at first, doubling up to the maximum, so a loop that
 # polls every fraction of a second does not hammer it; its rows wait in the source's log.
@@ -110,9 +110,17 @@ class ReplicationSession:
             self._note_down(name, reason)
         if not checkpoints:
             raise EverySinkUnavailable(f"every sink of {self.source_name} is unavailable: {listed(unreachable)}")
-        batch = self.source.read_batch(
-            checkpoints, stop_at, limits.max_rows, max_bytes=limits.max_bytes, max_seconds=limits.max_seconds
-        )
+        try:
+            batch = self._read(checkpoints, limits, stop_at)
+        except LogPassedCheckpoints:
+            # Another run of the source may have written the sinks and moved the log on since the
+            # checkpoints were read (two runs started together): with the checkpoints read again the
+            # log no longer starts past them. If it still does, the changes in between are gone.
+            fresh, _ = read_checkpoints(self.source_name, {name: self.sinks[name] for name in checkpoints})
+            if fresh == checkpoints:
+                raise
+            checkpoints = fresh
+            batch = self._read(checkpoints, limits, stop_at)
         crash_point("after_read")
         clock = _lap(stages, "read", clock)
         fanned = self._fan_out.deliver(batch, checkpoints)
@@ -148,6 +156,13 @@ class ReplicationSession:
             deliveries=deliveries,
             release=release,
             stage_seconds=stages,
+        )
+
+    def _read(
+        self, checkpoints: dict[str, Checkpoint | None], limits: BatchLimits, stop_at: SourcePosition | None
+    ) -> ChangeBatch:
+        return self.source.read_batch(
+            checkpoints, stop_at, limits.max_rows, max_bytes=limits.max_bytes, max_seconds=limits.max_seconds
         )
 
     def rest_ends_at(self) -> float | None:

@@ -17,6 +17,12 @@ from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema
 
 
+class LogPassedCheckpoints(RuntimeError):
+    """The source's log now starts past a checkpoint this batch was read for. Either another run of
+    the source moved it after reading newer checkpoints (nothing lost: read the checkpoints again),
+    or the changes in between are gone; the message says which sink lost which range."""
+
+
 class ChangeSource(Protocol):
     # How people call this source's change log, e.g. "binlog" or "wal"; part of sensor names.
     log_name: str

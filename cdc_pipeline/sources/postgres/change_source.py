@@ -11,6 +11,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber, SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.sources.change_source import LogPassedCheckpoints
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 from cdc_pipeline.sources.postgres.replication_slot import (
@@ -20,6 +21,11 @@ from cdc_pipeline.sources.postgres.replication_slot import (
 )
 from cdc_pipeline.sources.postgres.retention import lost_range, slot_retention, wal_retention
 from cdc_pipeline.sources.postgres.wal_reader import WalBatchReader
+
+
+class SlotPastCheckpoints(LogicalDecodingError, LogPassedCheckpoints):
+    """The slot stands past a sink's checkpoint: released by a concurrent run that read newer
+    checkpoints, or by someone else (then the WAL in between is gone)."""
 
 
 class PostgresChangeSource:
@@ -111,7 +117,8 @@ class PostgresChangeSource:
                 " the WAL between them was released before every sink read it"
             )
         ranges = "; ".join(f"sink '{sink}' checkpoint {known[sink]}: lost {lost}" for sink, lost in lost_ranges.items())
-        raise LogicalDecodingError(
+        error = LogicalDecodingError if state.lost else SlotPastCheckpoints
+        raise error(
             f"{self.settings.describe()}: {why}; {ranges}; the changes in between are gone, nothing is skipped"
             " silently: re-sync the sinks (and drop and recreate the slot if it was invalidated)"
         )
