@@ -106,7 +106,8 @@ def load_chunks(phase: str, port: int, sink_target: str, partition_keys: list[st
     masker = Masker(MaskingConfig(), "bench-key")
     rows = 0
     for key in partition_keys:
-        rows += load_chunk("bench", source, schema, Chunk.parse(key), pipeline, masker, {"target": sink}, len).rows_read
+        chunk = Chunk.parse(key)
+        rows += load_chunk("bench", source, schema, chunk, pipeline, masker, {"target": sink}, len, print).rows_read
     return rows
 
 

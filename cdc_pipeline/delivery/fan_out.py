@@ -51,9 +51,6 @@ class SinkFanOut:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def mapper(self, sink_name: str) -> TypeMapper:
-        return self._mappers[sink_name]
-
     def deliver(self, batch: ChangeBatch, sink_names: Iterable[str], advance_checkpoint: bool = True) -> FannedOut:
         """Mask `batch` (in place: the unmasked values are gone once this returns), store what
         masking refused (it concerns every sink, so before any checkpoint passes it), then deliver it

@@ -116,10 +116,11 @@ class ReplicationSession:
             # Another run of the source may have written the sinks and moved the log on since the
             # checkpoints were read (two runs started together): with the checkpoints read again the
             # log no longer starts past them. If it still does, the changes in between are gone.
-            fresh, _ = read_checkpoints(self.source_name, {name: self.sinks[name] for name in checkpoints})
+            fresh, gone = read_checkpoints(self.source_name, {name: self.sinks[name] for name in checkpoints})
             if fresh == checkpoints:
                 raise
             checkpoints = fresh
+            unreachable.update(gone)
             batch = self._read(checkpoints, limits, stop_at)
         crash_point("after_read")
         clock = _lap(stages, "read", clock)

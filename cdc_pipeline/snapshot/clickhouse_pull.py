@@ -103,7 +103,10 @@ def pull_chunk(
         sink.client.command(query, settings={"session_timezone": "UTC"})
     except Exception as error:
         # The engine may quote the statement, password included: never let that out.
-        message = str(error).replace(settings.password, "***") if settings.password else str(error)
+        message = str(error)
+        if settings.password:  # as given and as quoted in the statement's literal
+            for form in (_literal(settings.password)[1:-1], settings.password):
+                message = message.replace(form, "***")
         raise ChunkPullFailed(
             f"sink '{sink.name}': pulling {schema.qualified_name} chunk {chunk.index} from MySQL failed: {message}"
         ) from None

@@ -61,10 +61,13 @@ def load_chunk(
     masker: Masker,
     sinks: dict[str, Sink],
     record_rejections: Callable[[list[Rejection]], int],
+    warn: Callable[[str], None],
     slice_rows: int = 10_000,
 ) -> ChunkLoadResult:
-    """`record_rejections` stores dead letters (masked) and returns how many it stored."""
-    return _ChunkLoad(source_name, source, schema, chunk, pipeline, masker, sinks).run(record_rejections, slice_rows)
+    """`record_rejections` stores dead letters (masked) and returns how many it stored; `warn` hears
+    of a sink that is down while its write is retried."""
+    load = _ChunkLoad(source_name, source, schema, chunk, pipeline, masker, sinks, warn)
+    return load.run(record_rejections, slice_rows)
 
 
 @dataclass
@@ -79,6 +82,7 @@ class _ChunkLoad:
     pipeline: PipelineConfig
     masker: Masker
     sinks: dict[str, Sink]
+    warn: Callable[[str], None]
     result: ChunkLoadResult = field(default_factory=ChunkLoadResult)
     # The chunk's keys as the sinks hold them (masked, canonical).
     present: set[tuple[str, ...]] = field(default_factory=set)
@@ -113,7 +117,7 @@ class _ChunkLoad:
         def record(rejections: list[Rejection]) -> None:
             result.dead_lettered += record_rejections(rejections)
 
-        fan_out = SinkFanOut(self.pipeline, sinks, self.masker, record, warn=lambda message: None)
+        fan_out = SinkFanOut(self.pipeline, sinks, self.masker, record, self.warn)
         try:
             for chunk_slice in self.source.read_chunk(schema, self.chunk.bounds, self.chunk.version, slice_rows):
                 result.rows_read += len(chunk_slice.changes) + len(chunk_slice.rejections)

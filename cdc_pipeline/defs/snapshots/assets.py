@@ -61,6 +61,7 @@ def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> d
             getattr(context.resources, MASKING).masker(pipeline.masking),
             {sink_name: getattr(context.resources, sink_key(sink_name)).sink(sink_name) for sink_name in sink_names},
             lambda rejections: dead_letters.record(source_name, rejections),
+            context.log.warning,
         )
         for sink_name, reason in result.pull_failures.items():
             context.log.warning(f"{reason}; {sink_name} loaded the chunk through the Python path instead")

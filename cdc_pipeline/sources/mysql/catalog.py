@@ -142,8 +142,9 @@ def _mariadb_json_columns(cursor: Any, database: str, table: str) -> set[str]:
             " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
             (database, table),
         )
-    except pymysql.err.OperationalError:
-        return set()  # MySQL: no TABLE_NAME there, and its JSON is a type of its own
+    except (pymysql.err.OperationalError, pymysql.err.ProgrammingError):
+        # MySQL: no TABLE_NAME there (8.0) or no such table (5.7); its JSON is a type of its own.
+        return set()
     found = set()
     for (clause,) in cursor.fetchall():
         matched = _JSON_VALID.match(str(clause))
