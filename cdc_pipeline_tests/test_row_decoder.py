@@ -8,6 +8,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+from cdc_pipeline.sources.mysql.connection import ControlConnection
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
 from cdc_pipeline_tests.harness import PipelineHarness
@@ -16,8 +17,13 @@ from cdc_pipeline_tests.test_end_to_end import ALL_TYPES_TABLE, ROWS
 
 def _read(harness: PipelineHarness, compiled: bool, start: BinlogPosition) -> ChangeBatch:
     catalog = MySqlCatalog(harness.mariadb.settings, TableSelection(include=[f"{harness.database}.*"]))
-    reader = BinlogBatchReader("shop", harness.mariadb.settings, 777, catalog, compiled_decoder=compiled)
-    return reader.read(Checkpoint(start), max_rows=10**6)
+    control = ControlConnection(harness.mariadb.settings)
+    reader = BinlogBatchReader("shop", control, 777, catalog, compiled_decoder=compiled)
+    try:
+        return reader.read(Checkpoint(start), max_rows=10**6)
+    finally:
+        reader.close()
+        control.close()
 
 
 def test_compiled_decoder_equals_the_library_on_every_type_and_change_kind(harness: PipelineHarness) -> None:

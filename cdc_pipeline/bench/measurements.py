@@ -49,9 +49,10 @@ def measure_pipeline(
     from cdc_pipeline.sinks.postgres_sink import PostgresSink
     from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
     from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+    from cdc_pipeline.sources.mysql.connection import ControlConnection
 
     catalog = MySqlCatalog(settings, TableSelection(include=[f"{DATABASE}.*"]))
-    reader = BinlogBatchReader("bench", settings, 9002, catalog)
+    reader = BinlogBatchReader("bench", ControlConnection(settings), 9002, catalog)
     masker = Masker(MaskingConfig(), "bench-key")
     sink: ClickHouseSink | PostgresSink | None = None
     mapper: TypeMapper | None = None
@@ -74,6 +75,7 @@ def measure_pipeline(
             sink.write(mapped, lambda rejections: None)
             del mapped
         del batch
+    reader.close()
     return rows
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -102,6 +104,16 @@ def open_change_source(resources: Any, source_name: str, pipeline: PipelineConfi
     """The source behind `source_name`'s resource, as the ChangeSource the ops, sensor and checks use."""
     resource: SourceResource = getattr(resources, source_key(source_name))
     return resource.change_source(source_name, pipeline.sources[source_name])
+
+
+@contextmanager
+def change_source_of(resources: Any, source_name: str, pipeline: PipelineConfig) -> Iterator[ChangeSource]:
+    """open_change_source for one use: closed (its kept connections let go) when the block ends."""
+    source = open_change_source(resources, source_name, pipeline)
+    try:
+        yield source
+    finally:
+        source.close()
 
 
 def open_snapshot_source(resources: Any, source_name: str, pipeline: PipelineConfig) -> SnapshotSource:

@@ -94,6 +94,7 @@ class ReplicationSession:
 
     def close(self) -> None:
         self._fan_out.close()
+        self.source.close()
 
     def check(self) -> None:
         self.source.check()

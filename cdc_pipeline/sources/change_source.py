@@ -62,6 +62,9 @@ class ChangeSource(Protocol):
     def log_usage(self) -> dict[str, int | str]:
         """What the change log occupies at the source, for run metadata ({}: the source does not say)."""
 
+    def close(self) -> None:
+        """Let go of what the source keeps between batches (connections, a log stream)."""
+
     def retention(self, checkpoints: Mapping[str, Checkpoint | None]) -> RetentionStatus:
         """How close each sink's checkpoint is to what the source will purge, in the source's own
         terms, and whether the log after it is already gone (cheap enough for every batch)."""

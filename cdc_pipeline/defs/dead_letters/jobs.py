@@ -33,7 +33,11 @@ def build_replay_job(pipeline: PipelineConfig) -> dg.JobDefinition:
             return sources[source].table_schema(table) if source in sources else None
 
         masker = getattr(context.resources, MASKING).masker(pipeline.masking)
-        result = replay_dead_letters(store, pipeline, sinks, schema_of, masker, context.log.warning)
+        try:
+            result = replay_dead_letters(store, pipeline, sinks, schema_of, masker, context.log.warning)
+        finally:
+            for source in sources.values():
+                source.close()
         context.log.info(f"replayed dead letters: {result.resolved} resolved, {result.still_failing} still failing")
         context.log_event(
             dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store))

@@ -11,7 +11,7 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.replication.progress import ProgressRecorder, read_progress
 from cdc_pipeline.defs.resource_keys import source_key
-from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.resources import change_source_of
 from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG, STREAMING_TAG
 
 # ChangeSource.log_name per source kind: the sensor is built before any source is opened.
@@ -98,8 +98,8 @@ def build_source_sensor(
         if backing_off is not None:
             return backing_off
         latest = records[0].dagster_run if records else None
-        source = open_change_source(context.resources, source_name, pipeline)
-        high_water = str(source.high_water_mark())
+        with change_source_of(context.resources, source_name, pipeline) as source:
+            high_water = str(source.high_water_mark())
         # The sink checkpoints are the truth (the run reads from them); the cursor only says what
         # was last requested. A failed run is requested again under a new key naming the failure;
         # a run that ended short of it (max_batches, a yielded chdb path) is continued from where it stopped.

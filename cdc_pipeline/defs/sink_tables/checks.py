@@ -18,7 +18,7 @@ from cdc_pipeline.core.key_digest import key_digest
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.resources import change_source_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.defs.sink_tables.retention import build_retention_check
 from cdc_pipeline.defs.sink_tables.schema_status import build_schema_check
@@ -63,22 +63,22 @@ def _row_count_check(
         description="Live rows in the sink equal the source's row count.",
     )
     def row_count_matches_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        source = open_change_source(context.resources, source_name, pipeline)
-        sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
-        high_water, checkpoint = _sink_progress(source, sink, source_name)
-        stats = sink.table_stats(table)
-        source_rows = source.row_count(table)
-        sink_rows = stats.live_rows if stats else 0
-        return dg.AssetCheckResult(
-            passed=source_rows == sink_rows,
-            severity=_severity(high_water, checkpoint),
-            metadata={
-                "source_rows": source_rows,
-                "sink_rows": sink_rows,
-                "sink_checkpoint": str(checkpoint),
-                "source_high_water_mark": str(high_water),
-            },
-        )
+        with change_source_of(context.resources, source_name, pipeline) as source:
+            sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
+            high_water, checkpoint = _sink_progress(source, sink, source_name)
+            stats = sink.table_stats(table)
+            source_rows = source.row_count(table)
+            sink_rows = stats.live_rows if stats else 0
+            return dg.AssetCheckResult(
+                passed=source_rows == sink_rows,
+                severity=_severity(high_water, checkpoint),
+                metadata={
+                    "source_rows": source_rows,
+                    "sink_rows": sink_rows,
+                    "sink_checkpoint": str(checkpoint),
+                    "source_high_water_mark": str(high_water),
+                },
+            )
 
     return row_count_matches_source
 
@@ -91,33 +91,35 @@ def _keys_check(source_name: str, table: str, sink_name: str, pipeline: Pipeline
         description="The sink holds exactly the source's keys (streamed, order-independent digest).",
     )
     def keys_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        source = open_change_source(context.resources, source_name, pipeline)
-        sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
-        schema = source.table_schema(table)
-        if schema is None or not schema.key_columns:
-            return dg.AssetCheckResult(passed=False, metadata={"reason": f"{table} has no key at the source"})
-        masked_keys = set(Masker(pipeline.masking, None).plan(table, list(schema.key_columns))) & set(
-            schema.key_columns
-        )
-        if masked_keys:
-            # Hashed keys cannot be compared with the source's; the count check still applies.
-            return dg.AssetCheckResult(
-                passed=True, metadata={"skipped": f"key columns {sorted(masked_keys)} are masked"}
+        with change_source_of(context.resources, source_name, pipeline) as source:
+            sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
+            schema = source.table_schema(table)
+            if schema is None or not schema.key_columns:
+                return dg.AssetCheckResult(passed=False, metadata={"reason": f"{table} has no key at the source"})
+            masked_keys = set(Masker(pipeline.masking, None).plan(table, list(schema.key_columns))) & set(
+                schema.key_columns
             )
-        high_water, checkpoint = _sink_progress(source, sink, source_name)
-        at_source = key_digest(source.live_keys(schema))
-        in_sink = key_digest(sink.live_keys(table, schema.key_columns)) if sink.table_stats(table) else key_digest([])
-        return dg.AssetCheckResult(
-            passed=at_source == in_sink,
-            severity=_severity(high_water, checkpoint),
-            metadata={
-                "source_keys": at_source.count,
-                "sink_keys": in_sink.count,
-                "source_digest": f"{at_source.digest:016x}",
-                "sink_digest": f"{in_sink.digest:016x}",
-                "sink_checkpoint": str(checkpoint),
-            },
-        )
+            if masked_keys:
+                # Hashed keys cannot be compared with the source's; the count check still applies.
+                return dg.AssetCheckResult(
+                    passed=True, metadata={"skipped": f"key columns {sorted(masked_keys)} are masked"}
+                )
+            high_water, checkpoint = _sink_progress(source, sink, source_name)
+            at_source = key_digest(source.live_keys(schema))
+            in_sink = (
+                key_digest(sink.live_keys(table, schema.key_columns)) if sink.table_stats(table) else key_digest([])
+            )
+            return dg.AssetCheckResult(
+                passed=at_source == in_sink,
+                severity=_severity(high_water, checkpoint),
+                metadata={
+                    "source_keys": at_source.count,
+                    "sink_keys": in_sink.count,
+                    "source_digest": f"{at_source.digest:016x}",
+                    "sink_digest": f"{in_sink.digest:016x}",
+                    "sink_checkpoint": str(checkpoint),
+                },
+            )
 
     return keys_match_source
 

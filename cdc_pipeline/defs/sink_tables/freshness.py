@@ -24,7 +24,7 @@ from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.replication.progress import read_progress
 from cdc_pipeline.defs.replication.sink_status import STATUS, latest_status
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
-from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.resources import change_source_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.sinks.availability import SinkUnavailable
 
@@ -79,7 +79,8 @@ def evaluate_freshness(
             metadata["unavailable_for_seconds"] = round(down_for, 1)
         return Freshness(False, metadata, None)
     if high_water is None:
-        high_water = open_change_source(resources, source_name, pipeline).high_water_mark()
+        with change_source_of(resources, source_name, pipeline) as source:
+            high_water = source.high_water_mark()
     if not may_open_sink:
         return _by_measured_lag(instance, source_name, sink_name, now, tolerance, {STATUS: "available"})
     try:

@@ -18,7 +18,7 @@ from cdc_pipeline.config.models import PipelineConfig, RetentionConfig
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
-from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.resources import change_source_of
 
 CHECK_NAME = "source_log_retained"
 
@@ -72,23 +72,23 @@ def build_retention_check(
         " (binlog expiry, replication slot WAL limit, cdc_raw space).",
     )
     def source_log_retained(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        source = open_change_source(context.resources, source_name, pipeline)
-        checkpoint = getattr(context.resources, sink_key(sink_name)).sink(sink_name).checkpoint(source_name)
-        status = source.retention({sink_name: checkpoint})
-        mine = status.sinks[sink_name]
-        verdict = assess(status, mine, thresholds)
-        return dg.AssetCheckResult(
-            passed=verdict.passed,
-            severity=verdict.severity,
-            description="; ".join(verdict.reasons) or None,
-            metadata={
-                "source": source_name,
-                "oldest_kept": status.oldest_kept,
-                **status.log,
-                **mine.as_metadata(),
-                "warn_when_hours_left": thresholds.warn_when_hours_left,
-                "warn_when_percent_used": thresholds.warn_when_percent_used,
-            },
-        )
+        with change_source_of(context.resources, source_name, pipeline) as source:
+            checkpoint = getattr(context.resources, sink_key(sink_name)).sink(sink_name).checkpoint(source_name)
+            status = source.retention({sink_name: checkpoint})
+            mine = status.sinks[sink_name]
+            verdict = assess(status, mine, thresholds)
+            return dg.AssetCheckResult(
+                passed=verdict.passed,
+                severity=verdict.severity,
+                description="; ".join(verdict.reasons) or None,
+                metadata={
+                    "source": source_name,
+                    "oldest_kept": status.oldest_kept,
+                    **status.log,
+                    **mine.as_metadata(),
+                    "warn_when_hours_left": thresholds.warn_when_hours_left,
+                    "warn_when_percent_used": thresholds.warn_when_percent_used,
+                },
+            )
 
     return source_log_retained

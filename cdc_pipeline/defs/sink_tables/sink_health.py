@@ -17,7 +17,7 @@ import dagster as dg
 from cdc_pipeline.config.models import ClickHouseSinkConfig, PipelineConfig
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
-from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.resources import change_source_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.defs.sink_tables.freshness import FRESHNESS_CHECK, evaluate_freshness
 
@@ -46,7 +46,8 @@ def build_sink_health_sensor(pipeline: PipelineConfig, running: bool = False) ->
         problems: list[str] = []
         for source_name in pipeline.sources:
             try:
-                high_water = open_change_source(context.resources, source_name, pipeline).high_water_mark()
+                with change_source_of(context.resources, source_name, pipeline) as source:
+                    high_water = source.high_water_mark()
             except Exception as error:  # noqa: BLE001 - recorded as the verdict of every table of the source
                 problems.append(f"{source_name}: {type(error).__name__}: {error}")
                 high_water = None

@@ -273,6 +273,9 @@ class CassandraChangeSource:
         for segment in self.cdc_raw.releasable(earliest):
             self.cdc_raw.delete(segment)
 
+    def close(self) -> None:
+        """Nothing is kept between batches: each opens its own connection."""
+
     def log_usage(self) -> dict[str, int | str]:
         return self.cdc_raw.usage().as_metadata()
 

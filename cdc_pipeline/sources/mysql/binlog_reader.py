@@ -10,7 +10,14 @@ from dataclasses import replace
 from typing import Any
 
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import MariadbGtidEvent, NotImplementedEvent, QueryEvent, RotateEvent, XidEvent
+from pymysqlreplication.event import (
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    NotImplementedEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
+)
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
@@ -26,9 +33,10 @@ from cdc_pipeline.core.schema_changes import (
     unrecognised_reason,
 )
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
-from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.connection import Connection, ControlConnection, MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.ddl import CURRENT_TIMESTAMP, parse_ddl
 from cdc_pipeline.sources.mysql.library_values import ValueFix, apply_none_sources, value_normalisers
+from cdc_pipeline.sources.mysql.preflight import read_binlog_head, read_server_id
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
 from cdc_pipeline.sources.mysql.table_map_shape import table_map_shape
 
@@ -36,10 +44,75 @@ from cdc_pipeline.sources.mysql.table_map_shape import table_map_shape
 # mysql-replication cannot decode them and would otherwise drop them without a word.
 _COMPRESSED_EVENT_TYPES = frozenset({0x28, *range(0xA5, 0xAC)})
 _ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+# The server sends a heartbeat when it has had nothing to send for this long: how a read learns it
+# has reached the log's end when no commit sits exactly at the end it was asked to read to.
+_HEARTBEAT_SECONDS = 0.5
+# A dump that hears nothing (not even heartbeats) for this long is a dead link.
+_DUMP_READ_TIMEOUT_SECONDS = 30
+_READS_BEFORE_GIVING_UP = 3
 
 
 class BinlogDecodeError(RuntimeError):
     """An event the reader must not skip cannot be decoded; the message names its position."""
+
+
+class _Dump:
+    """A binlog dump (the replication protocol's stream) and where its next event continues the log.
+
+    mysql-replication re-dials a dump whose link dropped and goes on where it left off, on whatever
+    server now answers at that address (after a failover, another server's binlog with other
+    offsets). The reader counts the dump's connections to notice, ends its batch at the last whole
+    transaction, and starts the next batch on a new dump from the checkpoint, through the checks a
+    batch starts with.
+    """
+
+    def __init__(self, source_server_id: int) -> None:
+        self.source_server_id = source_server_id
+        self.continues_at: BinlogPosition | None = None
+        self._stream_connections = 0
+        self.stream: BinLogStreamReader
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stream_connections > 1
+
+    @classmethod
+    def open(
+        cls, settings: MySqlConnectionSettings, server_id: int, start: BinlogPosition, source_server_id: int
+    ) -> _Dump:
+        dump = cls(source_server_id)
+        # is_mariadb stays False: with it, mysql-replication ignores log_file/log_pos unless GTIDs are
+        # used and replays from the first binlog. The MySQL protocol path resumes by file+pos on MariaDB too.
+        dump.stream = BinLogStreamReader(
+            connection_settings={**settings.as_pymysql_kwargs(), "read_timeout": _DUMP_READ_TIMEOUT_SECONDS},
+            pymysql_wrapper=dump._connect,
+            server_id=server_id,
+            resume_stream=True,
+            log_file=start.file,
+            log_pos=start.pos,
+            blocking=True,
+            slave_heartbeat=_HEARTBEAT_SECONDS,
+            only_events=[
+                *_ROW_EVENTS,
+                TableMapEvent,
+                MariadbGtidEvent,
+                XidEvent,
+                QueryEvent,
+                RotateEvent,
+                HeartbeatLogEvent,
+                NotImplementedEvent,
+            ],
+            filter_non_implemented_events=False,
+        )
+        return dump
+
+    def _connect(self, **kwargs: Any) -> Connection:
+        if kwargs.get("db") is None:  # the library's control connection names a database; the dump's does not
+            self._stream_connections += 1
+        return Connection(**kwargs)
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 class BinlogBatchReader:
@@ -48,7 +121,7 @@ class BinlogBatchReader:
     def __init__(
         self,
         source_name: str,
-        settings: MySqlConnectionSettings,
+        control: ControlConnection,
         server_id: int,
         catalog: MySqlCatalog,
         compiled_decoder: bool = True,
@@ -61,8 +134,11 @@ class BinlogBatchReader:
         self._gtid_versions = gtid_versions
         # The operator's word that a statement the parser cannot read changes nothing for the sinks.
         self._marks_safe = marks_safe
-        self._settings = settings
+        self._control = control
+        self._settings = control.settings
         self._server_id = server_id
+        # The binlog dump of the last batch, kept open while batches follow one another.
+        self._dump: _Dump | None = None
         self._catalog = catalog
         self._normaliser_cache: dict[str, tuple[TableSchema, list[tuple[str, ValueFix]]]] = {}
         self._decoders: dict[tuple[int, str], tuple[TableSchema, CompiledRowDecoder | None]] = {}
@@ -70,29 +146,6 @@ class BinlogBatchReader:
         # and the schema made of it): the binlog's own description, which may be older than the catalog.
         self._null_bitmasks: dict[int, bytes] = {}
         self._shapes: dict[int, tuple[list[Any], bytes, TableSchema | None, TableSchema]] = {}
-
-    def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
-        # is_mariadb stays False: with it, mysql-replication ignores log_file/log_pos unless GTIDs are used
-        # and replays from the first binlog. The MySQL protocol path resumes by file+pos on MariaDB too.
-        return BinLogStreamReader(
-            connection_settings=self._settings.as_pymysql_kwargs(),
-            pymysql_wrapper=Connection,
-            server_id=self._server_id,
-            resume_stream=True,
-            log_file=start.file,
-            log_pos=start.pos,
-            blocking=False,
-            only_events=[
-                *_ROW_EVENTS,
-                TableMapEvent,
-                MariadbGtidEvent,
-                XidEvent,
-                QueryEvent,
-                RotateEvent,
-                NotImplementedEvent,
-            ],
-            filter_non_implemented_events=False,
-        )
 
     def read(
         self,
@@ -103,13 +156,54 @@ class BinlogBatchReader:
         max_seconds: float | None = None,
     ) -> ChangeBatch:
         """Read committed transactions from `start` until `max_rows` rows, `max_bytes` bytes of row
-        events, `max_seconds` of reading or `stop_at` is reached.
+        events, `max_seconds` of reading, `stop_at`, or the binlog's end as it was when the read began.
 
         The batch ends after the last complete transaction read; a transaction is never split, so a
-        single transaction larger than a limit makes a larger batch.
+        single transaction larger than a limit makes a larger batch. The dump stays open for the next
+        batch when that one starts where this one ended.
         """
+        head = self._control.read(lambda cursor: read_binlog_head(cursor, self._settings.describe()))
+        read_until = head if stop_at is None else min(head, stop_at)
+        for _ in range(_READS_BEFORE_GIVING_UP):
+            dump = self._dump_from(as_binlog_position(start.position))
+            batch = self._read_dump(dump, start, read_until, max_rows, max_bytes, max_seconds)
+            if batch.end != batch.start or not dump.interrupted:
+                return batch
+            # The link dropped before the first transaction: read again on a new dump, since an
+            # empty batch says the log holds nothing new.
+        raise BinlogDecodeError(
+            f"the binlog dump from {self._settings.describe()} broke off {_READS_BEFORE_GIVING_UP} times at"
+            f" {start.position} before a whole transaction arrived"
+        )
+
+    def close(self) -> None:
+        if self._dump is not None:
+            self._dump.close()
+            self._dump = None
+
+    def _dump_from(self, start: BinlogPosition) -> _Dump:
+        """The kept dump when it continues at `start`; otherwise a new one opened there."""
+        if self._dump is not None and self._dump.continues_at == start:
+            return self._dump
+        self.close()
+        # Table ids name table maps of one dump; a new one may reuse them for other tables.
+        self._null_bitmasks.clear()
+        self._shapes.clear()
+        self._decoders.clear()
+        self._dump = _Dump.open(self._settings, self._server_id, start, self._control.read(read_server_id))
+        return self._dump
+
+    def _read_dump(
+        self,
+        dump: _Dump,
+        start: Checkpoint,
+        read_until: BinlogPosition,
+        max_rows: int,
+        max_bytes: int | None,
+        max_seconds: float | None,
+    ) -> ChangeBatch:
         deadline = time.monotonic() + max_seconds if max_seconds is not None else None
-        server_id = self._source_server_id()
+        server_id = dump.source_server_id
         start = Checkpoint(start.position, start.gtid, server_id)
         batch = ChangeBatch(source=self._source_name, start=start, end=start)
         pending_tables: dict[str, TableChanges] = {}
@@ -120,9 +214,35 @@ class BinlogBatchReader:
         pending_bytes = 0
         committed_bytes = 0
         transaction = _Transaction(start.gtid)
-        stream = self._open_stream(as_binlog_position(start.position))
+        # Whether nothing of an unfinished transaction was taken from the dump since the batch's
+        # last commit: only then can the next batch go on reading the same dump.
+        clean = True
+        stream = dump.stream
         try:
             for event in stream:
+                if dump.interrupted:
+                    clean = False
+                    break
+                if isinstance(event, HeartbeatLogEvent):
+                    # Sent when the server has nothing more to send; ones queued while no batch was
+                    # reading carry an older position and are passed over.
+                    if clean and BinlogPosition(event.ident, event.packet.log_pos) >= read_until:
+                        batch.log_read_to = read_until
+                        break
+                    if not clean and deadline is not None and time.monotonic() >= deadline:
+                        break
+                    continue
+                if isinstance(event, RotateEvent):
+                    continue  # between files, outside any transaction
+                if isinstance(event, NotImplementedEvent):
+                    if event.packet.event_type in _COMPRESSED_EVENT_TYPES:
+                        raise BinlogDecodeError(
+                            f"compressed binlog event (type 0x{event.packet.event_type:02x}) at "
+                            f"{stream.log_file}:{event.packet.log_pos - event.packet.event_size}: turn off "
+                            "log_bin_compress / binlog_transaction_compression and re-sync the affected tables"
+                        )
+                    continue
+                clean = False
                 if isinstance(event, TableMapEvent):
                     self._null_bitmasks[event.table_id] = bytes(event.null_bitmask)
                     continue
@@ -137,15 +257,7 @@ class BinlogBatchReader:
                 if isinstance(event, MariadbGtidEvent):
                     transaction.begin(Gtid(event.domain_id, event.server_id, event.gtid_seq_no), self._gtid_versions)
                     continue
-                if isinstance(event, NotImplementedEvent):
-                    if event.packet.event_type in _COMPRESSED_EVENT_TYPES:
-                        raise BinlogDecodeError(
-                            f"compressed binlog event (type 0x{event.packet.event_type:02x}) at "
-                            f"{stream.log_file}:{event.packet.log_pos - event.packet.event_size}: turn off "
-                            "log_bin_compress / binlog_transaction_compression and re-sync the affected tables"
-                        )
-                    continue
-                if isinstance(event, RotateEvent) or not _ends_transaction(event):
+                if not _ends_transaction(event):
                     continue
                 if isinstance(event, QueryEvent):
                     # A DDL statement commits implicitly, so nothing is pending here.
@@ -161,6 +273,7 @@ class BinlogBatchReader:
                 committed_rows += pending_rows
                 committed_bytes += pending_bytes
                 pending_tables, pending_rejections, pending_rows, pending_bytes = {}, [], 0, 0
+                clean = True
                 gtid = transaction.gtid if self._gtid_versions else None
                 batch.end = Checkpoint(BinlogPosition(stream.log_file, event.packet.log_pos), gtid, server_id)
                 batch.last_commit_ts = event.timestamp
@@ -168,11 +281,18 @@ class BinlogBatchReader:
                     committed_rows >= max_rows
                     or (max_bytes is not None and committed_bytes >= max_bytes)
                     or (deadline is not None and time.monotonic() >= deadline)
-                    or (stop_at is not None and batch.end.position >= stop_at)
+                    or batch.end.position >= read_until
                 ):
                     break
-        finally:
-            stream.close()
+            else:
+                clean = False  # the server ended the dump
+        except BaseException:
+            self.close()
+            raise
+        if clean:
+            dump.continues_at = as_binlog_position(batch.end.position)
+        else:
+            self.close()
         # Rows of a transaction whose commit was not read yet stay out: the next batch reads them again.
         self._shape_tables_without_rows(batch)
         return batch
@@ -253,11 +373,6 @@ class BinlogBatchReader:
             schema = self._catalog.table(*change.table.split(".", 1))
             if schema is not None and schema.key_columns:
                 batch.tables[change.table] = TableChanges(schema, [], ShapeSource.CATALOG)
-
-    def _source_server_id(self) -> int:
-        with self._settings.connect() as connection, connection.cursor() as cursor:
-            cursor.execute("SELECT @@server_id")
-            return int(cursor.fetchone()[0])
 
     def _normalisers(self, schema: TableSchema) -> list[tuple[str, ValueFix]]:
         cached = self._normaliser_cache.get(schema.qualified_name)

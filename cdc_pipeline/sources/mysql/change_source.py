@@ -13,11 +13,11 @@ from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.connection import ControlConnection, MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.preflight import (
     SourcePreflightError,
     check_binlog_settings,
-    current_binlog_position,
+    read_binlog_head,
 )
 from cdc_pipeline.sources.mysql.resume import ResumeBy, resume_point
 from cdc_pipeline.sources.mysql.retention import binlog_retention
@@ -32,6 +32,18 @@ class MySqlChangeSource:
         self._server_id = server_id
         self._config = config
         self.catalog = MySqlCatalog(settings, config.tables, config.key_columns)
+        # Kept for the source's life: a run's idle polls and batches reuse one connection and,
+        # while each batch starts where the last ended, one binlog dump.
+        self._control = ControlConnection(settings)
+        self._reader = BinlogBatchReader(
+            name,
+            self._control,
+            server_id,
+            self.catalog,
+            compiled_decoder=config.compiled_row_decoder,
+            gtid_versions=config.resume_by == "gtid",
+            marks_safe=config.marks_safe,
+        )
 
     @property
     def resume_by(self) -> ResumeBy:
@@ -62,7 +74,7 @@ class MySqlChangeSource:
             )
 
     def high_water_mark(self) -> BinlogPosition:
-        return current_binlog_position(self.settings)
+        return self._control.read(lambda cursor: read_binlog_head(cursor, self.settings.describe()))
 
     def read_batch(
         self,
@@ -74,18 +86,14 @@ class MySqlChangeSource:
     ) -> ChangeBatch:
         if stop_at is not None and not isinstance(stop_at, BinlogPosition):
             raise ValueError(f"source '{self._name}' reads a binlog; {stop_at} is not a binlog position")
-        start = resume_point(dict(checkpoints), self.settings, self._config.resume_by)
-        reader = BinlogBatchReader(
-            self._name,
-            self.settings,
-            self._server_id,
-            self.catalog,
-            compiled_decoder=self._config.compiled_row_decoder,
-            gtid_versions=self._config.resume_by == "gtid",
-            marks_safe=self._config.marks_safe,
+        start = resume_point(dict(checkpoints), self._control, self._config.resume_by)
+        return self._reader.read(
+            start, max_rows=max_rows, stop_at=stop_at, max_bytes=max_bytes, max_seconds=max_seconds
         )
-        batch = reader.read(start, max_rows=max_rows, stop_at=stop_at, max_bytes=max_bytes, max_seconds=max_seconds)
-        return batch
+
+    def close(self) -> None:
+        self._reader.close()
+        self._control.close()
 
     def has_unread_changes(self) -> None:
         return None  # the binlog position says it: the sensor compares it with the last run's

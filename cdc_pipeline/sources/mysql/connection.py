@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
+from pymysql.cursors import Cursor
 
 _shared_tls_context: ssl.SSLContext | None = None
 _shared_tls_lock = threading.Lock()
@@ -54,3 +56,42 @@ class MySqlConnectionSettings:
 
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
+
+
+# PyMySQL's codes for a connection that is gone: the server went away, the link dropped mid-query,
+# or the client could not read the answer.
+_CONNECTION_LOST = frozenset({2006, 2013, 2055})
+T = TypeVar("T")
+
+
+class ControlConnection:
+    """One connection kept for the short reads a source makes on every idle poll and batch (the
+    binlog's end, the server id), instead of a new connection (and TLS handshake) each time.
+
+    The reads are idempotent, so a connection that died between two of them (a server restart, a
+    failover behind the same address, the server's `wait_timeout`) is replaced and the read asked
+    once more on the new one.
+    """
+
+    def __init__(self, settings: MySqlConnectionSettings) -> None:
+        self.settings = settings
+        self._connection: pymysql.connections.Connection | None = None
+
+    def read(self, query: Callable[[Cursor], T]) -> T:
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = self.settings.connect()
+            try:
+                with self._connection.cursor() as cursor:
+                    return query(cursor)
+            except pymysql.err.OperationalError as error:
+                self.close()
+                if attempt == 2 or error.args[0] not in _CONNECTION_LOST:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            # Closing a connection whose link already dropped only marks it closed.
+            connection.close()

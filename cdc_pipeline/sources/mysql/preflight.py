@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pymysql
+from pymysql.cursors import Cursor
 
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
@@ -57,15 +58,25 @@ def check_binlog_settings(settings: MySqlConnectionSettings, needs_gtid: bool = 
 def current_binlog_position(settings: MySqlConnectionSettings) -> BinlogPosition:
     """The high-water mark: where the server will write its next event."""
     with settings.connect() as connection, connection.cursor() as cursor:
-        try:
-            cursor.execute("SHOW MASTER STATUS")
-        except pymysql.err.ProgrammingError:
-            # MySQL 8.4 removed SHOW MASTER STATUS in favour of SHOW BINARY LOG STATUS (8.2+).
-            cursor.execute("SHOW BINARY LOG STATUS")
-        row = cursor.fetchone()
+        return read_binlog_head(cursor, settings.describe())
+
+
+def read_binlog_head(cursor: Cursor, server: str) -> BinlogPosition:
+    """current_binlog_position on a connection the caller keeps (`server` names it in errors)."""
+    try:
+        cursor.execute("SHOW MASTER STATUS")
+    except pymysql.err.ProgrammingError:
+        # MySQL 8.4 removed SHOW MASTER STATUS in favour of SHOW BINARY LOG STATUS (8.2+).
+        cursor.execute("SHOW BINARY LOG STATUS")
+    row = cursor.fetchone()
     if row is None:
-        raise SourcePreflightError(f"source {settings.describe()}: SHOW MASTER STATUS is empty; is log_bin on?")
+        raise SourcePreflightError(f"source {server}: SHOW MASTER STATUS is empty; is log_bin on?")
     return BinlogPosition(str(row[0]), int(row[1]))
+
+
+def read_server_id(cursor: Cursor) -> int:
+    cursor.execute("SELECT @@server_id")
+    return int(cursor.fetchone()[0])
 
 
 def oldest_binlog_position(settings: MySqlConnectionSettings) -> BinlogPosition:

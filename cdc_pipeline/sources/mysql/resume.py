@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from pymysql.cursors import Cursor
+
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid
 from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
-from cdc_pipeline.sources.mysql.preflight import oldest_binlog_position
+from cdc_pipeline.sources.mysql.connection import ControlConnection, MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.preflight import oldest_binlog_position, read_server_id
 
 ResumeBy = Literal["position", "gtid"]
 _GTID_IN_INFO = re.compile(r"GTID (\d+-\d+-\d+)")
@@ -26,9 +28,10 @@ class ResumeError(RuntimeError):
 
 
 def resume_point(
-    checkpoints: dict[str, Checkpoint | None], settings: MySqlConnectionSettings, resume_by: ResumeBy
+    checkpoints: dict[str, Checkpoint | None], control: ControlConnection, resume_by: ResumeBy
 ) -> Checkpoint:
     """The checkpoint to read from, given each sink's (None: the sink has none yet)."""
+    settings = control.settings
     known = {name: checkpoint for name, checkpoint in checkpoints.items() if checkpoint is not None}
     if len(known) < len(checkpoints):
         # A sink without a checkpoint starts from the oldest binlog the server still has.
@@ -44,21 +47,20 @@ def resume_point(
         )
     if resume_by == "position":
         name, earliest = min(known.items(), key=lambda item: item[1].position)
-        _ensure_still_kept(settings, name, as_binlog_position(earliest.position))
+        _ensure_still_kept(control, name, as_binlog_position(earliest.position))
         return earliest
     earliest = min(known.values(), key=lambda checkpoint: checkpoint.gtid.sequence if checkpoint.gtid else 0)
     assert earliest.gtid is not None
-    server_id = _server_id(settings)
+    server_id = control.read(read_server_id)
     if earliest.server_id == server_id:
         return earliest
     return Checkpoint(position_after_gtid(settings, earliest.gtid), earliest.gtid, server_id)
 
 
-def _ensure_still_kept(settings: MySqlConnectionSettings, sink: str, position: BinlogPosition) -> None:
+def _ensure_still_kept(control: ControlConnection, sink: str, position: BinlogPosition) -> None:
     """Never skip ahead silently: a checkpoint in a purged binlog means changes were lost."""
-    with settings.connect() as connection, connection.cursor() as cursor:
-        cursor.execute("SHOW BINARY LOGS")
-        files = [str(row[0]) for row in cursor.fetchall()]
+    files = control.read(_binlog_files)
+    settings = control.settings
     if position.file not in files:
         raise ResumeError(
             f"sink '{sink}' checkpoint {position} is in a binlog that {settings.describe()} no longer keeps"
@@ -67,10 +69,9 @@ def _ensure_still_kept(settings: MySqlConnectionSettings, sink: str, position: B
         )
 
 
-def _server_id(settings: MySqlConnectionSettings) -> int:
-    with settings.connect() as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT @@server_id")
-        return int(cursor.fetchone()[0])
+def _binlog_files(cursor: Cursor) -> list[str]:
+    cursor.execute("SHOW BINARY LOGS")
+    return [str(row[0]) for row in cursor.fetchall()]
 
 
 def position_after_gtid(settings: MySqlConnectionSettings, gtid: Gtid) -> BinlogPosition:

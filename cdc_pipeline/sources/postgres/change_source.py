@@ -151,5 +151,8 @@ class PostgresChangeSource:
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
         return self.catalog.live_keys(schema)
 
+    def close(self) -> None:
+        """Nothing is kept between batches: each opens its own connection."""
+
     def log_usage(self) -> dict[str, int | str]:
         return {}
