@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -341,3 +342,53 @@ def test_two_runs_started_together_do_not_raise_a_false_loss(pg_source: Postgres
     assert report.source_rows == 0  # B delivered everything; A found nothing left
     assert_same_rows(pg_source.postgres_rows("t"), pg_source.source_rows("t"), PG_SINK)
     assert_same_rows(pg_source.clickhouse_rows("t"), pg_source.source_rows("t"), CH_SINK)
+
+
+def _backends_on(dsn: str) -> dict[int, str]:
+    """The other connections to the database now: pid -> when it connected."""
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, backend_start::text FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        backends = {int(pid): str(start) for pid, start in cursor.fetchall()}
+    connection.close()
+    return backends
+
+
+def _settled_backends_on(dsn: str, expected: dict[int, str]) -> dict[int, str]:
+    """The other connections once those closed by their clients have left (a backend exits a
+    moment after its client hangs up), or what is there after 10 s."""
+    deadline = time.monotonic() + 10
+    backends = _backends_on(dsn)
+    while backends != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        backends = _backends_on(dsn)
+    return backends
+
+
+def test_the_batches_of_a_run_share_one_connection_to_the_source(pg_source: PostgresSourceHarness) -> None:
+    pg_source.source_execute("CREATE TABLE t (id int PRIMARY KEY)")
+    source = open_change_source(SimpleNamespace(**pg_source.resources()), SOURCE, pg_source.pipeline)
+    try:
+        source.ensure_slot()  # type: ignore[attr-defined]
+        kept = _backends_on(pg_source.source_dsn)
+        assert len(kept) == 1, "the source keeps one connection for its reads"
+        for i in range(6):
+            pg_source.source_execute(f"INSERT INTO t VALUES ({i})")
+        checkpoint = None
+        ids: list[int] = []
+        for _ in range(6):
+            batch = source.read_batch({"sink": checkpoint}, None, max_rows=2)
+            ids += [change.values["id"] for table in batch.tables.values() for change in table.changes]
+            checkpoint = batch.end
+            source.release({"sink": checkpoint})
+            source.high_water_mark()
+            # The same backend (same pid, same start) serves every batch, and nothing else stays.
+            assert _settled_backends_on(pg_source.source_dsn, kept) == kept
+            if len(ids) == 6:
+                break
+    finally:
+        source.close()
+    assert ids == list(range(6))
+    assert _settled_backends_on(pg_source.source_dsn, {}) == {}, "closing the source lets its connection go"

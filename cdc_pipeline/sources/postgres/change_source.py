@@ -17,7 +17,6 @@ from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 from cdc_pipeline.sources.postgres.replication_slot import (
     LogicalDecodingError,
     ReplicationSlot,
-    current_flush_position,
 )
 from cdc_pipeline.sources.postgres.retention import lost_range, slot_retention, wal_retention
 from cdc_pipeline.sources.postgres.wal_reader import WalBatchReader
@@ -53,7 +52,7 @@ class PostgresChangeSource:
         return position if position is not None else self.slot.create(self.catalog.selected_tables())
 
     def high_water_mark(self) -> LogSequenceNumber:
-        return current_flush_position(self.settings)
+        return self.slot.flush_position()
 
     def read_batch(
         self,
@@ -152,7 +151,7 @@ class PostgresChangeSource:
         return self.catalog.live_keys(schema)
 
     def close(self) -> None:
-        """Nothing is kept between batches: each opens its own connection."""
+        self.slot.connection.close()
 
     def log_usage(self) -> dict[str, int | str]:
         return {}

@@ -13,7 +13,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from cdc_pipeline.core.positions import LogSequenceNumber
-from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
+from cdc_pipeline.sources.postgres.connection import KeptConnection, PostgresSourceSettings
 
 PLUGIN = "pgoutput"
 
@@ -38,11 +38,16 @@ class ReplicationSlot:
         self.settings = settings
         self.name = slot
         self.publication = publication
+        # Every read of the slot, its WAL and its decoding goes through this one connection.
+        self.connection = KeptConnection(settings)
 
     def check_server(self) -> None:
-        with autocommit_cursor(self.settings) as cursor:
+        def read(cursor: psycopg2.extensions.cursor) -> tuple[str, str]:
             cursor.execute("SELECT current_setting('wal_level'), current_setting('server_encoding')")
             wal_level, encoding = cursor.fetchone()
+            return str(wal_level), str(encoding)
+
+        wal_level, encoding = self.connection.run(read)
         problems = []
         if wal_level != "logical":
             problems.append(f"wal_level is {wal_level!r}, logical decoding needs 'logical' (set it and restart)")
@@ -53,13 +58,16 @@ class ReplicationSlot:
 
     def confirmed_position(self) -> LogSequenceNumber | None:
         """Where the slot stands (None: it does not exist)."""
-        with autocommit_cursor(self.settings) as cursor:
+
+        def read(cursor: psycopg2.extensions.cursor) -> tuple[str, str, bool] | None:
             cursor.execute(
                 "SELECT confirmed_flush_lsn::text, plugin, database = current_database()"
                 " FROM pg_replication_slots WHERE slot_name = %s",
                 (self.name,),
             )
-            row = cursor.fetchone()
+            return cursor.fetchone()  # type: ignore[no-any-return]
+
+        row = self.connection.run(read)
         if row is None:
             return None
         position, plugin, same_database = row
@@ -76,7 +84,8 @@ class ReplicationSlot:
         The publication comes first: pgoutput reads it as of each change, so changes written
         before it existed could not be decoded.
         """
-        with autocommit_cursor(self.settings) as cursor:
+
+        def create(cursor: psycopg2.extensions.cursor) -> LogSequenceNumber:
             cursor.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,))
             if cursor.fetchone() is None:
                 if not tables:
@@ -93,19 +102,25 @@ class ReplicationSlot:
             cursor.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, %s)", (self.name, PLUGIN))
             return LogSequenceNumber.parse(cursor.fetchone()[0])
 
+        return self.connection.run(create, may_repeat=False)
+
     def unpublished(self, tables: list[tuple[str, str]]) -> list[str]:
         """Selected tables the publication does not carry (their changes would never arrive)."""
-        with autocommit_cursor(self.settings) as cursor:
+
+        def read(cursor: psycopg2.extensions.cursor) -> set[tuple[str, str]]:
             cursor.execute(
                 "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (self.publication,)
             )
-            published = {(str(s), str(t)) for s, t in cursor.fetchall()}
+            return {(str(s), str(t)) for s, t in cursor.fetchall()}
+
+        published = self.connection.run(read)
         return [f"{schema}.{table}" for schema, table in tables if (schema, table) not in published]
 
     def has_pending_changes(self) -> bool:
         """Whether a change to a published table committed after the slot's position (decodes up
         to the first such transaction only; progress marks are not asked for)."""
-        with autocommit_cursor(self.settings) as cursor:
+
+        def read(cursor: psycopg2.extensions.cursor) -> bool:
             cursor.execute(
                 "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, 1,"
                 " 'proto_version', '1', 'publication_names', %s)",
@@ -113,9 +128,13 @@ class ReplicationSlot:
             )
             return int(cursor.fetchone()[0]) > 0
 
+        return self.connection.run(read)
+
     def advance(self, to: LogSequenceNumber) -> None:
-        with autocommit_cursor(self.settings) as cursor:
-            cursor.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.name, str(to)))
+        # Advancing again to the same place changes nothing: the call may be repeated.
+        self.connection.run(
+            lambda cursor: cursor.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.name, str(to)))
+        )
 
     def mark_end_of_read(self, prefix: str) -> tuple[LogSequenceNumber, LogSequenceNumber]:
         """Write a (non-transactional, flushed) logical message; return its LSN and the WAL flush
@@ -125,15 +144,21 @@ class ReplicationSlot:
         transaction that committed before it has been read: the batch may end there even when
         none of those transactions touched a published table.
         """
-        with autocommit_cursor(self.settings) as cursor:
+
+        def mark(cursor: psycopg2.extensions.cursor) -> tuple[LogSequenceNumber, LogSequenceNumber]:
             cursor.execute("SELECT pg_logical_emit_message(false, %s, ''::text, true)::text", (prefix,))
-            mark = LogSequenceNumber.parse(cursor.fetchone()[0])
+            at = LogSequenceNumber.parse(cursor.fetchone()[0])
             cursor.execute("SELECT pg_current_wal_flush_lsn()::text")
-            return mark, LogSequenceNumber.parse(cursor.fetchone()[0])
+            return at, LogSequenceNumber.parse(cursor.fetchone()[0])
+
+        # A second mark after a lost link is harmless: the reader stops at the first it meets.
+        return self.connection.run(mark)
+
+    def flush_position(self) -> LogSequenceNumber:
+        """The end of the durable WAL: the source's high-water mark."""
+        return self.connection.run(_flush_position)
 
 
-def current_flush_position(settings: PostgresSourceSettings) -> LogSequenceNumber:
-    """The end of the durable WAL: the source's high-water mark."""
-    with autocommit_cursor(settings) as cursor:
-        cursor.execute("SELECT pg_current_wal_flush_lsn()::text")
-        return LogSequenceNumber.parse(cursor.fetchone()[0])
+def _flush_position(cursor: psycopg2.extensions.cursor) -> LogSequenceNumber:
+    cursor.execute("SELECT pg_current_wal_flush_lsn()::text")
+    return LogSequenceNumber.parse(cursor.fetchone()[0])

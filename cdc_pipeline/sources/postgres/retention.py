@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg2.extensions
 
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
-from cdc_pipeline.sources.postgres.replication_slot import ReplicationSlot, autocommit_cursor
+from cdc_pipeline.sources.postgres.replication_slot import ReplicationSlot
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def _lsn(text: str | None) -> LogSequenceNumber | None:
 
 
 def slot_retention(slot: ReplicationSlot) -> SlotRetention:
-    with autocommit_cursor(slot.settings) as cursor:
+    def read(cursor: psycopg2.extensions.cursor) -> tuple[Any, ...]:
         cursor.execute(
             "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size'),"
             " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
@@ -63,6 +66,9 @@ def slot_retention(slot: ReplicationSlot) -> SlotRetention:
             if name is not None:
                 # A segment file is named timeline, log and segment number, 8 hex digits each.
                 oldest_wal = LogSequenceNumber((int(name[8:16], 16) << 32) + int(name[16:24], 16) * int(segment_size))
+        return keep_mb, segment_size, flush, row, oldest_wal
+
+    keep_mb, segment_size, flush, row, oldest_wal = slot.connection.run(read)
     keep = int(keep_mb) * 1024 * 1024 if int(keep_mb) >= 0 else None
     if row is None:
         return SlotRetention(False, None, None, None, None, None, keep, LogSequenceNumber.parse(flush), oldest_wal)

@@ -83,76 +83,73 @@ class WalBatchReader:
         # pgoutput messages' sizes: what the batch's values weigh, before Python multiplies it.
         read_bytes = 0
         messages = self._messages(past_mark, max_rows)
-        for lsn, message, size in messages:
-            read_bytes += size
-            if isinstance(message, Begin):
-                transaction = _Transaction(message.commit_lsn, int(message.commit_time.timestamp()))
-            elif isinstance(message, Relation):
-                plan = self._plan(message)
-                if _changes_shape_of_rows_in(batch, plan):
-                    # The batch already holds rows of the table in its older shape: it ends before
-                    # this transaction, which the next batch starts with.
-                    messages.close()
-                    break
-                self._plans[message.oid] = plan
-                if transaction is not None and plan.schema is not None and plan.problem is None:
-                    transaction.schema_changes.extend(self._added_with_defaults(plan, transaction))
-            elif isinstance(message, RowMessage):
-                if transaction is None:
-                    raise WalDecodeError(f"row change at {lsn} outside a transaction")
-                self._add_row(transaction, message, lsn)
-            elif isinstance(message, Truncate):
-                if transaction is None:
-                    raise WalDecodeError(f"TRUNCATE at {lsn} outside a transaction")
-                if any(self._qualified(oid) in batch.tables for oid in message.relation_oids):
-                    # Rows of the table already in the batch are older than the TRUNCATE, which the
-                    # sinks apply before the batch's rows: the batch ends before this transaction.
-                    messages.close()
-                    break
-                self._add_truncate(transaction, message, lsn)
-            elif isinstance(message, Commit):
-                if transaction is None or transaction.commit_lsn != message.commit_lsn:
-                    raise WalDecodeError(f"commit at {lsn} does not close the transaction that began before it")
-                check_wal_version_room(message.commit_lsn, message.end_lsn, transaction.rows)
-                _merge(batch, transaction)
-                batch.end = Checkpoint(LogSequenceNumber(message.end_lsn))
-                batch.last_commit_ts = transaction.commit_ts
-                transaction = None
-                if (max_bytes is not None and read_bytes >= max_bytes) or (
-                    deadline is not None and time.monotonic() >= deadline
-                ):
-                    # The next batch starts with the next transaction; the slot's peek stops at
-                    # about max_rows on its own.
-                    messages.close()
-                    break
-            elif isinstance(message, LogicalMessage) and message.prefix == f"{_MARK_PREFIX}.{mark_token}":
-                # Every transaction that committed before the mark has been read, and any later one
-                # commits after it: the batch ends past the mark even if nothing here was published.
-                if not isinstance(batch.end.position, LogSequenceNumber) or batch.end.position < past_mark:
-                    batch.end = Checkpoint(past_mark)
-                # The mark itself moved the WAL: the sensor must not take it for news.
-                batch.log_read_to = flushed_after_mark
+        try:
+            for lsn, message, size in messages:
+                read_bytes += size
+                if isinstance(message, Begin):
+                    transaction = _Transaction(message.commit_lsn, int(message.commit_time.timestamp()))
+                elif isinstance(message, Relation):
+                    plan = self._plan(message)
+                    if _changes_shape_of_rows_in(batch, plan):
+                        # The batch already holds rows of the table in its older shape: it ends before
+                        # this transaction, which the next batch starts with.
+                        break
+                    self._plans[message.oid] = plan
+                    if transaction is not None and plan.schema is not None and plan.problem is None:
+                        transaction.schema_changes.extend(self._added_with_defaults(plan, transaction))
+                elif isinstance(message, RowMessage):
+                    if transaction is None:
+                        raise WalDecodeError(f"row change at {lsn} outside a transaction")
+                    self._add_row(transaction, message, lsn)
+                elif isinstance(message, Truncate):
+                    if transaction is None:
+                        raise WalDecodeError(f"TRUNCATE at {lsn} outside a transaction")
+                    if any(self._qualified(oid) in batch.tables for oid in message.relation_oids):
+                        # Rows of the table already in the batch are older than the TRUNCATE, which the
+                        # sinks apply before the batch's rows: the batch ends before this transaction.
+                        break
+                    self._add_truncate(transaction, message, lsn)
+                elif isinstance(message, Commit):
+                    if transaction is None or transaction.commit_lsn != message.commit_lsn:
+                        raise WalDecodeError(f"commit at {lsn} does not close the transaction that began before it")
+                    check_wal_version_room(message.commit_lsn, message.end_lsn, transaction.rows)
+                    _merge(batch, transaction)
+                    batch.end = Checkpoint(LogSequenceNumber(message.end_lsn))
+                    batch.last_commit_ts = transaction.commit_ts
+                    transaction = None
+                    if (max_bytes is not None and read_bytes >= max_bytes) or (
+                        deadline is not None and time.monotonic() >= deadline
+                    ):
+                        # The next batch starts with the next transaction; the slot's peek stops at
+                        # about max_rows on its own.
+                        break
+                elif isinstance(message, LogicalMessage) and message.prefix == f"{_MARK_PREFIX}.{mark_token}":
+                    # Every transaction that committed before the mark has been read, and any later one
+                    # commits after it: the batch ends past the mark even if nothing here was published.
+                    if not isinstance(batch.end.position, LogSequenceNumber) or batch.end.position < past_mark:
+                        batch.end = Checkpoint(past_mark)
+                    # The mark itself moved the WAL: the sensor must not take it for news.
+                    batch.log_read_to = flushed_after_mark
+        finally:
+            # Ends the decoding transaction on the kept connection, however the loop ended.
+            messages.close()
         # A transaction whose commit was not read stays out: the next batch reads it again.
         return batch
 
     def _messages(self, upto: LogSequenceNumber, max_rows: int) -> Generator[tuple[str, Any, int], None, None]:
-        connection = self._slot.settings.connect()
-        try:
-            # A server-side cursor keeps the client's memory to one fetch, whatever the batch size.
-            with connection.cursor(name="cdc_wal_batch") as cursor:
-                cursor.itersize = _FETCH_ROWS
-                cursor.execute(
-                    "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s,"
-                    " 'proto_version', '1', 'publication_names', %s, 'messages', 'true')",
-                    (self._slot.name, str(upto), max_rows, self._slot.publication),
-                )
-                for lsn, data in cursor:
-                    try:
-                        yield lsn, decode_message(bytes(data)), len(data)
-                    except (PgOutputError, IndexError, ValueError) as error:
-                        raise WalDecodeError(f"cannot decode the pgoutput message at {lsn}: {error}") from error
-        finally:
-            connection.close()
+        # A server-side cursor keeps the client's memory to one fetch, whatever the batch size.
+        with self._slot.connection.transaction_cursor("cdc_wal_batch") as cursor:
+            cursor.itersize = _FETCH_ROWS
+            cursor.execute(
+                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s,"
+                " 'proto_version', '1', 'publication_names', %s, 'messages', 'true')",
+                (self._slot.name, str(upto), max_rows, self._slot.publication),
+            )
+            for lsn, data in cursor:
+                try:
+                    yield lsn, decode_message(bytes(data)), len(data)
+                except (PgOutputError, IndexError, ValueError) as error:
+                    raise WalDecodeError(f"cannot decode the pgoutput message at {lsn}: {error}") from error
 
     def _plan(self, relation: Relation) -> _RelationPlan:
         schema_name, table = relation.namespace, relation.name
