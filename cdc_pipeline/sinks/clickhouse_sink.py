@@ -33,6 +33,7 @@ from cdc_pipeline.sinks.base import (
     refuse_cell_table_resync,
     write_rows_after_checkpoint,
 )
+from cdc_pipeline.sinks.chdb_footprint import prepare_allocator, release_startup_pages
 from cdc_pipeline.sinks.chdb_waiters import announce_waiting
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
@@ -104,7 +105,7 @@ class ClickHouseSink:
         # instead of the engine's bare "Error initializing EmbeddedServer".
         path = self._dsn.removeprefix("chdb://")
         try:
-            return clickhouse_connect.get_client(dsn=self._dsn)
+            return self._open_embedded()
         except ProgrammingError:
             _log.warning(
                 "sink '%s': the embedded ClickHouse at %s is busy in another process; waiting up to %gs",
@@ -118,7 +119,7 @@ class ClickHouseSink:
             while True:
                 time.sleep(_BUSY_POLL_SECONDS)
                 try:
-                    return clickhouse_connect.get_client(dsn=self._dsn)
+                    return self._open_embedded()
                 except ProgrammingError as error:
                     if time.monotonic() >= deadline:
                         raise ClickHouseSinkUnavailable(
@@ -127,6 +128,12 @@ class ClickHouseSink:
                             " another run (or a check) is using it; retry when it ends, or use a ClickHouse"
                             f" server. ({error})"
                         ) from error
+
+    def _open_embedded(self) -> Client:
+        prepare_allocator()
+        client = clickhouse_connect.get_client(dsn=self._dsn)
+        release_startup_pages()
+        return client
 
     def qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
