@@ -18,6 +18,7 @@ import dagster as dg
 import psycopg2
 import psycopg2.extras
 import yaml
+from psycopg2 import sql
 
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
@@ -34,6 +35,7 @@ from cdc_pipeline.defs.resources import (
 )
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.mapping.mapper import sink_table_name
+from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.clickhouse_sink import quote_identifier
 
 MASKING_KEY = "test-masking-key-not-a-secret"
@@ -205,11 +207,11 @@ class PipelineHarness(PipelineRunner):
 
     def postgres_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self.source_column_types(table)
-        view = f'"replica"."{sink_table_name(f"{self.database}.{table}")}_current"'
+        view = sql.Identifier("replica", postgres_names.fit(f"{sink_table_name(f'{self.database}.{table}')}_current"))
         with psycopg2.connect(self.pg_dsn) as connection, connection.cursor() as cursor:
             # jsonb as its text: a JSON string value would otherwise come back as a bare Python str.
             psycopg2.extras.register_default_jsonb(cursor, loads=lambda text: text)
-            cursor.execute(f'SELECT * FROM {view} ORDER BY "{key}"')
+            cursor.execute(sql.SQL("SELECT * FROM {} ORDER BY {}").format(view, sql.Identifier(key)))
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
         connection.close()

@@ -27,6 +27,7 @@ from cdc_pipeline.defs.resources import (
 )
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.mapping.mapper import sink_table_name
+from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 from cdc_pipeline_tests.harness import (
@@ -154,7 +155,7 @@ class PostgresSourceHarness(PipelineRunner):
 
     def postgres_rows(self, table: str, key: str = "id") -> list[dict[str, Any]]:
         types = self._vocabulary(table)
-        view = sql.Identifier("replica", f"{sink_table_name(f'{SCHEMA}.{table}')}_current")
+        view = sql.Identifier("replica", postgres_names.fit(f"{sink_table_name(f'{SCHEMA}.{table}')}_current"))
         with closing(psycopg2.connect(self.sink_dsn)) as connection, connection.cursor() as cursor:
             cursor.execute(sql.SQL("SELECT * FROM {} ORDER BY {}").format(view, sql.Identifier(key)))
             names = [d[0] for d in cursor.description]

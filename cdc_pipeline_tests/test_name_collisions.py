@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
-from cdc_pipeline.sinks.postgres_session import staging_table_name
+from cdc_pipeline.sinks.postgres_names import fit, staging_table_name
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
 
 _STEM = "customer_subscription_billing_events_arch_"
@@ -67,3 +67,74 @@ def test_tables_whose_names_dagster_refuses_get_assets_of_their_own(harness: Pip
         source = harness.source_rows(table)
         assert_same_rows(harness.postgres_rows(table), source, f"PostgreSQL {table}")
         assert_same_rows(harness.clickhouse_rows(table), source, f"ClickHouse {table}")
+
+
+def test_postgres_names_past_63_bytes_keep_a_readable_start_and_stay_apart() -> None:
+    long_table = "shop__" + "ledger_entries_of_the_northern_region_" * 2
+    names = [
+        long_table,
+        long_table + "_current",
+        long_table[:-1] + "X",
+        "d" * 64 + "__t",
+        "d" * 64 + "__t_current",
+        "shop__" + "表" * 20,
+        "shop__" + "表" * 20 + "_current",
+    ]
+    fitted = [fit(name) for name in names]
+    assert len(set(fitted)) == len(names)
+    for name, short in zip(names, fitted, strict=True):
+        assert len(short.encode()) <= 63
+        # A readable start of the table's own name, cut on a character boundary.
+        assert name.startswith(short.rsplit("_", 1)[0][:20])
+    assert fit("shop__orders") == "shop__orders"  # names that fit keep their name
+
+
+_LONG_NAMES = ["entries_of_the_ledger_for_every_customer_of_the_north_region", "表" * 20]
+
+
+def test_tables_whose_sink_names_pass_postgres_63_bytes_replicate_with_their_views(harness: PipelineHarness) -> None:
+    """A 60-character table and a 20-character CJK one: each sink name and its `_current` view pass
+    PostgreSQL's 63 bytes (PostgreSQL once cut both to one name and the sink halted for every table)."""
+    assert all(len(f"{harness.database}__{name}_current".encode()) > 63 for name in _LONG_NAMES)
+    harness.source_execute(
+        *[f"CREATE TABLE `{name}` (id INT PRIMARY KEY, v VARCHAR(20))" for name in _LONG_NAMES],
+        "CREATE TABLE plain (id INT PRIMARY KEY, v VARCHAR(20))",
+        *[f"INSERT INTO `{name}` VALUES (1, 'one'), (2, 'two')" for name in _LONG_NAMES],
+        "INSERT INTO plain VALUES (1, 'one')",
+    )
+    harness.replicate()
+    harness.source_execute(*[f"UPDATE `{name}` SET v = 'changed' WHERE id = 2" for name in _LONG_NAMES])
+    harness.replicate()
+    assert harness.dead_letters() == []
+    for table in [*_LONG_NAMES, "plain"]:
+        source = harness.source_rows(table)
+        assert_same_rows(harness.postgres_rows(table), source, f"PostgreSQL {table}")
+        assert_same_rows(harness.clickhouse_rows(table), source, f"ClickHouse {table}")
+
+
+def test_a_table_named_like_another_tables_view_waits_alone_naming_it(harness: PipelineHarness) -> None:
+    """Tables `x` and `x_current`: the view of `x` is named `x_current` in both sinks. The first
+    table takes the name; the other's rows wait in the DLQ with a reason that says so, and the
+    neighbours replicate."""
+    harness.source_execute(
+        "CREATE TABLE x (id INT PRIMARY KEY, v VARCHAR(20))",
+        "CREATE TABLE x_current (id INT PRIMARY KEY, v VARCHAR(20))",
+        "CREATE TABLE plain (id INT PRIMARY KEY, v VARCHAR(20))",
+        "INSERT INTO x VALUES (1, 'x one')",
+        "INSERT INTO x_current VALUES (1, 'x_current one')",
+        "INSERT INTO plain VALUES (1, 'plain one')",
+    )
+    harness.replicate()
+    harness.source_execute("INSERT INTO x VALUES (2, 'x two')", "INSERT INTO x_current VALUES (2, 'x_current two')")
+    harness.replicate()
+    for table in ("x", "plain"):
+        source = harness.source_rows(table)
+        assert_same_rows(harness.postgres_rows(table), source, f"PostgreSQL {table}")
+        assert_same_rows(harness.clickhouse_rows(table), source, f"ClickHouse {table}")
+    letters = harness.dead_letters()
+    assert {(table, sink) for table, sink, _, _, _ in letters} == {
+        (f"{harness.database}.x_current", PG_SINK),
+        (f"{harness.database}.x_current", CH_SINK),
+    }
+    assert len(letters) == 4  # two rows, each refused by both sinks
+    assert all("already the view of another sink table" in error for _, _, _, error, _ in letters), letters

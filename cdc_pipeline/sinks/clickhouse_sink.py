@@ -37,7 +37,7 @@ from cdc_pipeline.sinks.chdb_footprint import prepare_allocator, release_startup
 from cdc_pipeline.sinks.chdb_waiters import announce_waiting
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
-from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult
+from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult, SinkNameTaken
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -173,6 +173,10 @@ class ClickHouseSink:
         if layout.table_name in self._created or layout.ddl_signature in self._created_with:
             return
         if layout.cell_schema is not None:
+            # Row tables are checked by the schema sync; cell tables come here first.
+            conflict = self._shaper.name_conflict(layout.table_name)
+            if conflict is not None:
+                raise SinkNameTaken(conflict)
             drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
             dropping = sorted({column for column, _ in drops})
             for statement in cell_table_ddl(
@@ -273,7 +277,15 @@ class ClickHouseSink:
         result.rejections.extend(schema.rejections)
 
         def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-            self.ensure_table(table.layout)
+            try:
+                self.ensure_table(table.layout)
+            except SinkNameTaken as refused:
+                # This table alone waits in the DLQ; the others are written.
+                result.rejections.extend(
+                    Rejection.of_change("write", table.layout.source_table, c, f"{self.name}: {refused}", self.name)
+                    for c in changes
+                )
+                return []
             written = self._write_table(table.layout, rows, changes, result)
             crash_point("clickhouse_mid_write")
             return written

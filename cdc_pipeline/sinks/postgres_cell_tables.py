@@ -30,6 +30,7 @@ from cdc_pipeline.mapping.sink_types import (
     VERSION_COLUMN,
     SinkTableLayout,
 )
+from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.base import bisect_failures
 from cdc_pipeline.sinks.cell_merge.table_merge import (
     DELETION_COLUMN,
@@ -38,7 +39,7 @@ from cdc_pipeline.sinks.cell_merge.table_merge import (
     CellTableMerge,
     MergedRow,
 )
-from cdc_pipeline.sinks.postgres_session import staging_table_name, transaction
+from cdc_pipeline.sinks.postgres_session import transaction
 
 Qualify = Callable[[str], sql.Composed]
 
@@ -55,7 +56,7 @@ def existing_columns(dsn: str, schema: str, table: str) -> set[str]:
     with transaction(dsn) as cursor:
         cursor.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-            (schema, table),
+            (schema, postgres_names.fit(table)),
         )
         return {str(name) for (name,) in cursor.fetchall()}
 
@@ -63,7 +64,7 @@ def existing_columns(dsn: str, schema: str, table: str) -> set[str]:
 def has_cell_bookkeeping(cursor: psycopg2.extensions.cursor, schema: str, table: str) -> bool:
     cursor.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND column_name = %s",
-        (schema, table, CELLS_COLUMN),
+        (schema, postgres_names.fit(table), CELLS_COLUMN),
     )
     return cursor.fetchone() is not None
 
@@ -109,10 +110,12 @@ def cell_table_ddl(
     return [
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, sql.SQL(", ").join(columns)),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            sql.Identifier(f"{layout.table_name}{PARTITION_COLUMN}"[:63]), table, sql.Identifier(PARTITION_COLUMN)
+            sql.Identifier(postgres_names.fit(f"{layout.table_name}{PARTITION_COLUMN}")),
+            table,
+            sql.Identifier(PARTITION_COLUMN),
         ),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            sql.Identifier(f"{layout.table_name}{KEY_COLUMN}"[:63]), table, sql.Identifier(KEY_COLUMN)
+            sql.Identifier(postgres_names.fit(f"{layout.table_name}{KEY_COLUMN}")), table, sql.Identifier(KEY_COLUMN)
         ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ({p} text NOT NULL, {d} text NOT NULL, {t} bigint NOT NULL,"
@@ -230,7 +233,7 @@ class PostgresCellTableWriter:
 
     def _attempt(self, lines: list[list[Any]]) -> None:
         cursor, layout = self._cursor, self._layout
-        staging = staging_table_name(layout.table_name)
+        staging = postgres_names.staging_table_name(layout.table_name)
         all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN, *CELL_BOOKKEEPING]
         column_list = sql.SQL(", ").join(map(sql.Identifier, all_columns))
         keys = sql.SQL(", ").join(map(sql.Identifier, layout.key_columns))

@@ -8,7 +8,6 @@ never inside a batch's transaction (which would hold the lock for the whole batc
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,22 +15,6 @@ import psycopg2
 from psycopg2 import sql
 
 _LOCK_NAMESPACE = "cdc_pipeline_ddl"
-# PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1).
-_MAX_IDENTIFIER_BYTES = 63
-
-
-def staging_table_name(table_name: str) -> str:
-    """The batch's temporary staging table for `table_name`, unique per sink table.
-
-    A digest of the whole name leads it, so two sink tables whose names agree in their first 50
-    bytes never share one staging table within a batch (the truncated prefix alone did: the second
-    table's rows were copied into the first's columns). The readable rest is cut on a character
-    boundary to fit PostgreSQL's 63 bytes."""
-    digest = hashlib.blake2b(table_name.encode(), digest_size=6).hexdigest()
-    prefix = f"_cdc_stg_{digest}_"
-    room = _MAX_IDENTIFIER_BYTES - len(prefix)
-    readable = table_name.encode()[:room].decode(errors="ignore")
-    return prefix + readable
 
 
 class InvalidDsn(ValueError):

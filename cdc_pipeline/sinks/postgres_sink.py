@@ -17,6 +17,7 @@ from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.availability import outside_the_sink, postgres_is_unavailable, unavailable_as
 from cdc_pipeline.sinks.base import (
     TableStats,
@@ -33,9 +34,9 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
     has_cell_bookkeeping,
     live_condition,
 )
-from cdc_pipeline.sinks.postgres_session import connect, run_ddl, staging_table_name, transaction
+from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.schema_sync.postgres_shaper import HOLDS_TABLE, PostgresShaper
-from cdc_pipeline.sinks.schema_sync.sync import SchemaSync
+from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SinkNameTaken
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -66,7 +67,7 @@ class PostgresSink:
         self._schema_sync = SchemaSync(name)
 
     def _qualified(self, table: str) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
+        return postgres_names.relation(self._schema, table)
 
     def _ensure_bookkeeping(self) -> None:
         if CHECKPOINT_TABLE in self._created:
@@ -132,6 +133,11 @@ class PostgresSink:
             return
         self._ensure_bookkeeping()
         if layout.cell_schema is not None:
+            # Row tables are checked by the schema sync; cell tables come here first.
+            with transaction(self._dsn) as cursor:
+                conflict = PostgresShaper(cursor, self._schema, CURRENT_VIEW_SUFFIX).name_conflict(layout.table_name)
+            if conflict is not None:
+                raise SinkNameTaken(conflict)
             present = existing_columns(self._dsn, self._schema, layout.table_name)
             drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
             dropping = sorted({column for column, _ in drops} & present)
@@ -307,7 +313,15 @@ class PostgresSink:
             result.rejections.extend(schema.rejections)
 
             def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-                self._ensure_table(table.layout)
+                try:
+                    self._ensure_table(table.layout)
+                except SinkNameTaken as refused:
+                    # This table alone waits in the DLQ; the others are written.
+                    result.rejections.extend(
+                        Rejection.of_change("write", table.layout.source_table, c, f"{self.name}: {refused}", self.name)
+                        for c in changes
+                    )
+                    return []
                 written = self._write_table(cursor, table.layout, rows, changes, result)
                 crash_point("postgres_mid_write")
                 return written
@@ -338,7 +352,7 @@ class PostgresSink:
     ) -> list[RowChange]:
         if layout.cell_schema is not None:
             return self._write_cell_table(cursor, layout, changes, result)
-        staging = staging_table_name(layout.table_name)
+        staging = postgres_names.staging_table_name(layout.table_name)
         cursor.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
                 sql.Identifier(staging), self._qualified(layout.table_name)

@@ -26,7 +26,7 @@ from cdc_pipeline.sinks.schema_sync.plan import (
     SinkTableState,
     TombstoneOlder,
 )
-from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused
+from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused, name_conflict_reason
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, clickhouse_type_change
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
@@ -55,6 +55,19 @@ class ClickHouseShaper:
         self._view_suffix = view_suffix
         self._spelling: dict[str, str] = {}
         self._holds_ready = False
+
+    def name_conflict(self, table_name: str) -> str | None:
+        view = table_name + self._view_suffix
+        rows = (
+            self._client()
+            .query(
+                "SELECT name, engine = 'View' FROM system.tables WHERE database = {db:String}"
+                " AND name IN ({t:String}, {v:String})",
+                parameters={"db": self._database, "t": table_name, "v": view},
+            )
+            .result_rows
+        )
+        return name_conflict_reason(self._database, table_name, view, {str(n): bool(v) for n, v in rows})
 
     def table_state(self, table_name: str) -> SinkTableState | None:
         rows = (

@@ -14,6 +14,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.schema_sync.plan import (
     AddColumn,
     ChangeKey,
@@ -24,7 +25,7 @@ from cdc_pipeline.sinks.schema_sync.plan import (
     SinkTableState,
     TombstoneOlder,
 )
-from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused
+from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused, name_conflict_reason
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, postgres_type_change
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
@@ -40,7 +41,17 @@ class PostgresShaper:
         self._view_suffix = view_suffix
 
     def _table(self, table_name: str) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table_name))
+        return postgres_names.relation(self._schema, table_name)
+
+    def name_conflict(self, table_name: str) -> str | None:
+        table, view = postgres_names.fit(table_name), postgres_names.fit(table_name + self._view_suffix)
+        self._cursor.execute(
+            "SELECT c.relname, c.relkind = 'v' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname IN (%s, %s)",
+            (self._schema, table, view),
+        )
+        kinds = {str(name): bool(is_view) for name, is_view in self._cursor.fetchall()}
+        return name_conflict_reason(self._schema, table, view, kinds)
 
     def table_state(self, table_name: str) -> SinkTableState | None:
         cursor = self._cursor
@@ -219,7 +230,9 @@ class PostgresShaper:
             return False
         cursor.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(self._table(old_table_name + self._view_suffix)))
         cursor.execute(
-            sql.SQL("ALTER TABLE {} RENAME TO {}").format(self._table(old_table_name), sql.Identifier(new_table_name))
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                self._table(old_table_name), sql.Identifier(postgres_names.fit(new_table_name))
+            )
         )
         return True
 

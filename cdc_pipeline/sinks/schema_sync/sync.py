@@ -32,8 +32,33 @@ class SchemaChangeRefused(Exception):
     """The sink refused a planned step (e.g. a checked type change found a value that does not fit)."""
 
 
+class SinkNameTaken(SchemaChangeRefused):
+    """A sink table whose name, or its view's, another sink relation holds."""
+
+
+def name_conflict_reason(schema: str, table: str, view: str, kinds: dict[str, bool]) -> str | None:
+    """Why `table` (with its view `view`) cannot be created beside the relations `kinds` names
+    (name -> whether it is a view), or None. A table `x_current` and the view of a table `x` would
+    be one relation: whichever comes second waits, naming the other."""
+    if kinds.get(table) is True:
+        return (
+            f"its sink table name {schema}.{table} is already the view of another sink table;"
+            " leave one of the two source tables out"
+        )
+    if kinds.get(view) is False:
+        return (
+            f"its view {schema}.{view} would take the name of another sink table;"
+            " leave one of the two source tables out"
+        )
+    return None
+
+
 class TableShaper(Protocol):
     """What a sink offers the schema sync for its row tables."""
+
+    def name_conflict(self, table_name: str) -> str | None:
+        """Why the table's name, or its view's, belongs to another relation of the sink, else None."""
+        ...
 
     def table_state(self, table_name: str) -> SinkTableState | None:
         """The table's data columns and key, or None when it does not exist yet."""
@@ -149,6 +174,9 @@ class SchemaSync:
         qualified = layout.source_table
         if not changes and layout.ddl_signature in self._in_force:
             return None
+        conflict = shaper.name_conflict(layout.table_name)
+        if conflict is not None:
+            return conflict  # this table waits (its rows in the DLQ); the others go on
         state = shaper.table_state(layout.table_name)
         if state is None:
             ensure_table(layout)
