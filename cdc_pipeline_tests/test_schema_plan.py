@@ -161,6 +161,17 @@ def test_a_replay_only_adds_what_the_sink_lacks() -> None:
     assert plan.steps == [AddColumn("added", "text", None, False)]
 
 
+@pytest.mark.parametrize("shape", [ShapeSource.REPLAY, ShapeSource.CATALOG])
+def test_a_type_override_retypes_its_column_in_every_shape(shape: ShapeSource) -> None:
+    """The operator's fix (README footnote 1): a replay or a catalog-shaped batch applies it too,
+    where it would otherwise leave the column as it is."""
+    wanted = [WantedColumn("id", "integer", "integer"), WantedColumn("name", "text", "text")]
+    wanted.append(WantedColumn("qty", "text", "text", overridden=True))
+    plan = plan_table(STATE, wanted, ("id",), [], shape, postgres_type_change)
+    assert plan.steps == [ChangeType("qty", "integer", "text", checked=False)]
+    assert plan.refusal is None
+
+
 def test_truncate_and_drop_table_delete_the_older_rows() -> None:
     wanted = _wanted(*STATE.columns)
     changes = [_change(K.TRUNCATE), _change(K.DROP_TABLE)]

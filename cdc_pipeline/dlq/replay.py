@@ -7,9 +7,9 @@ overwriting newer rows (and tombstones keep it from resurrecting deleted ones).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
@@ -31,6 +31,8 @@ _NOT_REPLAYABLE_STAGES = {"mask": "masking failed before the value was masked; f
 class ReplayResult:
     resolved: int = 0
     still_failing: int = 0
+    # Why the letters still fail, counted: the job logs one line per reason, not one per letter.
+    failing_reasons: Counter[str] = field(default_factory=Counter)
 
 
 def _noted(error: str, why_not_replayed: str) -> str:
@@ -117,7 +119,9 @@ def replay_dead_letters(
     store.resolve(resolved)
     store.mark_failed_again(failed_again)
     result.resolved = len(resolved)
-    result.still_failing = len(failed_again) + sum(len(r) for r in new_rejections.values())
+    result.failing_reasons.update(failed_again.values())
+    result.failing_reasons.update(r.error for rejections in new_rejections.values() for r in rejections)
+    result.still_failing = result.failing_reasons.total()
     return result
 
 

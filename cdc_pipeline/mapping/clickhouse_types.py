@@ -125,7 +125,7 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter | None]:
 
 def clickhouse_column(column: ColumnSchema, is_key: bool, override: str | None) -> SinkColumn:
     if override is not None:
-        return SinkColumn(column.name, override, _override_converter(override))
+        return SinkColumn(column.name, override, _override_converter(override), overridden=True)
     sink_type, convert = base_type(column)
     if column.nullable and not is_key:
         sink_type = f"Nullable({sink_type})"

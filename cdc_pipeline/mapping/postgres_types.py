@@ -137,7 +137,7 @@ def base_type(column: ColumnSchema) -> tuple[str, Converter]:
 
 def postgres_column(column: ColumnSchema, is_key: bool, override: str | None) -> SinkColumn:
     if override is not None:
-        return SinkColumn(column.name, override, _override_converter(override))
+        return SinkColumn(column.name, override, _override_converter(override), overridden=True)
     sink_type, convert = base_type(column)
     return SinkColumn(column.name, sink_type, convert)
 

@@ -40,6 +40,9 @@ class SinkColumn:
     name: str
     sink_type: str  # the DDL type, e.g. "Nullable(Decimal(65, 30))" or "numeric(65,30)"
     convert: Converter | None  # None: the value passes unchanged
+    # The type comes from a `type_overrides` entry: the operator's fix, applied to the sink table
+    # even where the batch's shape alone would not retype it (a DLQ replay).
+    overridden: bool = False
 
     def converted(self, value: Any) -> Any:
         """`value` in the sink's form; ValueNotMappable naming this column when it does not fit."""

@@ -39,6 +39,8 @@ def build_replay_job(pipeline: PipelineConfig) -> dg.JobDefinition:
             for source in sources.values():
                 source.close()
         context.log.info(f"replayed dead letters: {result.resolved} resolved, {result.still_failing} still failing")
+        for reason, count in result.failing_reasons.most_common():
+            context.log.warning(f"{count} dead letter(s) still failing: {reason}")
         context.log_event(
             dg.AssetMaterialization(asset_key=DEAD_LETTER_QUEUE_KEY, metadata=dead_letter_metadata(store))
         )

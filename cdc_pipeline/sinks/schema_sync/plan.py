@@ -35,6 +35,7 @@ class WantedColumn:
     name: str
     sink_type: str  # as the layout declares it (used in DDL)
     canonical_type: str  # as the sink spells it (compared with SinkTableState)
+    overridden: bool = False  # from a type override: retyped whatever the batch's shape
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,11 @@ def plan_table(
 
     for name in sorted(named & columns.keys() & wanted_by_name.keys()):
         retype(name, wanted_by_name[name])
+    # A type override is the operator's fix: it takes effect in every shape (a DLQ replay too), so
+    # the values it lets through meet a column of its type.
+    for column in wanted:
+        if column.overridden and column.name in columns:
+            retype(column.name, column)
     if shape is ShapeSource.REPLAY:
         for column in wanted:
             if column.name not in columns:

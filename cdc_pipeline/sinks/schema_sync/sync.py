@@ -185,7 +185,7 @@ class SchemaSync:
             return None
         canonical = shaper.canonical_types([column.sink_type for column in layout.columns])
         wanted = [
-            WantedColumn(column.name, column.sink_type, spelled)
+            WantedColumn(column.name, column.sink_type, spelled, column.overridden)
             for column, spelled in zip(layout.columns, canonical, strict=True)
         ]
         plan = plan_table(state, wanted, layout.key_columns, changes, table.shape_source, shaper.type_change)
