@@ -20,6 +20,7 @@ import dagster as dg
 import psycopg2
 from psycopg2 import sql
 
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resources import ClickHouseSinkResource
@@ -32,7 +33,6 @@ from cdc_pipeline.embedded.environment import (
     EmbeddedEnvironment,
 )
 from cdc_pipeline.embedded.shop import SCHEMA, TABLES, change_the_shop
-from cdc_pipeline.mapping.mapper import sink_table_name
 
 # The runs' full logs are in the instance (and the UI); the terminal shows warnings and up.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

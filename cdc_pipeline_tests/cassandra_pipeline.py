@@ -22,6 +22,7 @@ from psycopg2 import sql
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import (
     CassandraSourceResource,
@@ -31,7 +32,6 @@ from cdc_pipeline.defs.resources import (
     PostgresSinkResource,
 )
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
-from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline_tests.harness import (
     CH_SINK,
     MASKING_KEY,

@@ -23,6 +23,7 @@ from psycopg2 import sql
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.fault_injection import CRASH_AT_ENV, CRASH_ON_HIT_ENV
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.core.type_families import BINARY_TYPES
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
@@ -34,7 +35,6 @@ from cdc_pipeline.defs.resources import (
     PostgresSinkResource,
 )
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
-from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.clickhouse_sink import quote_identifier
 

@@ -17,6 +17,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import (
     ClickHouseSinkResource,
@@ -26,7 +27,6 @@ from cdc_pipeline.defs.resources import (
     PostgresSourceResource,
 )
 from cdc_pipeline.local_servers.postgres import LocalPostgres
-from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings

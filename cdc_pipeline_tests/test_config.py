@@ -162,3 +162,28 @@ def test_two_sources_cannot_both_stream_into_one_embedded_clickhouse() -> None:
         parse_pipeline_config(two_sources)
     per_run = parse_pipeline_config(two_sources + "replication: {mode: per_run}\n")
     assert per_run.replication.mode == "per_run" and per_run.batch.max_bytes == 8 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("sources", "first", "second"),
+    [
+        # `p`.`a__b` and `p__a`.`b` in one source.
+        (
+            'shop: {host: h, tables: {include: ["p.a__b", "p__a.b"]}}',
+            "sources.shop.tables.include 'p.a__b'",
+            "sources.shop.tables.include 'p__a.b'",
+        ),
+        # One table name in two sources (MySQL and PostgreSQL).
+        (
+            'shop: {host: h, tables: {include: ["sales.orders"]}}\n'
+            '  crm: {kind: postgres, dsn_env: CRM_DSN, tables: {include: ["sales.orders"]}}',
+            "sources.shop.tables.include 'sales.orders'",
+            "sources.crm.tables.include 'sales.orders'",
+        ),
+    ],
+)
+def test_two_tables_named_for_one_sink_table_are_refused_naming_both(sources: str, first: str, second: str) -> None:
+    text = VALID.replace(VALID.splitlines()[2], f"  {sources}").replace("replication:", "")
+    with pytest.raises(PipelineConfigError) as error:
+        parse_pipeline_config(text)
+    assert f"{first} and {second} would both be the sink table" in str(error.value)

@@ -138,3 +138,35 @@ def test_a_table_named_like_another_tables_view_waits_alone_naming_it(harness: P
     }
     assert len(letters) == 4  # two rows, each refused by both sinks
     assert all("already the view of another sink table" in error for _, _, _, error, _ in letters), letters
+
+
+def test_two_source_tables_with_one_sink_name_the_second_waits_naming_the_first(harness: PipelineHarness) -> None:
+    """`db`.`a__b` and `db__a`.`b` (matched by a glob) are both `db__a__b` in the sinks: once they
+    overwrote each other's rows. The first table to reach a sink keeps the name; the other's rows wait in the DLQ
+    of each sink, naming the table that holds it, batch after batch."""
+    other_database = f"{harness.database}__a"
+    harness.source_execute(
+        f"CREATE DATABASE `{other_database}`",
+        "CREATE TABLE a__b (id INT PRIMARY KEY, v VARCHAR(20))",
+        f"CREATE TABLE `{other_database}`.b (id INT PRIMARY KEY, w INT)",
+        "INSERT INTO a__b VALUES (1, 'first')",
+        f"INSERT INTO `{other_database}`.b VALUES (1, 100)",
+    )
+    # A glob: the clash is only known when the changes arrive (literal names are refused at load).
+    harness.configure_source(tables={"include": [f"{harness.database}.a__b", f"{other_database}.*"]})
+    try:
+        harness.replicate()
+        harness.source_execute(
+            "INSERT INTO a__b VALUES (2, 'second')", f"INSERT INTO `{other_database}`.b VALUES (2, 200)"
+        )
+        harness.replicate()
+        source = harness.source_rows("a__b")
+        assert_same_rows(harness.postgres_rows("a__b"), source, "PostgreSQL a__b")
+        assert_same_rows(harness.clickhouse_rows("a__b"), source, "ClickHouse a__b")
+        letters = harness.dead_letters()
+        assert sorted((table, sink, payload["id"]) for table, sink, _, _, payload in letters) == sorted(
+            (f"{other_database}.b", sink, key) for sink in (PG_SINK, CH_SINK) for key in (1, 2)
+        )
+        assert all(f"already holds table {harness.database}.a__b of source '{SOURCE}'" in e for *_, e, _ in letters)
+    finally:
+        harness.source_execute(f"DROP DATABASE `{other_database}`")

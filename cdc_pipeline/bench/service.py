@@ -52,6 +52,7 @@ from cdc_pipeline.bench.rate_writer import (
 )
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.replication.progress import read_progress
 from cdc_pipeline.delivery.limits import BatchLimits
 from cdc_pipeline.delivery.loop import ReplicationLoop
@@ -59,7 +60,6 @@ from cdc_pipeline.delivery.session import ReplicationSession
 from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
-from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from cdc_pipeline.core.sink_names import sink_table_name
+
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -37,6 +39,10 @@ class TableSelection(_StrictModel):
             if pattern.count(".") != 1:
                 raise ValueError(f"pattern {pattern!r} must have the form 'database.table' (globs allowed)")
         return patterns
+
+    def literal_tables(self) -> list[str]:
+        """The included names without globs: tables known before any change arrives."""
+        return [pattern for pattern in self.include if not any(ch in pattern for ch in "*?[")]
 
     def selects(self, database: str, table: str) -> bool:
         qualified = f"{database}.{table}"
@@ -387,6 +393,21 @@ class PipelineConfig(_StrictModel):
                 raise ValueError(
                     f"type_overrides[{index}].sink: {override.sink!r} is not one of the sinks {sorted(self.sinks)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _literal_tables_have_their_own_sink_tables(self) -> PipelineConfig:
+        # Two source tables in one sink table overwrite each other's rows.
+        seen: dict[str, str] = {}
+        for source_name, source in self.sources.items():
+            for table in source.tables.literal_tables():
+                named = f"sources.{source_name}.tables.include {table!r}"
+                earlier = seen.setdefault(sink_table_name(table), named)
+                if earlier != named:
+                    raise ValueError(
+                        f"{earlier} and {named} would both be the sink table {sink_table_name(table)!r}"
+                        " (<database>__<table>): leave one of them out"
+                    )
         return self
 
     @model_validator(mode="after")

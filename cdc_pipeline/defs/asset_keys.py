@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.dagster_names import dagster_name
-from cdc_pipeline.mapping.mapper import sink_table_name
 
 DEAD_LETTER_QUEUE_KEY = dg.AssetKey(["dead_letter_queue"])
 

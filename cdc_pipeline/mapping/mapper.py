@@ -13,6 +13,7 @@ from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChang
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import SchemaChange, ShapeSource
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.clickhouse_types import clickhouse_column
 from cdc_pipeline.mapping.postgres_types import postgres_column
 from cdc_pipeline.mapping.sink_types import (
@@ -27,12 +28,6 @@ from cdc_pipeline.mapping.sink_types import (
 
 SinkKind = Literal["clickhouse", "postgres"]
 _COLUMN_MAPPERS = {"clickhouse": clickhouse_column, "postgres": postgres_column}
-
-
-def sink_table_name(source_table: str) -> str:
-    """`shop.orders` -> `shop__orders`: one sink namespace holds tables of several source databases."""
-    database, _, table = source_table.partition(".")
-    return f"{database}__{table}"
 
 
 @dataclass

@@ -23,7 +23,8 @@ from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema_changes import ShapeSource
-from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
+from cdc_pipeline.core.sink_names import sink_table_name
+from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.availability import clickhouse_server_refuses, outside_the_sink, unavailable_as
 from cdc_pipeline.sinks.base import (

@@ -15,7 +15,8 @@ from cdc_pipeline.core.changes import Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
-from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
+from cdc_pipeline.core.sink_names import sink_table_name
+from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.availability import outside_the_sink, postgres_is_unavailable, unavailable_as
@@ -36,7 +37,7 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
 )
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.schema_sync.postgres_shaper import HOLDS_TABLE, PostgresShaper
-from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SinkNameTaken
+from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, SinkNameTaken
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -86,6 +87,10 @@ class PostgresSink:
                     " position text NOT NULL, version bigint NOT NULL, reason text NOT NULL,"
                     " PRIMARY KEY (source, source_table))"
                 ).format(self._qualified(HOLDS_TABLE)),
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (sink_table text PRIMARY KEY, source text NOT NULL,"
+                    " source_table text NOT NULL)"
+                ).format(self._qualified(OWNERS_TABLE)),
                 # Cassandra column drops applied to the sink tables (each once).
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (table_name text NOT NULL, column_name text NOT NULL,"

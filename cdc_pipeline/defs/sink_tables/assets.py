@@ -11,8 +11,7 @@ from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_ke
 def configured_tables(pipeline: PipelineConfig, source_name: str) -> list[str]:
     """Tables the config names without globs; tables matched by a glob replicate too, but are only
     known once their first change arrives, so they get materializations without a declared asset."""
-    include = pipeline.sources[source_name].tables.include
-    return [pattern for pattern in include if not any(ch in pattern for ch in "*?[")]
+    return pipeline.sources[source_name].tables.literal_tables()
 
 
 def build_sink_table_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:

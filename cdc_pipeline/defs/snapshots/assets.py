@@ -8,12 +8,12 @@ The partition grid is the progress bar; a failed chunk is retried on its own.
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.dagster_names import dagster_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import open_snapshot_source
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
-from cdc_pipeline.mapping.mapper import sink_table_name
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.snapshot.loader import load_chunk
 

@@ -26,7 +26,7 @@ from cdc_pipeline.sinks.schema_sync.plan import (
     SinkTableState,
     TombstoneOlder,
 )
-from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused, name_conflict_reason
+from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaChangeRefused, name_conflict_reason
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, clickhouse_type_change
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
@@ -55,6 +55,40 @@ class ClickHouseShaper:
         self._view_suffix = view_suffix
         self._spelling: dict[str, str] = {}
         self._holds_ready = False
+        self._owners_ready = False
+
+    def claim(self, table_name: str, source: str, source_table: str) -> tuple[str, str]:
+        owner = self._owner(table_name)
+        if owner is None:
+            self._client().insert(
+                self._owners_table(), [[table_name, source, source_table]], ["sink_table", "source", "source_table"]
+            )
+            owner = self._owner(table_name)
+        assert owner is not None
+        return owner
+
+    def _owner(self, table_name: str) -> tuple[str, str] | None:
+        """The first claim of the name: two processes that claim it at once both read the same one."""
+        rows = (
+            self._client()
+            .query(
+                f"SELECT source, source_table FROM {self._owners_table()} WHERE sink_table = {{t:String}}"
+                " ORDER BY claimed_at, source, source_table LIMIT 1",
+                parameters={"t": table_name},
+            )
+            .result_rows
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def _owners_table(self) -> str:
+        table = self._qualified(OWNERS_TABLE)
+        if not self._owners_ready:
+            self._client().command(
+                f"CREATE TABLE IF NOT EXISTS {table} (sink_table String, source String, source_table String,"
+                " claimed_at DateTime64(6, 'UTC') DEFAULT now64(6)) ENGINE = MergeTree ORDER BY sink_table"
+            )
+            self._owners_ready = True
+        return table
 
     def name_conflict(self, table_name: str) -> str | None:
         view = table_name + self._view_suffix

@@ -25,7 +25,7 @@ from cdc_pipeline.sinks.schema_sync.plan import (
     SinkTableState,
     TombstoneOlder,
 )
-from cdc_pipeline.sinks.schema_sync.sync import SchemaChangeRefused, name_conflict_reason
+from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaChangeRefused, name_conflict_reason
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, postgres_type_change
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
@@ -42,6 +42,21 @@ class PostgresShaper:
 
     def _table(self, table_name: str) -> sql.Composed:
         return postgres_names.relation(self._schema, table_name)
+
+    def claim(self, table_name: str, source: str, source_table: str) -> tuple[str, str]:
+        # In the batch's transaction: a concurrent claim of the same name waits for it, then loses.
+        self._cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (sink_table, source, source_table) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+            ).format(self._table(OWNERS_TABLE)),
+            (table_name, source, source_table),
+        )
+        self._cursor.execute(
+            sql.SQL("SELECT source, source_table FROM {} WHERE sink_table = %s").format(self._table(OWNERS_TABLE)),
+            (table_name,),
+        )
+        owner, owned = self._cursor.fetchone()
+        return str(owner), str(owned)
 
     def name_conflict(self, table_name: str) -> str | None:
         table, view = postgres_names.fit(table_name), postgres_names.fit(table_name + self._view_suffix)

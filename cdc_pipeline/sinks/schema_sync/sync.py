@@ -22,7 +22,8 @@ from cdc_pipeline.core.schema_changes import (
     ShapeSource,
     unrecognised_reason,
 )
-from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable, sink_table_name
+from cdc_pipeline.core.sink_names import sink_table_name
+from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import SinkTableLayout
 from cdc_pipeline.sinks.schema_sync.plan import SchemaPlan, SinkTableState, WantedColumn, plan_table
 from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange
@@ -53,8 +54,27 @@ def name_conflict_reason(schema: str, table: str, view: str, kinds: dict[str, bo
     return None
 
 
+# Which source table each sink table holds: `<database>__<table>` is not unique (`p`.`a__b` and
+# `p__a`.`b`, or two sources with the same table), and two tables in one sink table overwrite
+# each other's rows. The first to claim a name keeps it; the other waits, naming the first.
+OWNERS_TABLE = "_cdc_table_owners"
+
+
+def owner_conflict_reason(table_name: str, owner: tuple[str, str]) -> str:
+    source, source_table = owner
+    return (
+        f"its sink table name {table_name} already holds table {source_table} of source '{source}';"
+        " two source tables cannot share a sink table: leave one of them out of its source's tables"
+    )
+
+
 class TableShaper(Protocol):
     """What a sink offers the schema sync for its row tables."""
+
+    def claim(self, table_name: str, source: str, source_table: str) -> tuple[str, str]:
+        """Claim the sink table name for (source, source_table) unless another claimed it first;
+        returns the owner, (source, source_table) of the first claim."""
+        ...
 
     def name_conflict(self, table_name: str) -> str | None:
         """Why the table's name, or its view's, belongs to another relation of the sink, else None."""
@@ -135,6 +155,7 @@ class SchemaSync:
         for change in changes:
             if change.kind is SchemaChangeKind.RENAME_TABLE and change.old_name is not None:
                 if shaper.rename_table(sink_table_name(change.old_name), sink_table_name(change.table)):
+                    shaper.claim(sink_table_name(change.table), batch.source, change.table)
                     result.applied.setdefault(change.table, []).append(f"renamed from {change.old_name}")
                     result.reshaped.update({sink_table_name(change.old_name), sink_table_name(change.table)})
                     self.forget()
@@ -149,7 +170,7 @@ class SchemaSync:
             if table.layout.cell_schema is not None:
                 continue  # Cassandra's cell tables follow their schema in their own writers
             refusal = held.get(qualified) or self._shape(
-                shaper, table, by_table.get(qualified, []), ensure_table, result
+                shaper, batch.source, table, by_table.get(qualified, []), ensure_table, result
             )
             if refusal is None:
                 continue
@@ -165,6 +186,7 @@ class SchemaSync:
     def _shape(
         self,
         shaper: TableShaper,
+        source: str,
         table: MappedTable,
         changes: list[SchemaChange],
         ensure_table: Callable[[SinkTableLayout], None],
@@ -177,6 +199,9 @@ class SchemaSync:
         conflict = shaper.name_conflict(layout.table_name)
         if conflict is not None:
             return conflict  # this table waits (its rows in the DLQ); the others go on
+        owner = shaper.claim(layout.table_name, source, qualified)
+        if owner != (source, qualified):
+            return owner_conflict_reason(layout.table_name, owner)
         state = shaper.table_state(layout.table_name)
         if state is None:
             ensure_table(layout)

@@ -1,0 +1,13 @@
+"""The name a source table takes in every sink."""
+
+from __future__ import annotations
+
+
+def sink_table_name(source_table: str) -> str:
+    """`shop.orders` -> `shop__orders`: one sink namespace holds tables of several source databases.
+
+    Not unique (`p`.`a__b` and `p__a`.`b`; two sources with one table): the config refuses such
+    literal tables at load, and the sinks' owner claims hold the second of two tables met at run time.
+    """
+    database, _, table = source_table.partition(".")
+    return f"{database}__{table}"
