@@ -385,3 +385,31 @@ def test_a_timestamp_default_literal_is_read_in_the_statements_time_zone(harness
     assert {str(row["ts"]) for row in source} == {"2020-01-01 19:00:00"}
     assert_same_rows(harness.postgres_rows("stamps"), source, "PostgreSQL")
     assert_same_rows(harness.clickhouse_rows("stamps"), source, "ClickHouse")
+
+
+def test_alter_spellings_of_the_peer_ddl_suites_replicate_without_holding_the_table(harness: PipelineHarness) -> None:
+    """Statements of the kinds Debezium's and MariaDB's DDL suites hold, each run by MariaDB: the
+    table keeps replicating (nothing held, nothing in the DLQ) and both sinks end equal to it."""
+    _replicate_around(
+        harness,
+        "peers",
+        [
+            "CREATE TABLE peers (id INT PRIMARY KEY, a INT, b VARCHAR(20), KEY k (a)) ENGINE=InnoDB",
+            "INSERT INTO peers VALUES (1, 10, 'one'), (2, 20, 'two')",
+        ],
+        [
+            "ALTER TABLE peers ADD KEY IF NOT EXISTS k2 (b)",
+            "ALTER TABLE peers DROP KEY IF EXISTS no_such_key",
+            "ALTER TABLE peers MODIFY IF EXISTS a BIGINT",
+            "ALTER TABLE peers CHANGE COLUMN IF EXISTS b title VARCHAR(40)",
+            "ALTER TABLE peers ADD (c INT NOT NULL DEFAULT 5, d VARCHAR(10) DEFAULT 'x, y')",
+            "ALTER TABLE peers CONVERT TO CHARACTER SET utf8mb4",
+            "ALTER TABLE peers DISABLE KEYS, ADD COLUMN e INT DEFAULT 7",
+            "ALTER TABLE peers MAX_ROWS 100 CHECKSUM 1",
+            "ALTER TABLE peers ALTER INDEX k IGNORED",
+            "ALTER TABLE peers WAIT 5 ADD COLUMN f INT DEFAULT 9",
+            "ALTER TABLE peers NOWAIT DROP COLUMN f",
+            "ALTER TABLE peers ADD CHECK (c > 0)",
+            "INSERT INTO peers (id, a, title) VALUES (3, 30, 'three')",
+        ],
+    )

@@ -66,9 +66,10 @@ def parse_ddl(statement: str, default_database: str, position: str, version: int
         if pairs is not None:
             return DdlOutcome(reader.rename_tables(pairs), True)
         return DdlOutcome(reader.fallback(tokens), True)
-    changes = reader.parsed(_parse(_for_sqlglot(text, tokens)))
+    rewritten = _for_sqlglot(text, tokens)
+    changes = reader.parsed(_parse(rewritten))
     if changes is None:
-        changes = reader.fallback(tokens)
+        changes = reader.fallback(_tokenize(rewritten))
     return DdlOutcome(changes, True)
 
 
@@ -257,8 +258,121 @@ def _for_sqlglot(text: str, tokens: list[_Token]) -> str:
         return _for_sqlglot(without, _tokenize(without))
     for before, token in zip(tokens, tokens[1:], strict=False):
         if before.upper == "RENAME" and token.upper == "AS":
-            return text[: token.start] + "TO" + text[token.end :]
-    return text
+            without = text[: token.start] + "TO" + text[token.end :]
+            return _for_sqlglot(without, _tokenize(without))
+    return _alter_actions_for_sqlglot(text, tokens)
+
+
+# --- ALTER TABLE action lists ------------------------------------------------------------------------
+# MariaDB accepts spellings sqlglot 30 does not read, and actions that change nothing a sink holds
+# beside ones that do (Debezium's and MariaDB's DDL suites are full of both). Each action of the list
+# is rewritten on its own: the ones that leave the columns and the key as they are (index hints,
+# ENABLE/DISABLE KEYS, CONVERT TO CHARACTER SET, CHECK constraints, table options) are left out, and
+# the rest put in a form sqlglot reads. What is left is then read as any statement.
+
+# Table options MariaDB takes with or without `=` (`MAX_ROWS 100`): none changes a column or the key.
+_TABLE_OPTIONS = frozenset(
+    {
+        *("AUTO_INCREMENT", "AVG_ROW_LENGTH", "CHECKSUM", "TABLE_CHECKSUM", "COMPRESSION", "CONNECTION"),
+        *("DATA", "INDEX", "DELAY_KEY_WRITE", "ENCRYPTED", "ENCRYPTION", "ENCRYPTION_KEY_ID", "ENGINE"),
+        *("IETF_QUOTES", "INSERT_METHOD", "KEY_BLOCK_SIZE", "MAX_ROWS", "MIN_ROWS", "PACK_KEYS"),
+        *("PAGE_CHECKSUM", "PAGE_COMPRESSED", "PAGE_COMPRESSION_LEVEL", "PASSWORD", "ROW_FORMAT"),
+        *("SEQUENCE", "STATS_AUTO_RECALC", "STATS_PERSISTENT", "STATS_SAMPLE_PAGES", "TRANSACTIONAL"),
+        *("UNION", "WITH_SYSTEM_VERSIONING_NOT_SUPPORTED", "STORAGE", "SECONDARY_ENGINE", "AUTOEXTEND_SIZE"),
+    }
+)
+# Actions whose `IF [NOT] EXISTS` sqlglot does not read; dropping it changes nothing for the sinks,
+# whose plan applies a change only to a column (or key) that is there.
+_ACTIONS_WITH_OPTIONAL_EXISTENCE = frozenset({"ADD", "MODIFY", "CHANGE", "DROP"})
+
+
+def _alter_actions_for_sqlglot(text: str, tokens: list[_Token]) -> str:
+    """An ALTER TABLE with its action list rewritten (see above); other statements as they are."""
+    if len(tokens) < 3 or tokens[0].upper != "ALTER" or tokens[1].upper != "TABLE":
+        return text
+    read = _read_name(tokens, _skip_if_exists(tokens, 2), "")
+    if read is None:
+        return text
+    head_end, start = tokens[read[1] - 1].end, read[1]
+    if start < len(tokens) and tokens[start].upper == "NOWAIT":
+        start += 1
+    elif start + 1 < len(tokens) and tokens[start].upper == "WAIT":
+        start += 2  # WAIT n: how long to wait for the table's lock
+    actions = [_action_for_sqlglot(text, action) for action in _split_actions(tokens[start:])]
+    kept = [action for action in actions if action]
+    return text[:head_end] + (" " + ", ".join(kept) if kept else "")
+
+
+def _split_actions(tokens: list[_Token]) -> list[list[_Token]]:
+    """The actions of an ALTER TABLE: the tokens between the commas outside parentheses."""
+    actions: list[list[_Token]] = [[]]
+    depth = 0
+    for token in tokens:
+        plain = not token.quoted and not token.string
+        if plain and token.text == "(":
+            depth += 1
+        elif plain and token.text == ")":
+            depth -= 1
+        elif plain and token.text == "," and depth == 0:
+            actions.append([])
+            continue
+        actions[-1].append(token)
+    return [action for action in actions if action]
+
+
+def _action_for_sqlglot(text: str, action: list[_Token]) -> str | None:
+    """One action as sqlglot reads it, or None when it changes nothing a sink holds."""
+    words = [token.upper for token in action]
+    if words in (["DISABLE", "KEYS"], ["ENABLE", "KEYS"]):
+        return None
+    if words[:2] == ["CONVERT", "TO"] and "BINARY" not in words:
+        # Text stays text (TEXT may become MEDIUMTEXT: one sink type); to `binary` it becomes bytes,
+        # which stays unread.
+        return None
+    if words[:1] == ["ALTER"] and words[1:2] in (["INDEX"], ["KEY"]) and words[-1] == "IGNORED":
+        return None
+    if words[0] == "ADD" and "CHECK" in words[1:4] and not {"PRIMARY", "UNIQUE", "FOREIGN"} & set(words[1:4]):
+        return None  # a CHECK constraint, named or not
+    if words[0] in _TABLE_OPTIONS and words[1:2] != ["BY"]:  # not `ORDER BY`-like clauses
+        return None
+    cut = _existence_test(words) if words[0] in _ACTIONS_WITH_OPTIONAL_EXISTENCE else None
+    if cut is None:
+        columns = _parenthesised_columns(text, action, words)
+        return text[action[0].start : action[-1].end] if columns is None else _added_one_by_one(columns)
+    # The action without its `IF [NOT] EXISTS`; the other tokens keep their spelling.
+    first, after = cut
+    kept = [*action[:first], *action[after:]]
+    columns = _parenthesised_columns(text, kept, [token.upper for token in kept])
+    if columns is not None:
+        return _added_one_by_one(columns)
+    return text[action[0].start : action[first].start] + text[action[after].start : action[-1].end]
+
+
+def _added_one_by_one(columns: list[str]) -> str:
+    return ", ".join(f"ADD COLUMN {column}" for column in columns)
+
+
+def _existence_test(words: list[str]) -> tuple[int, int] | None:
+    """Where the action's `IF [NOT] EXISTS` is (its first token, the one after it), unless sqlglot
+    reads it there (`ADD [COLUMN] IF NOT EXISTS`, `DROP [COLUMN] IF EXISTS`)."""
+    for i in range(1, min(len(words) - 1, 5)):
+        if words[i] != "IF":
+            continue
+        length = 3 if words[i + 1 : i + 3] == ["NOT", "EXISTS"] else 2 if words[i + 1] == "EXISTS" else 0
+        if length == 0 or i + length >= len(words):
+            return None
+        if words[0] in ("ADD", "DROP") and words[1:i] in (["COLUMN"], []):
+            return None
+        return i, i + length
+    return None
+
+
+def _parenthesised_columns(text: str, action: list[_Token], words: list[str]) -> list[str] | None:
+    """The column definitions of `ADD [COLUMN] (a INT, b INT)`, or None for any other ADD."""
+    i = 2 if words[1:2] == ["COLUMN"] else 1
+    if i >= len(action) or action[i].text != "(" or action[i].quoted or action[i].string or action[-1].text != ")":
+        return None
+    return [text[d[0].start : d[-1].end] for d in _split_actions(action[i + 1 : -1])]
 
 
 class _Object:
