@@ -181,6 +181,14 @@ def test_add_column_parenthesised_list_adds_each_column_with_its_default() -> No
         ("ALTER TABLE t NOWAIT DROP COLUMN c", [(K.DROP_COLUMN, "c")]),
         ("ALTER TABLE t ADD CHECK (a > 0)", [(K.NO_EFFECT, None)]),
         ("ALTER TABLE t ADD CHECK (a > 0), ADD COLUMN c INT", [(K.ADD_COLUMN, "c")]),
+        ("ALTER TABLE t ALTER CHECK ck NOT ENFORCED", [(K.NO_EFFECT, None)]),
+        ("ALTER TABLE t ADD COLUMN IF NOT EXISTS (c INT, d INT)", [(K.ADD_COLUMN, "c"), (K.ADD_COLUMN, "d")]),
+        ("ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY IF NOT EXISTS (a) REFERENCES u (id)", [(K.NO_EFFECT, None)]),
+        ("ALTER TABLE t RENAME KEY IF EXISTS k TO k2", [(K.NO_EFFECT, None)]),
+        ("ALTER TABLE t PARTITION BY HASH(a) PARTITIONS 4", [(K.NO_EFFECT, None)]),
+        ("ALTER TABLE t ADD PARTITION (PARTITION p3 VALUES LESS THAN (2002))", [(K.NO_EFFECT, None)]),
+        ("ALTER TABLE t REORGANIZE PARTITION p0 INTO (PARTITION a VALUES LESS THAN (5))", [(K.NO_EFFECT, None)]),
+        ("ALTER TABLE t REMOVE PARTITIONING", [(K.NO_EFFECT, None)]),
     ],
 )
 def test_alter_spellings_of_the_peer_suites_are_read(
@@ -575,8 +583,12 @@ def test_only_selected_tables_of_a_drop() -> None:
 @pytest.mark.parametrize(
     "statement",
     [
-        "ALTER TABLE t PARTITION BY HASH(a) PARTITIONS 4",
+        "ALTER TABLE t EXCHANGE PARTITION p0 WITH TABLE u",
         "ALTER TABLE t TRUNCATE PARTITION p0",
+        "ALTER TABLE t DROP PARTITION p0, p1",
+        "ALTER TABLE t ADD COLUMN c SERIAL",  # the existing rows got numbers
+        "ALTER TABLE t ADD PRIMARY KEY IF NOT EXISTS (a)",  # the key only if there was none
+        "ALTER TABLE t ADD COLUMN (UNIQUE KEY u (a))",  # a key in a column list
         "ALTER IGNORE TABLE t ADD UNIQUE (a)",
         "ALTER TABLE t ADD PRIMARY KEY (a(10), b DESC)",
         "ALTER TABLE t FROBNICATE",

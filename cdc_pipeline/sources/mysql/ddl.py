@@ -283,7 +283,23 @@ _TABLE_OPTIONS = frozenset(
 )
 # Actions whose `IF [NOT] EXISTS` sqlglot does not read; dropping it changes nothing for the sinks,
 # whose plan applies a change only to a column (or key) that is there.
-_ACTIONS_WITH_OPTIONAL_EXISTENCE = frozenset({"ADD", "MODIFY", "CHANGE", "DROP"})
+_ACTIONS_WITH_OPTIONAL_EXISTENCE = frozenset({"ADD", "MODIFY", "CHANGE", "DROP", "RENAME"})
+# Partition maintenance that moves no row in or out of the table (DROP, TRUNCATE and EXCHANGE
+# PARTITION do, and stay unread).
+_PARTITION_UPKEEP = frozenset(
+    {
+        ("ADD", "PARTITION"),
+        ("REORGANIZE", "PARTITION"),
+        ("COALESCE", "PARTITION"),
+        ("PARTITION", "BY"),
+        ("REMOVE", "PARTITIONING"),
+        ("ANALYZE", "PARTITION"),
+        ("CHECK", "PARTITION"),
+        ("OPTIMIZE", "PARTITION"),
+        ("REBUILD", "PARTITION"),
+        ("REPAIR", "PARTITION"),
+    }
+)
 
 
 def _alter_actions_for_sqlglot(text: str, tokens: list[_Token]) -> str:
@@ -333,6 +349,10 @@ def _action_for_sqlglot(text: str, action: list[_Token]) -> str | None:
         return None
     if words[0] == "ADD" and "CHECK" in words[1:4] and not {"PRIMARY", "UNIQUE", "FOREIGN"} & set(words[1:4]):
         return None  # a CHECK constraint, named or not
+    if words[0] == "ALTER" and words[1:2] in (["CHECK"], ["CONSTRAINT"]) and words[-1] == "ENFORCED":
+        return None
+    if tuple(words[:2]) in _PARTITION_UPKEEP:
+        return None
     if words[0] in _TABLE_OPTIONS and words[1:2] != ["BY"]:  # not `ORDER BY`-like clauses
         return None
     cut = _existence_test(words) if words[0] in _ACTIONS_WITH_OPTIONAL_EXISTENCE else None
@@ -349,13 +369,19 @@ def _action_for_sqlglot(text: str, action: list[_Token]) -> str | None:
 
 
 def _added_one_by_one(columns: list[str]) -> str:
-    return ", ".join(f"ADD COLUMN {column}" for column in columns)
+    return ", ".join(columns)
+
+
+# Words that start an index or a constraint in a parenthesised ADD list, never a column.
+_NOT_COLUMN_DEFINITIONS = frozenset(
+    {"PRIMARY", "UNIQUE", "KEY", "INDEX", "FULLTEXT", "SPATIAL", "CONSTRAINT", "FOREIGN", "CHECK", "PERIOD"}
+)
 
 
 def _existence_test(words: list[str]) -> tuple[int, int] | None:
     """Where the action's `IF [NOT] EXISTS` is (its first token, the one after it), unless sqlglot
     reads it there (`ADD [COLUMN] IF NOT EXISTS`, `DROP [COLUMN] IF EXISTS`)."""
-    for i in range(1, min(len(words) - 1, 5)):
+    for i in range(1, min(len(words) - 1, 7)):
         if words[i] != "IF":
             continue
         length = 3 if words[i + 1 : i + 3] == ["NOT", "EXISTS"] else 2 if words[i + 1] == "EXISTS" else 0
@@ -363,16 +389,25 @@ def _existence_test(words: list[str]) -> tuple[int, int] | None:
             return None
         if words[0] in ("ADD", "DROP") and words[1:i] in (["COLUMN"], []):
             return None
+        if "PRIMARY" in words[1:i]:
+            return None  # a key set only if there is none: what the table's key becomes is unknown
         return i, i + length
     return None
 
 
 def _parenthesised_columns(text: str, action: list[_Token], words: list[str]) -> list[str] | None:
-    """The column definitions of `ADD [COLUMN] (a INT, b INT)`, or None for any other ADD."""
+    """`ADD [COLUMN] [IF NOT EXISTS] (a INT, b INT)` as one `ADD COLUMN` per column, or None for any
+    other ADD (a list that also holds an index or a key stays as it is, and unread)."""
     i = 2 if words[1:2] == ["COLUMN"] else 1
+    existence = ""
+    if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
+        existence, i = "IF NOT EXISTS ", i + 3
     if i >= len(action) or action[i].text != "(" or action[i].quoted or action[i].string or action[-1].text != ")":
         return None
-    return [text[d[0].start : d[-1].end] for d in _split_actions(action[i + 1 : -1])]
+    definitions = _split_actions(action[i + 1 : -1])
+    if any(d[0].upper in _NOT_COLUMN_DEFINITIONS for d in definitions):
+        return None
+    return [f"ADD COLUMN {existence}{text[d[0].start : d[-1].end]}" for d in definitions]
 
 
 class _Object:
@@ -565,6 +600,9 @@ def _added_column(coldef: exp.ColumnDef) -> tuple[bool, str | None, bool]:
     default: str | None = None
     in_key = False
     not_null = False
+    kind_of_column = coldef.args.get("kind")
+    if isinstance(kind_of_column, exp.DataType) and kind_of_column.this in _NUMBERED_TYPES:
+        raise _Unknowable  # SERIAL: BIGINT AUTO_INCREMENT, the existing rows got numbers
     for constraint in coldef.args.get("constraints") or []:
         kind = constraint.args.get("kind")
         if isinstance(kind, exp.DefaultColumnConstraint):
@@ -586,6 +624,8 @@ def _added_column(coldef: exp.ColumnDef) -> tuple[bool, str | None, bool]:
         has_default, default = True, _implicit_default(coldef.args.get("kind"))
     return has_default, default, in_key
 
+
+_NUMBERED_TYPES = frozenset({exp.DataType.Type.SERIAL, exp.DataType.Type.SMALLSERIAL, exp.DataType.Type.BIGSERIAL})
 
 # The implicit default of NOT NULL columns added without one, by type family (MySQL's manual,
 # "Data Type Default Values"): zero for numbers, the empty string, an enum's first member.
