@@ -84,6 +84,30 @@ class Sink(Protocol):
         ...
 
 
+class SinkNameTaken(Exception):
+    """A sink table whose name, or its view's, another sink relation holds."""
+
+
+def ensured_or_rejected(
+    sink_name: str,
+    ensure_table: Callable[[SinkTableLayout], None],
+    layout: SinkTableLayout,
+    changes: list[RowChange],
+    result: WriteResult,
+) -> bool:
+    """Make sure the sink table is there; when its name is taken, its changes become the result's
+    rejections instead (the table waits alone in the DLQ). True when the table is ready."""
+    try:
+        ensure_table(layout)
+    except SinkNameTaken as taken:
+        result.rejections.extend(
+            Rejection.of_change("write", layout.source_table, change, f"{sink_name}: {taken}", sink_name)
+            for change in changes
+        )
+        return False
+    return True
+
+
 def write_rows_after_checkpoint(
     batch: MappedBatch,
     floor: int,

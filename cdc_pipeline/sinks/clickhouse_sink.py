@@ -28,9 +28,11 @@ from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.availability import clickhouse_server_refuses, outside_the_sink, unavailable_as
 from cdc_pipeline.sinks.base import (
+    SinkNameTaken,
     TableStats,
     WriteResult,
     bisect_failures,
+    ensured_or_rejected,
     refuse_cell_table_resync,
     write_rows_after_checkpoint,
 )
@@ -38,7 +40,7 @@ from cdc_pipeline.sinks.chdb_footprint import prepare_allocator, release_startup
 from cdc_pipeline.sinks.chdb_waiters import announce_waiting
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
-from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult, SinkNameTaken
+from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -278,15 +280,8 @@ class ClickHouseSink:
         result.rejections.extend(schema.rejections)
 
         def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-            try:
-                self.ensure_table(table.layout)
-            except SinkNameTaken as refused:
-                # This table alone waits in the DLQ; the others are written.
-                result.rejections.extend(
-                    Rejection.of_change("write", table.layout.source_table, c, f"{self.name}: {refused}", self.name)
-                    for c in changes
-                )
-                return []
+            if not ensured_or_rejected(self.name, self.ensure_table, table.layout, changes, result):
+                return []  # this table alone waits in the DLQ; the others are written
             written = self._write_table(table.layout, rows, changes, result)
             crash_point("clickhouse_mid_write")
             return written

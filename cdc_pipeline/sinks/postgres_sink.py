@@ -21,9 +21,11 @@ from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, Sink
 from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.availability import outside_the_sink, postgres_is_unavailable, unavailable_as
 from cdc_pipeline.sinks.base import (
+    SinkNameTaken,
     TableStats,
     WriteResult,
     bisect_failures,
+    ensured_or_rejected,
     refuse_cell_table_resync,
     write_rows_after_checkpoint,
 )
@@ -37,7 +39,7 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
 )
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.schema_sync.postgres_shaper import HOLDS_TABLE, PostgresShaper
-from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, SinkNameTaken
+from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -318,15 +320,8 @@ class PostgresSink:
             result.rejections.extend(schema.rejections)
 
             def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-                try:
-                    self._ensure_table(table.layout)
-                except SinkNameTaken as refused:
-                    # This table alone waits in the DLQ; the others are written.
-                    result.rejections.extend(
-                        Rejection.of_change("write", table.layout.source_table, c, f"{self.name}: {refused}", self.name)
-                        for c in changes
-                    )
-                    return []
+                if not ensured_or_rejected(self.name, self._ensure_table, table.layout, changes, result):
+                    return []  # this table alone waits in the DLQ; the others are written
                 written = self._write_table(cursor, table.layout, rows, changes, result)
                 crash_point("postgres_mid_write")
                 return written

@@ -33,10 +33,6 @@ class SchemaChangeRefused(Exception):
     """The sink refused a planned step (e.g. a checked type change found a value that does not fit)."""
 
 
-class SinkNameTaken(SchemaChangeRefused):
-    """A sink table whose name, or its view's, another sink relation holds."""
-
-
 def name_conflict_reason(schema: str, table: str, view: str, kinds: dict[str, bool]) -> str | None:
     """Why `table` (with its view `view`) cannot be created beside the relations `kinds` names
     (name -> whether it is a view), or None. A table `x_current` and the view of a table `x` would
