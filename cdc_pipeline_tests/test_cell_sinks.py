@@ -363,3 +363,26 @@ def test_counter_columns_are_refused_with_the_reason() -> None:
     )
     with pytest.raises(TypeNotMappable, match=r"table ks\.hits, column hits: counter columns are not replicated"):
         TypeMapper("warehouse", "clickhouse", []).layout(schema)
+
+
+def test_two_cell_tables_with_one_sink_name_the_second_waits_naming_the_first(cells: CellPipeline) -> None:
+    """Keyspaces `p` with table `a__b` and `p__a` with table `b` are both `p__a__b` in the sinks: the
+    first keeps the name, the other's changes wait in the DLQ of each sink, naming the first."""
+    first = TableSchema("p", "a__b", SCHEMA.columns, SCHEMA.key_columns, partition_key_length=1)
+    second = TableSchema("p__a", "b", SCHEMA.columns, SCHEMA.key_columns, partition_key_length=1)
+    cells.run([row_change(10, ("x", 1, 1), {"a": "first"}, insert=True)], first)
+    cells.run([row_change(20, ("y", 2, 2), {"a": "second"}, insert=True)], second)
+    cells.run([row_change(30, ("z", 3, 3), {"a": "first again"}, insert=True)], first)
+    with psycopg2.connect(cells.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute('SELECT k, a FROM replica."p__a__b_current" ORDER BY k')
+        assert cursor.fetchall() == [("x", "first"), ("z", "first again")]
+    connection.close()
+    sink = cells.clickhouse_sink
+    stored = sink.client.query(f"SELECT k, a FROM {sink.qualified('p__a__b_current')} ORDER BY k").result_rows
+    assert [tuple(row) for row in stored] == [("x", "first"), ("z", "first again")]
+    letters = cells.dlq.pending()
+    assert sorted((letter.table, letter.sink) for letter in letters) == [
+        ("p__a.b", "analytics"),
+        ("p__a.b", "warehouse"),
+    ]
+    assert all("already holds table p.a__b of source 'cass'" in letter.error for letter in letters)

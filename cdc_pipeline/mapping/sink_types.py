@@ -84,6 +84,7 @@ class SinkTableLayout:
         drops = self.cell_schema.dropped_columns if self.cell_schema is not None else ()
         return (
             self.table_name,
+            f"from {self.source_table}",  # two source tables named alike must not share a cached check
             *(f"{column.name} {column.sink_type}" for column in self.columns),
             *(f"dropped {column} at {at}" for column, at in drops),
         )

@@ -11,6 +11,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import clickhouse_connect
@@ -40,7 +41,7 @@ from cdc_pipeline.sinks.chdb_footprint import prepare_allocator, release_startup
 from cdc_pipeline.sinks.chdb_waiters import announce_waiting
 from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
-from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult
+from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult, table_name_conflict
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -172,12 +173,18 @@ class ClickHouseSink:
             column_names=["source", "position", "gtid", "server_id", "progress"],
         )
 
-    def ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created or layout.ddl_signature in self._created_with:
+    def ensure_table(self, layout: SinkTableLayout, source: str | None = None) -> None:
+        """Create or update the table; `source` (a batch's) claims a cell table's name for it."""
+        created_with = (source or "", *layout.ddl_signature)
+        if layout.table_name in self._created or created_with in self._created_with:
             return
         if layout.cell_schema is not None:
             # Row tables are checked by the schema sync; cell tables come here first.
-            conflict = self._shaper.name_conflict(layout.table_name)
+            conflict = (
+                self._shaper.name_conflict(layout.table_name)
+                if source is None
+                else table_name_conflict(self._shaper, layout.table_name, source, layout.source_table)
+            )
             if conflict is not None:
                 raise SinkNameTaken(conflict)
             drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
@@ -194,7 +201,7 @@ class ClickHouseSink:
                 )
             # Remembered with its columns and types: a column added at the source, or a type override
             # (an operator's fix), makes the DDL run again.
-            self._created_with.add(layout.ddl_signature)
+            self._created_with.add(created_with)
             return
         columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
         columns.append(f"{quote_identifier(VERSION_COLUMN)} UInt64")
@@ -280,7 +287,8 @@ class ClickHouseSink:
         result.rejections.extend(schema.rejections)
 
         def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-            if not ensured_or_rejected(self.name, self.ensure_table, table.layout, changes, result):
+            ensure = partial(self.ensure_table, source=batch.source)
+            if not ensured_or_rejected(self.name, ensure, table.layout, changes, result):
                 return []  # this table alone waits in the DLQ; the others are written
             written = self._write_table(table.layout, rows, changes, result)
             crash_point("clickhouse_mid_write")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import psycopg2
@@ -39,7 +40,7 @@ from cdc_pipeline.sinks.postgres_cell_tables import (
 )
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.schema_sync.postgres_shaper import HOLDS_TABLE, PostgresShaper
-from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync
+from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, table_name_conflict
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -135,14 +136,21 @@ class PostgresSink:
         assert adopted is not None
         return adopted
 
-    def _ensure_table(self, layout: SinkTableLayout) -> None:
-        if layout.table_name in self._created or layout.ddl_signature in self._created_with:
+    def _ensure_table(self, layout: SinkTableLayout, source: str | None = None) -> None:
+        """Create or update the table; `source` (a batch's) claims a cell table's name for it."""
+        created_with = (source or "", *layout.ddl_signature)
+        if layout.table_name in self._created or created_with in self._created_with:
             return
         self._ensure_bookkeeping()
         if layout.cell_schema is not None:
             # Row tables are checked by the schema sync; cell tables come here first.
             with transaction(self._dsn) as cursor:
-                conflict = PostgresShaper(cursor, self._schema, CURRENT_VIEW_SUFFIX).name_conflict(layout.table_name)
+                shaper = PostgresShaper(cursor, self._schema, CURRENT_VIEW_SUFFIX)
+                conflict = (
+                    shaper.name_conflict(layout.table_name)
+                    if source is None
+                    else table_name_conflict(shaper, layout.table_name, source, layout.source_table)
+                )
             if conflict is not None:
                 raise SinkNameTaken(conflict)
             present = existing_columns(self._dsn, self._schema, layout.table_name)
@@ -162,7 +170,7 @@ class PostgresSink:
             self._apply_hypertable(layout)
             # Remembered with its columns and types: a column added at the source, or a type override
             # (an operator's fix), makes the DDL run again.
-            self._created_with.add(layout.ddl_signature)
+            self._created_with.add(created_with)
             return
         key = set(layout.key_columns)
         column_sql = [
@@ -320,7 +328,8 @@ class PostgresSink:
             result.rejections.extend(schema.rejections)
 
             def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-                if not ensured_or_rejected(self.name, self._ensure_table, table.layout, changes, result):
+                ensure = partial(self._ensure_table, source=batch.source)
+                if not ensured_or_rejected(self.name, ensure, table.layout, changes, result):
                     return []  # this table alone waits in the DLQ; the others are written
                 written = self._write_table(cursor, table.layout, rows, changes, result)
                 crash_point("postgres_mid_write")

@@ -64,6 +64,16 @@ def owner_conflict_reason(table_name: str, owner: tuple[str, str]) -> str:
     )
 
 
+def table_name_conflict(shaper: TableShaper, table_name: str, source: str, source_table: str) -> str | None:
+    """Why the source table cannot have its sink table name (its view's name is taken, or another
+    source table holds it), else None: the name is then the table's."""
+    conflict = shaper.name_conflict(table_name)
+    if conflict is not None:
+        return conflict
+    owner = shaper.claim(table_name, source, source_table)
+    return None if owner == (source, source_table) else owner_conflict_reason(table_name, owner)
+
+
 class TableShaper(Protocol):
     """What a sink offers the schema sync for its row tables."""
 
@@ -190,19 +200,17 @@ class SchemaSync:
     ) -> str | None:
         layout = table.layout
         qualified = layout.source_table
-        if not changes and layout.ddl_signature in self._in_force:
+        in_force = (source, *layout.ddl_signature)
+        if not changes and in_force in self._in_force:
             return None
-        conflict = shaper.name_conflict(layout.table_name)
+        conflict = table_name_conflict(shaper, layout.table_name, source, qualified)
         if conflict is not None:
             return conflict  # this table waits (its rows in the DLQ); the others go on
-        owner = shaper.claim(layout.table_name, source, qualified)
-        if owner != (source, qualified):
-            return owner_conflict_reason(layout.table_name, owner)
         state = shaper.table_state(layout.table_name)
         if state is None:
             ensure_table(layout)
             self._tombstones(shaper, layout.table_name, changes, qualified, result)
-            self._in_force.add(layout.ddl_signature)
+            self._in_force.add(in_force)
             return None
         canonical = shaper.canonical_types([column.sink_type for column in layout.columns])
         wanted = [
@@ -220,7 +228,7 @@ class SchemaSync:
             result.applied.setdefault(qualified, []).extend(plan.describe())
             result.reshaped.add(layout.table_name)  # the shaper made the `_current` view anew
         if table.shape_source in (ShapeSource.ROWS, ShapeSource.SNAPSHOT) or not plan.changes_columns:
-            self._in_force.add(layout.ddl_signature)
+            self._in_force.add(in_force)
         return None
 
     def _tombstones(
