@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from cdc_pipeline.core.schema import qualify, split_qualified
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
+from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.sinks.postgres_names import fit, staging_table_name
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
 
@@ -170,3 +178,52 @@ def test_two_source_tables_with_one_sink_name_the_second_waits_naming_the_first(
         assert all(f"already holds table {harness.database}.a__b of source '{SOURCE}'" in e for *_, e, _ in letters)
     finally:
         harness.source_execute(f"DROP DATABASE `{other_database}`")
+
+
+def test_a_dot_inside_a_name_keeps_two_tables_apart(harness: PipelineHarness) -> None:
+    """`db.q`.t and db.`q.t` were both `db.q.t` inside the pipeline: their changes merged into one
+    table before any sink. Each now has its name and its sink table (`db.q__t`, `db__q.t`)."""
+    dotted_database = f"{harness.database}.q"
+    harness.source_execute(
+        f"CREATE DATABASE `{dotted_database}`",
+        f"CREATE TABLE `{dotted_database}`.t (id INT PRIMARY KEY, v VARCHAR(30))",
+        "CREATE TABLE `q.t` (id INT PRIMARY KEY, w INT)",
+        f"INSERT INTO `{dotted_database}`.t VALUES (1, 'in the dotted database')",
+        "INSERT INTO `q.t` VALUES (1, 100), (2, 200)",
+    )
+    harness.configure_source(tables={"include": [f"{harness.database}.q*"]})
+    try:
+        harness.replicate()
+        harness.source_execute(
+            f"UPDATE `{dotted_database}`.t SET v = 'changed' WHERE id = 1", "DELETE FROM `q.t` WHERE id = 2"
+        )
+        harness.replicate()
+        assert harness.dead_letters() == []
+        expected = {f"{harness.database}.q__t": [(1, "changed")], f"{harness.database}__q.t": [(1, 100)]}
+        with closing(psycopg2.connect(harness.pg_dsn)) as connection, connection.cursor() as cursor:
+            for table, rows in expected.items():
+                cursor.execute(
+                    sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier("replica", f"{table}_current"))
+                )
+                assert cursor.fetchall() == rows, table
+        clickhouse = ClickHouseSinkResource(dsn=harness.chdb_dsn, database=f"{harness.database}_ch").sink(CH_SINK)
+        for table, rows in expected.items():
+            stored = clickhouse.client.query(f"SELECT * FROM {clickhouse.qualified(f'{table}_current')} ORDER BY 1")
+            assert [tuple(row) for row in stored.result_rows] == rows, table
+    finally:
+        harness.source_execute(f"DROP DATABASE `{dotted_database}`")
+
+
+@pytest.mark.parametrize(
+    ("database", "table", "written"),
+    [
+        ("shop", "orders", "shop.orders"),  # plain names as they always were
+        ("p.q", "t", "`p.q`.t"),
+        ("p", "q.t", "p.`q.t`"),
+        ("a`b", "c", "`a``b`.c"),
+        ("`", ".", "````.`.`"),
+    ],
+)
+def test_qualified_names_keep_dotted_parts_apart_and_read_back(database: str, table: str, written: str) -> None:
+    assert qualify(database, table) == written
+    assert split_qualified(written) == (database, table)

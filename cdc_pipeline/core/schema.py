@@ -5,6 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 
+def qualify(database: str, table: str) -> str:
+    """A table's name across the pipeline: `database.table`, where a part that holds a dot or a
+    backtick is written in backticks (doubled inside), so `p.q`.t and p.`q.t` stay two tables."""
+    return f"{_quoted_part(database)}.{_quoted_part(table)}"
+
+
+def split_qualified(qualified: str) -> tuple[str, str]:
+    """(database, table) of a name `qualify` wrote."""
+    if not qualified.startswith("`"):
+        database, _, table = qualified.partition(".")
+        return database, _unquoted_part(table)
+    end = 1
+    while True:
+        end = qualified.index("`", end)
+        if qualified.startswith("``", end):
+            end += 2
+            continue
+        return _unquoted_part(qualified[: end + 1]), _unquoted_part(qualified[end + 2 :])
+
+
+def _quoted_part(part: str) -> str:
+    return f"`{part.replace('`', '``')}`" if "." in part or "`" in part else part
+
+
+def _unquoted_part(part: str) -> str:
+    return part[1:-1].replace("``", "`") if part.startswith("`") and part.endswith("`") and len(part) > 1 else part
+
+
 @dataclass(frozen=True)
 class ColumnSchema:
     """One column with the facts type mapping needs.
@@ -58,7 +86,7 @@ class TableSchema:
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.database}.{self.name}"
+        return qualify(self.database, self.name)
 
     @property
     def column_names(self) -> list[str]:

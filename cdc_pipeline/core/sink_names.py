@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cdc_pipeline.core.schema import split_qualified
+
 
 def sink_table_name(source_table: str) -> str:
     """`shop.orders` -> `shop__orders`: one sink namespace holds tables of several source databases.
@@ -9,5 +11,5 @@ def sink_table_name(source_table: str) -> str:
     Not unique (`p`.`a__b` and `p__a`.`b`; two sources with one table): the config refuses such
     literal tables at load, and the sinks' owner claims hold the second of two tables met at run time.
     """
-    database, _, table = source_table.partition(".")
+    database, table = split_qualified(source_table)
     return f"{database}__{table}"

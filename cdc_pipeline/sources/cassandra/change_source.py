@@ -23,7 +23,7 @@ from cdc_pipeline.core.changes import ChangeBatch, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import CommitLogPosition, SourcePosition, as_commit_log_position
 from cdc_pipeline.core.retention import RetentionStatus
-from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema import TableSchema, qualify, split_qualified
 from cdc_pipeline.sources.cassandra.catalog import CassandraCatalog, quote
 from cdc_pipeline.sources.cassandra.cdc_raw import CdcRaw
 from cdc_pipeline.sources.cassandra.changes import ChangeDecoder, error_line_rejection
@@ -254,7 +254,7 @@ class CassandraChangeSource:
             decoder = decoders[key]
             if decoder is None:
                 line = {**line, "reason": "unknown_table", "error": f"{keyspace}.{table} no longer exists"}
-                batch.rejections.append(error_line_rejection(line, f"{keyspace}.{table}"))
+                batch.rejections.append(error_line_rejection(line, qualify(keyspace, table)))
                 added += 1
                 continue
             decoded = decoder.decode(line)
@@ -285,11 +285,11 @@ class CassandraChangeSource:
     # -- catalog --------------------------------------------------------------------------------
 
     def table_schema(self, table: str) -> TableSchema | None:
-        keyspace, _, name = table.partition(".")
+        keyspace, name = split_qualified(table)
         return self.catalog.table(keyspace, name)
 
     def row_count(self, table: str) -> int:
-        keyspace, _, name = table.partition(".")
+        keyspace, name = split_qualified(table)
         return self.catalog.row_count(keyspace, name)
 
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:

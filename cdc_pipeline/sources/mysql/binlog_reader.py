@@ -24,7 +24,7 @@ from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChang
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid, gtid_row_version
 from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position, row_version
-from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema import TableSchema, qualify, split_qualified
 from cdc_pipeline.core.schema_changes import (
     DDL_STAGE,
     SchemaChange,
@@ -314,7 +314,7 @@ class BinlogBatchReader:
         for change in changes:
             for qualified in (change.table, change.old_name):
                 if qualified and "." in qualified:
-                    self._catalog.forget(*qualified.split(".", 1))
+                    self._catalog.forget(*split_qualified(qualified))
         session_zone = _session_time_zone(event)
         return [self._with_statement_time(change, event.timestamp, session_zone) for change in changes]
 
@@ -325,7 +325,7 @@ class BinlogBatchReader:
         time zone; the existing rows hold that instant, which the sinks keep in UTC."""
         if change.kind is not SchemaChangeKind.ADD_COLUMN or not change.has_default or change.default is None:
             return change
-        schema = self._catalog.table(*change.table.split(".", 1)) if "." in change.table else None
+        schema = self._catalog.table(*split_qualified(change.table)) if "." in change.table else None
         data_type = (
             schema.column(str(change.column)).data_type
             if schema is not None and change.column in schema.column_names
@@ -370,7 +370,7 @@ class BinlogBatchReader:
                 continue
             if change.kind in (SchemaChangeKind.DROP_TABLE, SchemaChangeKind.TRUNCATE, SchemaChangeKind.NO_EFFECT):
                 continue
-            schema = self._catalog.table(*change.table.split(".", 1))
+            schema = self._catalog.table(*split_qualified(change.table))
             if schema is not None and schema.key_columns:
                 batch.tables[change.table] = TableChanges(schema, [], ShapeSource.CATALOG)
 
@@ -392,7 +392,7 @@ class BinlogBatchReader:
         database, table_name = event.schema, event.table
         if not self._catalog.selects(database, table_name):
             return 0
-        qualified = f"{database}.{table_name}"
+        qualified = qualify(database, table_name)
         # The wrapper's event_size counts the header and checksum too: the event starts here.
         event_start = event.packet.log_pos - event.packet.event_size
         position = f"{log_file}:{event_start}"

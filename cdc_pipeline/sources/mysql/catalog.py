@@ -10,7 +10,7 @@ import pymysql
 import pymysql.cursors
 
 from cdc_pipeline.config.models import TableSelection
-from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema, qualify
 from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
 
 _SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
@@ -52,7 +52,7 @@ class MySqlCatalog:
         self._cache.pop((database, table), None)
 
     def key_override(self, database: str, table: str) -> tuple[str, ...] | None:
-        override = self._key_overrides.get(f"{database}.{table}")
+        override = self._key_overrides.get(qualify(database, table))
         return tuple(override) if override is not None else None
 
     def selected_names(self) -> list[tuple[str, str]]:
@@ -110,7 +110,7 @@ class MySqlCatalog:
                     enum_values=_enum_members(column_type),
                 )
             )
-        keys = tuple(self._key_overrides.get(f"{database}.{table}", primary_key))
+        keys = tuple(self._key_overrides.get(qualify(database, table), primary_key))
         return TableSchema(database, table, tuple(columns), keys)
 
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:

@@ -10,7 +10,7 @@ from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition, SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
-from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema import TableSchema, split_qualified
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import ControlConnection, MySqlConnectionSettings
@@ -102,11 +102,11 @@ class MySqlChangeSource:
         """The server purges binlogs by its own expiry, not by its readers."""
 
     def table_schema(self, table: str) -> TableSchema | None:
-        database, _, name = table.partition(".")
+        database, name = split_qualified(table)
         return self.catalog.table(database, name)
 
     def row_count(self, table: str) -> int:
-        database, _, name = table.partition(".")
+        database, name = split_qualified(table)
         with self.settings.connect() as connection, connection.cursor() as cursor:
             cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(database)}.{quote_identifier(name)}")
             return int(cursor.fetchone()[0])

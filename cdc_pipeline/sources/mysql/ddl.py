@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
+from cdc_pipeline.core.schema import qualify
 from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind
 
 __all__ = ["CURRENT_TIMESTAMP", "DdlOutcome", "parse_ddl"]
@@ -762,7 +763,7 @@ class _Reader:
             if name is None:
                 return None
             if self.selected(name):
-                changes.append(self.change(".".join(name), kind))
+                changes.append(self.change(qualify(*name), kind))
         return changes
 
     def primary_key_dropped(self, table: object) -> list[SchemaChange] | None:
@@ -772,13 +773,13 @@ class _Reader:
             return None
         if not self.selected(name):
             return []
-        return [self.change(".".join(name), SchemaChangeKind.PRIMARY_KEY, key_columns=())]
+        return [self.change(qualify(*name), SchemaChangeKind.PRIMARY_KEY, key_columns=())]
 
     def no_effect(self, table: object) -> list[SchemaChange] | None:
         name = self.name(table) if isinstance(table, exp.Table) else None
         if name is None:
             return None
-        return [self.change(".".join(name), SchemaChangeKind.NO_EFFECT)] if self.selected(name) else []
+        return [self.change(qualify(*name), SchemaChangeKind.NO_EFFECT)] if self.selected(name) else []
 
     def create_table(self, create: exp.Create) -> list[SchemaChange] | None:
         target = create.this.this if isinstance(create.this, exp.Schema) else create.this
@@ -790,7 +791,7 @@ class _Reader:
             return []
         if not self.selected(name):
             return []
-        table = ".".join(name)
+        table = qualify(*name)
         created = self.change(table, SchemaChangeKind.CREATE_TABLE)
         if create.args.get("replace"):
             # MariaDB's CREATE OR REPLACE drops the table it replaces: its rows go with it.
@@ -801,7 +802,7 @@ class _Reader:
         name = self.name(alter.this)
         if name is None:
             return None
-        table = ".".join(name)
+        table = qualify(*name)
         result = self.alter_actions(table, alter.args.get("actions") or [])
         for option in alter.args.get("options") or []:
             # Table options (ENGINE, COMMENT, ROW_FORMAT, AUTO_INCREMENT, CHARSET, KEY_BLOCK_SIZE, ...),
@@ -814,7 +815,7 @@ class _Reader:
             if selected:
                 changes.append(self.change(table, SchemaChangeKind.UNRECOGNISED, column=result.unrecognised_column))
             if result.rename_to is not None and self.selected(result.rename_to) and result.rename_to != name:
-                changes.append(self.change(".".join(result.rename_to), SchemaChangeKind.UNRECOGNISED))
+                changes.append(self.change(qualify(*result.rename_to), SchemaChangeKind.UNRECOGNISED))
             return changes
         if selected:
             changes.extend(result.changes)
@@ -981,25 +982,25 @@ class _Reader:
             # Which table, now at an unselected name, still has its rows in the sink table `new`.
             parked = next((name for name, held in holder.items() if held == new and name != new), None)
             if sink_table == new:
-                changes.append(self.change(".".join(new), SchemaChangeKind.NO_EFFECT))  # back where it was
+                changes.append(self.change(qualify(*new), SchemaChangeKind.NO_EFFECT))  # back where it was
             elif sink_table is None and parked is not None:
                 holder[parked] = None  # the copy takes over the sink table (see the docstring)
-                changes.append(self.change(".".join(new), SchemaChangeKind.NO_EFFECT))
+                changes.append(self.change(qualify(*new), SchemaChangeKind.NO_EFFECT))
             elif sink_table is None:
-                changes.append(self.change(".".join(new), SchemaChangeKind.CREATE_TABLE))
+                changes.append(self.change(qualify(*new), SchemaChangeKind.CREATE_TABLE))
             elif parked is not None:
                 # Two replicated tables swapped through a spare name: no order of renames the sink can
                 # apply one by one expresses it without the spare name. Left to the operator.
                 conflict = True
             else:
-                changes.append(self.change(".".join(new), SchemaChangeKind.RENAME_TABLE, old_name=".".join(sink_table)))
+                changes.append(self.change(qualify(*new), SchemaChangeKind.RENAME_TABLE, old_name=qualify(*sink_table)))
             holder[new] = new
         if conflict:
             named = dict.fromkeys(name for pair in pairs for name in pair if self.selected(name))
-            return [self.change(".".join(name), SchemaChangeKind.UNRECOGNISED) for name in named]
+            return [self.change(qualify(*name), SchemaChangeKind.UNRECOGNISED) for name in named]
         for name, sink_table in holder.items():
             if sink_table is not None and not self.selected(name):
-                changes.append(self.change(".".join(sink_table), SchemaChangeKind.DROP_TABLE))
+                changes.append(self.change(qualify(*sink_table), SchemaChangeKind.DROP_TABLE))
         return changes
 
     # Statements sqlglot could not read.
@@ -1021,8 +1022,8 @@ class _Reader:
                 return []
             if verb == "DROP" and on is not None and [t.text.upper() for t in tokens[on - 1 : on]] == ["PRIMARY"]:
                 # DROP INDEX `PRIMARY` ON t (with ALGORITHM/LOCK): the primary key is gone.
-                return [self.change(".".join(read[0]), SchemaChangeKind.PRIMARY_KEY, key_columns=())]
-            return [self.change(".".join(read[0]), SchemaChangeKind.NO_EFFECT)]
+                return [self.change(qualify(*read[0]), SchemaChangeKind.PRIMARY_KEY, key_columns=())]
+            return [self.change(qualify(*read[0]), SchemaChangeKind.NO_EFFECT)]
         names = self.fallback_names(tokens)
         if names is None:
             return [self.change("", SchemaChangeKind.UNRECOGNISED)]
@@ -1033,7 +1034,7 @@ class _Reader:
             replaced = any(t.upper == "REPLACE" for t in tokens[1:3])
             kinds = [SchemaChangeKind.DROP_TABLE] if replaced else []
             return [
-                self.change(".".join(n), kind)
+                self.change(qualify(*n), kind)
                 for n in dict.fromkeys(names[0])
                 if self.selected(n)
                 for kind in [*kinds, SchemaChangeKind.CREATE_TABLE]
@@ -1045,7 +1046,7 @@ class _Reader:
             and [t.upper for t in tokens[rest:]] in ([], ["ENABLE", "KEYS"], ["DISABLE", "KEYS"])
         ):
             kind = SchemaChangeKind.NO_EFFECT
-        return [self.change(".".join(n), kind) for n in dict.fromkeys(names[0]) if self.selected(n)]
+        return [self.change(qualify(*n), kind) for n in dict.fromkeys(names[0]) if self.selected(n)]
 
     def fallback_names(self, tokens: list[_Token]) -> tuple[list[tuple[str, str]], int] | None:
         """The tables after TABLE (or TRUNCATE), and the index after the last of them."""

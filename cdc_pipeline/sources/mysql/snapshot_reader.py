@@ -11,7 +11,7 @@ import pymysql.cursors
 from cdc_pipeline.core.changes import ChangeOp, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.gtid import Gtid
-from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema import TableSchema, split_qualified
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
@@ -27,7 +27,7 @@ class MySqlSnapshotReader:
         self._resume_by = resume_by
 
     def table_schema(self, table: str) -> TableSchema | None:
-        database, _, name = table.partition(".")
+        database, name = split_qualified(table)
         return self._catalog.table(database, name)
 
     def handoff_checkpoint(self) -> Checkpoint:

@@ -22,7 +22,7 @@ from typing import Any
 from pymysqlreplication.column import Column
 from pymysqlreplication.constants import FIELD_TYPE
 
-from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema, qualify
 from cdc_pipeline.core.type_families import SPATIAL_TYPES
 
 # The fields a table map determines, compared against the catalog's column of the same name.
@@ -175,7 +175,7 @@ def table_map_shape(
     table map is reused as is; the catalog object itself is returned when every column and the key agree.
     Raises ValueError, naming the table and column, for anything in the table map that cannot be described.
     """
-    qualified = f"{database}.{table}"
+    qualified = qualify(database, table)
     catalog_columns = {c.name: c for c in catalog.columns} if catalog is not None else {}
     shaped: list[ColumnSchema] = []
     for index, column in enumerate(columns):

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg2 import sql
 
 from cdc_pipeline.config.models import TableSelection
-from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema, qualify
 from cdc_pipeline.sources.postgres.column_types import PgType, column_schema, value_parser
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 
@@ -79,7 +79,7 @@ class PostgresCatalog:
         self._cache.pop((schema, table), None)
 
     def key_override(self, schema: str, table: str) -> tuple[str, ...] | None:
-        override = self._key_overrides.get(f"{schema}.{table}")
+        override = self._key_overrides.get(qualify(schema, table))
         return tuple(override) if override is not None else None
 
     def type_of(self, oid: int) -> tuple[PgType, int]:
@@ -136,7 +136,7 @@ class PostgresCatalog:
             for name, _, modifier, nullable, oid, type_name, is_enum in rows
         ]
         index_key = tuple(str(c) for c in key_row[1]) if key_row is not None else ()
-        keys = tuple(self._key_overrides.get(f"{schema}.{table}", index_key))
+        keys = tuple(self._key_overrides.get(qualify(schema, table), index_key))
         return TableSchema(schema, table, tuple(columns), keys)
 
     def row_count(self, schema: str, table: str) -> int:

@@ -10,7 +10,7 @@ from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber, SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
-from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema import TableSchema, split_qualified
 from cdc_pipeline.sources.change_source import LogPassedCheckpoints
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
@@ -140,11 +140,11 @@ class PostgresChangeSource:
             self.slot.advance(earliest)
 
     def table_schema(self, table: str) -> TableSchema | None:
-        schema, _, name = table.partition(".")
+        schema, name = split_qualified(table)
         return self.catalog.table(schema, name)
 
     def row_count(self, table: str) -> int:
-        schema, _, name = table.partition(".")
+        schema, name = split_qualified(table)
         return self.catalog.row_count(schema, name)
 
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:

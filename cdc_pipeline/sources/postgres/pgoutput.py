@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cdc_pipeline.core.changes import ChangeOp
+from cdc_pipeline.core.schema import qualify
 
 
 class PgOutputError(ValueError):
@@ -69,7 +70,7 @@ class Relation:
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.namespace}.{self.name}"
+        return qualify(self.namespace, self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from cdc_pipeline.core.positions import LogSequenceNumber
+from cdc_pipeline.core.schema import qualify
 from cdc_pipeline.sources.postgres.connection import KeptConnection, PostgresSourceSettings
 
 PLUGIN = "pgoutput"
@@ -114,7 +115,7 @@ class ReplicationSlot:
             return {(str(s), str(t)) for s, t in cursor.fetchall()}
 
         published = self.connection.run(read)
-        return [f"{schema}.{table}" for schema, table in tables if (schema, table) not in published]
+        return [qualify(schema, table) for schema, table in tables if (schema, table) not in published]
 
     def has_pending_changes(self) -> bool:
         """Whether a change to a published table committed after the slot's position (decodes up
