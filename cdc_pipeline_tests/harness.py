@@ -35,8 +35,8 @@ from cdc_pipeline.defs.resources import (
     PostgresSinkResource,
 )
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
-from cdc_pipeline.sinks import postgres_names
-from cdc_pipeline.sinks.clickhouse_sink import quote_identifier
+from cdc_pipeline.sinks.clickhouse.sink import quote_identifier
+from cdc_pipeline.sinks.postgres import names as postgres_names
 
 MASKING_KEY = "test-masking-key-not-a-secret"
 SOURCE = "shop"

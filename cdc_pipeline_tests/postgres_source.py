@@ -27,7 +27,7 @@ from cdc_pipeline.defs.resources import (
     PostgresSourceResource,
 )
 from cdc_pipeline.local_servers.postgres import LocalPostgres
-from cdc_pipeline.sinks import postgres_names
+from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 from cdc_pipeline_tests.harness import (

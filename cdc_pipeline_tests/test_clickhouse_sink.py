@@ -13,7 +13,7 @@ from cdc_pipeline.config.loading import PipelineConfigError, parse_pipeline_conf
 # Holds the path until its stdin closes.
 HOLD = """
 import sys
-from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 sink = ClickHouseSink("warehouse", sys.argv[1], "db")  # chdb keeps the path while the client lives
 sink.checkpoint("shop")
 print("holding", flush=True)
@@ -22,7 +22,7 @@ sys.stdin.read()
 # Opens the path, waiting at most argv[2] seconds for it.
 OPEN = """
 import sys
-from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 ClickHouseSink("warehouse", sys.argv[1], "db", busy_timeout_seconds=float(sys.argv[2])).checkpoint("shop")
 print("opened", flush=True)
 """

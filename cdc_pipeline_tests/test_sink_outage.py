@@ -29,7 +29,7 @@ from cdc_pipeline.defs.resources import ClickHouseSinkResource, DeadLetterQueueR
 from cdc_pipeline.defs.sink_tables.freshness import FRESHNESS_CHECK
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sinks.availability import SinkUnavailable, dsn_secrets, redacted_reason
-from cdc_pipeline.sinks.postgres_sink import PostgresSink
+from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows, run_summary
 from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE

@@ -6,8 +6,8 @@ import dagster as dg
 import psycopg2
 
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.sinks.clickhouse.mysql_pull import why_not_pullable
 from cdc_pipeline.snapshot.chunks import Chunk
-from cdc_pipeline.snapshot.clickhouse_pull import why_not_pullable
 from cdc_pipeline_tests import snapshot_steps
 from cdc_pipeline_tests.harness import CH_SINK, SOURCE, PipelineHarness, assert_same_rows
 
@@ -153,7 +153,7 @@ def test_parallel_writers_create_a_fresh_sink_schema_without_tripping_over_each_
 
     from cdc_pipeline.core.checkpoint import Checkpoint
     from cdc_pipeline.core.positions import BinlogPosition
-    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.sinks.postgres.sink import PostgresSink
 
     for attempt in range(3):
         # Chunk runs of a backfill start together on a sink nobody has written yet.

@@ -127,8 +127,8 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
     from cdc_pipeline.mapping.mapper import TypeMapper
     from cdc_pipeline.masking.masker import Masker
     from cdc_pipeline.sinks.base import Sink
-    from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
-    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+    from cdc_pipeline.sinks.postgres.sink import PostgresSink
     from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
     from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 

@@ -45,8 +45,8 @@ def measure_pipeline(
 ) -> int:
     from cdc_pipeline.mapping.mapper import TypeMapper
     from cdc_pipeline.masking.masker import Masker
-    from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
-    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+    from cdc_pipeline.sinks.postgres.sink import PostgresSink
     from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
     from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
     from cdc_pipeline.sources.mysql.connection import ControlConnection
@@ -84,8 +84,8 @@ def load_chunks(phase: str, port: int, sink_target: str, partition_keys: list[st
     from cdc_pipeline.config.loading import parse_pipeline_config
     from cdc_pipeline.masking.masker import Masker
     from cdc_pipeline.sinks.base import Sink
-    from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
-    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+    from cdc_pipeline.sinks.postgres.sink import PostgresSink
     from cdc_pipeline.snapshot.chunks import Chunk
     from cdc_pipeline.snapshot.loader import load_chunk
     from cdc_pipeline.sources.mysql.catalog import MySqlCatalog

@@ -101,8 +101,8 @@ def measure_pipeline(phase: str, dsn: str, slot: str, batch_rows: int, sink_targ
     from cdc_pipeline.mapping.mapper import TypeMapper
     from cdc_pipeline.masking.masker import Masker
     from cdc_pipeline.sinks.base import Sink
-    from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
-    from cdc_pipeline.sinks.postgres_sink import PostgresSink
+    from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+    from cdc_pipeline.sinks.postgres.sink import PostgresSink
     from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 
     config = PostgresSourceConfig(

@@ -62,8 +62,8 @@ from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
-from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
-from cdc_pipeline.sinks.postgres_sink import PostgresSink
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings

@@ -20,8 +20,8 @@ from cdc_pipeline.config.models import (
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.masking.masker import Masker
-from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
-from cdc_pipeline.sinks.postgres_sink import PostgresSink
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
 from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 from cdc_pipeline.sources.cassandra.snapshot_reader import CassandraSnapshotReader

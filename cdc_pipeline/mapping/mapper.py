@@ -14,8 +14,6 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import SchemaChange, ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
-from cdc_pipeline.mapping.clickhouse_types import clickhouse_column
-from cdc_pipeline.mapping.postgres_types import postgres_column
 from cdc_pipeline.mapping.sink_types import (
     Converter,
     SinkColumn,
@@ -25,6 +23,8 @@ from cdc_pipeline.mapping.sink_types import (
     bookkeeping_columns,
     convert_for_column,
 )
+from cdc_pipeline.sinks.clickhouse.column_types import clickhouse_column
+from cdc_pipeline.sinks.postgres.column_types import postgres_column
 
 SinkKind = Literal["clickhouse", "postgres"]
 _COLUMN_MAPPERS = {"clickhouse": clickhouse_column, "postgres": postgres_column}

@@ -24,14 +24,14 @@ from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink
-from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink
-from cdc_pipeline.snapshot.chunks import Chunk
-from cdc_pipeline.snapshot.clickhouse_pull import (
+from cdc_pipeline.sinks.clickhouse.mysql_pull import (
     ChunkPullFailed,
     chunk_fits_clickhouse,
     pull_chunk,
     why_not_pullable,
 )
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
 

@@ -31,7 +31,7 @@ from cdc_pipeline.delivery.loop import STOPPED_ON_REQUEST, ReplicationLoop
 from cdc_pipeline.delivery.session import EverySinkUnavailable, ReplicationSession
 from cdc_pipeline.delivery.steps import read_checkpoints
 from cdc_pipeline.sinks.base import Sink
-from cdc_pipeline.sinks.chdb_waiters import other_processes_waiting
+from cdc_pipeline.sinks.clickhouse.chdb_waiters import other_processes_waiting
 from cdc_pipeline.sources.change_source import ChangeSource
 
 

@@ -37,10 +37,10 @@ from cdc_pipeline.sinks.base import (
     refuse_cell_table_resync,
     write_rows_after_checkpoint,
 )
-from cdc_pipeline.sinks.chdb_footprint import prepare_allocator, release_startup_pages
-from cdc_pipeline.sinks.chdb_waiters import announce_waiting
-from cdc_pipeline.sinks.clickhouse_cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
-from cdc_pipeline.sinks.schema_sync.clickhouse_shaper import ClickHouseShaper
+from cdc_pipeline.sinks.clickhouse.cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
+from cdc_pipeline.sinks.clickhouse.chdb_footprint import prepare_allocator, release_startup_pages
+from cdc_pipeline.sinks.clickhouse.chdb_waiters import announce_waiting
+from cdc_pipeline.sinks.clickhouse.shaper import ClickHouseShaper
 from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult, table_name_conflict
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"

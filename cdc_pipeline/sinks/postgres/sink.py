@@ -19,7 +19,6 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.availability import outside_the_sink, postgres_is_unavailable, unavailable_as
 from cdc_pipeline.sinks.base import (
     SinkNameTaken,
@@ -30,16 +29,17 @@ from cdc_pipeline.sinks.base import (
     refuse_cell_table_resync,
     write_rows_after_checkpoint,
 )
-from cdc_pipeline.sinks.hypertables import make_hypertable
-from cdc_pipeline.sinks.postgres_cell_tables import (
+from cdc_pipeline.sinks.postgres import names as postgres_names
+from cdc_pipeline.sinks.postgres.cell_tables import (
     PostgresCellTableWriter,
     cell_table_ddl,
     existing_columns,
     has_cell_bookkeeping,
     live_condition,
 )
+from cdc_pipeline.sinks.postgres.hypertables import make_hypertable
+from cdc_pipeline.sinks.postgres.shaper import HOLDS_TABLE, PostgresShaper
 from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
-from cdc_pipeline.sinks.schema_sync.postgres_shaper import HOLDS_TABLE, PostgresShaper
 from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, table_name_conflict
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"

@@ -18,7 +18,6 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from cdc_pipeline.core.changes import RowChange
-from cdc_pipeline.mapping.postgres_types import copy_text
 from cdc_pipeline.mapping.sink_types import (
     CELL_BOOKKEEPING,
     CELLS_COLUMN,
@@ -30,7 +29,6 @@ from cdc_pipeline.mapping.sink_types import (
     VERSION_COLUMN,
     SinkTableLayout,
 )
-from cdc_pipeline.sinks import postgres_names
 from cdc_pipeline.sinks.base import bisect_failures
 from cdc_pipeline.sinks.cell_merge.table_merge import (
     DELETION_COLUMN,
@@ -39,6 +37,8 @@ from cdc_pipeline.sinks.cell_merge.table_merge import (
     CellTableMerge,
     MergedRow,
 )
+from cdc_pipeline.sinks.postgres import names as postgres_names
+from cdc_pipeline.sinks.postgres.column_types import copy_text
 from cdc_pipeline.sinks.postgres_session import transaction
 
 Qualify = Callable[[str], sql.Composed]

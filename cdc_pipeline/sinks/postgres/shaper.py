@@ -14,7 +14,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks import postgres_names
+from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.schema_sync.plan import (
     AddColumn,
     ChangeKey,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.type_families import BINARY_TYPES, CHARACTER_TYPES, TEXT_BLOB_TYPES
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.clickhouse_sink import ClickHouseSink, quote_identifier
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink, quote_identifier
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.mysql.catalog import quote_identifier as mysql_quote
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings

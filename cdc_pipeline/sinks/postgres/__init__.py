@@ -1,0 +1,1 @@
+"""Everything of the PostgreSQL (and TimescaleDB) sink: writer, types, shaper, names."""
