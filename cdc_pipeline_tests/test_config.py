@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.config.loading import PipelineConfigError, load_pipeline_config, parse_pipeline_config
-from cdc_pipeline.sinks.postgres_session import InvalidDsn, connect
+from cdc_pipeline.shared.postgres_session import InvalidDsn, connect
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
 
 VALID = """

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, RangeDeletion
-from cdc_pipeline.dlq.payload_codec import decode_value, encode_value
+from cdc_pipeline.core.value_codec import decode_value, encode_value
 
 
 def _write(write: CellWrite | None) -> list[int | None] | None:

@@ -14,9 +14,9 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.cells import CellChange
 from cdc_pipeline.core.changes import ChangeOp, Rejection
+from cdc_pipeline.core.value_codec import decode_row, encode_row
 from cdc_pipeline.dlq.cell_change_codec import decode_cell_change, encode_cell_change
-from cdc_pipeline.dlq.payload_codec import decode_row, encode_row
-from cdc_pipeline.sinks.postgres_session import run_ddl, transaction
+from cdc_pipeline.shared.postgres_session import run_ddl, transaction
 
 DLQ_TABLE = "dead_letters"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from cdc_pipeline.core.cells import CellChange, ClusteringBound, RangeDeletion
 from cdc_pipeline.core.schema import ColumnSchema
-from cdc_pipeline.dlq.payload_codec import decode_value, encode_value
+from cdc_pipeline.core.value_codec import decode_value, encode_value
 from cdc_pipeline.sinks.cell_merge.clustering import range_covers
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from cdc_pipeline.core.cells import CellWrite, CollectionWrite, ElementWrite
 from cdc_pipeline.core.changes import RowChange
-from cdc_pipeline.dlq.payload_codec import decode_value, encode_value
+from cdc_pipeline.core.value_codec import decode_value, encode_value
 
 # One encoder for every call: json.dumps with options builds a new encoder each time, which was a
 # tenth of the write step's time for the many small texts a batch needs.

@@ -15,7 +15,7 @@ from typing import Any
 
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.schema import TableSchema
-from cdc_pipeline.dlq.payload_codec import encode_value
+from cdc_pipeline.core.value_codec import encode_value
 from cdc_pipeline.mapping.sink_types import (
     ValueNotMappable,
 )

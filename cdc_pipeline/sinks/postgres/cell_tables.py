@@ -29,6 +29,7 @@ from cdc_pipeline.mapping.sink_types import (
     VERSION_COLUMN,
     SinkTableLayout,
 )
+from cdc_pipeline.shared.postgres_session import transaction
 from cdc_pipeline.sinks.base import bisect_failures
 from cdc_pipeline.sinks.cell_merge.table_merge import (
     DELETION_COLUMN,
@@ -39,7 +40,6 @@ from cdc_pipeline.sinks.cell_merge.table_merge import (
 )
 from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.column_types import copy_text
-from cdc_pipeline.sinks.postgres_session import transaction
 
 Qualify = Callable[[str], sql.Composed]
 

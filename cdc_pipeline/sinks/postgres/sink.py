@@ -19,6 +19,7 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.shared.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.availability import outside_the_sink, postgres_is_unavailable, unavailable_as
 from cdc_pipeline.sinks.base import (
     SinkNameTaken,
@@ -39,7 +40,6 @@ from cdc_pipeline.sinks.postgres.cell_tables import (
 )
 from cdc_pipeline.sinks.postgres.hypertables import make_hypertable
 from cdc_pipeline.sinks.postgres.shaper import HOLDS_TABLE, PostgresShaper
-from cdc_pipeline.sinks.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, table_name_conflict
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"

@@ -10,7 +10,7 @@ from typing import TypeVar
 import psycopg2
 import psycopg2.extensions
 
-from cdc_pipeline.sinks.postgres_session import InvalidDsn, connect
+from cdc_pipeline.shared.postgres_session import InvalidDsn, connect
 
 T = TypeVar("T")
 

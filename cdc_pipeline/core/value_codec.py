@@ -1,4 +1,5 @@
-"""Row values <-> JSON for the DLQ, keeping the Python types a replay needs (Decimal stays exact)."""
+"""Row values <-> JSON keeping the Python types exact (Decimal, datetimes, bytes, NUL-holding text):
+the DLQ payloads and the cell tables' merge state both use it."""
 
 from __future__ import annotations
 
