@@ -223,3 +223,14 @@ def test_a_rule_naming_a_column_the_table_lacks_holds_the_table_naming_the_rule(
     assert [row["id"] for row in harness.postgres_rows("neighbour")] == [1]
     unmatched = f"masking.rules[0] ({harness.database}.payments.secret_cod), masking.rules[1] (*.*.*_cod)"
     assert summary["masking_rules_unmatched"] == unmatched, summary
+
+
+def test_a_rule_finds_a_table_with_a_dot_in_its_name_as_table_selection_does() -> None:
+    """Table selection matches `p.q.t` for the table `p.q`.t; the pipeline names it `` `p.q`.t ``.
+    A rule written like the selection must still mask it, and one written with the quoted name too."""
+    for pattern in ("p*.*", "p.q.*", "`p.q`.t"):
+        masker = Masker(
+            MaskingConfig(classify_by_name=False, rules=[MaskRule(table=pattern, column="v", action="redact")]),
+            "key",
+        )
+        assert {c: m.action for c, m in masker.plan("`p.q`.t", ["id", "v"]).items()} == {"v": "redact"}, pattern

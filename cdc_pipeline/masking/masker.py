@@ -12,7 +12,7 @@ from typing import Any
 from cdc_pipeline.config.models import MaskAction, MaskingConfig
 from cdc_pipeline.core.cells import CollectionWrite
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
-from cdc_pipeline.core.schema import ColumnSchema, TableSchema
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema, split_qualified
 from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.core.type_families import BINARY_TYPES, TEXTUAL_TYPES
 from cdc_pipeline.masking.classification import classify_column
@@ -67,9 +67,10 @@ class Masker:
         if cache_key in self._plans:
             return self._plans[cache_key]
         plan: dict[str, ColumnMask] = {}
-        self._rules_seeing_a_table.update(
-            index for index, rule in enumerate(self._config.rules) if fnmatch.fnmatchcase(qualified_table, rule.table)
-        )
+        rules_for_table = {
+            index for index, rule in enumerate(self._config.rules) if _names_table(rule.table, qualified_table)
+        }
+        self._rules_seeing_a_table.update(rules_for_table)
         for column in column_names:
             mask = None
             if self._config.classify_by_name:
@@ -77,7 +78,7 @@ class Masker:
                 if pii_class is not None:
                     mask = ColumnMask(column, pii_class.action, None, f"classified as {pii_class.name}")
             for index, rule in enumerate(self._config.rules):
-                if fnmatch.fnmatchcase(qualified_table, rule.table) and fnmatch.fnmatchcase(column, rule.column):
+                if index in rules_for_table and fnmatch.fnmatchcase(column, rule.column):
                     mask = ColumnMask(column, rule.action, rule.length, f"masking.rules[{index}]")
                     self._matched_rules.add(index)
             if mask is not None and mask.action != "none":
@@ -113,7 +114,7 @@ class Masker:
         """A rule that names this table and one column literally must find that column: a typo
         (`secret_cod`) would otherwise leave the real column unmasked in every sink."""
         for index, rule in enumerate(self._config.rules):
-            if _is_glob(rule.table) or _is_glob(rule.column) or rule.table != schema.qualified_name:
+            if _is_glob(rule.table) or _is_glob(rule.column) or not _names_table(rule.table, schema.qualified_name):
                 continue
             if rule.column in schema.column_names:
                 continue
@@ -278,6 +279,14 @@ class Masker:
             except Exception:  # a value the rule cannot handle is dropped, never kept raw
                 payload[column] = UNMASKABLE
         return replace(rejection, payload=payload)
+
+
+def _names_table(pattern: str, qualified_table: str) -> bool:
+    """Whether a rule's `database.table` pattern matches the table. Table selection matches the plain
+    `database.table` text, where a dot inside a name is just a character: so does masking, and the
+    pipeline's quoted form (`p.q`.t) matches too, so that a rule never misses a selected table."""
+    database, table = split_qualified(qualified_table)
+    return fnmatch.fnmatchcase(f"{database}.{table}", pattern) or fnmatch.fnmatchcase(qualified_table, pattern)
 
 
 def _is_glob(pattern: str) -> bool:
