@@ -54,8 +54,7 @@ class ClickHouseShaper:
         self._quote = quote
         self._view_suffix = view_suffix
         self._spelling: dict[str, str] = {}
-        self._holds_ready = False
-        self._owners_ready = False
+        self._bookkeeping_ready: set[str] = set()  # bookkeeping tables made by this process
 
     def claim(self, table_name: str, source: str, source_table: str) -> tuple[str, str]:
         owner = self._owner(table_name)
@@ -81,13 +80,18 @@ class ClickHouseShaper:
         return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     def _owners_table(self) -> str:
-        table = self._qualified(OWNERS_TABLE)
-        if not self._owners_ready:
-            self._client().command(
-                f"CREATE TABLE IF NOT EXISTS {table} (sink_table String, source String, source_table String,"
-                " claimed_at DateTime64(6, 'UTC') DEFAULT now64(6)) ENGINE = MergeTree ORDER BY sink_table"
-            )
-            self._owners_ready = True
+        return self._bookkeeping_table(
+            OWNERS_TABLE,
+            "(sink_table String, source String, source_table String, claimed_at DateTime64(6, 'UTC') DEFAULT"
+            " now64(6)) ENGINE = MergeTree ORDER BY sink_table",
+        )
+
+    def _bookkeeping_table(self, name: str, definition: str) -> str:
+        """The qualified name of a bookkeeping table, created on its first use in this process."""
+        table = self._qualified(name)
+        if name not in self._bookkeeping_ready:
+            self._client().command(f"CREATE TABLE IF NOT EXISTS {table} {definition}")
+            self._bookkeeping_ready.add(name)
         return table
 
     def name_conflict(self, table_name: str) -> str | None:
@@ -274,15 +278,11 @@ class ClickHouseShaper:
         return count
 
     def _holds_table(self) -> str:
-        table = self._qualified(HOLDS_TABLE)
-        if not self._holds_ready:
-            self._client().command(
-                f"CREATE TABLE IF NOT EXISTS {table} (source String, source_table String, held UInt8, reason String,"
-                " changed_at DateTime64(6, 'UTC') DEFAULT now64(6))"
-                " ENGINE = ReplacingMergeTree(changed_at) ORDER BY (source, source_table)"
-            )
-            self._holds_ready = True
-        return table
+        return self._bookkeeping_table(
+            HOLDS_TABLE,
+            "(source String, source_table String, held UInt8, reason String, changed_at DateTime64(6, 'UTC')"
+            " DEFAULT now64(6)) ENGINE = ReplacingMergeTree(changed_at) ORDER BY (source, source_table)",
+        )
 
     def holds(self, source: str) -> dict[str, str]:
         held = f"SELECT source_table, reason FROM {self._holds_table()} FINAL WHERE source = {{s:String}} AND held = 1"
