@@ -210,6 +210,8 @@ def test_a_value_no_sink_can_hold_stays_a_letter_until_an_override_says_what_to_
     )
     # The representable values keep their types, the others the source's text.
     assert payloads == [(2, "0000-00-00", dt.datetime(2024, 5, 6, 10)), (3, "2024-00-15", "0000-00-00 00:00:00")]
+    # The reason names the column, never the value (it would reach logs and Dagster's storage unmasked).
+    assert all("2024-00-15" not in row[3] and "day" in row[3] for row in letters), letters
 
     harness.replay_dead_letters()  # no fix: nothing can be stored, nothing is; each sink keeps its letters
     kept = {(row[1], decode_row(row[4])["id"]) for row in harness.dead_letters() if row[0].endswith(".events")}

@@ -336,6 +336,8 @@ class CompiledRowDecoder:
             problems = {}
             for name in date_columns:
                 if type(row[name]) is Unrepresentable:
-                    problems[name] = f"zero or invalid date '{row[name]}'"
+                    # Not quoted here: errors reach logs and Dagster's storage unmasked, the value
+                    # stays in the letter's payload, which is masked like any row.
+                    problems[name] = "zero or invalid date"
             images.append((row, problems))
         return images
