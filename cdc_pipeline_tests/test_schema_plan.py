@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind, ShapeSource
+from cdc_pipeline.sinks.clickhouse.type_changes import clickhouse_type_change
+from cdc_pipeline.sinks.postgres.type_changes import postgres_type_change
 from cdc_pipeline.sinks.schema_sync.plan import (
     AddColumn,
     ChangeKey,
@@ -17,7 +19,7 @@ from cdc_pipeline.sinks.schema_sync.plan import (
     WantedColumn,
     plan_table,
 )
-from cdc_pipeline.sinks.schema_sync.type_changes import Fit, clickhouse_type_change, postgres_type_change
+from cdc_pipeline.sinks.schema_sync.type_changes import Fit
 
 K = SchemaChangeKind
 

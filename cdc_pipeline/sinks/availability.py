@@ -1,10 +1,11 @@
 """A sink that cannot take writes right now, told apart from bad rows and from bugs.
 
-Each sink family translates the errors that mean "the sink is not there, or will not take writes"
-(server stopped, connection refused, disk full, permission revoked, read-only) into one exception,
-`SinkUnavailable`. The replication job retries it, then lets the sink lag from its own checkpoint
-while the other sinks go on. Data errors stay with `bisect_failures` (rows to the DLQ); anything
-else still fails the run, so a bug never passes for an outage.
+Each sink family tells the errors that mean "the sink is not there, or will not take writes"
+(server stopped, connection refused, disk full, permission revoked, read-only) from the rest in its
+`outages.py`; `unavailable_as` turns them into one exception, `SinkUnavailable`. The replication
+job retries it, then lets the sink lag from its own checkpoint while the other sinks go on. Data
+errors stay with `bisect_failures` (rows to the DLQ); anything else still fails the run, so a bug
+never passes for an outage.
 
 Messages name the sink and the reason, never the DSN: the reason is the driver's first line with
 any password in the DSN blanked out (libpq and ClickHouse name the host, and a DSN may hold a
@@ -13,38 +14,15 @@ password, which must not reach the run's logs, metadata or the asset's status).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg2
-import psycopg2.errors
-from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseDatabaseError
 
 _T = TypeVar("_T")
 _REDACTED = "***"
-_CODE_IN_MESSAGE = re.compile(r"\bCode:\s*(\d+)")
-
-# ClickHouse server error codes that are about the server or the account, not the rows: writing the
-# same rows later, once an operator fixed the server, succeeds.
-CLICKHOUSE_UNAVAILABLE_CODES = {
-    159: "TIMEOUT_EXCEEDED",
-    164: "READONLY",
-    192: "UNKNOWN_USER",
-    193: "WRONG_PASSWORD",
-    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
-    209: "SOCKET_TIMEOUT",
-    210: "NETWORK_ERROR",
-    241: "MEMORY_LIMIT_EXCEEDED",
-    242: "TABLE_IS_READ_ONLY",
-    243: "NOT_ENOUGH_SPACE",
-    252: "TOO_MANY_PARTS",
-    425: "SYSTEM_ERROR",
-    497: "ACCESS_DENIED",
-    516: "AUTHENTICATION_FAILED",
-}
 
 
 class SinkUnavailable(RuntimeError):
@@ -79,35 +57,6 @@ def redacted_reason(error: BaseException, secrets: list[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         message = message.replace(secret, _REDACTED)
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
-
-
-def postgres_is_unavailable(error: BaseException) -> bool:
-    """psycopg2 errors about the server, the connection or the role rather than the rows."""
-    return isinstance(
-        error,
-        (
-            # Connection refused or lost, server shut down, disk full (class 53), too many connections.
-            psycopg2.OperationalError,
-            psycopg2.InterfaceError,
-            # Permission revoked (42501): an operator's fix (GRANT) makes the same rows go in.
-            psycopg2.errors.InsufficientPrivilege,
-            # A standby, or default_transaction_read_only: the same rows go in once it is writable.
-            psycopg2.errors.ReadOnlySqlTransaction,
-        ),
-    )
-
-
-def clickhouse_error_code(error: BaseException) -> int | None:
-    code = getattr(error, "code", None)
-    if isinstance(code, int):
-        return code
-    match = _CODE_IN_MESSAGE.search(str(error))
-    return int(match.group(1)) if match else None
-
-
-def clickhouse_server_refuses(error: BaseException) -> bool:
-    """A ClickHouse server error whose code is about the server or the account (see the codes above)."""
-    return isinstance(error, ClickHouseDatabaseError) and clickhouse_error_code(error) in CLICKHOUSE_UNAVAILABLE_CODES
 
 
 class _RaisedOutsideTheSink(Exception):  # noqa: N818 - a carrier, never seen outside this module

@@ -16,6 +16,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks.clickhouse.type_changes import clickhouse_type_change
 from cdc_pipeline.sinks.schema_sync.plan import (
     AddColumn,
     ChangeKey,
@@ -27,7 +28,7 @@ from cdc_pipeline.sinks.schema_sync.plan import (
     TombstoneOlder,
 )
 from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaChangeRefused, name_conflict_reason
-from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, clickhouse_type_change
+from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
 # Tables held by a DDL statement the pipeline could not read; the newest row per table says whether

@@ -27,7 +27,7 @@ from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.availability import clickhouse_server_refuses, outside_the_sink, unavailable_as
+from cdc_pipeline.sinks.availability import outside_the_sink, unavailable_as
 from cdc_pipeline.sinks.base import (
     SinkNameTaken,
     TableStats,
@@ -40,6 +40,7 @@ from cdc_pipeline.sinks.base import (
 from cdc_pipeline.sinks.clickhouse.cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.clickhouse.chdb_footprint import prepare_allocator, release_startup_pages
 from cdc_pipeline.sinks.clickhouse.chdb_waiters import announce_waiting
+from cdc_pipeline.sinks.clickhouse.outages import clickhouse_server_refuses
 from cdc_pipeline.sinks.clickhouse.shaper import ClickHouseShaper
 from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult, table_name_conflict
 

@@ -15,6 +15,7 @@ from psycopg2 import sql
 from cdc_pipeline.core.schema_changes import SchemaChange
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.postgres import names as postgres_names
+from cdc_pipeline.sinks.postgres.type_changes import postgres_type_change
 from cdc_pipeline.sinks.schema_sync.plan import (
     AddColumn,
     ChangeKey,
@@ -26,7 +27,7 @@ from cdc_pipeline.sinks.schema_sync.plan import (
     TombstoneOlder,
 )
 from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaChangeRefused, name_conflict_reason
-from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange, postgres_type_change
+from cdc_pipeline.sinks.schema_sync.type_changes import TypeChange
 
 _BOOKKEEPING = (VERSION_COLUMN, DELETED_COLUMN)
 # Tables held by a DDL statement the pipeline could not read: kept with the checkpoint (same

@@ -20,7 +20,7 @@ from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.shared.postgres_session import connect, run_ddl, transaction
-from cdc_pipeline.sinks.availability import outside_the_sink, postgres_is_unavailable, unavailable_as
+from cdc_pipeline.sinks.availability import outside_the_sink, unavailable_as
 from cdc_pipeline.sinks.base import (
     SinkNameTaken,
     TableStats,
@@ -39,6 +39,7 @@ from cdc_pipeline.sinks.postgres.cell_tables import (
     live_condition,
 )
 from cdc_pipeline.sinks.postgres.hypertables import make_hypertable
+from cdc_pipeline.sinks.postgres.outages import postgres_is_unavailable
 from cdc_pipeline.sinks.postgres.shaper import HOLDS_TABLE, PostgresShaper
 from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, table_name_conflict
 
