@@ -23,7 +23,6 @@ from psycopg2 import sql
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.builder import build_definitions
-from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
 from cdc_pipeline.defs.snapshots.jobs import plan_snapshot_job_name
 from cdc_pipeline.embedded.environment import (
@@ -33,6 +32,7 @@ from cdc_pipeline.embedded.environment import (
     EmbeddedEnvironment,
 )
 from cdc_pipeline.embedded.shop import SCHEMA, TABLES, change_the_shop
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 
 # The runs' full logs are in the instance (and the UI); the terminal shows warnings and up.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -24,14 +24,11 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import (
-    CassandraSourceResource,
-    ClickHouseSinkResource,
-    DeadLetterQueueResource,
-    MaskingResource,
-    PostgresSinkResource,
-)
+from cdc_pipeline.defs.resources import DeadLetterQueueResource, MaskingResource
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
+from cdc_pipeline.sinks.postgres.resource import PostgresSinkResource
+from cdc_pipeline.sources.cassandra.resource import CassandraSourceResource
 from cdc_pipeline_tests.harness import (
     CH_SINK,
     MASKING_KEY,

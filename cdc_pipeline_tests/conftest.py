@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline_tests.cassandra_pipeline import CassandraPipelineHarness
 from cdc_pipeline_tests.harness import MASKING_KEY, PipelineHarness
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness, drop_slots

@@ -19,17 +19,14 @@ from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import (
-    ClickHouseSinkResource,
-    DeadLetterQueueResource,
-    MaskingResource,
-    PostgresSinkResource,
-    PostgresSourceResource,
-)
+from cdc_pipeline.defs.resources import DeadLetterQueueResource, MaskingResource
 from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline.sinks.postgres import names as postgres_names
+from cdc_pipeline.sinks.postgres.resource import PostgresSinkResource
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
+from cdc_pipeline.sources.postgres.resource import PostgresSourceResource
 from cdc_pipeline_tests.harness import (
     CH_SINK,
     MASKING_KEY,

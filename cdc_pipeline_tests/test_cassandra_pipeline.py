@@ -20,6 +20,7 @@ from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sinks.registry import sink_kind
 from cdc_pipeline_tests.cassandra_pipeline import SOURCE, CassandraPipelineHarness
 from cdc_pipeline_tests.harness import (
     CH_SINK,
@@ -241,7 +242,11 @@ def test_replaying_every_batch_into_sinks_that_hold_it_changes_nothing(
     sinks = _sinks(pipeline)
     batch = Masker(pipeline.pipeline.masking, MASKING_KEY).mask_batch(source.read_batch({"replay": None}, None, 10**6))
     for sink, kind in zip(sinks, ("postgres", "clickhouse"), strict=True):
-        sink.write(TypeMapper(sink.name, kind, []).map_batch(batch), lambda rejections: None, advance_checkpoint=False)
+        sink.write(
+            TypeMapper(sink.name, sink_kind(kind).map_column, []).map_batch(batch),
+            lambda rejections: None,
+            advance_checkpoint=False,
+        )
     after = {table: (pipeline.postgres_rows(table), pipeline.clickhouse_rows(table)) for table in ("orders", "carts")}
     assert after == before
 

@@ -33,6 +33,7 @@ from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import TableStats
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink, quote_identifier
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
+from cdc_pipeline.sinks.registry import sink_kind
 from cdc_pipeline_tests.harness import MASKING_KEY
 
 SOURCE = "cass"
@@ -104,7 +105,7 @@ class CellPipeline:
         batch = Masker(self.masking, MASKING_KEY).mask_batch(batch)
         self.dlq.record(SOURCE, batch.rejections)
         for sink, kind in ((self.postgres_sink, "postgres"), (self.clickhouse_sink, "clickhouse")):
-            mapped = TypeMapper(sink.name, kind, []).map_batch(batch)  # type: ignore[arg-type]
+            mapped = TypeMapper(sink.name, sink_kind(kind).map_column, []).map_batch(batch)
             self.dlq.record(SOURCE, mapped.rejections)
             sink.write(mapped, lambda rejections: self.dlq.record(SOURCE, rejections), advance_checkpoint=False)
 
@@ -362,7 +363,7 @@ def test_counter_columns_are_refused_with_the_reason() -> None:
         partition_key_length=1,
     )
     with pytest.raises(TypeNotMappable, match=r"table ks\.hits, column hits: counter columns are not replicated"):
-        TypeMapper("warehouse", "clickhouse", []).layout(schema)
+        TypeMapper("warehouse", sink_kind("clickhouse").map_column, []).layout(schema)
 
 
 def test_two_cell_tables_with_one_sink_name_the_second_waits_naming_the_first(cells: CellPipeline) -> None:

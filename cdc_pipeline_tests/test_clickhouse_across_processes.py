@@ -88,7 +88,7 @@ def read_sink_tables(
     ReplacingMergeTree(_version, _is_deleted) keeps them through merges (only OPTIMIZE ... CLEANUP drops them),
     while FINAL hides them; the newest version of each key says whether it is deleted.
     """
-    from cdc_pipeline.defs.resources import ClickHouseSinkResource
+    from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
     from cdc_pipeline_tests.harness import CH_SINK, read_clickhouse_rows
 
     client = ClickHouseSinkResource(dsn=chdb_dsn, database=database).sink(CH_SINK).client

@@ -8,7 +8,7 @@ import dagster as dg
 
 from cdc_pipeline.core.value_codec import decode_row
 from cdc_pipeline.defs.dead_letters.assets import dead_letter_queue
-from cdc_pipeline.defs.resources import ClickHouseSinkResource
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, PipelineHarness, assert_same_rows
 
 

@@ -11,7 +11,7 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.schema import qualify, split_qualified
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
-from cdc_pipeline.defs.resources import ClickHouseSinkResource
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline.sinks.postgres.names import fit, staging_table_name
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows
 

@@ -11,8 +11,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseData
 
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
-from cdc_pipeline.defs.resources import ClickHouseSinkResource
 from cdc_pipeline.defs.sink_tables.schema_status import HELD, SCHEMA_STATUS
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline_tests import snapshot_steps
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows, run_summary
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness

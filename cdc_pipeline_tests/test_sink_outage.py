@@ -25,10 +25,11 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.defs.replication.sink_status import STATUS
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, sink_key
-from cdc_pipeline.defs.resources import ClickHouseSinkResource, DeadLetterQueueResource
+from cdc_pipeline.defs.resources import DeadLetterQueueResource
 from cdc_pipeline.defs.sink_tables.freshness import FRESHNESS_CHECK
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sinks.availability import SinkUnavailable, dsn_secrets, redacted_reason
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows, run_summary
 from cdc_pipeline_tests.polling import wait_until

@@ -129,6 +129,7 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
     from cdc_pipeline.sinks.base import Sink
     from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
     from cdc_pipeline.sinks.postgres.sink import PostgresSink
+    from cdc_pipeline.sinks.registry import sink_kind
     from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
     from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 
@@ -147,7 +148,11 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
         sink = ClickHouseSink("warehouse", sink_target, "bench")
     elif phase == "postgres":
         sink = PostgresSink("analytics", sink_target, "bench")
-    mapper = TypeMapper(sink.name, "clickhouse" if phase == "clickhouse" else "postgres", []) if sink else None
+    mapper = (
+        TypeMapper(sink.name, sink_kind("clickhouse" if phase == "clickhouse" else "postgres").map_column, [])
+        if sink
+        else None
+    )
     rows = 0
     reached: Checkpoint | None = None
     while True:

@@ -47,6 +47,7 @@ def measure_pipeline(
     from cdc_pipeline.masking.masker import Masker
     from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
     from cdc_pipeline.sinks.postgres.sink import PostgresSink
+    from cdc_pipeline.sinks.registry import sink_kind
     from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
     from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
     from cdc_pipeline.sources.mysql.connection import ControlConnection
@@ -58,10 +59,10 @@ def measure_pipeline(
     mapper: TypeMapper | None = None
     if phase == "clickhouse":
         sink = ClickHouseSink("warehouse", sink_target, "bench")
-        mapper = TypeMapper(sink.name, "clickhouse", [])
+        mapper = TypeMapper(sink.name, sink_kind("clickhouse").map_column, [])
     elif phase == "postgres":
         sink = PostgresSink("analytics", sink_target, "bench")
-        mapper = TypeMapper(sink.name, "postgres", [])
+        mapper = TypeMapper(sink.name, sink_kind("postgres").map_column, [])
     position, rows = start, 0
     while position < end:
         # One batch alive at a time, as in the job (one batch per run).

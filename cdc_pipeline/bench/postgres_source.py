@@ -103,6 +103,7 @@ def measure_pipeline(phase: str, dsn: str, slot: str, batch_rows: int, sink_targ
     from cdc_pipeline.sinks.base import Sink
     from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
     from cdc_pipeline.sinks.postgres.sink import PostgresSink
+    from cdc_pipeline.sinks.registry import sink_kind
     from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 
     config = PostgresSourceConfig(
@@ -115,7 +116,11 @@ def measure_pipeline(phase: str, dsn: str, slot: str, batch_rows: int, sink_targ
         sink = ClickHouseSink("warehouse", sink_target, "bench")
     elif phase == "postgres":
         sink = PostgresSink("analytics", sink_target, "bench")
-    mapper = TypeMapper(sink.name, "clickhouse" if phase == "clickhouse" else "postgres", []) if sink else None
+    mapper = (
+        TypeMapper(sink.name, sink_kind("clickhouse" if phase == "clickhouse" else "postgres").map_column, [])
+        if sink
+        else None
+    )
     rows, reached = 0, None
     while True:
         # Without a sink the reader's own end stands in for a checkpoint.

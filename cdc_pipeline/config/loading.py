@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.models import PipelineConfig, SinkConfig, SourceConfig, config_models, kind_of
 
 CONFIG_PATH_ENV = "CDC_PIPELINE_CONFIG"
+_KIND_TAGS = frozenset(kind_of(model) for model in [*config_models(SourceConfig), *config_models(SinkConfig)])
 
 
 class PipelineConfigError(ValueError):
@@ -20,11 +21,7 @@ class PipelineConfigError(ValueError):
 def _key_path(location: tuple[int | str, ...]) -> str:
     parts = list(location)
     # pydantic puts the union member's tag into the path (sources.shop.mysql.port): the YAML has no such key.
-    if (
-        len(parts) > 2
-        and parts[0] in ("sources", "sinks")
-        and parts[2] in ("mysql", "postgres", "cassandra", "clickhouse")
-    ):
+    if len(parts) > 2 and parts[0] in ("sources", "sinks") and parts[2] in _KIND_TAGS:
         del parts[2]
     return ".".join(str(part) for part in parts) or "(top level)"
 

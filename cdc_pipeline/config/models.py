@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
@@ -67,7 +67,18 @@ class RetentionConfig(_StrictModel):
     )
 
 
-class MySqlSourceConfig(_StrictModel):
+class _SourceConfigBase(_StrictModel):
+    """What every source kind's config answers; a kind overrides what applies to it."""
+
+    # Its changes are cells (Cassandra) merged per column in the sink: only sinks that hold cell tables take them.
+    writes_cell_tables: ClassVar[bool] = False
+
+    def marks_safe(self, statement: str) -> bool:
+        """Whether the operator marked an unreadable DDL statement as changing nothing the sinks hold."""
+        return False
+
+
+class MySqlSourceConfig(_SourceConfigBase):
     kind: Literal["mysql"] = "mysql"
     host: str = "127.0.0.1"
     port: int = Field(default=3306, ge=1, le=65535)
@@ -111,7 +122,7 @@ class MySqlSourceConfig(_StrictModel):
         return any(re.search(pattern, statement, re.IGNORECASE) for pattern in self.safe_statements)
 
 
-class PostgresSourceConfig(_StrictModel):
+class PostgresSourceConfig(_SourceConfigBase):
     """A PostgreSQL database read through logical decoding (pgoutput) from a replication slot."""
 
     kind: Literal["postgres"]
@@ -140,8 +151,10 @@ class PostgresSourceConfig(_StrictModel):
         return self.publication or f"cdc_{source_name}".lower()
 
 
-class CassandraSourceConfig(_StrictModel):
+class CassandraSourceConfig(_SourceConfigBase):
     """A Cassandra node whose CDC commit-log segments (cdc_raw) are read on the node's own machine."""
+
+    writes_cell_tables: ClassVar[bool] = True
 
     kind: Literal["cassandra"]
     hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"], min_length=1, description="contact points")
@@ -185,8 +198,21 @@ SourceConfig = Annotated[
 ]
 
 
-class ClickHouseSinkConfig(_StrictModel):
+class _SinkConfigBase(_StrictModel):
+    """What every sink kind's config answers; a kind overrides what applies to it."""
+
+    # Takes a Cassandra source's cell tables (per-cell merge state, sinks/cell_merge/).
+    holds_cell_tables: ClassVar[bool] = False
+
+    @property
+    def embedded_path(self) -> str | None:
+        """The on-disk path of an embedded engine this sink runs in the pipeline's own process, if any."""
+        return None
+
+
+class ClickHouseSinkConfig(_SinkConfigBase):
     kind: Literal["clickhouse"] = "clickhouse"
+    holds_cell_tables: ClassVar[bool] = True
     dsn: str = Field(default="chdb:///tmp/cdc_pipeline/chdb", description="chdb:///path or http(s)://host:port")
     dsn_env: EnvVarName | None = Field(default=None, description="read the DSN from this variable instead")
     database: str = Field(default="cdc", pattern=_NAME_PATTERN)
@@ -200,8 +226,9 @@ class ClickHouseSinkConfig(_StrictModel):
         return self.dsn.removeprefix("chdb://") if self.dsn_env is None and self.dsn.startswith("chdb:") else None
 
 
-class PostgresSinkConfig(_StrictModel):
+class PostgresSinkConfig(_SinkConfigBase):
     kind: Literal["postgres"] = "postgres"
+    holds_cell_tables: ClassVar[bool] = True
     dsn_env: EnvVarName = Field(description="environment variable holding the libpq DSN")
     schema_name: str = Field(default="cdc", pattern=_NAME_PATTERN, alias="schema")
     hypertables: dict[str, str] = Field(
@@ -212,6 +239,18 @@ class PostgresSinkConfig(_StrictModel):
 
 
 SinkConfig = Annotated[ClickHouseSinkConfig | PostgresSinkConfig, Field(discriminator="kind")]
+
+
+def config_models(config_union: Any) -> list[type[BaseModel]]:
+    """The per-kind models of `SourceConfig` or `SinkConfig`, in their order."""
+    union = get_args(config_union)[0]
+    return [get_args(member)[0] if get_origin(member) is Annotated else member for member in get_args(union)]
+
+
+def kind_of(model: type[BaseModel]) -> str:
+    """The `kind` a config model answers to."""
+    return str(get_args(model.model_fields["kind"].annotation)[0])
+
 
 MaskAction = Literal["hash", "token", "redact", "truncate", "null", "none"]
 
@@ -411,11 +450,23 @@ class PipelineConfig(_StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _cell_tables_have_sinks_that_hold_them(self) -> PipelineConfig:
+        # Every source feeds every sink: a sink that cannot merge cells would get rows it cannot apply.
+        for source_name, source in self.sources.items():
+            if not source.writes_cell_tables:
+                continue
+            for sink_name, sink in self.sinks.items():
+                if not sink.holds_cell_tables:
+                    raise ValueError(
+                        f"sources.{source_name} ({source.kind}) writes cell tables, which sinks.{sink_name}"
+                        f" ({sink.kind}) cannot hold: replicate it into sinks of another kind"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _one_embedded_clickhouse_path(self) -> PipelineConfig:
         # chdb serves one on-disk path per process, and a run writes every sink from one process.
-        paths = {
-            name: sink.embedded_path for name, sink in self.sinks.items() if isinstance(sink, ClickHouseSinkConfig)
-        }
+        paths = {name: sink.embedded_path for name, sink in self.sinks.items()}
         distinct = {path for path in paths.values() if path is not None}
         if len(distinct) > 1:
             named = ", ".join(f"sinks.{name}.dsn={path!r}" for name, path in sorted(paths.items()) if path)
@@ -439,7 +490,5 @@ class PipelineConfig(_StrictModel):
 
     @property
     def embedded_clickhouse_path(self) -> str | None:
-        paths = [
-            s.embedded_path for s in self.sinks.values() if isinstance(s, ClickHouseSinkConfig) and s.embedded_path
-        ]
+        paths = [s.embedded_path for s in self.sinks.values() if s.embedded_path]
         return paths[0] if paths else None

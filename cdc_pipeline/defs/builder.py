@@ -6,22 +6,14 @@ from typing import Any
 
 import dagster as dg
 
-from cdc_pipeline.config.models import ClickHouseSinkConfig, MySqlSourceConfig, PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.dead_letters.assets import dead_letter_queue, dead_letter_queue_is_empty
 from cdc_pipeline.defs.dead_letters.jobs import build_replay_job
 from cdc_pipeline.defs.replication.jobs import build_replication_job
 from cdc_pipeline.defs.replication.sensors import build_source_sensor
 from cdc_pipeline.defs.replication.streaming import build_streaming_job
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import (
-    CassandraSourceResource,
-    ClickHouseSinkResource,
-    DeadLetterQueueResource,
-    MaskingResource,
-    MySqlSourceResource,
-    PostgresSinkResource,
-    PostgresSourceResource,
-)
+from cdc_pipeline.defs.resources import DeadLetterQueueResource, MaskingResource
 from cdc_pipeline.defs.sink_tables.assets import build_sink_table_specs
 from cdc_pipeline.defs.sink_tables.check_schedule import build_check_schedule
 from cdc_pipeline.defs.sink_tables.checks import build_sink_table_checks
@@ -29,40 +21,18 @@ from cdc_pipeline.defs.sink_tables.freshness import build_sink_freshness_checks
 from cdc_pipeline.defs.sink_tables.sink_health import build_sink_health_sensor
 from cdc_pipeline.defs.snapshots.assets import build_snapshot_assets
 from cdc_pipeline.defs.snapshots.jobs import build_plan_snapshot_job
+from cdc_pipeline.sinks.registry import sink_kind
+from cdc_pipeline.sources.registry import source_kind
 
 
 def resources_from_config(pipeline: PipelineConfig) -> dict[str, Any]:
-    """Production resources: every secret is read from the environment when a run starts."""
+    """Production resources, one per source and sink by its kind; every secret is read from the
+    environment when a run starts."""
     resources: dict[str, Any] = {}
     for name, source in pipeline.sources.items():
-        if isinstance(source, MySqlSourceConfig):
-            resources[source_key(name)] = MySqlSourceResource(
-                host=source.host,
-                port=source.port,
-                user=source.user,
-                password=dg.EnvVar(source.password_env) if source.password_env else "",
-                server_id=source.server_id,
-            )
-        elif isinstance(source, PostgresSourceConfig):
-            resources[source_key(name)] = PostgresSourceResource(dsn=dg.EnvVar(source.dsn_env))
-        else:
-            resources[source_key(name)] = CassandraSourceResource(
-                hosts=source.hosts,
-                port=source.port,
-                username=dg.EnvVar(source.username_env) if source.username_env else "",
-                password=dg.EnvVar(source.password_env) if source.password_env else "",
-                cassandra_yaml=source.cassandra_yaml,
-            )
+        resources[source_key(name)] = source_kind(source.kind).resource_from_config(source)
     for name, sink in pipeline.sinks.items():
-        if isinstance(sink, ClickHouseSinkConfig):
-            dsn = dg.EnvVar(sink.dsn_env) if sink.dsn_env else sink.dsn
-            resources[sink_key(name)] = ClickHouseSinkResource(
-                dsn=dsn, database=sink.database, busy_timeout_seconds=sink.busy_timeout_seconds
-            )
-        else:
-            resources[sink_key(name)] = PostgresSinkResource(
-                dsn=dg.EnvVar(sink.dsn_env), schema_name=sink.schema_name, hypertables=sink.hypertables
-            )
+        resources[sink_key(name)] = sink_kind(sink.kind).resource_from_config(sink)
     resources[DEAD_LETTER_QUEUE] = DeadLetterQueueResource(
         dsn=dg.EnvVar(pipeline.dlq.dsn_env), schema_name=pipeline.dlq.schema_name
     )

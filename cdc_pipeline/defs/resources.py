@@ -1,103 +1,49 @@
-"""Dagster resources for every source and sink; tests swap in their own isolated databases."""
+"""Resources shared by every source and sink (the DLQ, the masking key), and typed access to the
+resources the definitions hold.
+
+Each source's and sink's own resource lives in its folder (`sources/<kind>/resource.py`,
+`sinks/<kind>/resource.py`) and is chosen by the kind registries. Ops reach resources by key
+(`source_<name>`, `sink_<name>`), which Dagster types as Any: the helpers below are the one place
+that key lookup happens, and they hand out the sources' and sinks' protocols, so mypy checks every
+use against them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 
-from cdc_pipeline.config.models import (
-    CassandraSourceConfig,
-    MaskingConfig,
-    MySqlSourceConfig,
-    PipelineConfig,
-    PostgresSourceConfig,
-    SourceConfig,
-    TableSelection,
-)
-from cdc_pipeline.defs.resource_keys import source_key
+from cdc_pipeline.config.models import MaskingConfig, PipelineConfig
+from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.masking.masker import Masker
-from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
-from cdc_pipeline.sinks.postgres.sink import PostgresSink
-from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
-from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
-from cdc_pipeline.sources.cassandra.snapshot_reader import CassandraSnapshotReader
+from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sinks.registry import SinkResource
 from cdc_pipeline.sources.change_source import ChangeSource
-from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
-from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
-from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
-from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
-from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
-from cdc_pipeline.sources.postgres.snapshot_reader import PostgresSnapshotReader
+from cdc_pipeline.sources.registry import SourceResource
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
 
-_CLICKHOUSE_SINKS: dict[tuple[str, str, str], ClickHouseSink] = {}
 
-
-class MySqlSourceResource(dg.ConfigurableResource):
-    """A MySQL/MariaDB server whose row-based binlog is read as a replica would."""
-
-    host: str
-    port: int
-    user: str
-    password: str = ""
-    server_id: int
-
-    @property
-    def settings(self) -> MySqlConnectionSettings:
-        return MySqlConnectionSettings(self.host, self.port, self.user, self.password)
-
-    def catalog(self, selection: TableSelection, key_columns: dict[str, list[str]]) -> MySqlCatalog:
-        return MySqlCatalog(self.settings, selection, key_columns)
-
-    def change_source(self, name: str, config: SourceConfig) -> MySqlChangeSource:
-        if not isinstance(config, MySqlSourceConfig):
-            raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a MySQL resource")
-        return MySqlChangeSource(name, self.settings, self.server_id, config)
-
-    def snapshot_source(self, name: str, config: SourceConfig) -> MySqlSnapshotReader:
-        source = self.change_source(name, config)
-        return MySqlSnapshotReader(self.settings, source.catalog, source.resume_by)
-
-
-class PostgresSourceResource(dg.ConfigurableResource):
-    """A PostgreSQL database read through logical decoding; the DSN comes from the environment."""
+class DeadLetterQueueResource(dg.ConfigurableResource):
+    """The PostgreSQL schema holding the dead-letter table."""
 
     dsn: str
+    schema_name: str
 
-    def change_source(self, name: str, config: SourceConfig) -> PostgresChangeSource:
-        if not isinstance(config, PostgresSourceConfig):
-            raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a PostgreSQL resource")
-        return PostgresChangeSource(name, self.dsn, config)
-
-    def snapshot_source(self, name: str, config: SourceConfig) -> PostgresSnapshotReader:
-        return PostgresSnapshotReader(self.change_source(name, config))
+    def store(self) -> DeadLetterStore:
+        return DeadLetterStore(self.dsn, self.schema_name)
 
 
-class CassandraSourceResource(dg.ConfigurableResource):
-    """A Cassandra node whose CDC segments (cdc_raw, on this machine) are read; credentials from the environment."""
+class MaskingResource(dg.ConfigurableResource):
+    """The HMAC key for hash and token masking, from the environment."""
 
-    hosts: list[str]
-    port: int
-    username: str = ""
-    password: str = ""
-    cassandra_yaml: str
+    hmac_key: str | None = None
 
-    def change_source(self, name: str, config: SourceConfig) -> CassandraChangeSource:
-        if not isinstance(config, CassandraSourceConfig):
-            raise TypeError(f"source '{name}' is configured as {config.kind}, but bound to a Cassandra resource")
-        settings = CassandraSourceSettings(name, tuple(self.hosts), self.port, self.username, self.password)
-        # The resource's yaml path wins: tests (and deployments) may point one config at another node.
-        return CassandraChangeSource(name, settings, config.model_copy(update={"cassandra_yaml": self.cassandra_yaml}))
-
-    def snapshot_source(self, name: str, config: SourceConfig) -> CassandraSnapshotReader:
-        return CassandraSnapshotReader(self.change_source(name, config))
-
-
-SourceResource = MySqlSourceResource | PostgresSourceResource | CassandraSourceResource
+    def masker(self, config: MaskingConfig) -> Masker:
+        return Masker(config, self.hmac_key)
 
 
 def open_change_source(resources: Any, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
@@ -122,47 +68,21 @@ def open_snapshot_source(resources: Any, source_name: str, pipeline: PipelineCon
     return resource.snapshot_source(source_name, pipeline.sources[source_name])
 
 
-class ClickHouseSinkResource(dg.ConfigurableResource):
-    """A ClickHouse database: `chdb:///path` (embedded, one process per path) or an HTTP DSN."""
-
-    dsn: str
-    database: str
-    busy_timeout_seconds: int = 60
-
-    def sink(self, name: str) -> ClickHouseSink:
-        # One client per process and database: chdb holds its path for the whole process anyway.
-        key = (name, self.dsn, self.database)
-        if key not in _CLICKHOUSE_SINKS:
-            _CLICKHOUSE_SINKS[key] = ClickHouseSink(name, self.dsn, self.database, self.busy_timeout_seconds)
-        return _CLICKHOUSE_SINKS[key]
+def sink_of(resources: Any, sink_name: str) -> Sink:
+    """The sink behind `sink_name`'s resource."""
+    resource: SinkResource = getattr(resources, sink_key(sink_name))
+    return resource.sink(sink_name)
 
 
-class PostgresSinkResource(dg.ConfigurableResource):
-    """A PostgreSQL (or TimescaleDB) schema that receives replicated tables."""
-
-    dsn: str
-    schema_name: str
-    # TimescaleDB: 'database.table' -> time column (the sink config's `hypertables`).
-    hypertables: dict[str, str] = {}
-
-    def sink(self, name: str) -> PostgresSink:
-        return PostgresSink(name, self.dsn, self.schema_name, self.hypertables)
+def sinks_of(resources: Any, sink_names: Iterable[str]) -> dict[str, Sink]:
+    return {name: sink_of(resources, name) for name in sink_names}
 
 
-class DeadLetterQueueResource(dg.ConfigurableResource):
-    """The PostgreSQL schema holding the dead-letter table."""
-
-    dsn: str
-    schema_name: str
-
-    def store(self) -> DeadLetterStore:
-        return DeadLetterStore(self.dsn, self.schema_name)
+def dead_letter_store_of(resources: Any) -> DeadLetterStore:
+    resource: DeadLetterQueueResource = getattr(resources, DEAD_LETTER_QUEUE)
+    return resource.store()
 
 
-class MaskingResource(dg.ConfigurableResource):
-    """The HMAC key for hash and token masking, from the environment."""
-
-    hmac_key: str | None = None
-
-    def masker(self, config: MaskingConfig) -> Masker:
-        return Masker(config, self.hmac_key)
+def masker_of(resources: Any, pipeline: PipelineConfig) -> Masker:
+    resource: MaskingResource = getattr(resources, MASKING)
+    return resource.masker(pipeline.masking)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection
 from cdc_pipeline.delivery.steps import SinkDelivery, deliver
-from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sinks.registry import type_mapper
 
 
 @dataclass
@@ -43,9 +43,7 @@ class SinkFanOut:
         self._record = record_rejections
         self._warn = warn
         # Mappers remember the layouts they computed: kept for as long as the fan-out.
-        self._mappers = {
-            name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in self.sinks
-        }
+        self._mappers = {name: type_mapper(pipeline, name) for name in self.sinks}
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.sinks)), thread_name_prefix="cdc-sink")
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cdc_pipeline.config.models import MySqlSourceConfig, PipelineConfig
+from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition
@@ -19,10 +19,10 @@ from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import DDL_STAGE, ShapeSource
 from cdc_pipeline.delivery.steps import deliver
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
-from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.masking.masker import Masker, MaskingError
 from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sinks.registry import type_mapper
 
 _NOT_REPLAYABLE_STAGES = {"mask": "masking failed before the value was masked; fix the rule and re-sync the table"}
 
@@ -52,7 +52,7 @@ def replay_dead_letters(
     """`schema_of(source, 'db.table')` reads the table's current schema at the source; `warn` hears
     of a sink that is down while it is retried."""
     result = ReplayResult()
-    mappers = {name: TypeMapper(name, pipeline.sinks[name].kind, pipeline.type_overrides) for name in sinks}
+    mappers = {name: type_mapper(pipeline, name) for name in sinks}
     groups: dict[tuple[str, str], list[DeadLetter]] = defaultdict(list)
     for letter in store.pending():
         groups[(letter.source, letter.table)].append(letter)
@@ -139,7 +139,7 @@ def _holding_statements(
     holding = None
     for letter in statements:
         statement = str(letter.values.get("statement", ""))
-        if not (isinstance(config, MySqlSourceConfig) and config.marks_safe(statement)):
+        if config is None or not config.marks_safe(statement):
             failed_again[letter.id] = _noted(letter.error, f"no pattern in sources.{source}.safe_statements matches it")
             holding = holding or letter
             continue

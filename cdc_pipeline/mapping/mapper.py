@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from cdc_pipeline.config.models import TypeOverride
 from cdc_pipeline.core.cells import CollectionWrite
@@ -15,6 +15,7 @@ from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import SchemaChange, ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.sink_types import (
+    ColumnMapper,
     Converter,
     SinkColumn,
     SinkTableLayout,
@@ -23,11 +24,6 @@ from cdc_pipeline.mapping.sink_types import (
     bookkeeping_columns,
     convert_for_column,
 )
-from cdc_pipeline.sinks.clickhouse.column_types import clickhouse_column
-from cdc_pipeline.sinks.postgres.column_types import postgres_column
-
-SinkKind = Literal["clickhouse", "postgres"]
-_COLUMN_MAPPERS = {"clickhouse": clickhouse_column, "postgres": postgres_column}
 
 
 @dataclass
@@ -76,9 +72,10 @@ class MappedBatch:
 class TypeMapper:
     """Maps source schemas and values for one sink, honouring the config's type overrides."""
 
-    def __init__(self, sink_name: str, sink_kind: SinkKind, overrides: list[TypeOverride]) -> None:
+    def __init__(self, sink_name: str, map_column: ColumnMapper, overrides: list[TypeOverride]) -> None:
+        """`map_column`: the sink kind's own mapping (sinks/registry.py gives a configured sink's)."""
         self.sink_name = sink_name
-        self._column_mapper = _COLUMN_MAPPERS[sink_kind]
+        self._column_mapper = map_column
         self._overrides = {(o.table, o.column): o.type for o in overrides if o.sink is None or o.sink == sink_name}
 
     def layout(self, schema: TableSchema) -> SinkTableLayout:

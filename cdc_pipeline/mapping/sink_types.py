@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 
 # Converts a masked source value into what the sink's client expects; raises ValueNotMappable.
 Converter = Callable[[Any], Any]
@@ -47,6 +47,11 @@ class SinkColumn:
     def converted(self, value: Any) -> Any:
         """`value` in the sink's form; ValueNotMappable naming this column when it does not fit."""
         return convert_for_column(self.name, self.convert, value)
+
+
+# One sink kind's column mapping: (source column, is it a key column, the type override if any) ->
+# the sink column; raises TypeNotMappable. Each sink's `column_types.py` provides one.
+ColumnMapper = Callable[[ColumnSchema, bool, str | None], SinkColumn]
 
 
 def convert_for_column(name: str, convert: Converter | None, value: Any) -> Any:

@@ -19,20 +19,13 @@ from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.delivery.fan_out import SinkFanOut
-from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink
-from cdc_pipeline.sinks.clickhouse.mysql_pull import (
-    ChunkPullFailed,
-    chunk_fits_clickhouse,
-    pull_chunk,
-    why_not_pullable,
-)
-from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+from cdc_pipeline.sinks.chunk_pull import ChunkPullFailed, ChunkPullRequest
+from cdc_pipeline.sinks.registry import sink_kind, type_mapper
 from cdc_pipeline.snapshot.chunks import Chunk
-from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
 
 # Snapshot batches do not come from the log and never move a checkpoint; their bounds are a marker.
@@ -88,9 +81,7 @@ class _ChunkLoad:
     present: set[tuple[str, ...]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.mappers = {
-            name: TypeMapper(name, self.pipeline.sinks[name].kind, self.pipeline.type_overrides) for name in self.sinks
-        }
+        self.mappers = {name: type_mapper(self.pipeline, name) for name in self.sinks}
 
     def run(self, record_rejections: Callable[[list[Rejection]], int], slice_rows: int) -> ChunkLoadResult:
         result = self.result
@@ -153,36 +144,33 @@ class _ChunkLoad:
             )
 
     def _pull_where_possible(self) -> dict[str, int]:
-        """Load the chunk into the ClickHouse sinks that can pull it from MySQL: their names -> rows."""
-        if not isinstance(self.source, MySqlSnapshotReader):
-            return {}
-        settings = self.source.settings
-        schema = self.schema
-        masked = set(self.masker.plan(schema.qualified_name, schema.column_names))
-        candidates = {}
+        """Offer the chunk to the sinks that can pull it straight from the source: their names -> rows."""
+        schema, chunk = self.schema, self.chunk
+        masked = frozenset(self.masker.plan(schema.qualified_name, schema.column_names))
+        pulled = {}
         for name, sink in self.sinks.items():
-            if not isinstance(sink, ClickHouseSink):
+            make_pull = sink_kind(self.pipeline.sinks[name].kind).chunk_pull
+            if make_pull is None:
                 continue
-            overridden = {
+            overridden = frozenset(
                 o.column
                 for o in self.pipeline.type_overrides
                 if o.table == schema.qualified_name and o.sink in (None, name)
-            }
-            if why_not_pullable(schema, masked, overridden) is None:
-                candidates[name] = sink
-        if not candidates or not chunk_fits_clickhouse(settings, schema, self.chunk):
-            return {}
-        pulled = {}
-        for name, sink in candidates.items():
-            layout = self.mappers[name].layout(schema)
-            # The sink table takes the snapshot's shape first; a table it cannot reshape is left
-            # to the Python path, which sends the chunk's rows to the DLQ with the reason.
-            if sink.take_shape(self.source_name, layout, ShapeSource.SNAPSHOT) is None:
-                try:
-                    pulled[name] = pull_chunk(sink, layout, settings, schema, self.chunk)
-                except ChunkPullFailed as failed:
-                    # The Python path loads it (rows the pull wrote carry the same version: no harm).
-                    self.result.pull_failures[name] = str(failed)
+            )
+            request = ChunkPullRequest(
+                self.source_name, self.source, schema, chunk.bounds, chunk.version, chunk.index, masked, overridden
+            )
+            try:
+                layout = self.mappers[name].layout(schema)
+                rows = make_pull(sink).pull(request, layout)
+            except TypeNotMappable:
+                continue  # the Python path sends the chunk's rows to the DLQ with the reason
+            except ChunkPullFailed as failed:
+                # The Python path loads it (rows the pull wrote carry the same version: no harm).
+                self.result.pull_failures[name] = str(failed)
+                continue
+            if rows is not None:
+                pulled[name] = rows
         return pulled
 
     def _remove_rows_only_in_the_sinks(self, present_is_known: bool) -> None:

@@ -6,7 +6,7 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import DEAD_LETTER_QUEUE_KEY
 from cdc_pipeline.defs.dead_letters.metadata import dead_letter_metadata
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.resources import dead_letter_store_of, masker_of, open_change_source, sinks_of
 from cdc_pipeline.defs.run_tags import embedded_clickhouse_tags
 from cdc_pipeline.dlq.replay import replay_dead_letters
 
@@ -24,15 +24,15 @@ def build_replay_job(pipeline: PipelineConfig) -> dg.JobDefinition:
         },
     )
     def replay(context: dg.OpExecutionContext) -> None:
-        store = getattr(context.resources, DEAD_LETTER_QUEUE).store()
-        sinks = {name: getattr(context.resources, sink_key(name)).sink(name) for name in pipeline.sinks}
+        store = dead_letter_store_of(context.resources)
+        sinks = sinks_of(context.resources, pipeline.sinks)
         # Through the ChangeSource protocol: every source kind (MySQL, PostgreSQL, Cassandra) answers it.
         sources = {name: open_change_source(context.resources, name, pipeline) for name in pipeline.sources}
 
         def schema_of(source: str, table: str):  # type: ignore[no-untyped-def]
             return sources[source].table_schema(table) if source in sources else None
 
-        masker = getattr(context.resources, MASKING).masker(pipeline.masking)
+        masker = masker_of(context.resources, pipeline)
         try:
             result = replay_dead_letters(store, pipeline, sinks, schema_of, masker, context.log.warning)
         finally:

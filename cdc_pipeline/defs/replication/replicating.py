@@ -24,7 +24,7 @@ from cdc_pipeline.defs.replication.reporting import (
 )
 from cdc_pipeline.defs.replication.stop_signal import stop_at_batch_boundary
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import open_change_source
+from cdc_pipeline.defs.resources import dead_letter_store_of, masker_of, open_change_source, sinks_of
 from cdc_pipeline.defs.run_tags import EMBEDDED_CLICKHOUSE_TAG, REACHED_TAG, embedded_clickhouse_tags
 from cdc_pipeline.delivery.limits import BatchLimits
 from cdc_pipeline.delivery.loop import STOPPED_ON_REQUEST, ReplicationLoop
@@ -62,7 +62,7 @@ def one_op_job(op: dg.OpDefinition, name: str, description: str, tags: dict[str,
 
 
 def open_sinks(resources: Any, pipeline: PipelineConfig) -> dict[str, Sink]:
-    return {name: getattr(resources, sink_key(name)).sink(name) for name in pipeline.sinks}
+    return sinks_of(resources, pipeline.sinks)
 
 
 class EmbeddedClickHouseWatch:
@@ -106,9 +106,9 @@ def replicate_in_batches(
     started_with_mib = memory_mib()
     resources = context.resources
     sinks = open_sinks(resources, pipeline)
-    dead_letters = getattr(resources, DEAD_LETTER_QUEUE).store()
+    dead_letters = dead_letter_store_of(resources)
     source = open_change_source(resources, source_name, pipeline)
-    masker = getattr(resources, MASKING).masker(pipeline.masking)
+    masker = masker_of(resources, pipeline)
     session = ReplicationSession(source_name, pipeline, source, sinks, dead_letters, masker, context.log.warning)
     reporter = ThrottledReporter(context, source_name, pipeline, sinks, dead_letters)
     started = time.monotonic()

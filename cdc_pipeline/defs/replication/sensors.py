@@ -13,9 +13,7 @@ from cdc_pipeline.defs.replication.progress import ProgressRecorder, read_progre
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.defs.resources import change_source_of
 from cdc_pipeline.defs.run_tags import RANGE_TAG, REACHED_TAG, SOURCE_TAG, STREAMING_TAG
-
-# ChangeSource.log_name per source kind: the sensor is built before any source is opened.
-LOG_NAMES = {"mysql": "binlog", "postgres": "wal", "cassandra": "commitlog"}
+from cdc_pipeline.sources.registry import source_kind
 
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
@@ -72,7 +70,7 @@ def build_source_sensor(
     pipeline: PipelineConfig,
     running: bool = False,
 ) -> dg.SensorDefinition:
-    log_name = LOG_NAMES[pipeline.sources[source_name].kind]
+    log_name = source_kind(pipeline.sources[source_name].kind).log_name
     continuous = pipeline.replication.mode == "continuous"
     if continuous:
         description = f"Keeps one streaming run ({streaming_job.name}) of '{source_name}' alive."

@@ -18,7 +18,7 @@ from cdc_pipeline.core.key_digest import key_digest
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import change_source_of
+from cdc_pipeline.defs.resources import change_source_of, sink_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.defs.sink_tables.retention import build_retention_check
 from cdc_pipeline.defs.sink_tables.schema_status import build_schema_check
@@ -64,7 +64,7 @@ def _row_count_check(
     )
     def row_count_matches_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         with change_source_of(context.resources, source_name, pipeline) as source:
-            sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
+            sink = sink_of(context.resources, sink_name)
             high_water, checkpoint = _sink_progress(source, sink, source_name)
             stats = sink.table_stats(table)
             source_rows = source.row_count(table)
@@ -92,7 +92,7 @@ def _keys_check(source_name: str, table: str, sink_name: str, pipeline: Pipeline
     )
     def keys_match_source(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         with change_source_of(context.resources, source_name, pipeline) as source:
-            sink = getattr(context.resources, sink_key(sink_name)).sink(sink_name)
+            sink = sink_of(context.resources, sink_name)
             schema = source.table_schema(table)
             if schema is None or not schema.key_columns:
                 return dg.AssetCheckResult(passed=False, metadata={"reason": f"{table} has no key at the source"})
@@ -134,7 +134,7 @@ def _sinks_agree_check(source_name: str, table: str, sink_name: str, sink_names:
     def versions_match_other_sinks(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         observed = {}
         for name in sink_names:
-            sink = getattr(context.resources, sink_key(name)).sink(name)
+            sink = sink_of(context.resources, name)
             stats = sink.table_stats(table)
             observed[name] = (
                 str(sink.checkpoint(source_name)),

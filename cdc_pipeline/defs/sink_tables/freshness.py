@@ -24,7 +24,7 @@ from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.replication.progress import read_progress
 from cdc_pipeline.defs.replication.sink_status import STATUS, latest_status
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
-from cdc_pipeline.defs.resources import change_source_of
+from cdc_pipeline.defs.resources import change_source_of, sink_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.sinks.availability import SinkUnavailable
 
@@ -84,7 +84,7 @@ def evaluate_freshness(
     if not may_open_sink:
         return _by_measured_lag(instance, source_name, sink_name, now, tolerance, {STATUS: "available"})
     try:
-        checkpoint = getattr(resources, sink_key(sink_name)).sink(sink_name).checkpoint(source_name)
+        checkpoint = sink_of(resources, sink_name).checkpoint(source_name)
     except SinkUnavailable as down:
         return Freshness(
             False, {STATUS: f"unavailable: {down.reason}", "source_high_water_mark": str(high_water)}, None

@@ -18,7 +18,7 @@ from cdc_pipeline.config.models import PipelineConfig, RetentionConfig
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
-from cdc_pipeline.defs.resources import change_source_of
+from cdc_pipeline.defs.resources import change_source_of, sink_of
 
 CHECK_NAME = "source_log_retained"
 
@@ -73,7 +73,7 @@ def build_retention_check(
     )
     def source_log_retained(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         with change_source_of(context.resources, source_name, pipeline) as source:
-            checkpoint = getattr(context.resources, sink_key(sink_name)).sink(sink_name).checkpoint(source_name)
+            checkpoint = sink_of(context.resources, sink_name).checkpoint(source_name)
             status = source.retention({sink_name: checkpoint})
             mine = status.sinks[sink_name]
             verdict = assess(status, mine, thresholds)

@@ -12,6 +12,7 @@ import dagster as dg
 from cdc_pipeline.core.schema_changes import DDL_STAGE, SCHEMA_STAGE
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE
+from cdc_pipeline.defs.resources import dead_letter_store_of
 
 SCHEMA_STATUS = "schema_status"
 IN_SYNC = "in sync"
@@ -30,7 +31,7 @@ def build_schema_check(source_name: str, table: str, sink_name: str) -> dg.Asset
         ),
     )
     def schema_in_sync(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        store = getattr(context.resources, DEAD_LETTER_QUEUE).store()
+        store = dead_letter_store_of(context.resources)
         held, reason = store.count_for(source_name, table, sink_name, (SCHEMA_STAGE, DDL_STAGE))
         return dg.AssetCheckResult(
             passed=held == 0,

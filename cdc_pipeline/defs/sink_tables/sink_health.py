@@ -14,7 +14,7 @@ import time
 
 import dagster as dg
 
-from cdc_pipeline.config.models import ClickHouseSinkConfig, PipelineConfig
+from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.defs.resources import change_source_of
@@ -34,11 +34,7 @@ def build_sink_health_sensor(pipeline: PipelineConfig, running: bool = False) ->
         description="Evaluates every sink table's freshness check (measured lag) without launching a run.",
     )
     def sink_health(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        embedded = {
-            name
-            for name, sink in pipeline.sinks.items()
-            if isinstance(sink, ClickHouseSinkConfig) and sink.embedded_path
-        }
+        embedded = {name for name, sink in pipeline.sinks.items() if sink.embedded_path}
         # Cursor: check -> [passed, when it was last recorded].
         recorded: dict[str, list[float]] = json.loads(context.cursor) if context.cursor else {}
         now = time.time()

@@ -12,7 +12,7 @@ from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.dagster_names import dagster_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
-from cdc_pipeline.defs.resources import open_snapshot_source
+from cdc_pipeline.defs.resources import dead_letter_store_of, masker_of, open_snapshot_source, sinks_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.snapshot.loader import load_chunk
@@ -51,15 +51,15 @@ def _snapshot_asset(source_name: str, table: str, pipeline: PipelineConfig) -> d
         schema = source.table_schema(table)
         if schema is None or not schema.key_columns:
             raise dg.Failure(f"{table} cannot be loaded: it does not exist at '{source_name}' or has no key")
-        dead_letters = getattr(context.resources, DEAD_LETTER_QUEUE).store()
+        dead_letters = dead_letter_store_of(context.resources)
         result = load_chunk(
             source_name,
             source,
             schema,
             chunk,
             pipeline,
-            getattr(context.resources, MASKING).masker(pipeline.masking),
-            {sink_name: getattr(context.resources, sink_key(sink_name)).sink(sink_name) for sink_name in sink_names},
+            masker_of(context.resources, pipeline),
+            sinks_of(context.resources, sink_names),
             lambda rejections: dead_letters.record(source_name, rejections),
             context.log.warning,
         )

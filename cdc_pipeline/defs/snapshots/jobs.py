@@ -5,7 +5,7 @@ import dagster as dg
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.defs.asset_keys import snapshot_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key
-from cdc_pipeline.defs.resources import open_snapshot_source
+from cdc_pipeline.defs.resources import open_snapshot_source, sink_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.defs.snapshots.assets import snapshot_partitions_name
 from cdc_pipeline.snapshot.chunks import plan_chunks
@@ -39,9 +39,7 @@ def build_plan_snapshot_job(source_name: str, pipeline: PipelineConfig) -> dg.Jo
         # Before any chunk is read: streaming replays every change from here.
         handoff = source.handoff_checkpoint()
         for sink_name in sink_names:
-            in_force = (
-                getattr(context.resources, sink_key(sink_name)).sink(sink_name).adopt_checkpoint(source_name, handoff)
-            )
+            in_force = sink_of(context.resources, sink_name).adopt_checkpoint(source_name, handoff)
             context.log.info(f"sink '{sink_name}' streams from {in_force}")
         chunks = plan_chunks(source, schema, config.chunk_rows, snapshot_version(handoff))
         partitions = snapshot_partitions_name(source_name, config.table)

@@ -9,13 +9,18 @@ Python path runs and sends those rows to the DLQ with the reason).
 
 from __future__ import annotations
 
+from typing import Any
+
 from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.core.type_families import BINARY_TYPES, CHARACTER_TYPES, TEXT_BLOB_TYPES
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.sinks.chunk_pull import ChunkPullFailed, ChunkPullRequest
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink, quote_identifier
-from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.mysql.catalog import quote_identifier as mysql_quote
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
+from cdc_pipeline.sources.snapshot_source import ChunkBounds
 
 _PULLABLE_TYPES = (
     frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "float", "double"})
@@ -39,7 +44,7 @@ def why_not_pullable(schema: TableSchema, masked_columns: set[str], overridden_c
     return f"column types without an identical pull conversion: {odd}" if odd else None
 
 
-def chunk_fits_clickhouse(settings: MySqlConnectionSettings, schema: TableSchema, chunk: Chunk) -> bool:
+def chunk_fits_clickhouse(settings: MySqlConnectionSettings, schema: TableSchema, bounds: ChunkBounds) -> bool:
     """Whether every DATE/DATETIME of the chunk lies in ClickHouse's range and TIMESTAMPs are read in UTC."""
     with settings.connect() as connection, connection.cursor() as cursor:
         if any(c.data_type == "timestamp" for c in schema.columns):
@@ -54,20 +59,15 @@ def chunk_fits_clickhouse(settings: MySqlConnectionSettings, schema: TableSchema
         outside = " OR ".join(f"{mysql_quote(d)} < %s OR {mysql_quote(d)} > %s" for d in dates)
         query = f"SELECT 1 FROM {mysql_quote(schema.database)}.{mysql_quote(schema.name)} WHERE ({outside})"
         parameters: list[object] = [bound for _ in dates for bound in (low, high)]
-        if chunk.low is not None:
+        if bounds.low is not None:
             query += f" AND {mysql_quote(schema.key_columns[0])} BETWEEN %s AND %s"
-            parameters += [chunk.low, chunk.high]
+            parameters += [bounds.low, bounds.high]
         cursor.execute(query + " LIMIT 1", parameters)
         return cursor.fetchone() is None
 
 
 def _literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-class ChunkPullFailed(RuntimeError):
-    """The engine could not pull the chunk from MySQL (it may not reach the server the pipeline
-    reaches, or the sink is down); the loader gives the chunk to the Python path instead."""
 
 
 def engine_host(host: str) -> str:
@@ -78,7 +78,13 @@ def engine_host(host: str) -> str:
 
 
 def pull_chunk(
-    sink: ClickHouseSink, layout: SinkTableLayout, settings: MySqlConnectionSettings, schema: TableSchema, chunk: Chunk
+    sink: ClickHouseSink,
+    layout: SinkTableLayout,
+    settings: MySqlConnectionSettings,
+    schema: TableSchema,
+    bounds: ChunkBounds,
+    version: int,
+    index: int,
 ) -> int:
     """INSERT the chunk's rows into the sink table straight from MySQL, at the snapshot's version;
     returns how many rows of the chunk the table now holds at that version."""
@@ -91,13 +97,13 @@ def pull_chunk(
     )
     query = (
         f"INSERT INTO {sink.qualified(layout.table_name)} ({columns}, {quote_identifier(VERSION_COLUMN)},"
-        f" {quote_identifier(DELETED_COLUMN)}) SELECT {columns}, {int(chunk.version)}, 0 FROM {source}"
+        f" {quote_identifier(DELETED_COLUMN)}) SELECT {columns}, {int(version)}, 0 FROM {source}"
     )
-    in_chunk = f"{quote_identifier(VERSION_COLUMN)} = {int(chunk.version)}"
-    if chunk.low is not None:
-        bounds = f"{quote_identifier(schema.key_columns[0])} BETWEEN {int(chunk.low)} AND {int(chunk.high or 0)}"
-        query += f" WHERE {bounds}"
-        in_chunk += f" AND {bounds}"
+    in_chunk = f"{quote_identifier(VERSION_COLUMN)} = {int(version)}"
+    if bounds.low is not None:
+        in_range = f"{quote_identifier(schema.key_columns[0])} BETWEEN {int(bounds.low)} AND {int(bounds.high or 0)}"
+        query += f" WHERE {in_range}"
+        in_chunk += f" AND {in_range}"
     try:
         # DATETIME text read as UTC wall-clock time, as the Python path stores it.
         sink.client.command(query, settings={"session_timezone": "UTC"})
@@ -108,7 +114,31 @@ def pull_chunk(
             for form in (_literal(settings.password)[1:-1], settings.password):
                 message = message.replace(form, "***")
         raise ChunkPullFailed(
-            f"sink '{sink.name}': pulling {schema.qualified_name} chunk {chunk.index} from MySQL failed: {message}"
+            f"sink '{sink.name}': pulling {schema.qualified_name} chunk {index} from MySQL failed: {message}"
         ) from None
     counted = sink.client.query(f"SELECT count() FROM {sink.qualified(layout.table_name)} WHERE {in_chunk}")
     return int(counted.result_rows[0][0])
+
+
+class MySqlChunkPull:
+    """The pull as a ClickHouse sink's ChunkPull: offered every chunk, it takes those of a MySQL source
+    whose table and dates it loads exactly as the Python path would."""
+
+    def __init__(self, sink: Any) -> None:
+        if not isinstance(sink, ClickHouseSink):
+            raise TypeError(f"the mysql() pull needs a ClickHouse sink, not {type(sink).__name__}")
+        self.sink = sink
+
+    def pull(self, request: ChunkPullRequest, layout: SinkTableLayout) -> int | None:
+        source, schema = request.source, request.schema
+        if not isinstance(source, MySqlSnapshotReader):
+            return None
+        if why_not_pullable(schema, set(request.masked_columns), set(request.overridden_columns)) is not None:
+            return None
+        if not chunk_fits_clickhouse(source.settings, schema, request.bounds):
+            return None
+        # The sink table takes the snapshot's shape first; a table it cannot reshape is left to the
+        # Python path, which sends the chunk's rows to the DLQ with the reason.
+        if self.sink.take_shape(request.source_name, layout, ShapeSource.SNAPSHOT) is not None:
+            return None
+        return pull_chunk(self.sink, layout, source.settings, schema, request.bounds, request.version, request.index)

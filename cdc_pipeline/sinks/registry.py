@@ -1,0 +1,71 @@
+"""Every kind of sink the pipeline writes, by the `kind` its config names: one line per kind.
+
+A kind is its config model (config/models.py), the Dagster resource built from that config (in the
+kind's folder), its column-type mapping and the optional fast paths it offers. Everything that
+depends on a sink's kind asks here; a kind missing from the registry fails loudly, naming the known
+ones. Adding a sink: a folder `sinks/<kind>/`, its config model, and one line in `SINK_KINDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from cdc_pipeline.config.models import ClickHouseSinkConfig, PipelineConfig, PostgresSinkConfig
+from cdc_pipeline.mapping.mapper import TypeMapper
+from cdc_pipeline.mapping.sink_types import ColumnMapper
+from cdc_pipeline.sinks.base import Sink
+from cdc_pipeline.sinks.chunk_pull import ChunkPull
+from cdc_pipeline.sinks.clickhouse.column_types import clickhouse_column
+from cdc_pipeline.sinks.clickhouse.mysql_pull import MySqlChunkPull
+from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
+from cdc_pipeline.sinks.postgres.column_types import postgres_column
+from cdc_pipeline.sinks.postgres.resource import PostgresSinkResource
+
+
+class UnknownSinkKind(ValueError):
+    """A sink kind no registry line describes."""
+
+
+class SinkResource(Protocol):
+    """What the ops need of a sink's Dagster resource: the sink, named as in the config."""
+
+    def sink(self, name: str) -> Sink: ...
+
+
+@dataclass(frozen=True)
+class SinkKind:
+    kind: str  # the config's `kind`
+    config_model: type[BaseModel]
+    # Production resource from the kind's config model; secrets read from the environment at run start.
+    resource_from_config: Callable[[Any], SinkResource]
+    map_column: ColumnMapper
+    # The initial load's fast path for this kind, made for one of its sinks; None: rows go through Python.
+    chunk_pull: Callable[[Sink], ChunkPull] | None = None
+
+
+def _by_kind(*kinds: SinkKind) -> Mapping[str, SinkKind]:
+    return {kind.kind: kind for kind in kinds}
+
+
+SINK_KINDS: Mapping[str, SinkKind] = _by_kind(
+    SinkKind("clickhouse", ClickHouseSinkConfig, ClickHouseSinkResource.from_config, clickhouse_column, MySqlChunkPull),
+    SinkKind("postgres", PostgresSinkConfig, PostgresSinkResource.from_config, postgres_column),
+)
+
+
+def sink_kind(kind: str) -> SinkKind:
+    try:
+        return SINK_KINDS[kind]
+    except KeyError:
+        raise UnknownSinkKind(
+            f"sink kind {kind!r} is not registered (known: {', '.join(sorted(SINK_KINDS))})"
+        ) from None
+
+
+def type_mapper(pipeline: PipelineConfig, sink_name: str) -> TypeMapper:
+    """The map step for the configured sink `sink_name`: its kind's types and the config's overrides."""
+    return TypeMapper(sink_name, sink_kind(pipeline.sinks[sink_name].kind).map_column, pipeline.type_overrides)

@@ -1,0 +1,65 @@
+"""Every kind of source the pipeline reads, by the `kind` its config names: one line per kind.
+
+A kind is its config model (config/models.py), the Dagster resource built from that config (in the
+kind's folder) and what the UI calls its change log. Everything that depends on a source's kind
+asks here; a kind missing from the registry fails loudly, naming the known ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from cdc_pipeline.config.models import CassandraSourceConfig, MySqlSourceConfig, PostgresSourceConfig, SourceConfig
+from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
+from cdc_pipeline.sources.cassandra.resource import CassandraSourceResource
+from cdc_pipeline.sources.change_source import ChangeSource
+from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
+from cdc_pipeline.sources.mysql.resource import MySqlSourceResource
+from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
+from cdc_pipeline.sources.postgres.resource import PostgresSourceResource
+from cdc_pipeline.sources.snapshot_source import SnapshotSource
+
+
+class UnknownSourceKind(ValueError):
+    """A source kind no registry line describes."""
+
+
+class SourceResource(Protocol):
+    """What the ops need of a source's Dagster resource: the source, for its config, read two ways."""
+
+    def change_source(self, name: str, config: SourceConfig) -> ChangeSource: ...
+
+    def snapshot_source(self, name: str, config: SourceConfig) -> SnapshotSource: ...
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    kind: str  # the config's `kind`
+    config_model: type[BaseModel]
+    # Production resource from the kind's config model; secrets read from the environment at run start.
+    resource_from_config: Callable[[Any], SourceResource]
+    # What people call the change log ("binlog"): sensor names and messages, known before any source opens.
+    log_name: str
+
+
+def _by_kind(*kinds: SourceKind) -> Mapping[str, SourceKind]:
+    return {kind.kind: kind for kind in kinds}
+
+
+SOURCE_KINDS: Mapping[str, SourceKind] = _by_kind(
+    SourceKind("mysql", MySqlSourceConfig, MySqlSourceResource.from_config, MySqlChangeSource.log_name),
+    SourceKind("postgres", PostgresSourceConfig, PostgresSourceResource.from_config, PostgresChangeSource.log_name),
+    SourceKind("cassandra", CassandraSourceConfig, CassandraSourceResource.from_config, CassandraChangeSource.log_name),
+)
+
+
+def source_kind(kind: str) -> SourceKind:
+    try:
+        return SOURCE_KINDS[kind]
+    except KeyError:
+        known = ", ".join(sorted(SOURCE_KINDS))
+        raise UnknownSourceKind(f"source kind {kind!r} is not registered (known: {known})") from None
