@@ -22,8 +22,10 @@ from cdc_pipeline.sinks.chunk_pull import ChunkPull
 from cdc_pipeline.sinks.clickhouse.column_types import clickhouse_column
 from cdc_pipeline.sinks.clickhouse.mysql_pull import MySqlChunkPull
 from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.column_types import postgres_column
 from cdc_pipeline.sinks.postgres.resource import PostgresSinkResource
+from cdc_pipeline.sinks.postgres.sink import PostgresSink
 
 
 class UnknownSinkKind(ValueError):
@@ -42,6 +44,9 @@ class SinkKind:
     config_model: type[BaseModel]
     # Production resource from the kind's config model; secrets read from the environment at run start.
     resource_from_config: Callable[[Any], SinkResource]
+    # The class the resource's `sink()` returns: typed here so that mypy checks it against `Sink`
+    # (Dagster's resource classes are opaque to mypy).
+    sink_class: type[Sink]
     map_column: ColumnMapper
     # The initial load's fast path for this kind, made for one of its sinks; None: rows go through Python.
     chunk_pull: Callable[[Sink], ChunkPull] | None = None
@@ -52,8 +57,15 @@ def _by_kind(*kinds: SinkKind) -> Mapping[str, SinkKind]:
 
 
 SINK_KINDS: Mapping[str, SinkKind] = _by_kind(
-    SinkKind("clickhouse", ClickHouseSinkConfig, ClickHouseSinkResource.from_config, clickhouse_column, MySqlChunkPull),
-    SinkKind("postgres", PostgresSinkConfig, PostgresSinkResource.from_config, postgres_column),
+    SinkKind(
+        "clickhouse",
+        ClickHouseSinkConfig,
+        ClickHouseSinkResource.from_config,
+        ClickHouseSink,
+        clickhouse_column,
+        chunk_pull=MySqlChunkPull,
+    ),
+    SinkKind("postgres", PostgresSinkConfig, PostgresSinkResource.from_config, PostgresSink, postgres_column),
 )
 
 

@@ -16,11 +16,14 @@ from pydantic import BaseModel
 from cdc_pipeline.config.models import CassandraSourceConfig, MySqlSourceConfig, PostgresSourceConfig, SourceConfig
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
 from cdc_pipeline.sources.cassandra.resource import CassandraSourceResource
+from cdc_pipeline.sources.cassandra.snapshot_reader import CassandraSnapshotReader
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
 from cdc_pipeline.sources.mysql.resource import MySqlSourceResource
+from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 from cdc_pipeline.sources.postgres.resource import PostgresSourceResource
+from cdc_pipeline.sources.postgres.snapshot_reader import PostgresSnapshotReader
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
 
 
@@ -42,8 +45,15 @@ class SourceKind:
     config_model: type[BaseModel]
     # Production resource from the kind's config model; secrets read from the environment at run start.
     resource_from_config: Callable[[Any], SourceResource]
-    # What people call the change log ("binlog"): sensor names and messages, known before any source opens.
-    log_name: str
+    # The classes the resource's `change_source()` and `snapshot_source()` return: typed here so that
+    # mypy checks them against the protocols (Dagster's resource classes are opaque to mypy).
+    change_source_class: type[ChangeSource]
+    snapshot_source_class: type[SnapshotSource]
+
+    @property
+    def log_name(self) -> str:
+        """What people call the change log ("binlog"): sensor names and messages, before any source opens."""
+        return self.change_source_class.log_name
 
 
 def _by_kind(*kinds: SourceKind) -> Mapping[str, SourceKind]:
@@ -51,9 +61,21 @@ def _by_kind(*kinds: SourceKind) -> Mapping[str, SourceKind]:
 
 
 SOURCE_KINDS: Mapping[str, SourceKind] = _by_kind(
-    SourceKind("mysql", MySqlSourceConfig, MySqlSourceResource.from_config, MySqlChangeSource.log_name),
-    SourceKind("postgres", PostgresSourceConfig, PostgresSourceResource.from_config, PostgresChangeSource.log_name),
-    SourceKind("cassandra", CassandraSourceConfig, CassandraSourceResource.from_config, CassandraChangeSource.log_name),
+    SourceKind("mysql", MySqlSourceConfig, MySqlSourceResource.from_config, MySqlChangeSource, MySqlSnapshotReader),
+    SourceKind(
+        "postgres",
+        PostgresSourceConfig,
+        PostgresSourceResource.from_config,
+        PostgresChangeSource,
+        PostgresSnapshotReader,
+    ),
+    SourceKind(
+        "cassandra",
+        CassandraSourceConfig,
+        CassandraSourceResource.from_config,
+        CassandraChangeSource,
+        CassandraSnapshotReader,
+    ),
 )
 
 
