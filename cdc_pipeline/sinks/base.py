@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
+from cdc_pipeline.core.changes import ChangeOp, Rejection
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
+from cdc_pipeline.mapping.mapper import MappedBatch
 from cdc_pipeline.mapping.sink_types import SinkTableLayout
 
 
@@ -86,56 +86,6 @@ class Sink(Protocol):
 
 class SinkNameTaken(Exception):
     """A sink table whose name, or its view's, another sink relation holds."""
-
-
-def ensured_or_rejected(
-    sink_name: str,
-    ensure_table: Callable[[SinkTableLayout], None],
-    layout: SinkTableLayout,
-    changes: list[RowChange],
-    result: WriteResult,
-) -> bool:
-    """Make sure the sink table is there; when its name is taken, its changes become the result's
-    rejections instead (the table waits alone in the DLQ). True when the table is ready."""
-    try:
-        ensure_table(layout)
-    except SinkNameTaken as taken:
-        result.rejections.extend(
-            Rejection.of_change("write", layout.source_table, change, f"{sink_name}: {taken}", sink_name)
-            for change in changes
-        )
-        return False
-    return True
-
-
-def write_rows_after_checkpoint(
-    batch: MappedBatch,
-    floor: int,
-    result: WriteResult,
-    write_table: Callable[[MappedTable, list[list[Any]], list[RowChange]], list[RowChange]],
-) -> None:
-    """Write each table's rows at or above `floor` with `write_table` (which returns the changes it
-    wrote), counting the delivered source changes per table into `result`. Tables the schema sync
-    held (`result.schema_held`) are left out: their rows went to the DLQ."""
-    for qualified, table in batch.tables.items():
-        if qualified in result.schema_held:
-            continue
-        rows, changes = rows_after_checkpoint(table, floor)
-        result.skipped_already_applied += len(table.rows) - len(rows)
-        if not rows:
-            continue
-        written = write_table(table, rows, changes)
-        counts = result.rows_by_table.setdefault(qualified, Counter())
-        for change in written:
-            counts.update(table.delivered_ops(change))
-
-
-def rows_after_checkpoint(table: MappedTable, floor: int) -> tuple[list[list[Any]], list[RowChange]]:
-    """Drop the rows this sink already holds: their versions are below its checkpoint."""
-    if not table.changes or table.changes[0].version >= floor:
-        return table.rows, table.changes
-    kept = [(row, change) for row, change in zip(table.rows, table.changes, strict=False) if change.version >= floor]
-    return [row for row, _ in kept], [change for _, change in kept]
 
 
 _Origin = TypeVar("_Origin")

@@ -11,7 +11,6 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from functools import partial
 from typing import Any
 
 import clickhouse_connect
@@ -28,15 +27,8 @@ from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.availability import outside_the_sink, unavailable_as
-from cdc_pipeline.sinks.base import (
-    SinkNameTaken,
-    TableStats,
-    WriteResult,
-    bisect_failures,
-    ensured_or_rejected,
-    refuse_cell_table_resync,
-    write_rows_after_checkpoint,
-)
+from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
+from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.clickhouse.cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.clickhouse.chdb_footprint import prepare_allocator, release_startup_pages
 from cdc_pipeline.sinks.clickhouse.chdb_waiters import announce_waiting
@@ -272,72 +264,8 @@ class ClickHouseSink:
         advance_checkpoint: bool = True,
     ) -> WriteResult:
         with self._unavailable_as_sink_error():
-            return self._write(batch, outside_the_sink(record_rejections), advance_checkpoint)
-
-    def _write(
-        self,
-        batch: MappedBatch,
-        record_rejections: Callable[[list[Rejection]], None],
-        advance_checkpoint: bool,
-    ) -> WriteResult:
-        result = WriteResult(self.name)
-        stored = self._checkpoint(batch.source)
-        floor = stored.version_floor if (stored is not None and advance_checkpoint) else 0
-        schema = self._sync_schema(batch, floor)
-        result.schema_applied, result.schema_held = schema.applied, schema.refused
-        result.rejections.extend(schema.rejections)
-
-        def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-            ensure = partial(self.ensure_table, source=batch.source)
-            if not ensured_or_rejected(self.name, ensure, table.layout, changes, result):
-                return []  # this table alone waits in the DLQ; the others are written
-            written = self._write_table(table.layout, rows, changes, result)
-            crash_point("clickhouse_mid_write")
-            return written
-
-        write_rows_after_checkpoint(batch, floor, result, write_table)
-        record_rejections(result.rejections)
-        crash_point("clickhouse_before_checkpoint")
-        if advance_checkpoint and (stored is None or batch.end.is_after(stored)):
-            self._insert_checkpoint(batch.source, batch.end)
-            result.checkpoint = batch.end
-        else:
-            result.checkpoint = stored
-        return result
-
-    def _write_table(
-        self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], result: WriteResult
-    ) -> list[RowChange]:
-        rejected: set[int] = set()
-        if layout.cell_schema is not None:
-
-            def reject_change(change: RowChange, error: str) -> None:
-                if id(change) not in rejected:
-                    rejected.add(id(change))
-                    result.rejections.append(
-                        Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
-                    )
-
-            writer = ClickHouseCellTableWriter(self.client, self.qualified, quote_identifier, layout, _is_data_error)
-            writer.write(changes, reject_change)
-            return [change for change in changes if id(change) not in rejected]
-        column_names = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
-        target = self.qualified(layout.table_name)
-        self._fill_tombstones(layout, rows)
-
-        def attempt(chunk: list[list[Any]]) -> None:
-            self.client.insert(target, chunk, column_names=column_names)
-
-        def reject(change: RowChange, error: str) -> None:
-            rejected.add(id(change))
-            result.rejections.append(
-                Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
-            )
-
-        for start in range(0, len(rows), _INSERT_CHUNK_ROWS):
-            end = start + _INSERT_CHUNK_ROWS
-            bisect_failures(rows[start:end], changes[start:end], attempt, reject, _is_data_error)
-        return [change for change in changes if id(change) not in rejected]
+            steps = _ClickHouseBatchSteps(self)
+            return write_batch(self.name, steps, batch, outside_the_sink(record_rejections), advance_checkpoint)
 
     def _fill_tombstones(self, layout: SinkTableLayout, rows: list[list[Any]]) -> None:
         """Give delete rows a value in every non-Nullable column.
@@ -448,3 +376,47 @@ class ClickHouseSink:
             # A tombstone row with a newer version: FINAL then hides the row.
             self.client.insert(self.qualified(layout.table_name), gone, column_names=columns)
         return len(gone)
+
+
+class _ClickHouseBatchSteps:
+    """The ClickHouse primitives of the write algorithm (sinks/batch_write.py). No transactions:
+    each step is safe to repeat, the rows' versions decide what a replay changes."""
+
+    crash_prefix = "clickhouse"
+    insert_chunk_rows: int | None = _INSERT_CHUNK_ROWS
+
+    def __init__(self, sink: ClickHouseSink) -> None:
+        self.sink = sink
+
+    def stored_checkpoint(self, batch: MappedBatch) -> Checkpoint | None:
+        return self.sink._checkpoint(batch.source)
+
+    def sync_schema(self, batch: MappedBatch, floor: int) -> SchemaSyncResult:
+        return self.sink._sync_schema(batch, floor)
+
+    def ensure_table(self, layout: SinkTableLayout, source: str) -> None:
+        self.sink.ensure_table(layout, source=source)
+
+    def row_inserter(self, layout: SinkTableLayout, rows: list[list[Any]]) -> Callable[[list[list[Any]]], None]:
+        self.sink._fill_tombstones(layout, rows)
+        target = self.sink.qualified(layout.table_name)
+        column_names = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
+        client = self.sink.client
+
+        def insert(chunk: list[list[Any]]) -> None:
+            client.insert(target, chunk, column_names=column_names)
+
+        return insert
+
+    def is_data_error(self, error: Exception) -> bool:
+        return _is_data_error(error)
+
+    def write_cells(self, layout: SinkTableLayout, changes: list[RowChange], reject: RejectChange) -> None:
+        sink = self.sink
+        ClickHouseCellTableWriter(sink.client, sink.qualified, quote_identifier, layout, _is_data_error).write(
+            changes, reject
+        )
+
+    def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:
+        crash_point("clickhouse_before_checkpoint")
+        self.sink._insert_checkpoint(batch.source, batch.end)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from functools import partial
 from typing import Any
 
 import psycopg2
@@ -17,19 +16,12 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.sink_names import sink_table_name
-from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
+from cdc_pipeline.mapping.mapper import MappedBatch
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.shared.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.availability import outside_the_sink, unavailable_as
-from cdc_pipeline.sinks.base import (
-    SinkNameTaken,
-    TableStats,
-    WriteResult,
-    bisect_failures,
-    ensured_or_rejected,
-    refuse_cell_table_resync,
-    write_rows_after_checkpoint,
-)
+from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
+from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.cell_tables import (
     PostgresCellTableWriter,
@@ -41,7 +33,7 @@ from cdc_pipeline.sinks.postgres.cell_tables import (
 from cdc_pipeline.sinks.postgres.hypertables import make_hypertable
 from cdc_pipeline.sinks.postgres.outages import postgres_is_unavailable
 from cdc_pipeline.sinks.postgres.shaper import HOLDS_TABLE, PostgresShaper
-from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, table_name_conflict
+from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, SchemaSyncResult, table_name_conflict
 
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
@@ -245,46 +237,6 @@ class PostgresSink:
         """What became of the table's TimescaleDB setting, once this sink has written it (None: no setting)."""
         return self._table_notes.get(sink_table_name(source_table))
 
-    def _lock_checkpoint(self, cursor: psycopg2.extensions.cursor, batch: MappedBatch) -> Checkpoint | None:
-        """This sink's checkpoint for the batch's source (None: it had none), locked until the batch
-        commits, so that two writers of one source wait for each other instead of interleaving."""
-        cursor.execute(
-            sql.SQL(
-                "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (source) DO NOTHING RETURNING source"
-            ).format(self._qualified(CHECKPOINT_TABLE)),
-            (batch.source, *batch.start.columns()),
-        )
-        if cursor.fetchone() is not None:
-            return None  # the row is new, and locked by this transaction already
-        cursor.execute(
-            sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s FOR UPDATE").format(
-                self._qualified(CHECKPOINT_TABLE)
-            ),
-            (batch.source,),
-        )
-        return Checkpoint.from_columns(*cursor.fetchone())
-
-    def _merge_statement(self, layout: SinkTableLayout, staging: str) -> sql.Composed:
-        all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
-        target = self._qualified(layout.table_name)
-        updates = [
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in all_columns if c not in layout.key_columns
-        ]
-        return sql.SQL(
-            # Rows in key order: concurrent writers (a replication run beside backfill chunks) then
-            # lock rows in the same order and do not deadlock each other.
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staging} ORDER BY {keys}"
-            " ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE t.{version} < EXCLUDED.{version}"
-        ).format(
-            target=target,
-            columns=sql.SQL(", ").join(map(sql.Identifier, all_columns)),
-            staging=sql.Identifier(staging),
-            keys=sql.SQL(", ").join(map(sql.Identifier, layout.key_columns)),
-            updates=sql.SQL(", ").join(updates),
-            version=sql.Identifier(VERSION_COLUMN),
-        )
-
     def write(
         self,
         batch: MappedBatch,
@@ -292,132 +244,16 @@ class PostgresSink:
         advance_checkpoint: bool = True,
     ) -> WriteResult:
         with self._unavailable_as_sink_error():
-            return self._write(batch, outside_the_sink(record_rejections), advance_checkpoint)
-
-    def _write(
-        self,
-        batch: MappedBatch,
-        record_rejections: Callable[[list[Rejection]], None],
-        advance_checkpoint: bool,
-    ) -> WriteResult:
-        result = WriteResult(self.name)
-        self._ensure_bookkeeping()
-        try:
-            return self._write_in_transaction(batch, record_rejections, advance_checkpoint, result)
-        except BaseException:
-            # The transaction rolled back, with any schema change it made.
-            self._schema_sync.forget()
-            raise
-
-    def _write_in_transaction(
-        self,
-        batch: MappedBatch,
-        record_rejections: Callable[[list[Rejection]], None],
-        advance_checkpoint: bool,
-        result: WriteResult,
-    ) -> WriteResult:
-        with transaction(self._dsn) as cursor:
-            stored = self._lock_checkpoint(cursor, batch) if advance_checkpoint else None
-            floor = stored.version_floor if stored is not None else 0
-            # Schema changes run in this transaction: they commit with the rows and the checkpoint.
-            shaper = PostgresShaper(cursor, self._schema, CURRENT_VIEW_SUFFIX)
-            schema = self._schema_sync.sync_batch(shaper, batch, floor, self._create_table)
-            # The shaper made the reshaped tables' views in this transaction; another session
-            # re-running their DDL now would wait for this one's locks.
-            self._created.update(schema.reshaped)
-            result.schema_applied, result.schema_held = schema.applied, schema.refused
-            result.rejections.extend(schema.rejections)
-
-            def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-                ensure = partial(self._ensure_table, source=batch.source)
-                if not ensured_or_rejected(self.name, ensure, table.layout, changes, result):
-                    return []  # this table alone waits in the DLQ; the others are written
-                written = self._write_table(cursor, table.layout, rows, changes, result)
-                crash_point("postgres_mid_write")
-                return written
-
-            write_rows_after_checkpoint(batch, floor, result, write_table)
-            # Rejections are stored before the checkpoint commits, so none is lost in a crash.
-            record_rejections(result.rejections)
-            if advance_checkpoint and (stored is None or batch.end.is_after(stored)):
-                cursor.execute(
-                    sql.SQL(
-                        "UPDATE {} SET position = %s, gtid = %s, server_id = %s, updated_at = now() WHERE source = %s"
-                    ).format(self._qualified(CHECKPOINT_TABLE)),
-                    (*batch.end.columns(), batch.source),
-                )
-                result.checkpoint = batch.end
-                crash_point("postgres_before_commit")
-            else:
-                result.checkpoint = stored
-        return result
-
-    def _write_table(
-        self,
-        cursor: psycopg2.extensions.cursor,
-        layout: SinkTableLayout,
-        rows: list[list[Any]],
-        changes: list[RowChange],
-        result: WriteResult,
-    ) -> list[RowChange]:
-        if layout.cell_schema is not None:
-            return self._write_cell_table(cursor, layout, changes, result)
-        staging = postgres_names.staging_table_name(layout.table_name)
-        cursor.execute(
-            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
-                sql.Identifier(staging), self._qualified(layout.table_name)
-            )
-        )
-        merge = self._merge_statement(layout, staging)
-        copy = (
-            sql.SQL("COPY {} ({}) FROM STDIN")
-            .format(
-                sql.Identifier(staging),
-                sql.SQL(", ").join(map(sql.Identifier, [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN])),
-            )
-            .as_string(cursor)
-        )
-        truncate = sql.SQL("TRUNCATE {}").format(sql.Identifier(staging))
-        rejected: set[int] = set()
-
-        def attempt(chunk: list[list[Any]]) -> None:
-            cursor.execute("SAVEPOINT cdc_chunk")
+            self._ensure_bookkeeping()
             try:
-                cursor.execute(truncate)
-                cursor.copy_expert(copy, io.StringIO("\n".join(map(_copy_line, chunk)) + "\n"))
-                cursor.execute(merge)
-            except Exception:
-                cursor.execute("ROLLBACK TO SAVEPOINT cdc_chunk")
+                # One transaction: the schema changes, the rows, the rejections and the checkpoint commit together.
+                with transaction(self._dsn) as cursor:
+                    steps = _PostgresBatchSteps(self, cursor)
+                    return write_batch(self.name, steps, batch, outside_the_sink(record_rejections), advance_checkpoint)
+            except BaseException:
+                # The transaction rolled back, with any schema change it made.
+                self._schema_sync.forget()
                 raise
-            cursor.execute("RELEASE SAVEPOINT cdc_chunk")
-
-        def reject(change: RowChange, error: str) -> None:
-            rejected.add(id(change))
-            result.rejections.append(
-                Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
-            )
-
-        bisect_failures(rows, changes, attempt, reject, _is_data_error)
-        return [change for change in changes if id(change) not in rejected]
-
-    def _write_cell_table(
-        self,
-        cursor: psycopg2.extensions.cursor,
-        layout: SinkTableLayout,
-        changes: list[RowChange],
-        result: WriteResult,
-    ) -> list[RowChange]:
-        rejected: set[int] = set()
-
-        def reject(change: RowChange, error: str) -> None:
-            if id(change) not in rejected:
-                rejected.add(id(change))
-                result.rejections.append(
-                    Rejection.of_change("write", layout.source_table, change, f"{self.name}: {error}", self.name)
-                )
-
-        PostgresCellTableWriter(cursor, self._qualified, layout, _is_data_error).write(changes, reject)
-        return [change for change in changes if id(change) not in rejected]
 
     def _live_rows(self, cursor: psycopg2.extensions.cursor, table: str) -> sql.Composable:
         """The condition of the rows the `_current` view shows (cell tables also end rows by TTL)."""
@@ -517,3 +353,114 @@ class PostgresSink:
                     page_size=1000,
                 )
         return len(gone)
+
+
+class _PostgresBatchSteps:
+    """The PostgreSQL primitives of the write algorithm (sinks/batch_write.py), all in the batch's
+    one transaction (`cursor`)."""
+
+    crash_prefix = "postgres"
+    insert_chunk_rows: int | None = None
+
+    def __init__(self, sink: PostgresSink, cursor: psycopg2.extensions.cursor) -> None:
+        self.sink, self.cursor = sink, cursor
+
+    def stored_checkpoint(self, batch: MappedBatch) -> Checkpoint | None:
+        """This sink's checkpoint for the batch's source (None: it had none), locked until the batch
+        commits, so that two writers of one source wait for each other instead of interleaving."""
+        self.cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (source) DO NOTHING RETURNING source"
+            ).format(self.sink._qualified(CHECKPOINT_TABLE)),
+            (batch.source, *batch.start.columns()),
+        )
+        if self.cursor.fetchone() is not None:
+            return None  # the row is new, and locked by this transaction already
+        self.cursor.execute(
+            sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s FOR UPDATE").format(
+                self.sink._qualified(CHECKPOINT_TABLE)
+            ),
+            (batch.source,),
+        )
+        return Checkpoint.from_columns(*self.cursor.fetchone())
+
+    def sync_schema(self, batch: MappedBatch, floor: int) -> SchemaSyncResult:
+        # Schema changes run in this transaction: they commit with the rows and the checkpoint.
+        shaper = PostgresShaper(self.cursor, self.sink._schema, CURRENT_VIEW_SUFFIX)
+        schema = self.sink._schema_sync.sync_batch(shaper, batch, floor, self.sink._create_table)
+        # The shaper made the reshaped tables' views in this transaction; another session
+        # re-running their DDL now would wait for this one's locks.
+        self.sink._created.update(schema.reshaped)
+        return schema
+
+    def ensure_table(self, layout: SinkTableLayout, source: str) -> None:
+        self.sink._ensure_table(layout, source=source)
+
+    def row_inserter(self, layout: SinkTableLayout, rows: list[list[Any]]) -> Callable[[list[list[Any]]], None]:
+        """COPY into a staging table, then one version-guarded merge, inside a savepoint."""
+        cursor = self.cursor
+        staging = postgres_names.staging_table_name(layout.table_name)
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
+                sql.Identifier(staging), self.sink._qualified(layout.table_name)
+            )
+        )
+        merge = self._merge_statement(layout, staging)
+        copy = (
+            sql.SQL("COPY {} ({}) FROM STDIN")
+            .format(
+                sql.Identifier(staging),
+                sql.SQL(", ").join(map(sql.Identifier, [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN])),
+            )
+            .as_string(cursor)
+        )
+        truncate = sql.SQL("TRUNCATE {}").format(sql.Identifier(staging))
+
+        def insert(chunk: list[list[Any]]) -> None:
+            cursor.execute("SAVEPOINT cdc_chunk")
+            try:
+                cursor.execute(truncate)
+                cursor.copy_expert(copy, io.StringIO("\n".join(map(_copy_line, chunk)) + "\n"))
+                cursor.execute(merge)
+            except Exception:
+                cursor.execute("ROLLBACK TO SAVEPOINT cdc_chunk")
+                raise
+            cursor.execute("RELEASE SAVEPOINT cdc_chunk")
+
+        return insert
+
+    def _merge_statement(self, layout: SinkTableLayout, staging: str) -> sql.Composed:
+        all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
+        target = self.sink._qualified(layout.table_name)
+        updates = [
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in all_columns if c not in layout.key_columns
+        ]
+        return sql.SQL(
+            # Rows in key order: concurrent writers (a replication run beside backfill chunks) then
+            # lock rows in the same order and do not deadlock each other.
+            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staging} ORDER BY {keys}"
+            " ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE t.{version} < EXCLUDED.{version}"
+        ).format(
+            target=target,
+            columns=sql.SQL(", ").join(map(sql.Identifier, all_columns)),
+            staging=sql.Identifier(staging),
+            keys=sql.SQL(", ").join(map(sql.Identifier, layout.key_columns)),
+            updates=sql.SQL(", ").join(updates),
+            version=sql.Identifier(VERSION_COLUMN),
+        )
+
+    def is_data_error(self, error: Exception) -> bool:
+        return _is_data_error(error)
+
+    def write_cells(self, layout: SinkTableLayout, changes: list[RowChange], reject: RejectChange) -> None:
+        PostgresCellTableWriter(self.cursor, self.sink._qualified, layout, _is_data_error).write(changes, reject)
+
+    def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:
+        self.cursor.execute(
+            sql.SQL(
+                "UPDATE {} SET position = %s, gtid = %s, server_id = %s, updated_at = now() WHERE source = %s"
+            ).format(self.sink._qualified(CHECKPOINT_TABLE)),
+            (*batch.end.columns(), batch.source),
+        )
+        crash_point("postgres_before_commit")
