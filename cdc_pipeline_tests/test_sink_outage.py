@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,14 +23,20 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import LogSequenceNumber
+from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.defs.replication.sink_status import STATUS
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, sink_key
 from cdc_pipeline.defs.resources import DeadLetterQueueResource
 from cdc_pipeline.defs.sink_tables.freshness import FRESHNESS_CHECK
 from cdc_pipeline.local_servers.postgres import LocalPostgres
+from cdc_pipeline.mapping.mapper import MappedBatch, TypeMapper
+from cdc_pipeline.mapping.sink_types import SinkTableLayout
 from cdc_pipeline.sinks.availability import SinkUnavailable, dsn_secrets, redacted_reason
+from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
+from cdc_pipeline.sinks.registry import SINK_KINDS, sink_kind
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows, run_summary
 from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE
@@ -263,6 +269,46 @@ def test_unavailable_reason_blanks_the_dsn_password_and_keeps_the_first_line() -
     assert reason == 'OperationalError: connection to "postgresql://cdc:***@db.internal:5432/replica" failed: timeout'
     assert dsn_secrets(f"host=db.internal password={PASSWORD} dbname=replica") == [PASSWORD]
     assert str(SinkUnavailable(PG_SINK, reason)).startswith(f"sink '{PG_SINK}' is unavailable: OperationalError")
+
+
+def _every_sink_method(layout: SinkTableLayout) -> dict[str, Callable[[Sink], object]]:
+    """A call of each data-touching `Sink` method (table_note answers from memory)."""
+    at = Checkpoint(LogSequenceNumber(1))
+    batch = MappedBatch(PG_SINK, SOURCE, at, at, None)
+    return {
+        "checkpoint": lambda sink: sink.checkpoint(SOURCE),
+        "adopt_checkpoint": lambda sink: sink.adopt_checkpoint(SOURCE, at),
+        "write": lambda sink: sink.write(batch, lambda rejections: None),
+        "table_stats": lambda sink: sink.table_stats(layout.source_table),
+        "older_live_keys": lambda sink: sink.older_live_keys(layout, None, 1),
+        "tombstone_missing": lambda sink: sink.tombstone_missing(layout, None, set(), 1),
+        "release_schema_hold": lambda sink: sink.release_schema_hold(SOURCE, layout.source_table),
+        "live_keys": lambda sink: list(sink.live_keys(layout.source_table, layout.key_columns)),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(SINK_KINDS))
+def test_every_sink_method_reports_a_server_that_is_down_as_unavailable_without_the_password(kind: str) -> None:
+    port = _closed_port()
+    dsn = {
+        "clickhouse": f"http://default:{PASSWORD}@127.0.0.1:{port}",
+        "postgres": f"host=127.0.0.1 port={port} user=cdc password={PASSWORD} dbname=replica connect_timeout=2",
+    }[kind]
+    sink = {
+        "clickhouse": lambda: ClickHouseSink(CH_SINK, dsn, "cdc"),
+        "postgres": lambda: PostgresSink(PG_SINK, dsn, "cdc"),
+    }[kind]()
+    schema = TableSchema("shop", "t", (ColumnSchema("id", "int", "int", nullable=False),), ("id",))
+    layout = TypeMapper(sink.name, sink_kind(kind).map_column, []).layout(schema)
+    calls = _every_sink_method(layout)
+    protocol_methods = {name for name, member in vars(Sink).items() if callable(member) and not name.startswith("_")}
+    assert set(calls) == protocol_methods - {"table_note"}, "a Sink method without a call here"
+    for method, call in calls.items():
+        with pytest.raises(SinkUnavailable) as down:
+            call(sink)
+        assert down.value.sink == sink.name, method
+        assert PASSWORD not in str(down.value), method
+        assert down.value.__cause__ is None and down.value.__suppress_context__, method
 
 
 @dataclass

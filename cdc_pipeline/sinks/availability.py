@@ -14,14 +14,17 @@ password, which must not reach the run's logs, metadata or the asset's status).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TypeVar
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import psycopg2
 
 _T = TypeVar("_T")
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 _REDACTED = "***"
 
 
@@ -92,3 +95,30 @@ def unavailable_as(sink: str, dsn: str, is_unavailable: Callable[[BaseException]
             raise
         # `from None`: the driver's exception text (and its chained causes) is replaced by the redacted reason.
         raise SinkUnavailable(sink, redacted_reason(error, dsn_secrets(dsn))) from None
+
+
+class TranslatesOutages(Protocol):
+    def unavailable_as_sink_error(self) -> AbstractContextManager[None]:
+        """`unavailable_as` with this sink's name, DSN and outage errors."""
+        ...
+
+
+def translates_outages(method: _Method) -> _Method:
+    """A sink method whose "sink is down" errors become `SinkUnavailable` (named, DSN-free): every
+    method of the `Sink` protocol wears it, so no caller ever sees a driver's error text for an outage.
+    A generator method is translated while it is iterated."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: TranslatesOutages, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            with self.unavailable_as_sink_error():
+                yield from method(self, *args, **kwargs)
+
+        return cast(_Method, generator)
+
+    @functools.wraps(method)
+    def call(self: TranslatesOutages, *args: Any, **kwargs: Any) -> Any:
+        with self.unavailable_as_sink_error():
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, call)

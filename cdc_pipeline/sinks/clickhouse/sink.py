@@ -26,7 +26,7 @@ from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
 from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.sinks.availability import outside_the_sink, unavailable_as
+from cdc_pipeline.sinks.availability import outside_the_sink, translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.clickhouse.cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
@@ -135,12 +135,12 @@ class ClickHouseSink:
     def qualified(self, table: str) -> str:
         return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
 
-    def _unavailable_as_sink_error(self) -> AbstractContextManager[None]:
+    def unavailable_as_sink_error(self) -> AbstractContextManager[None]:
         return unavailable_as(self.name, self._dsn, _is_unavailable)
 
+    @translates_outages
     def checkpoint(self, source: str) -> Checkpoint | None:
-        with self._unavailable_as_sink_error():
-            return self._checkpoint(source)
+        return self._checkpoint(source)
 
     def _checkpoint(self, source: str) -> Checkpoint | None:
         # Checkpoint rows are only ever added further along: the one with the most progress (its
@@ -152,6 +152,7 @@ class ClickHouseSink:
         ).result_rows
         return Checkpoint.from_columns(*rows[0]) if rows else None
 
+    @translates_outages
     def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
         existing = self._checkpoint(source)
         if existing is not None:
@@ -213,19 +214,19 @@ class ClickHouseSink:
         )
         self._created.add(layout.table_name)
 
+    @translates_outages
     def take_shape(self, source: str, layout: SinkTableLayout, shape: ShapeSource) -> str | None:
         """Bring one table to `layout` outside a batch (before the initial load pulls rows into it);
         None when it took it, else why not."""
-        with self._unavailable_as_sink_error():
-            position = Checkpoint(BinlogPosition("", 4))  # not from the log: no checkpoint moves
-            batch = MappedBatch(self.name, source, position, position, None)
-            batch.tables[layout.source_table] = MappedTable(layout, shape)
-            return self._sync_schema(batch, 0).refused.get(layout.source_table)
+        position = Checkpoint(BinlogPosition("", 4))  # not from the log: no checkpoint moves
+        batch = MappedBatch(self.name, source, position, position, None)
+        batch.tables[layout.source_table] = MappedTable(layout, shape)
+        return self._sync_schema(batch, 0).refused.get(layout.source_table)
 
+    @translates_outages
     def release_schema_hold(self, source: str, source_table: str) -> bool:
         """Release a table held by a DDL statement (the operator marked it safe); True if it was held."""
-        with self._unavailable_as_sink_error():
-            return self._shaper.release(source, source_table)
+        return self._shaper.release(source, source_table)
 
     def _sync_schema(self, batch: MappedBatch, floor: int) -> SchemaSyncResult:
         """Bring the batch's tables to its shape; forget what this process cached of reshaped tables."""
@@ -257,15 +258,15 @@ class ClickHouseSink:
         applied = {(str(c), int(at)) for c, at in rows}
         return [drop for drop in dropped_columns if drop not in applied]
 
+    @translates_outages
     def write(
         self,
         batch: MappedBatch,
         record_rejections: Callable[[list[Rejection]], None],
         advance_checkpoint: bool = True,
     ) -> WriteResult:
-        with self._unavailable_as_sink_error():
-            steps = _ClickHouseBatchSteps(self)
-            return write_batch(self.name, steps, batch, outside_the_sink(record_rejections), advance_checkpoint)
+        steps = _ClickHouseBatchSteps(self)
+        return write_batch(self.name, steps, batch, outside_the_sink(record_rejections), advance_checkpoint)
 
     def _fill_tombstones(self, layout: SinkTableLayout, rows: list[list[Any]]) -> None:
         """Give delete rows a value in every non-Nullable column.
@@ -310,6 +311,7 @@ class ClickHouseSink:
     def table_note(self, source_table: str) -> str | None:
         return None
 
+    @translates_outages
     def table_stats(self, source_table: str) -> TableStats | None:
         table = sink_table_name(source_table)
         exists = self.client.query(
@@ -324,6 +326,7 @@ class ClickHouseSink:
         ).result_rows[0]
         return TableStats(int(live), int(version_sum))
 
+    @translates_outages
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         columns = ", ".join(quote_identifier(k) for k in key_columns)
         table = sink_table_name(source_table)
@@ -333,6 +336,7 @@ class ClickHouseSink:
             for block in blocks:
                 yield from (tuple(row) for row in block)
 
+    @translates_outages
     def older_live_keys(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
     ) -> set[tuple[str, ...]]:
@@ -354,6 +358,7 @@ class ClickHouseSink:
         where += f" AND {quote_identifier(layout.key_columns[0])} BETWEEN {{low:Int256}} AND {{high:Int256}}"
         return where, {"low": key_range[0], "high": key_range[1]}
 
+    @translates_outages
     def tombstone_missing(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:

@@ -19,7 +19,7 @@ from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.shared.postgres_session import connect, run_ddl, transaction
-from cdc_pipeline.sinks.availability import outside_the_sink, unavailable_as
+from cdc_pipeline.sinks.availability import outside_the_sink, translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.postgres import names as postgres_names
@@ -96,12 +96,12 @@ class PostgresSink:
         )
         self._created.add(CHECKPOINT_TABLE)
 
-    def _unavailable_as_sink_error(self) -> AbstractContextManager[None]:
+    def unavailable_as_sink_error(self) -> AbstractContextManager[None]:
         return unavailable_as(self.name, self._dsn, postgres_is_unavailable)
 
+    @translates_outages
     def checkpoint(self, source: str) -> Checkpoint | None:
-        with self._unavailable_as_sink_error():
-            return self._checkpoint(source)
+        return self._checkpoint(source)
 
     def _checkpoint(self, source: str) -> Checkpoint | None:
         self._ensure_bookkeeping()
@@ -115,6 +115,7 @@ class PostgresSink:
             row = cursor.fetchone()
         return Checkpoint.from_columns(*row) if row else None
 
+    @translates_outages
     def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
         self._ensure_bookkeeping()
         with transaction(self._dsn) as cursor:
@@ -191,18 +192,16 @@ class PostgresSink:
         self._apply_hypertable(layout)
         self._created.add(layout.table_name)
 
+    @translates_outages
     def release_schema_hold(self, source: str, source_table: str) -> bool:
         """Release a table held by a DDL statement (the operator marked it safe); True if it was held."""
-        with self._unavailable_as_sink_error():
-            self._ensure_bookkeeping()
-            with transaction(self._dsn) as cursor:
-                cursor.execute(
-                    sql.SQL("DELETE FROM {} WHERE source = %s AND source_table = %s").format(
-                        self._qualified(HOLDS_TABLE)
-                    ),
-                    (source, source_table),
-                )
-                return bool(cursor.rowcount)
+        self._ensure_bookkeeping()
+        with transaction(self._dsn) as cursor:
+            cursor.execute(
+                sql.SQL("DELETE FROM {} WHERE source = %s AND source_table = %s").format(self._qualified(HOLDS_TABLE)),
+                (source, source_table),
+            )
+            return bool(cursor.rowcount)
 
     def _create_table(self, layout: SinkTableLayout) -> None:
         """Create the table even if this process created one of that name before (the source may
@@ -237,23 +236,23 @@ class PostgresSink:
         """What became of the table's TimescaleDB setting, once this sink has written it (None: no setting)."""
         return self._table_notes.get(sink_table_name(source_table))
 
+    @translates_outages
     def write(
         self,
         batch: MappedBatch,
         record_rejections: Callable[[list[Rejection]], None],
         advance_checkpoint: bool = True,
     ) -> WriteResult:
-        with self._unavailable_as_sink_error():
-            self._ensure_bookkeeping()
-            try:
-                # One transaction: the schema changes, the rows, the rejections and the checkpoint commit together.
-                with transaction(self._dsn) as cursor:
-                    steps = _PostgresBatchSteps(self, cursor)
-                    return write_batch(self.name, steps, batch, outside_the_sink(record_rejections), advance_checkpoint)
-            except BaseException:
-                # The transaction rolled back, with any schema change it made.
-                self._schema_sync.forget()
-                raise
+        self._ensure_bookkeeping()
+        try:
+            # One transaction: the schema changes, the rows, the rejections and the checkpoint commit together.
+            with transaction(self._dsn) as cursor:
+                steps = _PostgresBatchSteps(self, cursor)
+                return write_batch(self.name, steps, batch, outside_the_sink(record_rejections), advance_checkpoint)
+        except BaseException:
+            # The transaction rolled back, with any schema change it made.
+            self._schema_sync.forget()
+            raise
 
     def _live_rows(self, cursor: psycopg2.extensions.cursor, table: str) -> sql.Composable:
         """The condition of the rows the `_current` view shows (cell tables also end rows by TTL)."""
@@ -261,6 +260,7 @@ class PostgresSink:
             return live_condition()
         return sql.SQL("NOT {}").format(sql.Identifier(DELETED_COLUMN))
 
+    @translates_outages
     def table_stats(self, source_table: str) -> TableStats | None:
         table = self._qualified(sink_table_name(source_table))
         with transaction(self._dsn) as cursor:
@@ -275,6 +275,7 @@ class PostgresSink:
             live, version_sum = cursor.fetchone()
         return TableStats(int(live), int(version_sum))
 
+    @translates_outages
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         connection = connect(self._dsn)
         try:
@@ -295,6 +296,7 @@ class PostgresSink:
         finally:
             connection.close()
 
+    @translates_outages
     def older_live_keys(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, version: int
     ) -> set[tuple[str, ...]]:
@@ -328,6 +330,7 @@ class PostgresSink:
             },
         )
 
+    @translates_outages
     def tombstone_missing(
         self, layout: SinkTableLayout, key_range: tuple[int, int] | None, present: set[tuple[str, ...]], version: int
     ) -> int:
