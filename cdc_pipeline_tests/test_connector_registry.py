@@ -23,6 +23,7 @@ from cdc_pipeline.sinks.registry import SINK_KINDS, UnknownSinkKind, sink_kind
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.registry import SOURCE_KINDS, UnknownSourceKind, source_kind
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
+from cdc_pipeline_tests.in_memory import InMemoryChangeSource, InMemorySink
 
 # The smallest valid config of each kind; a kind added to a registry must add its own here.
 MINIMAL_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
@@ -155,3 +156,8 @@ def test_a_source_of_cell_tables_is_refused_with_a_sink_that_cannot_hold_them(
     assert "sources.events (cassandra) writes cell tables, which sinks.analytics (postgres) cannot hold" in str(
         refused.value
     )
+
+
+def test_the_in_memory_fakes_conform_to_the_protocols_they_stand_in_for() -> None:
+    assert _conforms(InMemorySink, Sink) == []
+    assert _conforms(InMemoryChangeSource, ChangeSource) == []

@@ -11,8 +11,9 @@ checkpoint when it is back.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection
@@ -22,7 +23,6 @@ from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.delivery.fan_out import SinkFanOut
 from cdc_pipeline.delivery.limits import BatchLimits
 from cdc_pipeline.delivery.steps import ReleaseOutcome, SinkDelivery, listed, read_checkpoints, release_log
-from cdc_pipeline.dlq.store import DeadLetterStore
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sources.change_source import ChangeSource, LogPassedCheckpoints
@@ -31,6 +31,12 @@ from cdc_pipeline.sources.change_source import ChangeSource, LogPassedCheckpoint
 # polls every fraction of a second does not hammer it; its rows wait in the source's log.
 _FIRST_REST_SECONDS = 5.0
 _MAX_REST_SECONDS = 60.0
+
+
+class DeadLetterRecorder(Protocol):
+    """Where a batch's rejections go (the DLQ store, dlq/store.py); returns how many it stored."""
+
+    def record(self, source: str, rejections: Iterable[Rejection]) -> int: ...
 
 
 class EverySinkUnavailable(RuntimeError):
@@ -76,7 +82,7 @@ class ReplicationSession:
         pipeline: PipelineConfig,
         source: ChangeSource,
         sinks: Mapping[str, Sink],
-        dead_letters: DeadLetterStore,
+        dead_letters: DeadLetterRecorder,
         masker: Masker,
         warn: Callable[[str], None],
         rest_down_sinks: bool = True,
