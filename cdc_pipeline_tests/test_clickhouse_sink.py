@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.config.loading import PipelineConfigError, parse_pipeline_config
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import CommitLogPosition
+from cdc_pipeline.mapping.mapper import MappedBatch
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 
 # Holds the path until its stdin closes.
 HOLD = """
@@ -84,3 +88,17 @@ dlq: {dsn_env: DLQ_DSN}
         PipelineConfigError, match=r"one chdb path .*sinks\.a\.dsn='/data/one', sinks\.b\.dsn='/data/two'"
     ):
         parse_pipeline_config(text)
+
+
+def test_the_newest_checkpoint_is_current_when_versions_do_not_follow_the_log(tmp_path: Path) -> None:
+    # A Cassandra checkpoint's version floor is 0 at every position: the order of the rows decides.
+    sink = ClickHouseSink("warehouse", f"chdb://{tmp_path / 'chdb'}", "cdc")
+    segment = 1_733_580_000_000
+    for offset in (100, 200, 300, 400):
+        sink.adopt_checkpoint("events", Checkpoint(CommitLogPosition(segment, offset)))  # the first only
+        sink.write(MappedBatch("warehouse", "events", *_moved(segment, offset), None), lambda rejections: None)
+    assert sink.checkpoint("events") == Checkpoint(CommitLogPosition(segment, 500))
+
+
+def _moved(segment: int, offset: int) -> tuple[Checkpoint, Checkpoint]:
+    return Checkpoint(CommitLogPosition(segment, offset)), Checkpoint(CommitLogPosition(segment, offset + 100))

@@ -144,10 +144,12 @@ class ClickHouseSink:
 
     def _checkpoint(self, source: str) -> Checkpoint | None:
         # Checkpoint rows are only ever added further along: the one with the most progress (its
-        # version floor, which grows with the log, across a failover too) is the current one.
+        # version floor, which grows with the log, across a failover too) is the current one. A
+        # Cassandra checkpoint's floor is always 0 (its versions are write times): among equal
+        # floors the newest row is the current one, as the table's merges keep it.
         rows = self.client.query(
             f"SELECT position, gtid, server_id FROM {self.qualified(CHECKPOINT_TABLE)}"
-            " WHERE source = {source:String} ORDER BY progress DESC LIMIT 1",
+            " WHERE source = {source:String} ORDER BY progress DESC, updated_at DESC LIMIT 1",
             parameters={"source": source},
         ).result_rows
         return Checkpoint.from_columns(*rows[0]) if rows else None
