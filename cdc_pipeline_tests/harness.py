@@ -29,8 +29,8 @@ from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import DeadLetterQueueResource, MaskingResource
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
+from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
 from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
-from cdc_pipeline.sinks.clickhouse.sink import quote_identifier
 from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.resource import PostgresSinkResource
 from cdc_pipeline.sources.mysql.resource import MySqlSourceResource

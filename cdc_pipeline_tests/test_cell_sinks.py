@@ -31,7 +31,8 @@ from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import TableStats
-from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink, quote_identifier
+from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline.sinks.registry import sink_kind
 from cdc_pipeline_tests.harness import MASKING_KEY

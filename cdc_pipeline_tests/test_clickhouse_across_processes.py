@@ -16,7 +16,7 @@ from typing import Any
 
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN
-from cdc_pipeline.sinks.clickhouse.sink import quote_identifier
+from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
 from cdc_pipeline_tests.harness import SOURCE, PipelineHarness, assert_same_rows, run_replication_cli
 
 # The one-column key the bug misread as `(id)`; two columns; names that need quoting (one column and two).

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
 from cdc_pipeline.sinks.clickhouse.shaper import parse_sorting_key
-from cdc_pipeline.sinks.clickhouse.sink import quote_identifier
 
 
 @pytest.mark.parametrize(

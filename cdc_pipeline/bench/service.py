@@ -29,26 +29,33 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg2
 import yaml
 
 from cdc_pipeline.bench.dagster_service import DagsterService, wait_for
 from cdc_pipeline.bench.rate_writer import (
     TABLE,
-    Commit,
     MySqlWriter,
     PostgresWriter,
     SourceWriter,
     max_id,
-    write_at_rate,
     write_backlog,
+)
+from cdc_pipeline.bench.service_figures import RunFigures, report
+from cdc_pipeline.bench.service_probes import (
+    CH_SINK,
+    PG_SINK,
+    SINK_SCHEMA,
+    MemorySampler,
+    measure_latency,
+    measure_rate,
+    percentile,
+    streaming_run_pid,
 )
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
@@ -69,24 +76,8 @@ from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 
-CH_SINK, PG_SINK = "warehouse", "analytics"
-SINK_SCHEMA = "replica"
 SOURCE_DSN_ENV, SINK_DSN_ENV = "CDC_BENCH_SOURCE_DSN", "CDC_BENCH_SINK_DSN"
 MASKING_KEY = "bench-masking-key"
-
-
-@dataclass
-class RunFigures:
-    reference_rate: float = 0.0
-    drain_rate: float = 0.0
-    drain_peak_rss_mib: float = 0.0
-    drain_peak_private_mib: float = 0.0
-    latency: dict[str, list[float]] = field(default_factory=dict)  # sink -> seconds per row
-    per_run_latency: list[float] = field(default_factory=list)
-    # "events" (runs and their event logs) and "ticks" (sensor ticks, of which dagster.yaml purges
-    # the skipped ones after a day)
-    storage_bytes_per_day: dict[str, float] = field(default_factory=dict)
-    rates: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 # -- the source side ---------------------------------------------------------------------------------
@@ -214,123 +205,6 @@ def _reference_rate(address: SourceAddress, config_yaml: str, source_name: str, 
     return rows / elapsed
 
 
-class MemorySampler:
-    """Samples a process's RSS and its file-backed part every 100 ms, in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
-        self.peak_rss = 0
-        self.peak_private = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                info = self._process.memory_info()
-            except psutil.NoSuchProcess:
-                return
-            self.peak_rss = max(self.peak_rss, info.rss)
-            self.peak_private = max(self.peak_private, info.rss - info.shared)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def streaming_run_pid(service: DagsterService, timeout: float = 120) -> tuple[int, float]:
-    """The pid and start time of the service's streaming run, once it has one."""
-    instance = service.instance()
-    found: dict[str, Any] = {}
-
-    def started() -> bool:
-        for record in instance.get_run_records(limit=5):
-            if record.dagster_run.job_name.startswith("stream_") and record.start_time:
-                for entry in instance.all_logs(record.dagster_run.run_id):
-                    message = entry.message or ""
-                    if message.startswith("Started process for run (pid: "):
-                        found["pid"] = int(message.split("pid: ")[1].rstrip(")."))
-                        found["start"] = record.start_time
-                        return True
-        return False
-
-    wait_for(started, timeout, "the streaming run to start", interval=0.2)
-    return int(found["pid"]), float(found["start"])
-
-
-def measure_latency(
-    writer: SourceWriter,
-    first_id: int,
-    seconds: float,
-    sink_dsn: str,
-    table: str,
-    progress_of: Callable[[], float] | None,
-) -> dict[str, list[float]]:
-    """One row a second for `seconds`; latency to PostgreSQL by polling it, to ClickHouse by the run's progress."""
-    commits: list[Commit] = []
-    writing = threading.Thread(target=write_at_rate, args=(writer, 1, seconds, first_id, commits))
-    writing.start()
-    pg_seen: dict[int, float] = {}
-    ch_seen: dict[int, float] = {}
-    while writing.is_alive() or len(pg_seen) < len(commits) or (progress_of and len(ch_seen) < len(commits)):
-        now = time.time()
-        newest = max_id(sink_dsn, SINK_SCHEMA, table)
-        applied_through = progress_of() if progress_of else 0.0
-        for commit in list(commits):
-            if commit.last_id not in pg_seen and commit.last_id <= newest:
-                pg_seen[commit.last_id] = now
-            if progress_of and commit.last_id not in ch_seen and commit.committed_at <= applied_through:
-                ch_seen[commit.last_id] = now
-        if not writing.is_alive() and now - commits[-1].committed_at > 60:
-            raise TimeoutError("commits did not become visible within 60 s of the last one")
-        time.sleep(0.05)
-    figures = {PG_SINK: [pg_seen[c.last_id] - c.committed_at for c in commits]}
-    if progress_of:
-        figures[CH_SINK] = [ch_seen[c.last_id] - c.committed_at for c in commits]
-    return figures
-
-
-def measure_rate(
-    writer: SourceWriter, rate: int, seconds: float, first_id: int, sink_dsn: str, table: str
-) -> dict[str, float]:
-    """A steady writer; the lag of each commit in PostgreSQL, in the first and second half, and the replicated rate."""
-    commits: list[Commit] = []
-    writing = threading.Thread(target=write_at_rate, args=(writer, rate, seconds, first_id, commits))
-    started = time.time()
-    writing.start()
-    lags: list[tuple[float, float]] = []  # (commit time, lag)
-    done: set[int] = set()
-    while writing.is_alive() or len(done) < len(commits):
-        newest = max_id(sink_dsn, SINK_SCHEMA, table)
-        now = time.time()
-        for commit in commits:
-            if commit.last_id not in done and commit.last_id <= newest:
-                done.add(commit.last_id)
-                lags.append((commit.committed_at, now - commit.committed_at))
-        if not writing.is_alive() and commits and now - commits[-1].committed_at > 120:
-            break
-        time.sleep(0.1)
-    written = sum(c.rows for c in commits)
-    caught_up = max((t + lag for t, lag in lags), default=started)
-    half = started + seconds / 2
-    first = [lag for t, lag in lags if t < half] or [0.0]
-    second = [lag for t, lag in lags if t >= half] or [0.0]
-    return {
-        "written_per_second": written / (commits[-1].committed_at - started) if commits else 0.0,
-        "replicated_per_second": written / max(caught_up - started, 1e-3),
-        "lag_first_half_p95": _percentile(first, 95),
-        "lag_second_half_p95": _percentile(second, 95),
-        "lag_max": max(second + first),
-        "all_arrived": float(len(done) == len(commits)),
-    }
-
-
-def _percentile(values: list[float], percent: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
-
-
 # -- one run -----------------------------------------------------------------------------------------
 
 
@@ -403,7 +277,7 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
         for sink_name, values in figures.latency.items():
             print(
                 f"  run {run + 1} latency at 1 row/s into {sink_name}: p50 {statistics.median(values):.2f} s,"
-                f" p95 {_percentile(values, 95):.2f} s, max {max(values):.2f} s",
+                f" p95 {percentile(values, 95):.2f} s, max {max(values):.2f} s",
                 flush=True,
             )
         print(
@@ -474,60 +348,13 @@ def per_run_latency(
         service.stop()
     print(
         f"  run {run + 1} per-run mode latency into {PG_SINK}: p50 {statistics.median(values):.2f} s,"
-        f" p95 {_percentile(values, 95):.2f} s, max {max(values):.2f} s",
+        f" p95 {percentile(values, 95):.2f} s, max {max(values):.2f} s",
         flush=True,
     )
     return values
 
 
 # -- orchestration ------------------------------------------------------------------------------------
-
-
-def report(kind: str, runs: list[RunFigures], args: argparse.Namespace) -> None:
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
-
-    reference = median([r.reference_rate for r in runs])
-    print(f"\n{kind} source, median of {len(runs)} runs (backlog {args.backlog:,} rows, 10-column table):")
-    print(f"  in-process reference (no Dagster)       {reference:>10,.0f} rows/s")
-    drain = median([r.drain_rate for r in runs])
-    print(
-        f"  backlog drain through dagster-daemon     {drain:>10,.0f} rows/s  {drain / reference:.2f}x the reference;"
-        f" peak RSS {median([r.drain_peak_rss_mib for r in runs]):.0f} MiB"
-        f" ({median([r.drain_peak_private_mib for r in runs]):.0f} MiB without mapped files)"
-    )
-    for sink_name in runs[0].latency:
-        values = [v for r in runs for v in r.latency[sink_name]]
-        print(
-            f"  latency at 1 row/s into {sink_name:<10}      p50 {statistics.median(values):.2f} s"
-            f"  p95 {_percentile(values, 95):.2f} s  max {max(values):.2f} s"
-        )
-    if runs[0].per_run_latency:
-        values = [v for r in runs for v in r.per_run_latency]
-        print(
-            f"  per-run mode latency into {PG_SINK:<10}    p50 {statistics.median(values):.2f} s"
-            f"  p95 {_percentile(values, 95):.2f} s  max {max(values):.2f} s"
-        )
-    events = median([r.storage_bytes_per_day["events"] for r in runs]) / 2**20
-    ticks = median([r.storage_bytes_per_day["ticks"] for r in runs]) / 2**20
-    print(
-        f"  Dagster storage growth at 1 row/s        events {events:.1f} MiB/day, sensor ticks {ticks:.1f}"
-        " MiB/day (skipped ticks purged after a day)"
-    )
-    for rate in args.rates:
-        figures = [r.rates[rate] for r in runs]
-        replicated = median([f["replicated_per_second"] for f in figures])
-        first = median([f["lag_first_half_p95"] for f in figures])
-        second = median([f["lag_second_half_p95"] for f in figures])
-        # Kept up: the lag of the second half is about that of the first (a writer the pipeline cannot
-        # follow adds lag at a steady pace, so the second half's is clearly higher).
-        bounded = second <= first + max(1.0, 0.25 * first)
-        events = median([f["events_bytes_per_day"] for f in figures]) / 2**20
-        print(
-            f"  writer at {rate:>6,} rows/s: replicated {replicated:>8,.0f} rows/s ({replicated / reference:.2f}x the"
-            f" reference); lag p95 {first:.1f} s -> {second:.1f} s: {'bounded' if bounded else 'GROWING'};"
-            f" Dagster events {events:.1f} MiB/day"
-        )
 
 
 def main() -> None:

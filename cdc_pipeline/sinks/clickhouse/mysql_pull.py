@@ -16,7 +16,8 @@ from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.core.type_families import BINARY_TYPES, CHARACTER_TYPES, TEXT_BLOB_TYPES
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.chunk_pull import ChunkPullFailed, ChunkPullRequest
-from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink, quote_identifier
+from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
+from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sources.mysql.catalog import quote_identifier as mysql_quote
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
 from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader

@@ -32,7 +32,9 @@ from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.clickhouse.cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.clickhouse.chdb_footprint import prepare_allocator, release_startup_pages
 from cdc_pipeline.sinks.clickhouse.chdb_waiters import announce_waiting
+from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
 from cdc_pipeline.sinks.clickhouse.outages import clickhouse_server_refuses
+from cdc_pipeline.sinks.clickhouse.row_tables import fill_tombstones, row_table_ddl, tombstone_defaults
 from cdc_pipeline.sinks.clickhouse.shaper import ClickHouseShaper
 from cdc_pipeline.sinks.schema_sync.sync import SchemaSync, SchemaSyncResult, table_name_conflict
 
@@ -46,10 +48,6 @@ _log = logging.getLogger(__name__)
 
 class ClickHouseSinkUnavailable(RuntimeError):
     """The ClickHouse sink cannot be reached or opened; the run fails and is retried, no row is lost."""
-
-
-def quote_identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def _is_unavailable(error: BaseException) -> bool:
@@ -199,21 +197,8 @@ class ClickHouseSink:
             # (an operator's fix), makes the DDL run again.
             self._created_with.add(created_with)
             return
-        columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
-        columns.append(f"{quote_identifier(VERSION_COLUMN)} UInt64")
-        columns.append(f"{quote_identifier(DELETED_COLUMN)} UInt8")
-        order_by = ", ".join(quote_identifier(k) for k in layout.key_columns)
-        self.client.command(
-            f"CREATE TABLE IF NOT EXISTS {self.qualified(layout.table_name)} ({', '.join(columns)})"
-            f" ENGINE = ReplacingMergeTree({quote_identifier(VERSION_COLUMN)}, {quote_identifier(DELETED_COLUMN)})"
-            f" ORDER BY ({order_by})"
-        )
-        # FINAL collapses versions and drops rows whose newest version is a delete.
-        self.client.command(
-            f"CREATE VIEW IF NOT EXISTS {self.qualified(layout.table_name + CURRENT_VIEW_SUFFIX)} AS"
-            f" SELECT {', '.join(quote_identifier(c) for c in layout.column_names)}"
-            f" FROM {self.qualified(layout.table_name)} FINAL WHERE {quote_identifier(DELETED_COLUMN)} = 0"
-        )
+        for statement in row_table_ddl(self.qualified, layout, CURRENT_VIEW_SUFFIX):
+            self.client.command(statement)
         self._created.add(layout.table_name)
 
     @translates_outages
@@ -271,35 +256,10 @@ class ClickHouseSink:
         return write_batch(self.name, steps, batch, outside_the_sink(record_rejections), advance_checkpoint)
 
     def _fill_tombstones(self, layout: SinkTableLayout, rows: list[list[Any]]) -> None:
-        """Give delete rows a value in every non-Nullable column.
-
-        Some sources only know a deleted row's key (PostgreSQL without REPLICA IDENTITY FULL); a
-        tombstone's other columns are never read (the `_current` view and FINAL hide it), but a
-        non-Nullable column refuses NULL, so it gets the type's default value.
-        """
         fill = self._tombstone_fills.get(layout.table_name)
         if fill is None:
-            wanted = [
-                (index, column.sink_type)
-                for index, column in enumerate(layout.columns)
-                if not column.sink_type.startswith("Nullable(")
-            ]
-            defaults = (
-                self.client.query(
-                    "SELECT " + ", ".join(f"defaultValueOfTypeName({{t{i}:String}})" for i in range(len(wanted))),
-                    parameters={f"t{i}": sink_type for i, (_, sink_type) in enumerate(wanted)},
-                ).result_rows[0]
-                if wanted
-                else []
-            )
-            fill = [(index, default) for (index, _), default in zip(wanted, defaults, strict=True)]
-            self._tombstone_fills[layout.table_name] = fill
-        deleted_at = len(layout.columns) + 1
-        for row in rows:
-            if row[deleted_at]:
-                for index, default in fill:
-                    if row[index] is None:
-                        row[index] = default
+            fill = self._tombstone_fills[layout.table_name] = tombstone_defaults(self.client, layout)
+        fill_tombstones(layout, rows, fill)
 
     def _live_rows(self, table: str) -> str:
         """The condition of the rows the `_current` view shows (cell tables also end rows by TTL)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -32,6 +31,7 @@ from cdc_pipeline.sinks.postgres.cell_tables import (
 )
 from cdc_pipeline.sinks.postgres.hypertables import make_hypertable
 from cdc_pipeline.sinks.postgres.outages import postgres_is_unavailable
+from cdc_pipeline.sinks.postgres.row_tables import row_inserter, row_table_ddl
 from cdc_pipeline.sinks.postgres.shaper import HOLDS_TABLE, PostgresShaper
 from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, SchemaSyncResult, table_name_conflict
 
@@ -44,10 +44,6 @@ def _is_data_error(error: Exception) -> bool:
     # DataError: value out of range, bad input syntax; IntegrityError: NOT NULL, CHECK. Anything else
     # (OperationalError: server gone, disk full) is the sink's problem, not the row's.
     return isinstance(error, (psycopg2.DataError, psycopg2.IntegrityError))
-
-
-def _copy_line(row: list[Any]) -> str:
-    return "\t".join("\\N" if value is None else str(value) for value in row)
 
 
 class PostgresSink:
@@ -166,29 +162,7 @@ class PostgresSink:
             # (an operator's fix), makes the DDL run again.
             self._created_with.add(created_with)
             return
-        key = set(layout.key_columns)
-        column_sql = [
-            sql.SQL("{} {}{}").format(
-                sql.Identifier(c.name), sql.SQL(c.sink_type), sql.SQL(" NOT NULL" if c.name in key else "")
-            )
-            for c in layout.columns
-        ]
-        column_sql.append(sql.SQL("{} bigint NOT NULL").format(sql.Identifier(VERSION_COLUMN)))
-        column_sql.append(sql.SQL("{} boolean NOT NULL DEFAULT false").format(sql.Identifier(DELETED_COLUMN)))
-        column_sql.append(
-            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, layout.key_columns)))
-        )
-        create_table = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-            self._qualified(layout.table_name), sql.SQL(", ").join(column_sql)
-        )
-        # Deleted rows stay as tombstones (so a late replay cannot resurrect them); the view hides them.
-        create_view = sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT {} FROM {} WHERE NOT {}").format(
-            self._qualified(layout.table_name + CURRENT_VIEW_SUFFIX),
-            sql.SQL(", ").join(map(sql.Identifier, layout.column_names)),
-            self._qualified(layout.table_name),
-            sql.Identifier(DELETED_COLUMN),
-        )
-        run_ddl(self._dsn, self._schema, [create_table, create_view])
+        run_ddl(self._dsn, self._schema, row_table_ddl(self._qualified, layout, CURRENT_VIEW_SUFFIX))
         self._apply_hypertable(layout)
         self._created.add(layout.table_name)
 
@@ -401,57 +375,7 @@ class _PostgresBatchSteps:
         self.sink._ensure_table(layout, source=source)
 
     def row_inserter(self, layout: SinkTableLayout, rows: list[list[Any]]) -> Callable[[list[list[Any]]], None]:
-        """COPY into a staging table, then one version-guarded merge, inside a savepoint."""
-        cursor = self.cursor
-        staging = postgres_names.staging_table_name(layout.table_name)
-        cursor.execute(
-            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
-                sql.Identifier(staging), self.sink._qualified(layout.table_name)
-            )
-        )
-        merge = self._merge_statement(layout, staging)
-        copy = (
-            sql.SQL("COPY {} ({}) FROM STDIN")
-            .format(
-                sql.Identifier(staging),
-                sql.SQL(", ").join(map(sql.Identifier, [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN])),
-            )
-            .as_string(cursor)
-        )
-        truncate = sql.SQL("TRUNCATE {}").format(sql.Identifier(staging))
-
-        def insert(chunk: list[list[Any]]) -> None:
-            cursor.execute("SAVEPOINT cdc_chunk")
-            try:
-                cursor.execute(truncate)
-                cursor.copy_expert(copy, io.StringIO("\n".join(map(_copy_line, chunk)) + "\n"))
-                cursor.execute(merge)
-            except Exception:
-                cursor.execute("ROLLBACK TO SAVEPOINT cdc_chunk")
-                raise
-            cursor.execute("RELEASE SAVEPOINT cdc_chunk")
-
-        return insert
-
-    def _merge_statement(self, layout: SinkTableLayout, staging: str) -> sql.Composed:
-        all_columns = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN]
-        target = self.sink._qualified(layout.table_name)
-        updates = [
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in all_columns if c not in layout.key_columns
-        ]
-        return sql.SQL(
-            # Rows in key order: concurrent writers (a replication run beside backfill chunks) then
-            # lock rows in the same order and do not deadlock each other.
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {staging} ORDER BY {keys}"
-            " ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE t.{version} < EXCLUDED.{version}"
-        ).format(
-            target=target,
-            columns=sql.SQL(", ").join(map(sql.Identifier, all_columns)),
-            staging=sql.Identifier(staging),
-            keys=sql.SQL(", ").join(map(sql.Identifier, layout.key_columns)),
-            updates=sql.SQL(", ").join(updates),
-            version=sql.Identifier(VERSION_COLUMN),
-        )
+        return row_inserter(self.cursor, self.sink._qualified, layout)
 
     def is_data_error(self, error: Exception) -> bool:
         return _is_data_error(error)
