@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from cdc_pipeline.config.models import SourceConfig
+from cdc_pipeline.config.sources import SourceConfig
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.key_digest import canonical_key_part

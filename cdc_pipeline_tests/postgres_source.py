@@ -16,7 +16,8 @@ import yaml
 from psycopg2 import sql
 
 from cdc_pipeline.config.loading import parse_pipeline_config
-from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.sources import PostgresSourceConfig
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, MASKING, sink_key, source_key
 from cdc_pipeline.defs.resources import DeadLetterQueueResource, MaskingResource

@@ -19,7 +19,7 @@ import pytest
 from cassandra import WriteFailure
 
 from cdc_pipeline.config.loading import PipelineConfigError, parse_pipeline_config
-from cdc_pipeline.config.models import CassandraSourceConfig, TableSelection
+from cdc_pipeline.config.sources import CassandraSourceConfig, TableSelection
 from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, CollectionWrite, ElementWrite, RangeDeletion
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint

@@ -16,8 +16,10 @@ from typing import Any, get_type_hints
 import dagster as dg
 import pytest
 
+from cdc_pipeline.config.base import config_models, kind_of
 from cdc_pipeline.config.loading import PipelineConfigError, parse_pipeline_config
-from cdc_pipeline.config.models import PostgresSinkConfig, SinkConfig, SourceConfig, config_models, kind_of
+from cdc_pipeline.config.sinks import PostgresSinkConfig, SinkConfig
+from cdc_pipeline.config.sources import SourceConfig
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.registry import SINK_KINDS, UnknownSinkKind, sink_kind
 from cdc_pipeline.sources.change_source import ChangeSource

@@ -252,3 +252,17 @@ def test_every_sink_down_fails_the_batch_and_moves_no_checkpoint(memory: InMemor
     with pytest.raises(EverySinkUnavailable, match=f"every sink of {SOURCE} is unavailable"):
         session.replicate_batch(limits)
     assert {name: sink.checkpoints[SOURCE] for name, sink in memory.sinks.items()} == before
+
+
+def test_a_stop_at_of_another_kind_of_log_is_refused_naming_the_form_it_must_have(memory: InMemoryPipeline) -> None:
+    memory.order(1, 5)
+    with dg.instance_for_test() as instance:
+        result = memory.job().execute_in_process(
+            run_config={"ops": {f"replicate_{SOURCE}": {"config": {"stop_at": "16/B374D848"}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "binlog position '16/B374D848' is not of the form 'file:offset'" in str(failure.step_failure_data.error)
+    assert memory.log.reads == 0 and all(sink.checkpoints == {} for sink in memory.sinks.values())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdc_pipeline.config.models import TableSelection
+from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
-from cdc_pipeline.sources.mysql.binlog_reader import BinlogDecodeError
 from cdc_pipeline.sources.mysql.preflight import (
     SourcePreflightError,
     check_binlog_settings,
     current_binlog_position,
     oldest_binlog_position,
 )
+from cdc_pipeline.sources.mysql.row_events import BinlogDecodeError
 from cdc_pipeline_tests.harness import SOURCE, PipelineHarness
 
 

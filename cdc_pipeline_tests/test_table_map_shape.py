@@ -13,7 +13,7 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.column import Column
 from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
 
-from cdc_pipeline.config.models import TableSelection
+from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb

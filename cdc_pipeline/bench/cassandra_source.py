@@ -122,7 +122,8 @@ def measure_reference(node_settings: dict[str, Any]) -> int:
 
 
 def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int, sink_target: str) -> int:
-    from cdc_pipeline.config.models import CassandraSourceConfig, MaskingConfig, TableSelection
+    from cdc_pipeline.config.models import MaskingConfig
+    from cdc_pipeline.config.sources import CassandraSourceConfig, TableSelection
     from cdc_pipeline.core.checkpoint import Checkpoint
     from cdc_pipeline.mapping.mapper import TypeMapper
     from cdc_pipeline.masking.masker import Masker

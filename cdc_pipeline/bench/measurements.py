@@ -5,7 +5,8 @@ In an importable module (not __main__) so that worker processes can be spawned w
 
 from __future__ import annotations
 
-from cdc_pipeline.config.models import MaskingConfig, TableSelection
+from cdc_pipeline.config.models import MaskingConfig
+from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings

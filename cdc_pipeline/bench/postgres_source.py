@@ -27,7 +27,8 @@ from pathlib import Path
 import psycopg2
 
 from cdc_pipeline.bench.runs import Measurement, measure_in_subprocess, print_medians
-from cdc_pipeline.config.models import MaskingConfig, PostgresSourceConfig, TableSelection
+from cdc_pipeline.config.models import MaskingConfig
+from cdc_pipeline.config.sources import PostgresSourceConfig, TableSelection
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 
 PHASES = ("reference", "decode", "clickhouse", "postgres")

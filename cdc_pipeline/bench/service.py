@@ -58,7 +58,8 @@ from cdc_pipeline.bench.service_probes import (
     streaming_run_pid,
 )
 from cdc_pipeline.config.loading import parse_pipeline_config
-from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.sources import PostgresSourceConfig
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.replication.progress import read_progress
 from cdc_pipeline.delivery.limits import BatchLimits

@@ -8,7 +8,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from cdc_pipeline.config.models import PipelineConfig, SinkConfig, SourceConfig, config_models, kind_of
+from cdc_pipeline.config.base import config_models, kind_of
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.sinks import SinkConfig
+from cdc_pipeline.config.sources import SourceConfig
 
 CONFIG_PATH_ENV = "CDC_PIPELINE_CONFIG"
 _KIND_TAGS = frozenset(kind_of(model) for model in [*config_models(SourceConfig), *config_models(SinkConfig)])

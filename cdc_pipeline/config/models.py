@@ -2,260 +2,27 @@
 
 Secrets never appear in this file's values: a field named ``*_env`` holds the *name* of an
 environment variable, which the Dagster resources read through ``dg.EnvVar``.
+
+The source and sink kinds' models are in sources.py and sinks.py; this module holds the pipeline as a
+whole and its pipeline-level sections (masking, type overrides, batches, replication, outages, DLQ).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from cdc_pipeline.config.base import NAME_PATTERN, EnvVarName, StrictModel
+from cdc_pipeline.config.sinks import SinkConfig
+from cdc_pipeline.config.sources import RetentionConfig, SourceConfig
 from cdc_pipeline.core.sink_names import sink_table_name
-
-_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-EnvVarName = Annotated[str, Field(pattern=_ENV_PATTERN, description="name of an environment variable")]
-
-
-class _StrictModel(BaseModel):
-    """Unknown keys are errors: a typo in the YAML must not be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TableSelection(_StrictModel):
-    """Which source tables replicate, as `database.table` glob patterns."""
-
-    include: list[str] = Field(default_factory=lambda: ["*.*"])
-    exclude: list[str] = Field(default_factory=list)
-
-    @field_validator("include", "exclude")
-    @classmethod
-    def _patterns_name_database_and_table(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            if pattern.count(".") != 1:
-                raise ValueError(f"pattern {pattern!r} must have the form 'database.table' (globs allowed)")
-        return patterns
-
-    def literal_tables(self) -> list[str]:
-        """The included names without globs: tables known before any change arrives."""
-        return [pattern for pattern in self.include if not any(ch in pattern for ch in "*?[")]
-
-    def selects(self, database: str, table: str) -> bool:
-        qualified = f"{database}.{table}"
-        included = any(fnmatch.fnmatchcase(qualified, p) for p in self.include)
-        return included and not any(fnmatch.fnmatchcase(qualified, p) for p in self.exclude)
-
-
-class RetentionConfig(_StrictModel):
-    """When the `source_log_retained` check warns that a sink's checkpoint nears what the source purges."""
-
-    warn_when_hours_left: float = Field(
-        default=24,
-        ge=0,
-        description="MySQL: warn when the server may purge the binlog a sink's checkpoint is in within this time",
-    )
-    warn_when_percent_used: float = Field(
-        default=80,
-        gt=0,
-        le=100,
-        description="PostgreSQL: share of max_slot_wal_keep_size the slot holds; Cassandra: share of"
-        " cdc_total_space cdc_raw holds (at 100% the node refuses writes to CDC tables)",
-    )
-
-
-class _SourceConfigBase(_StrictModel):
-    """What every source kind's config answers; a kind overrides what applies to it."""
-
-    # Its changes are cells (Cassandra) merged per column in the sink: only sinks that hold cell tables take them.
-    writes_cell_tables: ClassVar[bool] = False
-
-    def marks_safe(self, statement: str) -> bool:
-        """Whether the operator marked an unreadable DDL statement as changing nothing the sinks hold."""
-        return False
-
-
-class MySqlSourceConfig(_SourceConfigBase):
-    kind: Literal["mysql"] = "mysql"
-    host: str = "127.0.0.1"
-    port: int = Field(default=3306, ge=1, le=65535)
-    user: str = "root"
-    password_env: EnvVarName | None = None
-    server_id: int = Field(default=4379, ge=1, le=2**32 - 1, description="replica id this reader announces")
-    tables: TableSelection = Field(default_factory=TableSelection)
-    key_columns: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="'database.table' -> key columns, for tables without a primary key",
-    )
-    resume_by: Literal["position", "gtid"] = Field(
-        default="position",
-        description="'gtid' (MariaDB): resume by GTID, which survives a failover to another server",
-    )
-    compiled_row_decoder: bool = Field(
-        default=True,
-        description="decode row images with the pipeline's compiled decoder (false: mysql-replication's own)",
-    )
-    retention: RetentionConfig | None = Field(
-        default=None, description="thresholds for this source; default: the pipeline's top-level retention"
-    )
-    safe_statements: list[str] = Field(
-        default_factory=list,
-        description="regular expressions (searched, case-insensitive; string literals read as '?') of DDL"
-        " statements the pipeline cannot read that change nothing the sinks hold; any other unreadable"
-        " statement holds its table until marked safe",
-    )
-
-    @field_validator("safe_statements")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for index, pattern in enumerate(patterns):
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"safe_statements[{index}] {pattern!r} is not a regular expression: {error}") from None
-        return patterns
-
-    def marks_safe(self, statement: str) -> bool:
-        return any(re.search(pattern, statement, re.IGNORECASE) for pattern in self.safe_statements)
-
-
-class PostgresSourceConfig(_SourceConfigBase):
-    """A PostgreSQL database read through logical decoding (pgoutput) from a replication slot."""
-
-    kind: Literal["postgres"]
-    dsn_env: EnvVarName = Field(description="environment variable holding the libpq DSN of the source database")
-    slot: str | None = Field(
-        default=None, pattern=_NAME_PATTERN, description="replication slot name; default 'cdc_<source name>'"
-    )
-    publication: str | None = Field(
-        default=None,
-        pattern=_NAME_PATTERN,
-        description="publication to decode; default 'cdc_<source name>'. Created FOR the selected tables when missing",
-    )
-    tables: TableSelection = Field(default_factory=TableSelection, description="'schema.table' glob patterns")
-    key_columns: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="'schema.table' -> key columns, for tables without a primary key",
-    )
-    retention: RetentionConfig | None = Field(
-        default=None, description="thresholds for this source; default: the pipeline's top-level retention"
-    )
-
-    def slot_name(self, source_name: str) -> str:
-        return self.slot or f"cdc_{source_name}".lower()
-
-    def publication_name(self, source_name: str) -> str:
-        return self.publication or f"cdc_{source_name}".lower()
-
-
-class CassandraSourceConfig(_SourceConfigBase):
-    """A Cassandra node whose CDC commit-log segments (cdc_raw) are read on the node's own machine."""
-
-    writes_cell_tables: ClassVar[bool] = True
-
-    kind: Literal["cassandra"]
-    hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"], min_length=1, description="contact points")
-    port: int = Field(default=9042, ge=1, le=65535, description="native transport (CQL) port")
-    username_env: EnvVarName | None = Field(default=None, description="environment variable holding the user name")
-    password_env: EnvVarName | None = Field(default=None, description="environment variable holding the password")
-    cassandra_yaml: str = Field(
-        min_length=1,
-        description="path of the node's cassandra.yaml: the segment reader needs it, and cdc_raw_directory comes"
-        " from it (default <cassandra home>/data/cdc_raw)",
-    )
-    tables: TableSelection = Field(
-        default_factory=TableSelection,
-        description="'keyspace.table' glob patterns; tables matched by a glob replicate if they have cdc = true,"
-        " a table named without globs must have it",
-    )
-    retention: RetentionConfig | None = Field(
-        default=None, description="thresholds for this source; default: the pipeline's top-level retention"
-    )
-
-    @model_validator(mode="after")
-    def _credentials_come_in_pairs(self) -> CassandraSourceConfig:
-        if (self.username_env is None) != (self.password_env is None):
-            missing = "password_env" if self.password_env is None else "username_env"
-            raise ValueError(f"{missing} is required when the other of username_env/password_env is set")
-        return self
-
-
-def _source_kind(value: Any) -> str:
-    # `kind` may be left out for MySQL sources: the first source kind the pipeline had.
-    if isinstance(value, dict):
-        return str(value.get("kind", "mysql"))
-    return str(getattr(value, "kind", "mysql"))
-
-
-SourceConfig = Annotated[
-    Annotated[MySqlSourceConfig, Tag("mysql")]
-    | Annotated[PostgresSourceConfig, Tag("postgres")]
-    | Annotated[CassandraSourceConfig, Tag("cassandra")],
-    Discriminator(_source_kind),
-]
-
-
-class _SinkConfigBase(_StrictModel):
-    """What every sink kind's config answers; a kind overrides what applies to it."""
-
-    # Takes a Cassandra source's cell tables (per-cell merge state, sinks/cell_merge/).
-    holds_cell_tables: ClassVar[bool] = False
-
-    @property
-    def embedded_path(self) -> str | None:
-        """The on-disk path of an embedded engine this sink runs in the pipeline's own process, if any."""
-        return None
-
-
-class ClickHouseSinkConfig(_SinkConfigBase):
-    kind: Literal["clickhouse"] = "clickhouse"
-    holds_cell_tables: ClassVar[bool] = True
-    dsn: str = Field(default="chdb:///tmp/cdc_pipeline/chdb", description="chdb:///path or http(s)://host:port")
-    dsn_env: EnvVarName | None = Field(default=None, description="read the DSN from this variable instead")
-    database: str = Field(default="cdc", pattern=_NAME_PATTERN)
-    busy_timeout_seconds: int = Field(
-        default=60, ge=0, le=3600, description="chdb: how long to wait for another process to release the path"
-    )
-
-    @property
-    def embedded_path(self) -> str | None:
-        """The on-disk path of an embedded (chdb) sink configured in this file, else None."""
-        return self.dsn.removeprefix("chdb://") if self.dsn_env is None and self.dsn.startswith("chdb:") else None
-
-
-class PostgresSinkConfig(_SinkConfigBase):
-    kind: Literal["postgres"] = "postgres"
-    holds_cell_tables: ClassVar[bool] = True
-    dsn_env: EnvVarName = Field(description="environment variable holding the libpq DSN")
-    schema_name: str = Field(default="cdc", pattern=_NAME_PATTERN, alias="schema")
-    hypertables: dict[str, str] = Field(
-        default_factory=dict,
-        description="TimescaleDB: 'database.table' -> the key column its sink table is a hypertable on"
-        " (applied when the sink database has the timescaledb extension)",
-    )
-
-
-SinkConfig = Annotated[ClickHouseSinkConfig | PostgresSinkConfig, Field(discriminator="kind")]
-
-
-def config_models(config_union: Any) -> list[type[BaseModel]]:
-    """The per-kind models of `SourceConfig` or `SinkConfig`, in their order."""
-    union = get_args(config_union)[0]
-    return [get_args(member)[0] if get_origin(member) is Annotated else member for member in get_args(union)]
-
-
-def kind_of(model: type[BaseModel]) -> str:
-    """The `kind` a config model answers to."""
-    return str(get_args(model.model_fields["kind"].annotation)[0])
-
 
 MaskAction = Literal["hash", "token", "redact", "truncate", "null", "none"]
 
 
-class MaskRule(_StrictModel):
+class MaskRule(StrictModel):
     """A masking rule for the columns that match `table` ('database.table' glob) and `column` (glob)."""
 
     table: str = "*.*"
@@ -270,7 +37,7 @@ class MaskRule(_StrictModel):
         return self
 
 
-class MaskingConfig(_StrictModel):
+class MaskingConfig(StrictModel):
     hmac_key_env: EnvVarName = Field(
         default="CDC_MASKING_KEY", description="environment variable holding the HMAC key for hash/token"
     )
@@ -278,7 +45,7 @@ class MaskingConfig(_StrictModel):
     rules: list[MaskRule] = Field(default_factory=list)
 
 
-class TypeOverride(_StrictModel):
+class TypeOverride(StrictModel):
     table: str = Field(description="'database.table'")
     column: str
     sink: str | None = Field(default=None, description="sink name; all sinks when omitted")
@@ -330,7 +97,7 @@ def _not_one_type(text: str) -> str | None:
     return f"{', '.join(clauses).upper()} is a column clause, not part of a type" if clauses else None
 
 
-class BatchConfig(_StrictModel):
+class BatchConfig(StrictModel):
     """How big a micro-batch may grow: whichever limit is reached first ends it (at a transaction end,
     so one transaction larger than a limit still makes one batch)."""
 
@@ -351,7 +118,7 @@ class BatchConfig(_StrictModel):
     poll_interval_seconds: int = Field(default=5, ge=1, le=3600, description="the replication sensor's interval")
 
 
-class ReplicationConfig(_StrictModel):
+class ReplicationConfig(StrictModel):
     """How runs replicate: one long-lived run per source looping micro-batches, or a run per batch."""
 
     mode: Literal["continuous", "per_run"] = Field(
@@ -384,7 +151,7 @@ class ReplicationConfig(_StrictModel):
     )
 
 
-class SinkOutageConfig(_StrictModel):
+class SinkOutageConfig(StrictModel):
     """What a write does when its sink is unavailable (server down, refused, full, permission revoked)."""
 
     write_attempts: int = Field(
@@ -401,12 +168,12 @@ class SinkOutageConfig(_StrictModel):
     )
 
 
-class DlqConfig(_StrictModel):
+class DlqConfig(StrictModel):
     dsn_env: EnvVarName = Field(description="environment variable holding the PostgreSQL DSN of the DLQ")
-    schema_name: str = Field(default="cdc_dlq", pattern=_NAME_PATTERN, alias="schema")
+    schema_name: str = Field(default="cdc_dlq", pattern=NAME_PATTERN, alias="schema")
 
 
-class PipelineConfig(_StrictModel):
+class PipelineConfig(StrictModel):
     sources: dict[str, SourceConfig] = Field(min_length=1)
     sinks: dict[str, SinkConfig] = Field(min_length=1)
     dlq: DlqConfig
@@ -421,7 +188,7 @@ class PipelineConfig(_StrictModel):
     @classmethod
     def _names_are_identifiers(cls, named: dict[str, object]) -> dict[str, object]:
         for name in named:
-            if not re.fullmatch(_NAME_PATTERN, name):
+            if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r} must be a letter or '_' followed by letters, digits or '_'")
         return named
 

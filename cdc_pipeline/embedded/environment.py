@@ -23,7 +23,8 @@ import psycopg2
 import yaml
 
 from cdc_pipeline.config.loading import load_pipeline_config
-from cdc_pipeline.config.models import PipelineConfig, PostgresSourceConfig
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.sources import PostgresSourceConfig
 from cdc_pipeline.embedded.shop import SCHEMA, TABLES, change_the_shop, create_shop, shop_exists
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource

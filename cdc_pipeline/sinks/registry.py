@@ -1,6 +1,6 @@
 """Every kind of sink the pipeline writes, by the `kind` its config names: one line per kind.
 
-A kind is its config model (config/models.py), the Dagster resource built from that config (in the
+A kind is its config model (config/sinks.py), the Dagster resource built from that config (in the
 kind's folder), its column-type mapping and the optional fast paths it offers. Everything that
 depends on a sink's kind asks here; a kind missing from the registry fails loudly, naming the known
 ones. Adding a sink: a folder `sinks/<kind>/`, its config model, and one line in `SINK_KINDS`.
@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from cdc_pipeline.config.models import ClickHouseSinkConfig, PipelineConfig, PostgresSinkConfig
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.sinks import ClickHouseSinkConfig, PostgresSinkConfig
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import ColumnMapper
 from cdc_pipeline.sinks.base import Sink

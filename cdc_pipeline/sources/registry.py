@@ -1,6 +1,6 @@
 """Every kind of source the pipeline reads, by the `kind` its config names: one line per kind.
 
-A kind is its config model (config/models.py), the Dagster resource built from that config (in the
+A kind is its config model (config/sources.py), the Dagster resource built from that config (in the
 kind's folder) and what the UI calls its change log. Everything that depends on a source's kind
 asks here; a kind missing from the registry fails loudly, naming the known ones.
 """
@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from cdc_pipeline.config.models import CassandraSourceConfig, MySqlSourceConfig, PostgresSourceConfig, SourceConfig
+from cdc_pipeline.config.sources import CassandraSourceConfig, MySqlSourceConfig, PostgresSourceConfig, SourceConfig
+from cdc_pipeline.core.positions import BinlogPosition, CommitLogPosition, LogSequenceNumber, SourcePosition
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
 from cdc_pipeline.sources.cassandra.resource import CassandraSourceResource
 from cdc_pipeline.sources.cassandra.snapshot_reader import CassandraSnapshotReader
@@ -49,6 +50,8 @@ class SourceKind:
     # mypy checks them against the protocols (Dagster's resource classes are opaque to mypy).
     change_source_class: type[ChangeSource]
     snapshot_source_class: type[SnapshotSource]
+    # A position of this kind's log from its text (a run's `stop_at`, a run tag); refuses another kind's.
+    parse_position: Callable[[str], SourcePosition]
 
     @property
     def log_name(self) -> str:
@@ -61,13 +64,21 @@ def _by_kind(*kinds: SourceKind) -> Mapping[str, SourceKind]:
 
 
 SOURCE_KINDS: Mapping[str, SourceKind] = _by_kind(
-    SourceKind("mysql", MySqlSourceConfig, MySqlSourceResource.from_config, MySqlChangeSource, MySqlSnapshotReader),
+    SourceKind(
+        "mysql",
+        MySqlSourceConfig,
+        MySqlSourceResource.from_config,
+        MySqlChangeSource,
+        MySqlSnapshotReader,
+        BinlogPosition.parse,
+    ),
     SourceKind(
         "postgres",
         PostgresSourceConfig,
         PostgresSourceResource.from_config,
         PostgresChangeSource,
         PostgresSnapshotReader,
+        LogSequenceNumber.parse,
     ),
     SourceKind(
         "cassandra",
@@ -75,6 +86,7 @@ SOURCE_KINDS: Mapping[str, SourceKind] = _by_kind(
         CassandraSourceResource.from_config,
         CassandraChangeSource,
         CassandraSnapshotReader,
+        CommitLogPosition.parse,
     ),
 )
 

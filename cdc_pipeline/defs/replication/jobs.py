@@ -8,7 +8,6 @@ unset) in bounded batches, each checkpointed, with the same loop as the streamin
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.replication.replicating import (
     RunPlan,
     one_op_job,
@@ -16,6 +15,7 @@ from cdc_pipeline.defs.replication.replicating import (
     required_resource_keys,
 )
 from cdc_pipeline.defs.run_tags import SOURCE_TAG, embedded_clickhouse_tags
+from cdc_pipeline.sources.registry import source_kind
 
 
 class BatchWindow(dg.Config):
@@ -31,6 +31,8 @@ def replication_job_name(source_name: str) -> str:
 
 
 def build_replication_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDefinition:
+    parse_stop_at = source_kind(pipeline.sources[source_name].kind).parse_position
+
     @dg.op(
         name=replication_job_name(source_name),
         required_resource_keys=required_resource_keys(source_name, pipeline),
@@ -43,7 +45,7 @@ def build_replication_job(source_name: str, pipeline: PipelineConfig) -> dg.JobD
         plan = RunPlan(
             lifetime_seconds=None,
             until_caught_up=True,
-            stop_at=parse_position(config.stop_at) if config.stop_at else None,
+            stop_at=parse_stop_at(config.stop_at) if config.stop_at else None,
             max_rows=config.max_rows,
             max_batches=config.max_batches,
         )

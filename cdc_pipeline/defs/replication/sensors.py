@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.core.positions import parse_position
 from cdc_pipeline.defs.replication.progress import ProgressRecorder, read_progress
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.defs.resources import change_source_of
@@ -70,7 +69,8 @@ def build_source_sensor(
     pipeline: PipelineConfig,
     running: bool = False,
 ) -> dg.SensorDefinition:
-    log_name = source_kind(pipeline.sources[source_name].kind).log_name
+    kind = source_kind(pipeline.sources[source_name].kind)
+    log_name, parse_position = kind.log_name, kind.parse_position
     continuous = pipeline.replication.mode == "continuous"
     if continuous:
         description = f"Keeps one streaming run ({streaming_job.name}) of '{source_name}' alive."

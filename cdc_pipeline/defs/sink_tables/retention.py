@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from cdc_pipeline.config.models import PipelineConfig, RetentionConfig
+from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.sources import RetentionConfig
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.resource_keys import sink_key, source_key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cdc_pipeline.config.models import ClickHouseSinkConfig
+from cdc_pipeline.config.sinks import ClickHouseSinkConfig
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 
 # One client per process and database: chdb holds its path for the whole process anyway.

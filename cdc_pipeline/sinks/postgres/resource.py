@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cdc_pipeline.config.models import PostgresSinkConfig
+from cdc_pipeline.config.sinks import PostgresSinkConfig
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
 
 

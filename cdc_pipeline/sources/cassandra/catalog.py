@@ -13,7 +13,7 @@ from typing import Any
 from cassandra.cluster import Session
 from cassandra.metadata import TableMetadata
 
-from cdc_pipeline.config.models import TableSelection
+from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 from cdc_pipeline.sources.cassandra.cql_types import (

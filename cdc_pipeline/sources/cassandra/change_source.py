@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cdc_pipeline.config.models import CassandraSourceConfig
+from cdc_pipeline.config.sources import CassandraSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import CommitLogPosition, SourcePosition, as_commit_log_position

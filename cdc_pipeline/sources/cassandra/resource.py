@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cdc_pipeline.config.models import CassandraSourceConfig, SourceConfig
+from cdc_pipeline.config.sources import CassandraSourceConfig, SourceConfig
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
 from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 from cdc_pipeline.sources.cassandra.snapshot_reader import CassandraSnapshotReader

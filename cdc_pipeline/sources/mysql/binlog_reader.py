@@ -1,15 +1,17 @@
-"""Reads one micro-batch of row changes from the binlog, cut only at transaction boundaries."""
+"""Reads one micro-batch of row changes from the binlog, cut only at transaction boundaries.
+
+The stream it reads is a binlog dump (binlog_dump.py) and its row events become changes in
+row_events.py; this module runs the event loop that ends a batch, and reads DDL statements.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import struct
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import (
     HeartbeatLogEvent,
     MariadbGtidEvent,
@@ -18,13 +20,13 @@ from pymysqlreplication.event import (
     RotateEvent,
     XidEvent,
 )
-from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import RowsEvent, TableMapEvent
 
-from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
+from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.gtid import Gtid, gtid_row_version
-from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position, row_version
-from cdc_pipeline.core.schema import TableSchema, qualify, split_qualified
+from cdc_pipeline.core.gtid import Gtid
+from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
+from cdc_pipeline.core.schema import split_qualified
 from cdc_pipeline.core.schema_changes import (
     DDL_STAGE,
     SchemaChange,
@@ -32,87 +34,17 @@ from cdc_pipeline.core.schema_changes import (
     ShapeSource,
     unrecognised_reason,
 )
+from cdc_pipeline.sources.mysql.binlog_dump import BinlogDump
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
-from cdc_pipeline.sources.mysql.connection import Connection, ControlConnection, MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.connection import ControlConnection
 from cdc_pipeline.sources.mysql.ddl import CURRENT_TIMESTAMP, parse_ddl
-from cdc_pipeline.sources.mysql.library_values import ValueFix, apply_none_sources, value_normalisers
 from cdc_pipeline.sources.mysql.preflight import read_binlog_head, read_server_id
-from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
-from cdc_pipeline.sources.mysql.table_map_shape import table_map_shape
+from cdc_pipeline.sources.mysql.row_events import BinlogDecodeError, RowEventTranslator, Transaction
 
 # MariaDB's compressed query/row events (0xA5-0xAB) and MySQL's TRANSACTION_PAYLOAD_EVENT (0x28):
 # mysql-replication cannot decode them and would otherwise drop them without a word.
 _COMPRESSED_EVENT_TYPES = frozenset({0x28, *range(0xA5, 0xAC)})
-_ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
-# The server sends a heartbeat when it has had nothing to send for this long: how a read learns it
-# has reached the log's end when no commit sits exactly at the end it was asked to read to.
-_HEARTBEAT_SECONDS = 0.5
-# A dump that hears nothing (not even heartbeats) for this long is a dead link.
-_DUMP_READ_TIMEOUT_SECONDS = 30
 _READS_BEFORE_GIVING_UP = 3
-
-
-class BinlogDecodeError(RuntimeError):
-    """An event the reader must not skip cannot be decoded; the message names its position."""
-
-
-class _Dump:
-    """A binlog dump (the replication protocol's stream) and where its next event continues the log.
-
-    mysql-replication re-dials a dump whose link dropped and goes on where it left off, on whatever
-    server now answers at that address (after a failover, another server's binlog with other
-    offsets). The reader counts the dump's connections to notice, ends its batch at the last whole
-    transaction, and starts the next batch on a new dump from the checkpoint, through the checks a
-    batch starts with.
-    """
-
-    def __init__(self, source_server_id: int) -> None:
-        self.source_server_id = source_server_id
-        self.continues_at: BinlogPosition | None = None
-        self._stream_connections = 0
-        self.stream: BinLogStreamReader
-
-    @property
-    def interrupted(self) -> bool:
-        return self._stream_connections > 1
-
-    @classmethod
-    def open(
-        cls, settings: MySqlConnectionSettings, server_id: int, start: BinlogPosition, source_server_id: int
-    ) -> _Dump:
-        dump = cls(source_server_id)
-        # is_mariadb stays False: with it, mysql-replication ignores log_file/log_pos unless GTIDs are
-        # used and replays from the first binlog. The MySQL protocol path resumes by file+pos on MariaDB too.
-        dump.stream = BinLogStreamReader(
-            connection_settings={**settings.as_pymysql_kwargs(), "read_timeout": _DUMP_READ_TIMEOUT_SECONDS},
-            pymysql_wrapper=dump._connect,
-            server_id=server_id,
-            resume_stream=True,
-            log_file=start.file,
-            log_pos=start.pos,
-            blocking=True,
-            slave_heartbeat=_HEARTBEAT_SECONDS,
-            only_events=[
-                *_ROW_EVENTS,
-                TableMapEvent,
-                MariadbGtidEvent,
-                XidEvent,
-                QueryEvent,
-                RotateEvent,
-                HeartbeatLogEvent,
-                NotImplementedEvent,
-            ],
-            filter_non_implemented_events=False,
-        )
-        return dump
-
-    def _connect(self, **kwargs: Any) -> Connection:
-        if kwargs.get("db") is None:  # the library's control connection names a database; the dump's does not
-            self._stream_connections += 1
-        return Connection(**kwargs)
-
-    def close(self) -> None:
-        self.stream.close()
 
 
 class BinlogBatchReader:
@@ -129,7 +61,6 @@ class BinlogBatchReader:
         marks_safe: Callable[[str], bool] = lambda statement: False,
     ) -> None:
         self._source_name = source_name
-        self._use_compiled_decoder = compiled_decoder
         # Versions from GTID sequence numbers (resume_by: gtid) instead of binlog offsets.
         self._gtid_versions = gtid_versions
         # The operator's word that a statement the parser cannot read changes nothing for the sinks.
@@ -138,14 +69,9 @@ class BinlogBatchReader:
         self._settings = control.settings
         self._server_id = server_id
         # The binlog dump of the last batch, kept open while batches follow one another.
-        self._dump: _Dump | None = None
+        self._dump: BinlogDump | None = None
         self._catalog = catalog
-        self._normaliser_cache: dict[str, tuple[TableSchema, list[tuple[str, ValueFix]]]] = {}
-        self._decoders: dict[tuple[int, str], tuple[TableSchema, CompiledRowDecoder | None]] = {}
-        # The shape of each table map's rows (table id -> the columns' nullability as the map says,
-        # and the schema made of it): the binlog's own description, which may be older than the catalog.
-        self._null_bitmasks: dict[int, bytes] = {}
-        self._shapes: dict[int, tuple[list[Any], bytes, TableSchema | None, TableSchema]] = {}
+        self._rows = RowEventTranslator(catalog, compiled_decoder, gtid_versions)
 
     def read(
         self,
@@ -181,21 +107,19 @@ class BinlogBatchReader:
             self._dump.close()
             self._dump = None
 
-    def _dump_from(self, start: BinlogPosition) -> _Dump:
+    def _dump_from(self, start: BinlogPosition) -> BinlogDump:
         """The kept dump when it continues at `start`; otherwise a new one opened there."""
         if self._dump is not None and self._dump.continues_at == start:
             return self._dump
         self.close()
         # Table ids name table maps of one dump; a new one may reuse them for other tables.
-        self._null_bitmasks.clear()
-        self._shapes.clear()
-        self._decoders.clear()
-        self._dump = _Dump.open(self._settings, self._server_id, start, self._control.read(read_server_id))
+        self._rows.forget_table_maps()
+        self._dump = BinlogDump.open(self._settings, self._server_id, start, self._control.read(read_server_id))
         return self._dump
 
     def _read_dump(
         self,
-        dump: _Dump,
+        dump: BinlogDump,
         start: Checkpoint,
         read_until: BinlogPosition,
         max_rows: int,
@@ -213,7 +137,7 @@ class BinlogBatchReader:
         # Row events' sizes: what the batch's values weigh, before Python multiplies it.
         pending_bytes = 0
         committed_bytes = 0
-        transaction = _Transaction(start.gtid)
+        transaction = Transaction(start.gtid)
         # Whether nothing of an unfinished transaction was taken from the dump since the batch's
         # last commit: only then can the next batch go on reading the same dump.
         clean = True
@@ -244,10 +168,10 @@ class BinlogBatchReader:
                     continue
                 clean = False
                 if isinstance(event, TableMapEvent):
-                    self._null_bitmasks[event.table_id] = bytes(event.null_bitmask)
+                    self._rows.remember_table_map(event)
                     continue
                 if isinstance(event, RowsEvent):
-                    rows = self._parse_rows_event(
+                    rows = self._rows.parse_rows_event(
                         event, stream.log_file, transaction, pending_tables, pending_rejections
                     )
                     pending_rows += rows
@@ -297,12 +221,12 @@ class BinlogBatchReader:
         self._shape_tables_without_rows(batch)
         return batch
 
-    def _schema_changes(self, event: QueryEvent, log_file: str, transaction: _Transaction) -> list[SchemaChange]:
+    def _schema_changes(self, event: QueryEvent, log_file: str, transaction: Transaction) -> list[SchemaChange]:
         """What a statement does to the selected tables; the tables it names are read anew from the catalog."""
         event_start = event.packet.log_pos - event.packet.event_size
         position = f"{log_file}:{event_start}"
         # The statement's place among the row versions: the versions of its own (empty) first row.
-        version = self._version_numbering(log_file, event_start, transaction, position)(0)
+        version = self._rows.version_numbering(log_file, event_start, transaction, position)(0)
         default_database = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
         outcome = parse_ddl(event.query, default_database, position, version, self._catalog.selects)
         changes = [
@@ -374,149 +298,6 @@ class BinlogBatchReader:
             if schema is not None and schema.key_columns:
                 batch.tables[change.table] = TableChanges(schema, [], ShapeSource.CATALOG)
 
-    def _normalisers(self, schema: TableSchema) -> list[tuple[str, ValueFix]]:
-        cached = self._normaliser_cache.get(schema.qualified_name)
-        if cached is None or cached[0] is not schema:
-            cached = (schema, value_normalisers(schema))
-            self._normaliser_cache[schema.qualified_name] = cached
-        return cached[1]
-
-    def _parse_rows_event(
-        self,
-        event: RowsEvent,
-        log_file: str,
-        transaction: _Transaction,
-        tables: dict[str, TableChanges],
-        rejections: list[Rejection],
-    ) -> int:
-        database, table_name = event.schema, event.table
-        if not self._catalog.selects(database, table_name):
-            return 0
-        qualified = qualify(database, table_name)
-        # The wrapper's event_size counts the header and checksum too: the event starts here.
-        event_start = event.packet.log_pos - event.packet.event_size
-        position = f"{log_file}:{event_start}"
-        version_of = self._version_numbering(log_file, event_start, transaction, position)
-        schema = self._rows_shape(event, database, table_name, position)
-        problem = _table_problem(schema, qualified)
-        decoder = None
-        if self._use_compiled_decoder and problem is None and schema is not None:
-            decoder = self._compiled_decoder(event, schema)
-        decoded_rows: Iterable[dict[str, Any]]
-        if decoder is not None:
-            try:
-                decoded_images = decoder.decode(event)
-            except (ValueError, IndexError, struct.error) as error:  # a malformed image or text in a wrong charset
-                raise BinlogDecodeError(f"cannot decode rows of {qualified} at {position}: {error}") from error
-            decoded_rows = _rows_from_images(event, decoded_images)
-            fixes: list[tuple[str, ValueFix]] = []
-        else:
-            decoded_rows = _decoded_rows(event, position)
-            fixes = self._normalisers(schema) if schema is not None else []
-        rows = 0
-        for row_index, row in enumerate(decoded_rows):
-            rows += 1
-            version = version_of(row_index)
-            images = _row_images(event, row, schema.key_columns if schema else ())
-            if problem is not None or schema is None:
-                for op, values, _ in images:
-                    rejections.append(Rejection("parse", qualified, op, problem or "", position, version, values))
-                continue
-            changes = tables.setdefault(qualified, TableChanges(schema)).changes
-            for op, values, none_sources in images:
-                if none_sources:
-                    unrepresentable = apply_none_sources(values, none_sources)
-                    if unrepresentable:
-                        rejections.append(Rejection("parse", qualified, op, unrepresentable, position, version, values))
-                        continue
-                for column, fix in fixes:
-                    values[column] = fix(values[column])
-                changes.append(RowChange(op, values, version, position, event.timestamp))
-        return rows
-
-    def _rows_shape(self, event: RowsEvent, database: str, table_name: str, position: str) -> TableSchema | None:
-        """The shape the event's rows were written in: the table map's (binlog_row_metadata=FULL),
-        which is the catalog's own schema object whenever the two agree."""
-        catalog = self._catalog.table(database, table_name)
-        null_bitmask = self._null_bitmasks.get(event.table_id)
-        if null_bitmask is None:
-            raise BinlogDecodeError(f"row event at {position} for {database}.{table_name} without its table map")
-        cached = self._shapes.get(event.table_id)
-        # The library keeps one column list per table map: the same list is the same map.
-        if cached is not None and cached[0] is event.columns and cached[1] == null_bitmask and cached[2] is catalog:
-            return cached[3]
-        try:
-            shape = table_map_shape(
-                database,
-                table_name,
-                event.columns,
-                null_bitmask,
-                catalog,
-                self._catalog.key_override(database, table_name),
-            )
-        except ValueError as error:
-            raise BinlogDecodeError(f"table map of {database}.{table_name} at {position}: {error}") from error
-        self._shapes[event.table_id] = (event.columns, null_bitmask, catalog, shape)
-        return shape
-
-    def _version_numbering(
-        self, log_file: str, event_start: int, transaction: _Transaction, position: str
-    ) -> Callable[[int], int]:
-        """row index in the event -> `_version`: from the binlog offset, or from the GTID."""
-        if not self._gtid_versions:
-            file_sequence = BinlogPosition(log_file, event_start).file_sequence
-            return lambda row_index: row_version(file_sequence, event_start, row_index)
-        if transaction.gtid is None:
-            raise BinlogDecodeError(
-                f"row event at {position} has no GTID before it; resume_by: gtid needs MariaDB GTIDs"
-            )
-        sequence, rows_before = transaction.gtid.sequence, transaction.rows_seen
-        return lambda row_index: gtid_row_version(sequence, rows_before + row_index)
-
-    def _compiled_decoder(self, event: RowsEvent, schema: TableSchema) -> CompiledRowDecoder | None:
-        key = (event.table_id, schema.qualified_name)
-        cached = self._decoders.get(key)
-        if cached is None or cached[0] is not schema:
-            cached = (schema, CompiledRowDecoder.compile(event.columns, schema))
-            self._decoders[key] = cached
-        decoder = cached[1]
-        return decoder if decoder is not None and decoder.accepts(event) else None
-
-
-def _rows_from_images(event: RowsEvent, images: list[tuple[dict[str, Any], dict[str, str]]]) -> list[dict[str, Any]]:
-    """The compiled decoder's images in the library's row shape, so both paths share what follows."""
-    if isinstance(event, UpdateRowsEvent):
-        return [
-            {
-                "before_values": before,
-                "before_none_sources": before_problems,
-                "after_values": after,
-                "after_none_sources": after_problems,
-            }
-            for (before, before_problems), (after, after_problems) in zip(images[::2], images[1::2], strict=False)
-        ]
-    return [{"values": values, "none_sources": problems} for values, problems in images]
-
-
-class _Transaction:
-    """The transaction being read: its GTID and the rows it has changed so far."""
-
-    def __init__(self, last_gtid: Gtid | None) -> None:
-        self.gtid = last_gtid
-        self.rows_seen = 0
-        self._domain = last_gtid.domain if last_gtid is not None else None
-
-    def begin(self, gtid: Gtid, single_domain: bool) -> None:
-        if single_domain:
-            if self._domain is not None and gtid.domain != self._domain:
-                raise BinlogDecodeError(
-                    f"GTID {gtid} is in domain {gtid.domain}, after domain {self._domain}: resume_by: gtid supports"
-                    " one replication domain per source"
-                )
-            self._domain = gtid.domain
-        self.gtid = gtid
-        self.rows_seen = 0
-
 
 def _ends_transaction(event: Any) -> bool:
     if isinstance(event, XidEvent):
@@ -525,42 +306,6 @@ def _ends_transaction(event: Any) -> bool:
         query = event.query.strip().upper()
         return query != "BEGIN" and not query.startswith("XA ")
     return False
-
-
-def _table_problem(schema: TableSchema | None, qualified: str) -> str | None:
-    if schema is None:
-        return f"table {qualified} no longer exists at the source, its schema is unknown"
-    if not schema.key_columns:
-        return (
-            f"table {qualified} has no primary key: set sources.<name>.key_columns['{qualified}'] "
-            "to the columns that identify a row"
-        )
-    return None
-
-
-def _decoded_rows(event: RowsEvent, position: str) -> Iterator[dict[str, Any]]:
-    try:
-        rows = event.rows
-    except Exception as error:  # the library raises bare exceptions for undecodable rows
-        raise BinlogDecodeError(f"cannot decode rows of {event.schema}.{event.table} at {position}: {error}") from error
-    return iter(rows)
-
-
-Image = tuple[ChangeOp, dict[str, Any], dict[str, str]]
-
-
-def _row_images(event: RowsEvent, row: dict[str, Any], key_columns: tuple[str, ...]) -> list[Image]:
-    """(op, values, why-None per column) for each row image the change produces."""
-    if isinstance(event, WriteRowsEvent):
-        return [(ChangeOp.INSERT, row["values"], row.get("none_sources", {}))]
-    if isinstance(event, DeleteRowsEvent):
-        return [(ChangeOp.DELETE, row["values"], row.get("none_sources", {}))]
-    before, after = row["before_values"], row["after_values"]
-    before_none, after_none = row.get("before_none_sources", {}), row.get("after_none_sources", {})
-    if any(before.get(column) != after.get(column) for column in key_columns):
-        # The row moved to another key: the old key must disappear from the sinks.
-        return [(ChangeOp.DELETE, before, before_none), (ChangeOp.INSERT, after, after_none)]
-    return [(ChangeOp.UPDATE, after, after_none)]
 
 
 def _holds(changes: list[SchemaChange]) -> list[Rejection]:

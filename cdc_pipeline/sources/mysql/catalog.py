@@ -9,7 +9,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from cdc_pipeline.config.models import TableSelection
+from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema, qualify
 from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
 

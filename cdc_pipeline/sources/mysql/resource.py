@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cdc_pipeline.config.models import MySqlSourceConfig, SourceConfig, TableSelection
+from cdc_pipeline.config.sources import MySqlSourceConfig, SourceConfig, TableSelection
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings

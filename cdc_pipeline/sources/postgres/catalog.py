@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdc_pipeline.config.models import TableSelection
+from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema, qualify
 from cdc_pipeline.sources.postgres.column_types import PgType, column_schema, value_parser
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings

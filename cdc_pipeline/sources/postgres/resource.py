@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cdc_pipeline.config.models import PostgresSourceConfig, SourceConfig
+from cdc_pipeline.config.sources import PostgresSourceConfig, SourceConfig
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 from cdc_pipeline.sources.postgres.snapshot_reader import PostgresSnapshotReader
 
