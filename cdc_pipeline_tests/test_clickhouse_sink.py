@@ -90,9 +90,10 @@ dlq: {dsn_env: DLQ_DSN}
         parse_pipeline_config(text)
 
 
-def test_the_newest_checkpoint_is_current_when_versions_do_not_follow_the_log(tmp_path: Path) -> None:
+def test_the_newest_checkpoint_is_current_when_versions_do_not_follow_the_log(chdb_dsn: str, worker_name: str) -> None:
     # A Cassandra checkpoint's version floor is 0 at every position: the order of the rows decides.
-    sink = ClickHouseSink("warehouse", f"chdb://{tmp_path / 'chdb'}", "cdc")
+    # (The worker's one chdb path, a database of the test's own.)
+    sink = ClickHouseSink("warehouse", chdb_dsn, f"checkpoints_{worker_name}")
     segment = 1_733_580_000_000
     for offset in (100, 200, 300, 400):
         sink.adopt_checkpoint("events", Checkpoint(CommitLogPosition(segment, offset)))  # the first only
