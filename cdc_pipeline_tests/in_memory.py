@@ -21,7 +21,7 @@ from cdc_pipeline.config.sources import SourceConfig
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.key_digest import canonical_key_part
-from cdc_pipeline.core.positions import BinlogPosition, SourcePosition, as_binlog_position, row_version
+from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.mapping.mapper import MappedBatch
@@ -30,6 +30,7 @@ from cdc_pipeline.sinks.availability import translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import TableStats, WriteResult
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.schema_sync.sync import SchemaSyncResult
+from cdc_pipeline.sources.mysql.positions import BinlogPosition, as_binlog_position, row_version
 
 LOG_FILE = "memlog.000001"
 _START = 4  # where a binlog's first event starts, as in MySQL

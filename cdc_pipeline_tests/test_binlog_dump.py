@@ -9,9 +9,9 @@ import pytest
 
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.defs.resource_keys import source_key
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
+from cdc_pipeline.sources.mysql.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline_tests.harness import SOURCE, PipelineHarness
 

@@ -23,7 +23,6 @@ from cdc_pipeline.config.sources import CassandraSourceConfig, TableSelection
 from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, CollectionWrite, ElementWrite, RangeDeletion
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import CommitLogPosition
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key, snapshot_asset_key
 from cdc_pipeline.defs.builder import build_definitions
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
@@ -31,6 +30,7 @@ from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource, 
 from cdc_pipeline.sources.cassandra.changes import COUNTER_REASON
 from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 from cdc_pipeline.sources.cassandra.node_config import NodeConfigError
+from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 from cdc_pipeline_tests.polling import wait_until
 
 T0 = 1_700_000_000_000_000  # microseconds

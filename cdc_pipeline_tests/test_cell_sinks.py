@@ -23,7 +23,6 @@ from cdc_pipeline.config.models import MaskingConfig, MaskRule
 from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, CollectionWrite, ElementWrite, RangeDeletion
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import CommitLogPosition
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
 from cdc_pipeline.local_servers.postgres import LocalPostgres
@@ -35,6 +34,7 @@ from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline.sinks.registry import sink_kind
+from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 from cdc_pipeline_tests.harness import MASKING_KEY
 
 SOURCE = "cass"

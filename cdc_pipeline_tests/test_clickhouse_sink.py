@@ -10,9 +10,9 @@ import pytest
 
 from cdc_pipeline.config.loading import PipelineConfigError, parse_pipeline_config
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import CommitLogPosition
 from cdc_pipeline.mapping.mapper import MappedBatch
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 
 # Holds the path until its stdin closes.
 HOLD = """

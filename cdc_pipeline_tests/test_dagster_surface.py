@@ -6,8 +6,8 @@ import dagster as dg
 import psycopg2
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.defs.run_tags import EMBEDDED_CLICKHOUSE_TAG, SOURCE_TAG
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, run_summary
 from cdc_pipeline_tests.polling import wait_until

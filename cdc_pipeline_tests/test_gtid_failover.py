@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from cdc_pipeline.core.gtid import Gtid, gtid_row_version
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
+from cdc_pipeline.sources.mysql.gtid import Gtid, gtid_row_version
 from cdc_pipeline_tests.harness import PipelineHarness, assert_same_rows
 
 

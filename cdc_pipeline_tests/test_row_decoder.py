@@ -5,10 +5,10 @@ from __future__ import annotations
 from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.connection import ControlConnection
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
 from cdc_pipeline_tests.harness import PipelineHarness

@@ -22,7 +22,6 @@ import pytest
 from psycopg2 import sql
 
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.defs.replication.sink_status import STATUS
 from cdc_pipeline.defs.resource_keys import DEAD_LETTER_QUEUE, sink_key
@@ -37,6 +36,7 @@ from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline.sinks.registry import SINK_KINDS, sink_kind
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber
 from cdc_pipeline_tests.harness import CH_SINK, PG_SINK, SOURCE, PipelineHarness, assert_same_rows, run_summary
 from cdc_pipeline_tests.polling import wait_until
 from cdc_pipeline_tests.postgres_source import SOURCE as PG_SOURCE

@@ -152,8 +152,8 @@ def test_parallel_writers_create_a_fresh_sink_schema_without_tripping_over_each_
     from concurrent.futures import ThreadPoolExecutor
 
     from cdc_pipeline.core.checkpoint import Checkpoint
-    from cdc_pipeline.core.positions import BinlogPosition
     from cdc_pipeline.sinks.postgres.sink import PostgresSink
+    from cdc_pipeline.sources.mysql.positions import BinlogPosition
 
     for attempt in range(3):
         # Chunk runs of a backfill start together on a sink nobody has written yet.

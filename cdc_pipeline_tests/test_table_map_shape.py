@@ -14,10 +14,10 @@ from pymysqlreplication.column import Column
 from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
 
 from cdc_pipeline.config.sources import TableSelection
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline.sources.mysql.table_map_shape import table_map_shape
 

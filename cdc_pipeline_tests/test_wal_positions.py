@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import (
-    BinlogPosition,
-    LogSequenceNumber,
-    PositionError,
-    check_wal_version_room,
-    parse_position,
-    wal_row_version,
-)
+from cdc_pipeline.core.positions import PositionError, StoredPosition
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber, as_lsn, check_wal_version_room, wal_row_version
 
 
 def test_lsn_text_round_trips_and_orders_by_value() -> None:
@@ -22,12 +17,16 @@ def test_lsn_text_round_trips_and_orders_by_value() -> None:
     assert LogSequenceNumber.parse("0/10").value == 16
 
 
-def test_a_stored_position_is_parsed_by_its_shape() -> None:
-    assert parse_position("16/B374D848") == LogSequenceNumber(0x16_B374D848)
-    assert parse_position("mysql-bin.000042:1234") == BinlogPosition("mysql-bin.000042", 1234)
-    assert Checkpoint.from_columns("0/1A", None, None).position == LogSequenceNumber(0x1A)
+def test_a_position_a_sink_stored_reads_back_as_the_source_s_own() -> None:
+    lsn = LogSequenceNumber(0x16_B374D848)
+    stored = StoredPosition.of(lsn)
+    assert (stored.text, stored.order, stored.version_floor) == ("16/B374D848", lsn.value, lsn.version_floor)
+    assert as_lsn(stored) == lsn
+    assert Checkpoint(stored) == Checkpoint(lsn)
     with pytest.raises(PositionError, match="'0/xyz'"):
         LogSequenceNumber.parse("0/xyz")
+    with pytest.raises(PositionError, match="'mysql-bin.000042:1234'"):
+        as_lsn(StoredPosition.of(BinlogPosition("mysql-bin.000042", 1234)))
 
 
 def test_versions_follow_commit_order_across_transactions() -> None:

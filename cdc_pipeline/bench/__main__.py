@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from cdc_pipeline.bench.measurements import DATABASE, measure_pipeline, measure_reference, measure_snapshot
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
 
 TABLE_DDL = """CREATE TABLE bench.orders (
   id INT UNSIGNED NOT NULL PRIMARY KEY,

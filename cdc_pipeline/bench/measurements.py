@@ -8,8 +8,8 @@ from __future__ import annotations
 from cdc_pipeline.config.models import MaskingConfig
 from cdc_pipeline.config.sources import TableSelection
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.positions import BinlogPosition, as_binlog_position
 
 DATABASE = "bench"
 

@@ -35,7 +35,7 @@ class RowChange:
     op: ChangeOp
     values: dict[str, Any]
     version: int
-    position: str  # "file:event_start", for humans and the DLQ
+    position: str  # where the change sits in the source's log, as the source writes it: for humans and the DLQ
     commit_ts: int  # seconds since the epoch, from the event header
     cells: CellChange | None = None
 

@@ -4,44 +4,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdc_pipeline.core.gtid import Gtid
-from cdc_pipeline.core.positions import SourcePosition, parse_position
+from cdc_pipeline.core.positions import NOT_FROM_THE_LOG, SourcePosition, StoredPosition
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The end of the last batch a sink committed.
-
-    `position` is a binlog `file:offset` (MySQL/MariaDB), a WAL LSN (PostgreSQL) or a commit-log
-    `cdc:segment:offset` (Cassandra). For MySQL it
-    belongs to the server `server_id` (binlog names and offsets differ between servers); `gtid` is the
-    last committed transaction's GTID, kept when the source resumes by GTID, and then also the basis
-    of `_version`.
-    """
+    """The end of the last batch a sink committed: a position of the source's own kind (when the
+    source made it) or as the sink stored it (`StoredPosition`); only the source reads its text."""
 
     position: SourcePosition
-    gtid: Gtid | None = None
-    server_id: int | None = None
 
     @property
     def version_floor(self) -> int:
         """Changes with a `_version` below this are already in the sink."""
-        return self.gtid.version_floor if self.gtid is not None else self.position.version_floor
+        return self.position.version_floor
 
-    def columns(self) -> tuple[str, str | None, int | None]:
-        """(position, gtid, server_id) as the sinks store them."""
-        return str(self.position), (str(self.gtid) if self.gtid else None), self.server_id
+    @property
+    def order(self) -> int:
+        return self.position.order
 
-    @classmethod
-    def from_columns(cls, position: str, gtid: str | None, server_id: int | None) -> Checkpoint:
-        return cls(parse_position(position), Gtid.parse(gtid) if gtid else None, server_id)
+    @property
+    def stored(self) -> StoredPosition:
+        """What a sink keeps of it."""
+        return StoredPosition.of(self.position)
 
     def is_after(self, other: Checkpoint) -> bool:
         """Whether this checkpoint is further along the source's history than `other`."""
-        if self.gtid is not None and other.gtid is not None:
-            # Offsets of different servers do not compare; GTID sequences do.
-            return self.gtid.sequence > other.gtid.sequence
-        return self.position > other.position
+        return self.position.order > other.position.order
+
+    def __eq__(self, other: object) -> bool:
+        # A checkpoint read back from a sink equals the one the source made.
+        return isinstance(other, Checkpoint) and self.stored == other.stored
+
+    def __hash__(self) -> int:
+        return hash(self.stored)
 
     def __str__(self) -> str:
-        return f"{self.position}" + (f" (GTID {self.gtid}, server {self.server_id})" if self.gtid else "")
+        return str(self.position)
+
+
+NOT_FROM_THE_LOG_CHECKPOINT = Checkpoint(NOT_FROM_THE_LOG)

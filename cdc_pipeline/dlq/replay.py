@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
-from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import BinlogPosition
+from cdc_pipeline.core.checkpoint import NOT_FROM_THE_LOG_CHECKPOINT
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import DDL_STAGE, ShapeSource
 from cdc_pipeline.delivery.steps import deliver
@@ -183,8 +182,8 @@ def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> tu
             values = {column: letter.values.get(column) for column in schema.column_names if column in names}
         changes.append(RowChange(letter.op, values, letter.version, letter.position, 0, letter.cells))
         letter_of[id(values)] = letter
-    # Replays never move a checkpoint; the batch's bounds only say where its letters came from.
-    position = Checkpoint(BinlogPosition(letters[0].position.rpartition(":")[0], 4))
+    # Replays never move a checkpoint: the batch's bounds are not from the log (each change keeps its position).
+    position = NOT_FROM_THE_LOG_CHECKPOINT
     # The current schema may be ahead of the sink table (or behind a refused change): a replay only
     # adds the columns the sink lacks, it never drops or retypes one.
     tables = {schema.qualified_name: TableChanges(schema, changes, ShapeSource.REPLAY)}

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
-from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.checkpoint import NOT_FROM_THE_LOG_CHECKPOINT
 from cdc_pipeline.core.key_digest import canonical_key_part
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.delivery.fan_out import SinkFanOut
@@ -29,7 +28,7 @@ from cdc_pipeline.snapshot.chunks import Chunk
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
 
 # Snapshot batches do not come from the log and never move a checkpoint; their bounds are a marker.
-_NOT_FROM_THE_LOG = Checkpoint(BinlogPosition("snapshot.000000", 4))
+_NOT_FROM_THE_LOG = NOT_FROM_THE_LOG_CHECKPOINT
 
 
 @dataclass

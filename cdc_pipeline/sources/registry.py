@@ -14,15 +14,19 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from cdc_pipeline.config.sources import CassandraSourceConfig, MySqlSourceConfig, PostgresSourceConfig, SourceConfig
-from cdc_pipeline.core.positions import BinlogPosition, CommitLogPosition, LogSequenceNumber, SourcePosition
+from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
+from cdc_pipeline.sources.cassandra.positions import CommitLogPosition, as_commit_log_position
 from cdc_pipeline.sources.cassandra.resource import CassandraSourceResource
 from cdc_pipeline.sources.cassandra.snapshot_reader import CassandraSnapshotReader
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
+from cdc_pipeline.sources.mysql.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.sources.mysql.resource import MySqlSourceResource
 from cdc_pipeline.sources.mysql.snapshot_reader import MySqlSnapshotReader
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber, as_lsn
 from cdc_pipeline.sources.postgres.resource import PostgresSourceResource
 from cdc_pipeline.sources.postgres.snapshot_reader import PostgresSnapshotReader
 from cdc_pipeline.sources.snapshot_source import SnapshotSource
@@ -52,6 +56,16 @@ class SourceKind:
     snapshot_source_class: type[SnapshotSource]
     # A position of this kind's log from its text (a run's `stop_at`, a run tag); refuses another kind's.
     parse_position: Callable[[str], SourcePosition]
+    # Where in the log a checkpoint points, in the kind's own position type (a sink returns its text).
+    log_position: Callable[[SourcePosition], SourcePosition]
+
+    def caught_up(self, checkpoint: Checkpoint | None, high_water: SourcePosition) -> bool:
+        """Whether a sink at `checkpoint` holds everything up to `high_water`."""
+        if checkpoint is None:
+            return False
+        position = self.log_position(checkpoint.position)
+        # Offsets of another server (before a failover) do not compare: such a sink counts as behind.
+        return type(position) is type(high_water) and position >= high_water
 
     @property
     def log_name(self) -> str:
@@ -71,6 +85,7 @@ SOURCE_KINDS: Mapping[str, SourceKind] = _by_kind(
         MySqlChangeSource,
         MySqlSnapshotReader,
         BinlogPosition.parse,
+        as_binlog_position,
     ),
     SourceKind(
         "postgres",
@@ -79,6 +94,7 @@ SOURCE_KINDS: Mapping[str, SourceKind] = _by_kind(
         PostgresChangeSource,
         PostgresSnapshotReader,
         LogSequenceNumber.parse,
+        as_lsn,
     ),
     SourceKind(
         "cassandra",
@@ -87,6 +103,7 @@ SOURCE_KINDS: Mapping[str, SourceKind] = _by_kind(
         CassandraChangeSource,
         CassandraSnapshotReader,
         CommitLogPosition.parse,
+        as_commit_log_position,
     ),
 )
 

@@ -25,6 +25,7 @@ from cdc_pipeline.defs.sink_tables.schema_status import build_schema_check
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sources.change_source import ChangeSource
+from cdc_pipeline.sources.registry import source_kind
 
 
 def build_sink_table_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefinition]:
@@ -45,11 +46,10 @@ def _sink_progress(source: ChangeSource, sink: Sink, source_name: str) -> tuple[
     return source.high_water_mark(), sink.checkpoint(source_name)
 
 
-def _severity(high_water: SourcePosition, checkpoint: Checkpoint | None) -> dg.AssetCheckSeverity:
-    # Offsets of another server (before a failover) do not compare: such a sink counts as lagging.
-    caught_up = (
-        checkpoint is not None and type(checkpoint.position) is type(high_water) and checkpoint.position >= high_water
-    )
+def _severity(
+    pipeline: PipelineConfig, source_name: str, high_water: SourcePosition, checkpoint: Checkpoint | None
+) -> dg.AssetCheckSeverity:
+    caught_up = source_kind(pipeline.sources[source_name].kind).caught_up(checkpoint, high_water)
     return dg.AssetCheckSeverity.ERROR if caught_up else dg.AssetCheckSeverity.WARN
 
 
@@ -71,7 +71,7 @@ def _row_count_check(
             sink_rows = stats.live_rows if stats else 0
             return dg.AssetCheckResult(
                 passed=source_rows == sink_rows,
-                severity=_severity(high_water, checkpoint),
+                severity=_severity(pipeline, source_name, high_water, checkpoint),
                 metadata={
                     "source_rows": source_rows,
                     "sink_rows": sink_rows,
@@ -111,7 +111,7 @@ def _keys_check(source_name: str, table: str, sink_name: str, pipeline: Pipeline
             )
             return dg.AssetCheckResult(
                 passed=at_source == in_sink,
-                severity=_severity(high_water, checkpoint),
+                severity=_severity(pipeline, source_name, high_water, checkpoint),
                 metadata={
                     "source_keys": at_source.count,
                     "sink_keys": in_sink.count,

@@ -18,7 +18,6 @@ from typing import Any
 import dagster as dg
 
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.defs.asset_keys import sink_table_asset_key
 from cdc_pipeline.defs.replication.progress import read_progress
@@ -27,6 +26,7 @@ from cdc_pipeline.defs.resource_keys import sink_key, source_key
 from cdc_pipeline.defs.resources import change_source_of, sink_of
 from cdc_pipeline.defs.sink_tables.assets import configured_tables
 from cdc_pipeline.sinks.availability import SinkUnavailable
+from cdc_pipeline.sources.registry import source_kind
 
 FRESHNESS_CHECK = "sink_is_fresh"
 
@@ -38,13 +38,6 @@ def build_sink_freshness_checks(pipeline: PipelineConfig) -> list[dg.AssetChecks
         for table in configured_tables(pipeline, source_name)
         for sink_name in pipeline.sinks
     ]
-
-
-def _caught_up(checkpoint: Checkpoint | None, high_water: SourcePosition) -> bool:
-    # Offsets of another server (before a failover) do not compare: such a sink counts as behind.
-    return (
-        checkpoint is not None and type(checkpoint.position) is type(high_water) and checkpoint.position >= high_water
-    )
 
 
 @dataclass(frozen=True)
@@ -95,7 +88,7 @@ def evaluate_freshness(
         "source_high_water_mark": str(high_water),
         "lag_tolerance_seconds": tolerance,
     }
-    if _caught_up(checkpoint, high_water):
+    if source_kind(pipeline.sources[source_name].kind).caught_up(checkpoint, high_water):
         return Freshness(True, {**metadata, "lag_seconds": 0.0}, 0.0)
     return _by_measured_lag(instance, source_name, sink_name, now, tolerance, metadata)
 

@@ -18,10 +18,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
 from cdc_pipeline.core.changes import Rejection, RowChange
-from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.checkpoint import NOT_FROM_THE_LOG_CHECKPOINT, Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
 from cdc_pipeline.core.key_digest import canonical_key_part
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
@@ -29,6 +28,7 @@ from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSIO
 from cdc_pipeline.sinks.availability import outside_the_sink, translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
+from cdc_pipeline.sinks.checkpoint_rows import checkpoint_from_row, checkpoint_row
 from cdc_pipeline.sinks.clickhouse.cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
 from cdc_pipeline.sinks.clickhouse.chdb_footprint import prepare_allocator, release_startup_pages
 from cdc_pipeline.sinks.clickhouse.chdb_waiters import announce_waiting
@@ -90,6 +90,12 @@ class ClickHouseSink:
                 " progress UInt64, updated_at DateTime64(6, 'UTC') DEFAULT now64(6))"
                 " ENGINE = ReplacingMergeTree(progress) ORDER BY source"
             )
+            # The current form (sinks/checkpoint_rows.py): `position_order`; rows of the form before
+            # (it is NULL there) are read as they are. `progress` holds the version floor.
+            self._client.command(
+                f"ALTER TABLE {self.qualified(CHECKPOINT_TABLE)}"
+                " ADD COLUMN IF NOT EXISTS position_order Nullable(UInt128)"
+            )
         return self._client
 
     def _open_client(self) -> Client:
@@ -146,11 +152,15 @@ class ClickHouseSink:
         # Cassandra checkpoint's floor is always 0 (its versions are write times): among equal
         # floors the newest row is the current one, as the table's merges keep it.
         rows = self.client.query(
-            f"SELECT position, gtid, server_id FROM {self.qualified(CHECKPOINT_TABLE)}"
-            " WHERE source = {source:String} ORDER BY progress DESC, updated_at DESC LIMIT 1",
+            f"SELECT position, position_order, progress, gtid, server_id FROM {self.qualified(CHECKPOINT_TABLE)}"
+            " WHERE source = {source:String}"
+            " ORDER BY progress DESC, position_order DESC NULLS LAST, updated_at DESC LIMIT 1",
             parameters={"source": source},
         ).result_rows
-        return Checkpoint.from_columns(*rows[0]) if rows else None
+        if not rows:
+            return None
+        position, order, progress, gtid, server_id = rows[0]
+        return checkpoint_from_row(position, order, progress if order is not None else None, gtid, server_id)
 
     @translates_outages
     def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
@@ -163,8 +173,8 @@ class ClickHouseSink:
     def _insert_checkpoint(self, source: str, checkpoint: Checkpoint) -> None:
         self.client.insert(
             self.qualified(CHECKPOINT_TABLE),
-            [[source, *checkpoint.columns(), checkpoint.version_floor]],
-            column_names=["source", "position", "gtid", "server_id", "progress"],
+            [[source, *checkpoint_row(checkpoint)]],
+            column_names=["source", "position", "position_order", "progress"],
         )
 
     def ensure_table(self, layout: SinkTableLayout, source: str | None = None) -> None:
@@ -205,7 +215,7 @@ class ClickHouseSink:
     def take_shape(self, source: str, layout: SinkTableLayout, shape: ShapeSource) -> str | None:
         """Bring one table to `layout` outside a batch (before the initial load pulls rows into it);
         None when it took it, else why not."""
-        position = Checkpoint(BinlogPosition("", 4))  # not from the log: no checkpoint moves
+        position = NOT_FROM_THE_LOG_CHECKPOINT  # no checkpoint moves
         batch = MappedBatch(self.name, source, position, position, None)
         batch.tables[layout.source_table] = MappedTable(layout, shape)
         return self._sync_schema(batch, 0).refused.get(layout.source_table)

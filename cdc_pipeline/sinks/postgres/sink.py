@@ -21,6 +21,7 @@ from cdc_pipeline.shared.postgres_session import connect, run_ddl, transaction
 from cdc_pipeline.sinks.availability import outside_the_sink, translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
+from cdc_pipeline.sinks.checkpoint_rows import checkpoint_from_row, checkpoint_row
 from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.cell_tables import (
     PostgresCellTableWriter,
@@ -38,6 +39,7 @@ from cdc_pipeline.sinks.schema_sync.sync import OWNERS_TABLE, SchemaSync, Schema
 CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
 CURRENT_VIEW_SUFFIX = "_current"
+_SELECT_CHECKPOINT = "SELECT position, position_order, version_floor, gtid, server_id FROM {} WHERE source = %s"
 
 
 def _is_data_error(error: Exception) -> bool:
@@ -74,6 +76,12 @@ class PostgresSink:
                     "CREATE TABLE IF NOT EXISTS {} (source text PRIMARY KEY, position text NOT NULL,"
                     " gtid text, server_id bigint, updated_at timestamptz NOT NULL DEFAULT now())"
                 ).format(self._qualified(CHECKPOINT_TABLE)),
+                # The current form (sinks/checkpoint_rows.py); a table of the form before gains the
+                # columns in place, its rows are read as they are and rewritten at the next checkpoint.
+                sql.SQL(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS position_order numeric,"
+                    " ADD COLUMN IF NOT EXISTS version_floor bigint"
+                ).format(self._qualified(CHECKPOINT_TABLE)),
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (source text NOT NULL, source_table text NOT NULL,"
                     " position text NOT NULL, version bigint NOT NULL, reason text NOT NULL,"
@@ -103,13 +111,11 @@ class PostgresSink:
         self._ensure_bookkeeping()
         with transaction(self._dsn) as cursor:
             cursor.execute(
-                sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s").format(
-                    self._qualified(CHECKPOINT_TABLE)
-                ),
+                sql.SQL(_SELECT_CHECKPOINT).format(self._qualified(CHECKPOINT_TABLE)),
                 (source,),
             )
             row = cursor.fetchone()
-        return Checkpoint.from_columns(*row) if row else None
+        return checkpoint_from_row(*row) if row else None
 
     @translates_outages
     def adopt_checkpoint(self, source: str, checkpoint: Checkpoint) -> Checkpoint:
@@ -117,10 +123,10 @@ class PostgresSink:
         with transaction(self._dsn) as cursor:
             cursor.execute(
                 sql.SQL(
-                    "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
+                    "INSERT INTO {} (source, position, position_order, version_floor) VALUES (%s, %s, %s, %s)"
                     " ON CONFLICT (source) DO NOTHING"
                 ).format(self._qualified(CHECKPOINT_TABLE)),
-                (source, *checkpoint.columns()),
+                (source, *checkpoint_row(checkpoint)),
             )
         adopted = self._checkpoint(source)
         assert adopted is not None
@@ -347,20 +353,18 @@ class _PostgresBatchSteps:
         commits, so that two writers of one source wait for each other instead of interleaving."""
         self.cursor.execute(
             sql.SQL(
-                "INSERT INTO {} (source, position, gtid, server_id) VALUES (%s, %s, %s, %s)"
+                "INSERT INTO {} (source, position, position_order, version_floor) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (source) DO NOTHING RETURNING source"
             ).format(self.sink._qualified(CHECKPOINT_TABLE)),
-            (batch.source, *batch.start.columns()),
+            (batch.source, *checkpoint_row(batch.start)),
         )
         if self.cursor.fetchone() is not None:
             return None  # the row is new, and locked by this transaction already
         self.cursor.execute(
-            sql.SQL("SELECT position, gtid, server_id FROM {} WHERE source = %s FOR UPDATE").format(
-                self.sink._qualified(CHECKPOINT_TABLE)
-            ),
+            sql.SQL(_SELECT_CHECKPOINT + " FOR UPDATE").format(self.sink._qualified(CHECKPOINT_TABLE)),
             (batch.source,),
         )
-        return Checkpoint.from_columns(*self.cursor.fetchone())
+        return checkpoint_from_row(*self.cursor.fetchone())
 
     def sync_schema(self, batch: MappedBatch, floor: int) -> SchemaSyncResult:
         # Schema changes run in this transaction: they commit with the rows and the checkpoint.
@@ -386,8 +390,9 @@ class _PostgresBatchSteps:
     def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:
         self.cursor.execute(
             sql.SQL(
-                "UPDATE {} SET position = %s, gtid = %s, server_id = %s, updated_at = now() WHERE source = %s"
+                "UPDATE {} SET position = %s, position_order = %s, version_floor = %s, gtid = NULL, server_id = NULL,"
+                " updated_at = now() WHERE source = %s"
             ).format(self.sink._qualified(CHECKPOINT_TABLE)),
-            (*batch.end.columns(), batch.source),
+            (*checkpoint_row(batch.end), batch.source),
         )
         crash_point("postgres_before_commit")

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdc_pipeline.core.positions import CommitLogPosition
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
+from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 from cdc_pipeline.sources.cassandra.segment_reader import CdcSegment, cdc_segments
 
 

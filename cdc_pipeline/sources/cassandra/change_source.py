@@ -21,7 +21,7 @@ from typing import Any
 from cdc_pipeline.config.sources import CassandraSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import CommitLogPosition, SourcePosition, as_commit_log_position
+from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema, qualify, split_qualified
 from cdc_pipeline.sources.cassandra.catalog import CassandraCatalog, quote
@@ -29,6 +29,7 @@ from cdc_pipeline.sources.cassandra.cdc_raw import CdcRaw
 from cdc_pipeline.sources.cassandra.changes import ChangeDecoder, error_line_rejection
 from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 from cdc_pipeline.sources.cassandra.node_config import NodeConfigError, read_node_config
+from cdc_pipeline.sources.cassandra.positions import CommitLogPosition, as_commit_log_position
 from cdc_pipeline.sources.cassandra.segment_reader import (
     READER_DIR,
     CdcSegment,

@@ -25,10 +25,10 @@ from cdc_pipeline.core.cells import (
     RangeDeletion,
 )
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
-from cdc_pipeline.core.positions import CommitLogPosition
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.cassandra.catalog import TableLayout
 from cdc_pipeline.sources.cassandra.cql_types import element_path
+from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 
 PARSE = "parse"
 COUNTER_REASON = (

@@ -19,8 +19,8 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
 
 _ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 # The server sends a heartbeat when it has had nothing to send for this long: how a read learns it

@@ -24,8 +24,6 @@ from pymysqlreplication.row_event import RowsEvent, TableMapEvent
 
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.gtid import Gtid
-from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.core.schema import split_qualified
 from cdc_pipeline.core.schema_changes import (
     DDL_STAGE,
@@ -38,6 +36,8 @@ from cdc_pipeline.sources.mysql.binlog_dump import BinlogDump
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
 from cdc_pipeline.sources.mysql.connection import ControlConnection
 from cdc_pipeline.sources.mysql.ddl import CURRENT_TIMESTAMP, parse_ddl
+from cdc_pipeline.sources.mysql.gtid import Gtid
+from cdc_pipeline.sources.mysql.positions import BinlogPosition, GtidPosition, as_binlog_position, gtid_of
 from cdc_pipeline.sources.mysql.preflight import read_binlog_head, read_server_id
 from cdc_pipeline.sources.mysql.row_events import BinlogDecodeError, RowEventTranslator, Transaction
 
@@ -128,8 +128,13 @@ class BinlogBatchReader:
     ) -> ChangeBatch:
         deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         server_id = dump.source_server_id
-        start = Checkpoint(start.position, start.gtid, server_id)
+        start_gtid = gtid_of(start.position)
+        if start_gtid is not None:
+            # The dump's server: after a failover the GTID's position is looked up on the new one.
+            start = Checkpoint(GtidPosition(as_binlog_position(start.position), start_gtid, server_id))
         batch = ChangeBatch(source=self._source_name, start=start, end=start)
+        # Where the binlog was read through (a GTID checkpoint's position is on its server).
+        batch.log_read_to = as_binlog_position(start.position)
         pending_tables: dict[str, TableChanges] = {}
         pending_rejections: list[Rejection] = []
         pending_rows = 0
@@ -137,7 +142,7 @@ class BinlogBatchReader:
         # Row events' sizes: what the batch's values weigh, before Python multiplies it.
         pending_bytes = 0
         committed_bytes = 0
-        transaction = Transaction(start.gtid)
+        transaction = Transaction(start_gtid)
         # Whether nothing of an unfinished transaction was taken from the dump since the batch's
         # last commit: only then can the next batch go on reading the same dump.
         clean = True
@@ -198,14 +203,16 @@ class BinlogBatchReader:
                 committed_bytes += pending_bytes
                 pending_tables, pending_rejections, pending_rows, pending_bytes = {}, [], 0, 0
                 clean = True
+                end = BinlogPosition(stream.log_file, event.packet.log_pos)
                 gtid = transaction.gtid if self._gtid_versions else None
-                batch.end = Checkpoint(BinlogPosition(stream.log_file, event.packet.log_pos), gtid, server_id)
+                batch.end = Checkpoint(GtidPosition(end, gtid, server_id) if gtid is not None else end)
+                batch.log_read_to = end
                 batch.last_commit_ts = event.timestamp
                 if (
                     committed_rows >= max_rows
                     or (max_bytes is not None and committed_bytes >= max_bytes)
                     or (deadline is not None and time.monotonic() >= deadline)
-                    or batch.end.position >= read_until
+                    or end >= read_until
                 ):
                     break
             else:

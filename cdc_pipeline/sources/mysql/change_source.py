@@ -8,12 +8,13 @@ from typing import Any
 from cdc_pipeline.config.sources import MySqlSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import BinlogPosition, SourcePosition
+from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema, split_qualified
 from cdc_pipeline.sources.mysql.binlog_reader import BinlogBatchReader
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import ControlConnection, MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.preflight import (
     SourcePreflightError,
     check_binlog_settings,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pymysql
 from pymysql.cursors import Cursor
 
-from cdc_pipeline.core.positions import BinlogPosition
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.positions import BinlogPosition
 
 # variable -> value the reader needs, and why
 _REQUIRED = {

@@ -13,9 +13,15 @@ from typing import Literal
 from pymysql.cursors import Cursor
 
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.gtid import Gtid
-from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.sources.mysql.connection import ControlConnection, MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.gtid import Gtid
+from cdc_pipeline.sources.mysql.positions import (
+    BinlogPosition,
+    GtidPosition,
+    as_binlog_position,
+    binlog_checkpoint,
+    gtid_of,
+)
 from cdc_pipeline.sources.mysql.preflight import oldest_binlog_position, read_server_id
 
 ResumeBy = Literal["position", "gtid"]
@@ -36,7 +42,7 @@ def resume_point(
     if len(known) < len(checkpoints):
         # A sink without a checkpoint starts from the oldest binlog the server still has.
         return Checkpoint(oldest_binlog_position(settings))
-    by_scheme = {name: ("gtid" if checkpoint.gtid else "position") for name, checkpoint in known.items()}
+    by_scheme = {name: ("gtid" if gtid_of(checkpoint.position) else "position") for name, checkpoint in known.items()}
     switched = sorted(name for name, scheme in by_scheme.items() if scheme != resume_by)
     if switched:
         # _version is numbered differently in the two schemes: mixing them could order an old
@@ -46,15 +52,17 @@ def resume_point(
             f" is configured with resume_by: {resume_by}; re-sync those sinks to change how the source resumes"
         )
     if resume_by == "position":
-        name, earliest = min(known.items(), key=lambda item: item[1].position)
-        _ensure_still_kept(control, name, as_binlog_position(earliest.position))
-        return earliest
-    earliest = min(known.values(), key=lambda checkpoint: checkpoint.gtid.sequence if checkpoint.gtid else 0)
-    assert earliest.gtid is not None
+        name, earliest = min(known.items(), key=lambda item: as_binlog_position(item[1].position))
+        position = as_binlog_position(earliest.position)
+        _ensure_still_kept(control, name, position)
+        return Checkpoint(position)
+    positions = [binlog_checkpoint(checkpoint.position) for checkpoint in known.values()]
+    earliest_gtid = min((p for p in positions if isinstance(p, GtidPosition)), key=lambda p: p.gtid.sequence)
     server_id = control.read(read_server_id)
-    if earliest.server_id == server_id:
-        return earliest
-    return Checkpoint(position_after_gtid(settings, earliest.gtid), earliest.gtid, server_id)
+    if earliest_gtid.server_id == server_id:
+        return Checkpoint(earliest_gtid)
+    gtid = earliest_gtid.gtid
+    return Checkpoint(GtidPosition(position_after_gtid(settings, gtid), gtid, server_id))
 
 
 def _ensure_still_kept(control: ControlConnection, sink: str, position: BinlogPosition) -> None:

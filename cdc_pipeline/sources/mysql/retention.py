@@ -16,9 +16,9 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import FormatDescriptionEvent
 
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import BinlogPosition, as_binlog_position
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.positions import BinlogPosition, as_binlog_position, server_of
 
 
 def expiry_seconds(settings: MySqlConnectionSettings) -> int | None:
@@ -89,7 +89,7 @@ def binlog_retention(
 
     sinks: dict[str, SinkRetention] = {}
     for sink, checkpoint in checkpoints.items():
-        if checkpoint is not None and checkpoint.server_id not in (None, this_server):
+        if checkpoint is not None and server_of(checkpoint.position) not in (None, this_server):
             # Written on another server (before a failover): its file names are not this server's,
             # and the GTID lookup at resume decides whether the range is still here.
             sinks[sink] = SinkRetention(sink, str(checkpoint))

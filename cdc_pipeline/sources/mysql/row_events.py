@@ -14,11 +14,11 @@ from typing import Any
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange, TableChanges
-from cdc_pipeline.core.gtid import Gtid, gtid_row_version
-from cdc_pipeline.core.positions import BinlogPosition, row_version
 from cdc_pipeline.core.schema import TableSchema, qualify
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog
+from cdc_pipeline.sources.mysql.gtid import Gtid, gtid_row_version
 from cdc_pipeline.sources.mysql.library_values import ValueFix, apply_none_sources, value_normalisers
+from cdc_pipeline.sources.mysql.positions import BinlogPosition, row_version
 from cdc_pipeline.sources.mysql.row_decoder import CompiledRowDecoder
 from cdc_pipeline.sources.mysql.table_map_shape import table_map_shape
 

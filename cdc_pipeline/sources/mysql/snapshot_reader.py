@@ -10,10 +10,11 @@ import pymysql.cursors
 
 from cdc_pipeline.core.changes import ChangeOp, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.gtid import Gtid
 from cdc_pipeline.core.schema import TableSchema, split_qualified
 from cdc_pipeline.sources.mysql.catalog import MySqlCatalog, quote_identifier
 from cdc_pipeline.sources.mysql.connection import Connection, MySqlConnectionSettings
+from cdc_pipeline.sources.mysql.gtid import Gtid
+from cdc_pipeline.sources.mysql.positions import GtidPosition
 from cdc_pipeline.sources.mysql.preflight import current_binlog_position
 from cdc_pipeline.sources.mysql.resume import ResumeBy
 from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange, splits_by_first_key
@@ -40,7 +41,8 @@ class MySqlSnapshotReader:
                 cursor.execute("SELECT @@gtid_binlog_pos")
                 state = str(cursor.fetchone()[0] or "")
                 gtid = Gtid.parse(state) if state else Gtid(0, server_id, 0)
-        return Checkpoint(current_binlog_position(self.settings), gtid, server_id)
+        position = current_binlog_position(self.settings)
+        return Checkpoint(GtidPosition(position, gtid, server_id) if gtid is not None else position)
 
     def key_range(self, schema: TableSchema) -> KeyRange | None:
         if not splits_by_first_key(schema):

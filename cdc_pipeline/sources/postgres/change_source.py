@@ -8,12 +8,13 @@ from typing import Any
 from cdc_pipeline.config.sources import PostgresSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import LogSequenceNumber, SourcePosition
+from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema, split_qualified
 from cdc_pipeline.sources.change_source import LogPassedCheckpoints
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
 from cdc_pipeline.sources.postgres.connection import PostgresSourceSettings
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber, lsn_of
 from cdc_pipeline.sources.postgres.replication_slot import (
     LogicalDecodingError,
     ReplicationSlot,
@@ -74,12 +75,13 @@ class PostgresChangeSource:
         for sink, checkpoint in checkpoints.items():
             if checkpoint is None:
                 continue
-            if not isinstance(checkpoint.position, LogSequenceNumber):
+            position = lsn_of(checkpoint.position)
+            if position is None:
                 raise LogicalDecodingError(
-                    f"sink '{sink}' holds checkpoint {checkpoint} of a binlog for source '{self._name}', which reads"
-                    " PostgreSQL WAL; re-sync that sink or give the source another name"
+                    f"sink '{sink}' holds checkpoint {checkpoint}, not a WAL position, for source '{self._name}',"
+                    " which reads PostgreSQL WAL; re-sync that sink or give the source another name"
                 )
-            known[sink] = checkpoint.position
+            known[sink] = position
         slot_position = self.slot.confirmed_position()
         if slot_position is None:
             if known:
@@ -131,11 +133,11 @@ class PostgresChangeSource:
         return self.slot.has_pending_changes()
 
     def release(self, checkpoints: Mapping[str, Checkpoint | None]) -> None:
-        positions = [c.position for c in checkpoints.values() if c is not None]
+        positions = [lsn_of(c.position) for c in checkpoints.values() if c is not None]
         slot_position = self.slot.confirmed_position()
         if len(positions) < len(checkpoints) or slot_position is None:
             return  # a sink without a checkpoint still needs everything the slot keeps
-        earliest = min(p for p in positions if isinstance(p, LogSequenceNumber))
+        earliest = min(p for p in positions if p is not None)
         if earliest > slot_position:
             self.slot.advance(earliest)
 

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import psycopg2.extensions
 from psycopg2 import sql
 
-from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.core.schema import qualify
 from cdc_pipeline.sources.postgres.connection import KeptConnection, PostgresSourceSettings
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber
 
 PLUGIN = "pgoutput"
 

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg2.extensions
 
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.core.retention import RetentionStatus, SinkRetention
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber, lsn_of
 from cdc_pipeline.sources.postgres.replication_slot import ReplicationSlot
 
 
@@ -111,9 +111,9 @@ def wal_retention(
         at_risk = "wal_status is 'unreserved': the next checkpoint may remove WAL the slot needs"
     sinks: dict[str, SinkRetention] = {}
     for sink, checkpoint in checkpoints.items():
-        position = checkpoint.position if checkpoint is not None else state.confirmed_flush_lsn
+        position = lsn_of(checkpoint.position) if checkpoint is not None else state.confirmed_flush_lsn
         text = str(checkpoint) if checkpoint is not None else None
-        if not isinstance(position, LogSequenceNumber):
+        if position is None:
             sinks[sink] = SinkRetention(sink, text)  # no position yet, or not a WAL position (refused at resume)
             continue
         lost = lost_range(state, position) if checkpoint is not None else None

@@ -14,10 +14,10 @@ from psycopg2 import sql
 
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import LogSequenceNumber
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.postgres.change_source import PostgresChangeSource
 from cdc_pipeline.sources.postgres.column_types import ValueNotDecodable, ValueParser, value_parser, why_unparseable
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber
 from cdc_pipeline.sources.postgres.replication_slot import LogicalDecodingError, autocommit_cursor
 from cdc_pipeline.sources.snapshot_source import ChunkBounds, ChunkSlice, KeyRange, splits_by_first_key
 

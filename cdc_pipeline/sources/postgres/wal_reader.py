@@ -15,7 +15,6 @@ from typing import Any
 
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import LogSequenceNumber, check_wal_version_room, wal_row_version
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import SchemaChange, SchemaChangeKind
 from cdc_pipeline.sources.postgres.catalog import PostgresCatalog
@@ -32,6 +31,7 @@ from cdc_pipeline.sources.postgres.pgoutput import (
     TupleValue,
     decode_message,
 )
+from cdc_pipeline.sources.postgres.positions import LogSequenceNumber, check_wal_version_room, wal_row_version
 from cdc_pipeline.sources.postgres.relation_shape import relation_shape
 from cdc_pipeline.sources.postgres.replication_slot import ReplicationSlot
 
