@@ -59,6 +59,7 @@ from cdc_pipeline.bench.service_probes import (
 )
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
+from cdc_pipeline.config.sinks import ClickHouseSinkConfig
 from cdc_pipeline.config.sources import PostgresSourceConfig
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.replication.progress import read_progress
@@ -185,8 +186,8 @@ def _reference_rate(address: SourceAddress, config_yaml: str, source_name: str, 
     source = open_source(address, source_name, pipeline)
     sinks: dict[str, Sink] = {PG_SINK: PostgresSink(PG_SINK, sink_dsn, SINK_SCHEMA)}
     chdb = pipeline.sinks.get(CH_SINK)
-    if chdb is not None:
-        sinks[CH_SINK] = ClickHouseSink(CH_SINK, chdb.dsn, SINK_SCHEMA)  # type: ignore[union-attr]
+    if isinstance(chdb, ClickHouseSinkConfig):
+        sinks[CH_SINK] = ClickHouseSink(CH_SINK, chdb.dsn, SINK_SCHEMA)
     session = ReplicationSession(
         source_name,
         pipeline,

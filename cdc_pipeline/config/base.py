@@ -1,6 +1,6 @@
 """What every config model builds on: the strict model base, the pattern a name in the YAML must match,
 the type of a field that holds an environment variable's name, and the helpers that list the per-kind
-models of a kind union (`SourceConfig`, `SinkConfig`).
+models of the sources' kind union (`SourceConfig`) and the kind a model answers to.
 
 Shared by the pipeline-level models (models.py) and the source and sink kinds' models (sources.py,
 sinks.py), which is why the names here are public.
@@ -25,7 +25,7 @@ class StrictModel(BaseModel):
 
 
 def config_models(config_union: Any) -> list[type[BaseModel]]:
-    """The per-kind models of `SourceConfig` or `SinkConfig`, in their order."""
+    """The per-kind models of a kind union (`SourceConfig`), in their order."""
     union = get_args(config_union)[0]
     return [get_args(member)[0] if get_origin(member) is Annotated else member for member in get_args(union)]
 

@@ -10,12 +10,12 @@ whole and its pipeline-level sections (masking, type overrides, batches, replica
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, InstanceOf, field_validator, model_validator
 
 from cdc_pipeline.config.base import NAME_PATTERN, EnvVarName, StrictModel
-from cdc_pipeline.config.sinks import SinkConfig
+from cdc_pipeline.config.sinks import SinkConfigBase, validate_sink_configs
 from cdc_pipeline.config.sources import RetentionConfig, SourceConfig
 from cdc_pipeline.core.sink_names import sink_table_name
 
@@ -175,7 +175,8 @@ class DlqConfig(StrictModel):
 
 class PipelineConfig(StrictModel):
     sources: dict[str, SourceConfig] = Field(min_length=1)
-    sinks: dict[str, SinkConfig] = Field(min_length=1)
+    # Validated by kind before the rest (config/sinks.py: validate_sink_configs).
+    sinks: dict[str, InstanceOf[SinkConfigBase]] = Field(min_length=1)
     dlq: DlqConfig
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     type_overrides: list[TypeOverride] = Field(default_factory=list)
@@ -183,6 +184,13 @@ class PipelineConfig(StrictModel):
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     sink_outages: SinkOutageConfig = Field(default_factory=SinkOutageConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sinks_by_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sinks"), dict):
+            return {**data, "sinks": validate_sink_configs(data["sinks"])}
+        return data
 
     @field_validator("sources", "sinks")
     @classmethod

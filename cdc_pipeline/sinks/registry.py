@@ -3,7 +3,8 @@
 A kind is its config model (config/sinks.py), the Dagster resource built from that config (in the
 kind's folder), its column-type mapping and the optional fast paths it offers. Everything that
 depends on a sink's kind asks here; a kind missing from the registry fails loudly, naming the known
-ones. Adding a sink: a folder `sinks/<kind>/`, its config model, and one line in `SINK_KINDS`.
+ones. Adding a sink: a folder `sinks/<kind>/`, its config model, and one `register_sink_kind` line below
+(a plugin or a test may register its own kind the same way).
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
+from cdc_pipeline.config.base import kind_of
 from cdc_pipeline.config.models import PipelineConfig
-from cdc_pipeline.config.sinks import ClickHouseSinkConfig, PostgresSinkConfig
+from cdc_pipeline.config.sinks import (
+    ClickHouseSinkConfig,
+    PostgresSinkConfig,
+    SinkConfigBase,
+    register_sink_config,
+    unregister_sink_config,
+)
 from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import ColumnMapper
 from cdc_pipeline.sinks.base import Sink
@@ -42,7 +48,7 @@ class SinkResource(Protocol):
 @dataclass(frozen=True)
 class SinkKind:
     kind: str  # the config's `kind`
-    config_model: type[BaseModel]
+    config_model: type[SinkConfigBase]
     # Production resource from the kind's config model; secrets read from the environment at run start.
     resource_from_config: Callable[[Any], SinkResource]
     # The class the resource's `sink()` returns: typed here so that mypy checks it against `Sink`
@@ -53,11 +59,28 @@ class SinkKind:
     chunk_pull: Callable[[Sink], ChunkPull] | None = None
 
 
-def _by_kind(*kinds: SinkKind) -> Mapping[str, SinkKind]:
-    return {kind.kind: kind for kind in kinds}
+_KINDS: dict[str, SinkKind] = {}
+SINK_KINDS: Mapping[str, SinkKind] = _KINDS
 
 
-SINK_KINDS: Mapping[str, SinkKind] = _by_kind(
+def register_sink_kind(kind: SinkKind) -> None:
+    """Add a kind: its config model validates `sinks` entries of that kind, and everything that
+    depends on a sink's kind finds it here. A kind is registered once."""
+    if kind.kind != kind_of(kind.config_model):
+        raise ValueError(f"sink kind {kind.kind!r}: its config model answers to {kind_of(kind.config_model)!r}")
+    if kind.kind in _KINDS and _KINDS[kind.kind] != kind:
+        raise ValueError(f"sink kind {kind.kind!r} is registered already")
+    register_sink_config(kind.config_model)
+    _KINDS[kind.kind] = kind
+
+
+def unregister_sink_kind(kind: str) -> None:
+    """Remove a kind a plugin or a test registered."""
+    _KINDS.pop(kind, None)
+    unregister_sink_config(kind)
+
+
+register_sink_kind(
     SinkKind(
         "clickhouse",
         ClickHouseSinkConfig,
@@ -65,8 +88,10 @@ SINK_KINDS: Mapping[str, SinkKind] = _by_kind(
         ClickHouseSink,
         clickhouse_column,
         chunk_pull=MySqlChunkPull,
-    ),
-    SinkKind("postgres", PostgresSinkConfig, PostgresSinkResource.from_config, PostgresSink, postgres_column),
+    )
+)
+register_sink_kind(
+    SinkKind("postgres", PostgresSinkConfig, PostgresSinkResource.from_config, PostgresSink, postgres_column)
 )
 
 
