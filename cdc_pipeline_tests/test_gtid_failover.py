@@ -9,8 +9,10 @@ import psycopg2
 import pytest
 
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
+from cdc_pipeline.sinks.postgres.sink import PostgresSink
 from cdc_pipeline.sources.mysql.gtid import Gtid, gtid_row_version
-from cdc_pipeline_tests.harness import PipelineHarness, assert_same_rows
+from cdc_pipeline.sources.mysql.positions import GtidPosition, binlog_checkpoint
+from cdc_pipeline_tests.harness import PG_SINK, PipelineHarness, assert_same_rows
 
 
 def _query(server: LocalMariaDb, statement: str) -> tuple:  # type: ignore[type-arg]
@@ -85,15 +87,17 @@ def test_resume_by_gtid_follows_a_failover_to_the_replica(harness: PipelineHarne
     assert_same_rows(pipeline.clickhouse_rows("accounts"), source, "ClickHouse")
 
     # The checkpoint now names the replica, and versions follow the GTID sequence.
+    stored = PostgresSink(PG_SINK, harness.pg_dsn, "replica").checkpoint("shop")
+    assert stored is not None
+    checkpoint = binlog_checkpoint(stored.position)
+    assert isinstance(checkpoint, GtidPosition)
     with psycopg2.connect(harness.pg_dsn) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT position, gtid, server_id FROM replica._cdc_checkpoints WHERE source = 'shop'")
-        position, gtid, server_id = cursor.fetchone()
         cursor.execute(f'SELECT _version FROM replica."{harness.database}__accounts" WHERE id = 7')
         (version,) = cursor.fetchone()
     connection.close()
-    assert position.startswith("replica-bin.") and server_id == 12
-    assert Gtid.parse(gtid) == Gtid.parse(_query(replica, "SELECT @@gtid_binlog_pos")[0])
-    assert version == gtid_row_version(Gtid.parse(gtid).sequence, 0)
+    assert checkpoint.binlog.file.startswith("replica-bin.") and checkpoint.server_id == 12
+    assert checkpoint.gtid == Gtid.parse(_query(replica, "SELECT @@gtid_binlog_pos")[0])
+    assert version == gtid_row_version(checkpoint.gtid.sequence, 0)
 
 
 def test_switching_an_existing_pipeline_to_gtid_is_refused(harness: PipelineHarness) -> None:
