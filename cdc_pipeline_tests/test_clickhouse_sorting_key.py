@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
-from cdc_pipeline.sinks.clickhouse.shaper import parse_sorting_key
+from cdc_pipeline.sinks.clickhouse.sorting_key import parse_sorting_key
 
 
 @pytest.mark.parametrize(
