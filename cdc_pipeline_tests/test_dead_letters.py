@@ -71,6 +71,8 @@ def test_unsupported_type_is_dead_lettered_per_sink_then_replayed_after_a_type_o
     metadata = result.asset_materializations_for_node("dead_letter_queue")[0].metadata
     assert metadata["dead_letters"].value == 2
     assert metadata["by_table"].value == {f"{harness.database}.places": 2}
+    # A type override fixes them: replayable, and the asset says so.
+    assert metadata["not_replayable"].value == 0 and "| yes, once fixed |" in metadata["by_reason"].value
 
     table = f"{harness.database}.places"
     harness.extra_config["type_overrides"] = [
@@ -143,6 +145,11 @@ def test_a_rule_that_cannot_mask_sends_rows_to_the_dlq_without_their_values(harn
     assert "column amount (masking.rules[0]): 'truncate' applies to text or binary columns, not decimal" in error
     assert payload["amount"] == "[REDACTED: masking failed]" and payload["card_number"] == "[REDACTED: masking failed]"
     assert len(harness.postgres_rows("neighbour")) == 1
+    # The DLQ asset says so before any replay is tried.
+    result = dg.materialize([dead_letter_queue], resources=harness.resources())
+    metadata = result.asset_materializations_for_node("dead_letter_queue")[0].metadata
+    assert metadata["not_replayable"].value == 1
+    assert "| no: masking failed before the value was masked" in metadata["by_reason"].value
 
     # Masking failed before anything could be masked: replay keeps the letter, says why, once.
     harness.replay_dead_letters()

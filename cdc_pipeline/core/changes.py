@@ -55,6 +55,9 @@ class Rejection:
     # Cassandra: the change's write times and deletions, kept for an exact replay. Only set after
     # masking (map, write): a range deletion's bounds are key values.
     cells: CellChange | None = None
+    # Why a DLQ replay cannot redo this event (its letter holds too little to replay), shown in the
+    # DLQ asset; None: replayable once its cause is fixed.
+    not_replayable: str | None = None
 
     @classmethod
     def of_change(cls, stage: str, table: str, change: RowChange, error: str, sink: str | None = None) -> Rejection:

@@ -18,12 +18,13 @@ from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.schema_changes import DDL_STAGE, ShapeSource
 from cdc_pipeline.delivery.steps import deliver
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
-from cdc_pipeline.masking.masker import Masker, MaskingError
+from cdc_pipeline.masking.masker import MASK_NOT_REPLAYABLE, Masker, MaskingError
 from cdc_pipeline.sinks.availability import SinkUnavailable
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.registry import type_mapper
 
-_NOT_REPLAYABLE_STAGES = {"mask": "masking failed before the value was masked; fix the rule and re-sync the table"}
+# Letters stored before they said so themselves (DeadLetter.not_replayable): judged by their stage.
+_NOT_REPLAYABLE_STAGES = {"mask": MASK_NOT_REPLAYABLE}
 
 
 @dataclass
@@ -32,6 +33,10 @@ class ReplayResult:
     still_failing: int = 0
     # Why the letters still fail, counted: the job logs one line per reason, not one per letter.
     failing_reasons: Counter[str] = field(default_factory=Counter)
+
+
+def _why_not_replayable(letter: DeadLetter) -> str | None:
+    return letter.not_replayable or _NOT_REPLAYABLE_STAGES.get(letter.stage)
 
 
 def _noted(error: str, why_not_replayed: str) -> str:
@@ -68,10 +73,11 @@ def replay_dead_letters(
             for letter in letters:
                 failed_again[letter.id] = _noted(letter.error, f"table held by the DDL statement at {holding.position}")
             continue
-        replayable = [letter for letter in letters if letter.stage not in _NOT_REPLAYABLE_STAGES]
+        replayable = [letter for letter in letters if _why_not_replayable(letter) is None]
         for letter in letters:
-            if letter.stage in _NOT_REPLAYABLE_STAGES:
-                failed_again[letter.id] = _noted(letter.error, _NOT_REPLAYABLE_STAGES[letter.stage])
+            why_not = _why_not_replayable(letter)
+            if why_not is not None:
+                failed_again[letter.id] = _noted(letter.error, why_not)
         for letter in replayable:
             if letter.sink and letter.sink not in sinks:
                 failed_again[letter.id] = _noted(letter.error, f"sink '{letter.sink}' is not configured")

@@ -34,6 +34,17 @@ class DeadLetter:
     version: int
     values: dict[str, Any]
     cells: CellChange | None = None  # Cassandra: write times and deletions for an exact replay
+    not_replayable: str | None = None  # why a replay cannot redo it (core/changes.py: Rejection)
+
+
+@dataclass(frozen=True)
+class LetterCount:
+    table: str
+    sink: str
+    stage: str
+    error: str
+    not_replayable: str | None
+    count: int
 
 
 class DeadLetterStore:
@@ -77,6 +88,7 @@ class DeadLetterStore:
             ).format(self._table()),
             # Added with the Cassandra source: a table made before gets the column too.
             sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS cell_change jsonb").format(self._table()),
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS not_replayable text").format(self._table()),
         ]
 
     def record(self, source: str, rejections: Iterable[Rejection]) -> int:
@@ -94,6 +106,7 @@ class DeadLetterStore:
                 r.version,
                 json.dumps(encode_row(r.payload), ensure_ascii=False),
                 json.dumps(encode_cell_change(r.cells)) if r.cells is not None else None,
+                r.not_replayable,
             )
             for r in rejections
         ]
@@ -104,7 +117,7 @@ class DeadLetterStore:
                 cursor,
                 sql.SQL(
                     "INSERT INTO {} (source, sink, source_table, op, stage, error, position, version, payload,"
-                    " cell_change)"
+                    " cell_change, not_replayable)"
                     " VALUES %s ON CONFLICT DO NOTHING"
                 )
                 .format(self._table())
@@ -116,7 +129,8 @@ class DeadLetterStore:
 
     def pending(self, source: str | None = None) -> list[DeadLetter]:
         query = sql.SQL(
-            "SELECT id, source, sink, source_table, op, stage, error, position, version, payload, cell_change FROM {}"
+            "SELECT id, source, sink, source_table, op, stage, error, position, version, payload, cell_change,"
+            " not_replayable FROM {}"
             " WHERE %(source)s::text IS NULL OR source = %(source)s ORDER BY version, id"
         ).format(self._table())
         with self._transaction() as cursor:
@@ -125,7 +139,7 @@ class DeadLetterStore:
         return [
             DeadLetter(
                 r[0], r[1], r[2], r[3], ChangeOp(r[4]), r[5], r[6], r[7], r[8], decode_row(r[9]),
-                decode_cell_change(r[10]) if r[10] is not None else None,
+                decode_cell_change(r[10]) if r[10] is not None else None, r[11],
             )
             for r in rows
         ]  # fmt: skip
@@ -163,12 +177,13 @@ class DeadLetterStore:
                 list(failures.items()),
             )
 
-    def counts(self) -> list[tuple[str, str, str, str, int]]:
-        """(source_table, sink, stage, error, count) for the asset's metadata."""
+    def counts(self) -> list[LetterCount]:
+        """The letters counted by table, sink, stage, error and replayability, for the asset's metadata."""
         query = sql.SQL(
-            "SELECT source_table, sink, stage, error, count(*) FROM {} GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC"
+            "SELECT source_table, sink, stage, error, not_replayable, count(*) FROM {}"
+            " GROUP BY 1, 2, 3, 4, 5 ORDER BY 6 DESC"
         ).format(self._table())
         with self._transaction() as cursor:
             cursor.execute(query)
             rows = cursor.fetchall()
-        return [(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+        return [LetterCount(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]

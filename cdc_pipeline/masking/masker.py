@@ -48,6 +48,10 @@ def _value_bytes(value: Any) -> bytes:
     return str(value).encode()
 
 
+# A value masking refused was never masked, so its letter keeps only column names: nothing to replay.
+MASK_NOT_REPLAYABLE = "masking failed before the value was masked; fix the rule and re-sync the table"
+
+
 class Masker:
     def __init__(self, config: MaskingConfig, hmac_key: str | None) -> None:
         self._config = config
@@ -178,7 +182,16 @@ class Masker:
                 for change in table.changes:
                     payload = {k: (UNMASKABLE if k in hidden else v) for k, v in change.values.items()}
                     batch.rejections.append(
-                        Rejection("mask", qualified, change.op, str(error), change.position, change.version, payload)
+                        Rejection(
+                            "mask",
+                            qualified,
+                            change.op,
+                            str(error),
+                            change.position,
+                            change.version,
+                            payload,
+                            not_replayable=MASK_NOT_REPLAYABLE,
+                        )
                     )
                 continue
             functions = {
@@ -247,7 +260,16 @@ class Masker:
             except MaskingError as error:
                 payload = {k: (UNMASKABLE if k in plan else v) for k, v in values.items()}
                 rejections.append(
-                    Rejection("mask", qualified, change.op, str(error), change.position, change.version, payload)
+                    Rejection(
+                        "mask",
+                        qualified,
+                        change.op,
+                        str(error),
+                        change.position,
+                        change.version,
+                        payload,
+                        not_replayable=MASK_NOT_REPLAYABLE,
+                    )
                 )
                 continue
             kept.append(change)

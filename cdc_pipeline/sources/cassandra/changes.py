@@ -31,6 +31,12 @@ from cdc_pipeline.sources.cassandra.cql_types import element_path
 from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 
 PARSE = "parse"
+# Every Cassandra change the pipeline cannot read becomes a letter without cell writes.
+NOT_REPLAYABLE = (
+    "a Cassandra change the pipeline could not read holds no cell writes to replay (a counter's shard total,"
+    " an undecodable mutation's digest, a list column the initial load leaves to the stream); the table's"
+    " later changes replicate as usual"
+)
 COUNTER_REASON = (
     "counter columns carry each node's shard total, not a mergeable value; counter tables are not replicated"
 )
@@ -66,6 +72,7 @@ def error_line_rejection(line: dict[str, Any], table: str) -> Rejection:
         position_of(line),
         0,
         payload,
+        not_replayable=NOT_REPLAYABLE,
     )
 
 
@@ -122,6 +129,7 @@ class ChangeDecoder:
             position,
             max(_timestamps(line), default=0),
             dict(key),
+            not_replayable=NOT_REPLAYABLE,
         )
 
     def _describe_errors(self, line: dict[str, Any]) -> str:

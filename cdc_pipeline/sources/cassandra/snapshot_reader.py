@@ -34,7 +34,7 @@ from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.sources.cassandra.catalog import STATIC_SUFFIX, TableLayout, quote
 from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource, CassandraSourceError
-from cdc_pipeline.sources.cassandra.changes import COUNTER_REASON, PARSE
+from cdc_pipeline.sources.cassandra.changes import COUNTER_REASON, NOT_REPLAYABLE, PARSE
 from cdc_pipeline.sources.cassandra.cql_types import (
     UdtFields,
     driver_value_parser,
@@ -250,6 +250,7 @@ class CassandraSnapshotReader:
             position(schema),
             0,
             dict(key),
+            not_replayable=NOT_REPLAYABLE,
         )
 
 

@@ -12,7 +12,7 @@ from cdc_pipeline.core.cells import CellChange, CellWrite, CollectionWrite, Elem
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.sources.cassandra.catalog import quote
-from cdc_pipeline.sources.cassandra.changes import PARSE, without_value
+from cdc_pipeline.sources.cassandra.changes import NOT_REPLAYABLE, PARSE, without_value
 from cdc_pipeline.sources.cassandra.cql_types import (
     CqlType,
     UdtFields,
@@ -192,6 +192,6 @@ def list_rejections(schema: TableSchema, key: dict[str, Any], read: RowCells) ->
     return [
         Rejection(PARSE, schema.qualified_name, ChangeOp.INSERT,
                   f"{schema.qualified_name}: {LIST_REASON.format(column=column)}",
-                  position(schema), version, {**key, column: value})
+                  position(schema), version, {**key, column: value}, not_replayable=NOT_REPLAYABLE)
         for column, value in read.lists.items()
     ]  # fmt: skip
