@@ -11,6 +11,8 @@ resources built from a config hold environment variable names, never secrets.
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from typing import Any, get_type_hints
 
 import dagster as dg
@@ -163,3 +165,12 @@ def test_a_source_of_cell_tables_is_refused_with_a_sink_that_cannot_hold_them(
 def test_the_in_memory_fakes_conform_to_the_protocols_they_stand_in_for() -> None:
     assert _conforms(InMemorySink, Sink) == []
     assert _conforms(InMemoryChangeSource, ChangeSource) == []
+
+
+def test_the_engine_and_the_sink_registry_load_without_dagster() -> None:
+    # Delivery, the initial load and the DLQ replay reach the sink registry; Dagster (its resources)
+    # loads only where the code location builds them. A fresh process, so nothing is imported yet.
+    engine = "cdc_pipeline.delivery.session, cdc_pipeline.snapshot.loader, cdc_pipeline.dlq.replay"
+    probe = f"import sys, {engine}; print('dagster' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "False"

@@ -28,10 +28,8 @@ from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.chunk_pull import ChunkPull
 from cdc_pipeline.sinks.clickhouse.column_types import clickhouse_column
 from cdc_pipeline.sinks.clickhouse.mysql_pull import MySqlChunkPull
-from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.column_types import postgres_column
-from cdc_pipeline.sinks.postgres.resource import PostgresSinkResource
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
 
 
@@ -80,19 +78,31 @@ def unregister_sink_kind(kind: str) -> None:
     unregister_sink_config(kind)
 
 
+# The resources are Dagster's: imported when one is built (the code location), not with the registry,
+# which the delivery engine, the initial load and the DLQ replay use without Dagster.
+def _clickhouse_resource(config: ClickHouseSinkConfig) -> SinkResource:
+    from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
+
+    return ClickHouseSinkResource.from_config(config)
+
+
+def _postgres_resource(config: PostgresSinkConfig) -> SinkResource:
+    from cdc_pipeline.sinks.postgres.resource import PostgresSinkResource
+
+    return PostgresSinkResource.from_config(config)
+
+
 register_sink_kind(
     SinkKind(
         "clickhouse",
         ClickHouseSinkConfig,
-        ClickHouseSinkResource.from_config,
+        _clickhouse_resource,
         ClickHouseSink,
         clickhouse_column,
         chunk_pull=MySqlChunkPull,
     )
 )
-register_sink_kind(
-    SinkKind("postgres", PostgresSinkConfig, PostgresSinkResource.from_config, PostgresSink, postgres_column)
-)
+register_sink_kind(SinkKind("postgres", PostgresSinkConfig, _postgres_resource, PostgresSink, postgres_column))
 
 
 def sink_kind(kind: str) -> SinkKind:
