@@ -181,18 +181,7 @@ class Masker:
                     hidden |= {c for c in table.schema.column_names if c not in table.schema.key_columns}
                 for change in table.changes:
                     payload = {k: (UNMASKABLE if k in hidden else v) for k, v in change.values.items()}
-                    batch.rejections.append(
-                        Rejection(
-                            "mask",
-                            qualified,
-                            change.op,
-                            str(error),
-                            change.position,
-                            change.version,
-                            payload,
-                            not_replayable=MASK_NOT_REPLAYABLE,
-                        )
-                    )
+                    batch.rejections.append(_unmaskable(qualified, change, error, payload))
                 continue
             functions = {
                 column: self._mask_function(mask)
@@ -259,18 +248,7 @@ class Masker:
                         ) from None
             except MaskingError as error:
                 payload = {k: (UNMASKABLE if k in plan else v) for k, v in values.items()}
-                rejections.append(
-                    Rejection(
-                        "mask",
-                        qualified,
-                        change.op,
-                        str(error),
-                        change.position,
-                        change.version,
-                        payload,
-                        not_replayable=MASK_NOT_REPLAYABLE,
-                    )
-                )
+                rejections.append(_unmaskable(qualified, change, error, payload))
                 continue
             kept.append(change)
         return kept
@@ -313,3 +291,17 @@ def _names_table(pattern: str, qualified_table: str) -> bool:
 
 def _is_glob(pattern: str) -> bool:
     return any(character in pattern for character in "*?[")
+
+
+def _unmaskable(table: str, change: RowChange, error: MaskingError, payload: dict[str, Any]) -> Rejection:
+    """A change masking refused, for the DLQ: `payload` holds no value that should have been masked."""
+    return Rejection(
+        "mask",
+        table,
+        change.op,
+        str(error),
+        change.position,
+        change.version,
+        payload,
+        not_replayable=MASK_NOT_REPLAYABLE,
+    )
