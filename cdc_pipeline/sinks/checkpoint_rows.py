@@ -11,16 +11,12 @@ the old shapes.
 
 from __future__ import annotations
 
-import re
-
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.positions import SourcePosition, StoredPosition
+from cdc_pipeline.core.positions import PositionError, SourcePosition, StoredPosition
 from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 from cdc_pipeline.sources.mysql.gtid import Gtid
 from cdc_pipeline.sources.mysql.positions import BinlogPosition, GtidPosition
 from cdc_pipeline.sources.postgres.positions import LogSequenceNumber
-
-_LEGACY_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 
 
 def checkpoint_row(checkpoint: Checkpoint) -> tuple[str, int, int]:
@@ -43,6 +39,7 @@ def _position_before_opaque_checkpoints(position: str, gtid: str | None, server_
         return GtidPosition(BinlogPosition.parse(position), Gtid.parse(gtid), int(server_id or 0))
     if position.startswith("cdc:"):
         return CommitLogPosition.parse(position)
-    if _LEGACY_LSN.match(position):
+    try:
         return LogSequenceNumber.parse(position)
-    return BinlogPosition.parse(position)
+    except PositionError:
+        return BinlogPosition.parse(position)  # raises, naming the text, if it is not one either
