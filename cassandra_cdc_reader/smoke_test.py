@@ -77,7 +77,7 @@ def is_timeuuid(v: Any) -> bool:
 
 
 def cell(value: Any, ts: int, ttl: int | None = None) -> dict:
-    c = {"value": value, "timestamp": ts, "tombstone": False}
+    c = {"value": value, "timestamp": ts}
     if ttl:
         c |= {"ttl": ttl, "local_expiration_time": near_now(ttl)}
     return c
@@ -92,7 +92,7 @@ def deletion(ts: int) -> dict:
 
 
 def element(path: Any, value: Any, ts: int, is_set: bool = False) -> dict:
-    e = {"path": path, "timestamp": ts, "tombstone": False}
+    e = {"path": path, "timestamp": ts}
     if not is_set:
         e["value"] = value
     return e
@@ -251,11 +251,11 @@ def workload() -> list[tuple[str, list[dict]]]:
          [change("profiles", {"id": P1}, [row({}, {"ftags": cell(["z"], T + 27), "home": tombstone(T + 27)})])]),
         # Counters take no client write time; the cell holds this node's total after the update.
         (f"UPDATE {KEYSPACE}.page_views SET views = views + 3 WHERE page = 'home'",
-         [change("page_views", {"page": "home"}, [row({}, {"views": {"counter": True, "value": 3, "timestamp": ANY, "tombstone": False}})])]),
+         [change("page_views", {"page": "home"}, [row({}, {"views": {"counter": True, "value": 3, "timestamp": ANY}})])]),
         (f"UPDATE {KEYSPACE}.page_views SET views = views + 2, clicks = clicks - 1 WHERE page = 'home'",
          [change("page_views", {"page": "home"}, [row({}, {
-             "views": {"counter": True, "value": 5, "timestamp": ANY, "tombstone": False},
-             "clicks": {"counter": True, "value": -1, "timestamp": ANY, "tombstone": False}})])]),
+             "views": {"counter": True, "value": 5, "timestamp": ANY},
+             "clicks": {"counter": True, "value": -1, "timestamp": ANY}})])]),
         # cdc = false: in the segment, but only counted in the end line's skipped_updates
         (f"INSERT INTO {KEYSPACE}.plain (k, v) VALUES (1, 'not captured') USING TIMESTAMP {T + 30}", []),
         (f"""INSERT INTO {KEYSPACE}.custom (k, v, w) VALUES (1, 0x8073000161, 0x123e4567e89b12d3a456426614174000)

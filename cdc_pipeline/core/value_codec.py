@@ -14,6 +14,20 @@ _TAG = "$type"
 
 
 def encode_value(value: Any) -> Any:
+    # The common exact types first: a batch encodes every cell it merges.
+    kind = type(value)
+    if kind is int or value is None:
+        return value
+    if kind is str:
+        return value if "\x00" not in value else {_TAG: "text_with_nul", "v": value.split("\x00")}
+    if kind is Decimal:
+        return {_TAG: "decimal", "v": str(value)}
+    if kind is dt.datetime:
+        return {_TAG: "datetime", "v": value.isoformat()}
+    return _encode_other(value)
+
+
+def _encode_other(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return {_TAG: "float", "v": str(value)}  # JSON has no NaN/Infinity (PostgreSQL jsonb refuses them)
     if isinstance(value, str) and "\x00" in value:

@@ -19,6 +19,7 @@ from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.fault_injection import crash_point
+from cdc_pipeline.core.gc_pause import cyclic_gc_paused
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.delivery.fan_out import SinkFanOut
 from cdc_pipeline.delivery.limits import BatchLimits
@@ -107,6 +108,11 @@ class ReplicationSession:
 
     def replicate_batch(self, limits: BatchLimits, stop_at: SourcePosition | None = None) -> BatchReport:
         """Read, mask, store the failures, map and write into every sink in parallel, then release."""
+        # A batch's changes live until it is written, in objects without cycles (core/gc_pause.py).
+        with cyclic_gc_paused():
+            return self._replicate_batch(limits, stop_at)
+
+    def _replicate_batch(self, limits: BatchLimits, stop_at: SourcePosition | None) -> BatchReport:
         read_started_at = time.time()
         stages: dict[str, float] = {}
         clock = time.perf_counter()

@@ -116,12 +116,29 @@ def read_cdc_index(index_file: Path) -> CdcIndex | None:
     return CdcIndex(segment, int(lines[0]), lines[1:] == ["COMPLETED"])
 
 
+@dataclass(frozen=True)
+class ClusterMembership:
+    """What makes a node one of several on this machine (see cassandra_cluster.py)."""
+
+    cluster_name: str
+    # Both ports the same on every node (each on its own loopback address): seeds are dialled on the port the
+    # seed list names, and the driver has one native port for every host it discovers.
+    storage_port: int
+    native_port: int
+    seeds: tuple[str, ...]  # addresses, on storage_port
+    # The node's one token (num_tokens 1): a fixed ring, joined at once (auto_bootstrap false: nothing to stream).
+    initial_token: int
+
+
 class LocalCassandra:
-    def __init__(self, base_dir: Path, heap_mb: int = 512) -> None:
+    def __init__(
+        self, base_dir: Path, heap_mb: int = 512, host: str = HOST, membership: ClusterMembership | None = None
+    ) -> None:
         self.base_dir = base_dir
-        self.host = HOST
-        self.port = free_port()
-        self.storage_port = free_port()
+        self.host = host
+        self.membership = membership
+        self.port = membership.native_port if membership else free_port()
+        self.storage_port = membership.storage_port if membership else free_port()
         self.heap_mb = heap_mb
         # commitlog and cdc_raw must share a file system: segments are hard-linked into cdc_raw.
         self.commitlog_dir = base_dir / "commitlog"
@@ -143,20 +160,23 @@ class LocalCassandra:
 
     def cassandra_yaml(self) -> dict[str, Any]:
         """The node's settings: Cassandra's defaults except where a small, fast, CDC-enabled test node differs."""
+        membership = self.membership
+        seeds = membership.seeds if membership else (self.host,)
         return {
-            # A name per node: two nodes of two xdist workers on 127.0.0.1 refuse to gossip with each other.
-            "cluster_name": f"cdc_test_{self.port}",
+            # A name per node (or cluster): two nodes of two xdist workers refuse to gossip with each other.
+            "cluster_name": membership.cluster_name if membership else f"cdc_test_{self.port}",
             "num_tokens": 1,
+            **({"initial_token": str(membership.initial_token), "auto_bootstrap": False} if membership else {}),
             "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
             "endpoint_snitch": "SimpleSnitch",
             "seed_provider": [
                 {
                     "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                    "parameters": [{"seeds": f"{HOST}:{self.storage_port}"}],
+                    "parameters": [{"seeds": ",".join(f"{seed}:{self.storage_port}" for seed in seeds)}],
                 }
             ],
-            "listen_address": HOST,
-            "rpc_address": HOST,
+            "listen_address": self.host,
+            "rpc_address": self.host,
             "storage_port": self.storage_port,
             "native_transport_port": self.port,
             "start_native_transport": True,

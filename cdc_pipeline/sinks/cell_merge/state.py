@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from cdc_pipeline.core.cells import CellWrite, CollectionWrite, ElementWrite
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.value_codec import decode_value, encode_value
@@ -31,11 +33,25 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 
 def canonical_text(value: Any) -> str:
-    """A deterministic text for a JSON-compatible value: ties and dictionary keys use it."""
+    """A deterministic text for a JSON-compatible value: ties and dictionary keys use it. Row and
+    partition keys in the sinks are such texts, so its output never changes between versions."""
     return _CANONICAL.encode(value)
 
 
-@dataclass(frozen=True, slots=True)
+def state_text(value: Any) -> str:
+    """The stored text of a row state (or its expiry): deterministic, sorted keys, a third of
+    canonical_text's time. Only ever compared with texts this function wrote (an older version's text
+    differs at most in form, and the row is then written once more, unchanged). orjson refuses
+    integers beyond 64 bits instead of rounding them; a state holds none (Cassandra's varint and
+    decimal values are payload-encoded as text)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+_NOT_KEPT = object()
+
+
+# Not frozen: one is made per cell merged, and a frozen dataclass's __init__ costs 2.7 times as much.
+@dataclass(slots=True)
 class Stamp:
     """A write (or tombstone) as the state keeps it. `value` is payload-encoded (exact types)."""
 
@@ -43,6 +59,13 @@ class Stamp:
     expires_at: int | None
     value: Any = None
     deleted: bool = False
+    # The value as the change carried it, when this process merged it: spares decoding `value` again.
+    shown: Any = field(default=_NOT_KEPT, compare=False)
+
+    def shown_value(self) -> Any:
+        if self.deleted:
+            return None
+        return decode_value(self.value) if self.shown is _NOT_KEPT else self.shown
 
     def beats(self, other: Stamp) -> bool:
         """Does this write win against `other` (Cassandra's reconciliation)?"""
@@ -181,9 +204,12 @@ class RowState:
         self.prune()
 
     def _merge_cell(self, name: str, write: CellWrite, value: Any) -> None:
-        new = Stamp(write.timestamp, write.expires_at, encode_value(value), value is None)
-        self.cells[name] = _winner(self.cells.get(name), new)
-        self.version = max(self.version, write.timestamp)
+        new = Stamp(write.timestamp, write.expires_at, encode_value(value), value is None, value)
+        current = self.cells.get(name)
+        if current is None or new.beats(current):
+            self.cells[name] = new
+        if write.timestamp > self.version:
+            self.version = write.timestamp
 
     def apply_deletion(self, timestamp: int) -> None:
         """A row, partition or covering range deletion at `timestamp`."""
@@ -219,7 +245,7 @@ class RowState:
     def visible_values(self) -> dict[str, Any]:
         """Column -> value for every written non-key column (None: deleted, or an empty collection).
         TTLs are not evaluated here: the sinks store them and their views evaluate them when read."""
-        values: dict[str, Any] = {name: None if s.deleted else decode_value(s.value) for name, s in self.cells.items()}
+        values: dict[str, Any] = {name: stamp.shown_value() for name, stamp in self.cells.items()}
         for name, collection in self.collections.items():
             values[name] = render_collection(collection.kind, collection.live_elements())
         return values
@@ -235,15 +261,20 @@ class RowState:
     @property
     def is_live(self) -> bool:
         """Live, TTLs aside: primary-key liveness or any live cell or element."""
-        return bool(self._live_stamps())
+        return self.life()[0]
 
     @property
     def live_until(self) -> int | None:
         """When TTLs end the row's life (seconds since the epoch); None: never (or not live at all)."""
+        return self.life()[1]
+
+    def life(self) -> tuple[bool, int | None]:
+        """(is_live, live_until) in one pass over the row's writes."""
         stamps = self._live_stamps()
-        if not stamps or any(stamp.expires_at is None for stamp in stamps):
-            return None
-        return max(stamp.expires_at for stamp in stamps if stamp.expires_at is not None)
+        if not stamps:
+            return False, None
+        ends = [stamp.expires_at for stamp in stamps]
+        return True, None if None in ends else max(end for end in ends if end is not None)
 
     def expiry(self) -> dict[str, int]:
         """Column -> when its shown value expires, for columns whose value has a TTL.
@@ -260,7 +291,7 @@ class RowState:
     # -- storage ---------------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        return canonical_text(
+        return state_text(
             {
                 "key": self.key,
                 "version": self.version,
@@ -280,7 +311,7 @@ class RowState:
 
     @classmethod
     def from_json(cls, text: str) -> RowState:
-        raw = json.loads(text)
+        raw = orjson.loads(text)
         collections = {}
         for name, c in raw["collections"].items():
             state = CollectionState(c["kind"], c["deleted_at"])

@@ -20,7 +20,7 @@ from cdc_pipeline.mapping.sink_types import (
     ValueNotMappable,
 )
 from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
-from cdc_pipeline.sinks.cell_merge.state import RowState, canonical_text
+from cdc_pipeline.sinks.cell_merge.state import RowState, canonical_text, state_text
 
 # The side table of partition and range deletions: `<sink table><suffix>`.
 DELETIONS_SUFFIX = "__deletions"
@@ -75,22 +75,23 @@ class CellTableMerge:
     def __init__(self, schema: TableSchema, changes: list[RowChange]) -> None:
         self.schema = schema
         self._clustering = [schema.column(name) for name in schema.clustering_columns]
+        self._masked_as_null = {column.name for column in schema.columns if column.masked_as_null}
         self._row_changes: dict[str, list[RowChange]] = defaultdict(list)
         self._keys: dict[str, list[Any]] = {}
         self._batch_deletions: dict[str, list[PartitionLevelDeletion]] = defaultdict(list)
+        # key text -> partition text, computed once per key
+        self._partition_of: dict[str, str] = {}
         for change in changes:
             assert change.cells is not None
-            partition = self.partition_text(change.values)
             if change.cells.is_partition_level:
-                self._batch_deletions[partition].extend(deletions_of(change.cells))
-            else:
-                key_values = [change.values[k] for k in schema.key_columns]
-                key = key_text(key_values)
+                self._batch_deletions[self.partition_text(change.values)].extend(deletions_of(change.cells))
+                continue
+            key_values = [change.values[k] for k in schema.key_columns]
+            key = key_text(key_values)
+            if key not in self._keys:
                 self._keys[key] = key_values
-                self._row_changes[key].append(change)
-        # key text -> partition text, computed once per key
-        partition_length = schema.partition_key_length or 0
-        self._partition_of = {key: key_text(values[:partition_length]) for key, values in self._keys.items()}
+                self._partition_of[key] = self.partition_text(change.values)
+            self._row_changes[key].append(change)
         self._partitions = set(self._partition_of.values())
         self._partitions.update(self._batch_deletions)
 
@@ -138,7 +139,7 @@ class CellTableMerge:
             state.forget_dropped(self.schema.dropped_columns)
             for change in changes:
                 state.merge(change, self.schema.key_columns)
-            key_values = state.key_values
+            key_values = self._keys.get(key) or state.key_values
             partition = self._partition_of.get(key) or key_text(key_values[:partition_length])
             clustering_key = key_values[partition_length:]
             for deletion in deletions.get(partition, {}).values():
@@ -157,16 +158,17 @@ class CellTableMerge:
         values.update(zip(self.schema.key_columns, key_values, strict=True))
         for name, value in state.visible_values().items():
             if name in values:
-                values[name] = None if self.schema.column(name).masked_as_null else value
+                values[name] = None if name in self._masked_as_null else value
+        is_live, live_until = state.life()
         return MergedRow(
             key=key,
             partition=partition,
             key_values=key_values,
             values=values,
             version=state.version,
-            is_deleted=not state.is_live,
+            is_deleted=not is_live,
             state=text,
-            expiry=canonical_text(state.expiry()),
-            live_until=state.live_until,
+            expiry=state_text(state.expiry()),
+            live_until=live_until,
             changes=changes,
         )

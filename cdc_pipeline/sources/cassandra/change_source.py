@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cdc_pipeline.config.sources import CassandraSourceConfig
-from cdc_pipeline.core.changes import ChangeBatch, TableChanges
+from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
+from cdc_pipeline.core.gc_pause import cyclic_gc_paused
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema, qualify, split_qualified
@@ -33,9 +34,8 @@ from cdc_pipeline.sources.cassandra.positions import CommitLogPosition, as_commi
 from cdc_pipeline.sources.cassandra.segment_reader import (
     READER_DIR,
     CdcSegment,
-    SegmentRead,
+    SegmentReaderProcess,
     SegmentReadError,
-    read_segment,
     reader_is_built,
     write_schema_file,
 )
@@ -82,6 +82,7 @@ class CassandraChangeSource:
         self.cdc_raw = CdcRaw(self.node.cdc_raw_dir, self.node.cdc_total_space)
         # The schema files the reader decodes with, one per node schema version.
         self._state_dir = state_dir or Path(tempfile.gettempdir()) / "cdc_pipeline_cassandra" / name
+        self._segment_reader: SegmentReaderProcess | None = None
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -159,6 +160,17 @@ class CassandraChangeSource:
         max_bytes: int | None = None,
         max_seconds: float | None = None,
     ) -> ChangeBatch:
+        with cyclic_gc_paused():
+            return self._read_batch(checkpoints, stop_at, max_rows, max_bytes, max_seconds)
+
+    def _read_batch(
+        self,
+        checkpoints: Mapping[str, Checkpoint | None],
+        stop_at: SourcePosition | None,
+        max_rows: int,
+        max_bytes: int | None,
+        max_seconds: float | None,
+    ) -> ChangeBatch:
         earliest = self._earliest(checkpoints)
         resume = earliest[1] if earliest is not None else None
         segments = self.cdc_raw.segments()
@@ -187,11 +199,12 @@ class CassandraChangeSource:
                 if segment.segment_id == limit.segment_id:
                     end = min(end, max(limit.offset, position.offset))
             if position.offset < end:
-                read = self._read(replace(segment, durable_offset=end), position.offset, max_rows - rows)
-                rows += self._collect(read, batch)
-                read_bytes += int(read.end["position"]) - position.offset
-                position = CommitLogPosition(segment.segment_id, int(read.end["position"]))
-                if read.end.get("limit_reached"):
+                before = batch.row_count + len(batch.rejections)
+                read_end = self._read(replace(segment, durable_offset=end), position.offset, max_rows - rows, batch)
+                rows += batch.row_count + len(batch.rejections) - before
+                read_bytes += int(read_end["position"]) - position.offset
+                position = CommitLogPosition(segment.segment_id, int(read_end["position"]))
+                if read_end.get("limit_reached"):
                     break
             if segment.complete and position.offset >= segment.durable_offset:
                 later = [s.segment_id for s in segments if s.segment_id > segment.segment_id]
@@ -219,51 +232,49 @@ class CassandraChangeSource:
             scratch.replace(path)
         return path
 
-    def _read(self, segment: CdcSegment, start: int, max_mutations: int) -> SegmentRead:
-        read = read_segment(self.node.yaml_path, self._schema_path(force=False), segment, start, max_mutations)
-        if any(error.get("reason") == "unknown_table" for error in read.errors):
-            # A table created (or a keyspace added) since the schema file was written: once more, fresh.
-            read = read_segment(self.node.yaml_path, self._schema_path(force=True), segment, start, max_mutations)
-        for error in read.errors:
-            if error.get("reason") in _FATAL_READ_ERRORS:
-                raise SegmentReadError(
-                    f"{self.settings.describe()}: {error.get('reason')} in segment {segment.path.name} at offset"
-                    f" {error.get('position')} (read from {start} to {segment.durable_offset}): {error.get('error')};"
-                    " nothing after it is skipped: the run fails until the segment is readable"
-                )
-        return read
+    def _reader(self, fresh_schema: bool) -> SegmentReaderProcess:
+        """The reader process for the node's current schema (a new one when the schema changed, or
+        when the schema file is written again because the last read met a table it did not know)."""
+        schema_file = self._schema_path(force=fresh_schema)
+        reader = self._segment_reader
+        if reader is not None and (fresh_schema or reader.schema_file != schema_file or not reader.usable):
+            reader.close()
+            reader = None
+        if reader is None:
+            reader = self._segment_reader = SegmentReaderProcess(self.node.yaml_path, schema_file)
+        return reader
 
-    def _collect(self, read: SegmentRead, batch: ChangeBatch) -> int:
-        """Decodes the read's lines into the batch; returns how many changes and rejections it added."""
-        added = 0
-        for error in read.errors:
-            table_id = error.get("table_id")
-            batch.rejections.append(error_line_rejection(error, f"table id {table_id}" if table_id else "(unknown)"))
-            added += 1
-        decoders: dict[tuple[str, str], ChangeDecoder | None] = {}
-        for line in read.changes:
-            keyspace, table = line["keyspace"], line["table"]
-            if not self.catalog.selects(keyspace, table):
-                continue
-            key = (keyspace, table)
-            if key not in decoders:
-                layout = self.catalog.layout(keyspace, table)
-                if layout is None:  # the driver's schema view may lag a table created a moment ago
-                    self.catalog.refresh()
-                    layout = self.catalog.layout(keyspace, table)
-                decoders[key] = ChangeDecoder(layout) if layout is not None else None
-            decoder = decoders[key]
-            if decoder is None:
-                line = {**line, "reason": "unknown_table", "error": f"{keyspace}.{table} no longer exists"}
-                batch.rejections.append(error_line_rejection(line, qualify(keyspace, table)))
-                added += 1
-                continue
-            decoded = decoder.decode(line)
-            for schema, change in decoded.changes:
-                batch.tables.setdefault(schema.qualified_name, TableChanges(schema)).changes.append(change)
-            batch.rejections += decoded.rejections
-            added += len(decoded.changes) + len(decoded.rejections)
-        return added
+    def _read(self, segment: CdcSegment, start: int, max_mutations: int, batch: ChangeBatch) -> dict[str, Any]:
+        """Decodes the changes in (start, durable offset] of `segment` into `batch` as the reader writes
+        them; returns the reader's end line."""
+        for fresh_schema in (False, True):
+            read = _DecodedRead(self.catalog)
+            end: dict[str, Any] | None = None
+            for line in self._reader(fresh_schema).lines(segment, start, max_mutations):
+                kind = line.get("kind")
+                if kind == "change":
+                    read.decode(line)
+                elif kind == "error":
+                    if line.get("reason") == "unknown_table" and not fresh_schema:
+                        # A table created (or a keyspace added) since the schema file was written: the
+                        # range once more, with a fresh file (this read's lines are dropped).
+                        break
+                    self._refuse_fatal(line, segment, start)
+                    read.reject(line)
+                elif kind == "end":
+                    end = line
+            if end is not None:
+                read.add_to(batch)
+                return end
+        raise AssertionError("unreachable: the read with a fresh schema file never breaks off")
+
+    def _refuse_fatal(self, error: dict[str, Any], segment: CdcSegment, start: int) -> None:
+        if error.get("reason") in _FATAL_READ_ERRORS:
+            raise SegmentReadError(
+                f"{self.settings.describe()}: {error.get('reason')} in segment {segment.path.name} at offset"
+                f" {error.get('position')} (read from {start} to {segment.durable_offset}): {error.get('error')};"
+                " nothing after it is skipped: the run fails until the segment is readable"
+            )
 
     # -- freeing cdc_raw ------------------------------------------------------------------------
 
@@ -275,7 +286,10 @@ class CassandraChangeSource:
             self.cdc_raw.delete(segment)
 
     def close(self) -> None:
-        """Nothing is kept between batches: each opens its own connection."""
+        """Ends the reader process kept between batches."""
+        if self._segment_reader is not None:
+            self._segment_reader.close()
+            self._segment_reader = None
 
     def log_usage(self) -> dict[str, int | str]:
         return self.cdc_raw.usage().as_metadata()
@@ -295,3 +309,57 @@ class CassandraChangeSource:
 
     def live_keys(self, schema: TableSchema) -> Iterator[tuple[Any, ...]]:
         return self.catalog.live_keys(schema)
+
+
+class _DecodedRead:
+    """One read's changes and rejections, added to the batch only once the read is whole (a read
+    that meets a table the schema file lacks is dropped and made again)."""
+
+    def __init__(self, catalog: CassandraCatalog) -> None:
+        self._catalog = catalog
+        self._tables: dict[str, TableChanges] = {}
+        self._rejections: list[Rejection] = []
+        # (keyspace, table) -> its decoder; None: not selected, or gone from the node
+        self._decoders: dict[tuple[str, str], ChangeDecoder | None] = {}
+
+    def reject(self, error: dict[str, Any]) -> None:
+        table_id = error.get("table_id")
+        self._rejections.append(error_line_rejection(error, f"table id {table_id}" if table_id else "(unknown)"))
+
+    def decode(self, line: dict[str, Any]) -> None:
+        key = (line["keyspace"], line["table"])
+        try:
+            decoder = self._decoders[key]
+        except KeyError:
+            decoder = self._decoders[key] = self._decoder(*key)
+        if decoder is None:
+            if self._catalog.selects(*key):  # selected, but the node no longer has it
+                gone = {**line, "reason": "unknown_table", "error": f"{qualify(*key)} no longer exists"}
+                self._rejections.append(error_line_rejection(gone, qualify(*key)))
+            return
+        decoded = decoder.decode(line)
+        for schema, change in decoded.changes:
+            table = self._tables.get(schema.qualified_name)
+            if table is None:
+                table = self._tables[schema.qualified_name] = TableChanges(schema)
+            table.changes.append(change)
+        if decoded.rejections:
+            self._rejections += decoded.rejections
+
+    def _decoder(self, keyspace: str, table: str) -> ChangeDecoder | None:
+        if not self._catalog.selects(keyspace, table):
+            return None
+        layout = self._catalog.layout(keyspace, table)
+        if layout is None:  # the driver's schema view may lag a table created a moment ago
+            self._catalog.refresh()
+            layout = self._catalog.layout(keyspace, table)
+        return ChangeDecoder(layout) if layout is not None else None
+
+    def add_to(self, batch: ChangeBatch) -> None:
+        for name, found in self._tables.items():
+            table = batch.tables.get(name)
+            if table is None:
+                batch.tables[name] = found
+            else:
+                table.changes += found.changes
+        batch.rejections += self._rejections

@@ -27,7 +27,7 @@ from cdc_pipeline.core.cells import (
 from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.cassandra.catalog import TableLayout
-from cdc_pipeline.sources.cassandra.cql_types import element_path
+from cdc_pipeline.sources.cassandra.cql_types import ValueParser, element_path
 from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 
 PARSE = "parse"
@@ -141,13 +141,16 @@ class ChangeDecoder:
         if value is None:
             return None
         parser = self._layout.parsers.get(column)
-        if parser is None:
-            raise ValueError(f"column {column!r} is not in the table's schema (altered since?)")
         try:
-            return parser(value)
+            return parser(value)  # type: ignore[misc]  # None: the column is not known (below)
         except (ValueError, TypeError, ArithmeticError) as error:
-            # The message names the column and the problem, never the value (run logs are not masked).
-            raise ValueError(f"column {column!r}: {type(error).__name__}: {without_value(error)}") from None
+            raise self._unparsable(column, parser, error) from None
+
+    def _unparsable(self, column: str, parser: ValueParser | None, error: Exception) -> ValueError:
+        if parser is None:
+            return ValueError(f"column {column!r} is not in the table's schema (altered since?)")
+        # The message names the column and the problem, never the value (run logs are not masked).
+        return ValueError(f"column {column!r}: {type(error).__name__}: {without_value(error)}")
 
     def _key(self, columns: Iterable[str], given: dict[str, Any]) -> dict[str, Any]:
         return {column: self._parse(column, given[column]) for column in columns if column in given}
@@ -192,36 +195,51 @@ class ChangeDecoder:
         return ClusteringBound(values, bool(bound["inclusive"]))
 
     def _row(self, row: dict[str, Any], position: str, key: dict[str, Any], schema: TableSchema) -> RowChange:
+        # The hot loop of capture (every cell of every change): the values the reader writes are read
+        # once each, and the newest write time is kept as it goes.
         values: dict[str, Any] = dict(key)
         cells: dict[str, CellWrite] = {}
-        stamps: list[int] = []
-        for cell in row.get("cells", []):
+        parsers = self._layout.parsers
+        version = 0
+        for cell in row.get("cells", ()):
             column = cell["column"]
             if "collection" in cell:
                 write = self._collection(cell)
                 values[column] = write
-                stamps.append(write.latest_timestamp)
+                version = max(version, write.latest_timestamp)
                 continue
-            timestamp = int(cell["timestamp"])
-            stamps.append(timestamp)
-            cells[column] = CellWrite(timestamp, None if cell.get("tombstone") else _expiry(cell))
-            values[column] = None if cell.get("tombstone") else self._parse(column, cell.get("value"))
+            timestamp: int = cell["timestamp"]
+            if timestamp > version:
+                version = timestamp
+            if cell.get("tombstone"):
+                cells[column] = CellWrite(timestamp)
+                values[column] = None
+                continue
+            cells[column] = CellWrite(timestamp, cell.get("local_expiration_time"))
+            value = cell.get("value")
+            if value is None:
+                values[column] = None
+                continue
+            parser = parsers.get(column)
+            try:
+                values[column] = parser(value)  # type: ignore[misc]  # None: not known (_unparsable)
+            except (ValueError, TypeError, ArithmeticError) as error:
+                raise self._unparsable(column, parser, error) from None
         liveness_entry = row.get("liveness")
         liveness = None
         if liveness_entry is not None:
-            liveness = CellWrite(int(liveness_entry["timestamp"]), _expiry(liveness_entry))
-            stamps.append(liveness.timestamp)
-        row_deletion = int(row["deletion"]["timestamp"]) if row.get("deletion") else None
+            liveness = CellWrite(liveness_entry["timestamp"], liveness_entry.get("local_expiration_time"))
+            version = max(version, liveness.timestamp)
+        deletion = row.get("deletion")
+        row_deletion: int | None = deletion["timestamp"] if deletion else None
         if row_deletion is not None:
-            stamps.append(row_deletion)
-        wrote = len(values) > len(key)
+            version = max(version, row_deletion)
         if liveness is not None:
             op = ChangeOp.INSERT
-        elif row_deletion is not None and not wrote:
-            op = ChangeOp.DELETE
+        elif row_deletion is not None and len(values) == len(key):
+            op = ChangeOp.DELETE  # deleted, and wrote nothing
         else:
             op = ChangeOp.UPDATE
-        version = max(stamps, default=0)
         return RowChange(op, values, version, position, version // 1_000_000, CellChange(cells, liveness, row_deletion))
 
     def _collection(self, cell: dict[str, Any]) -> CollectionWrite:

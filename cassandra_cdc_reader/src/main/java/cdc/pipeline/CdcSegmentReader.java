@@ -1,10 +1,14 @@
 package cdc.pipeline;
 
 import java.io.BufferedOutputStream;
+import java.io.BufferedReader;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
+import java.io.IOException;
+import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.Set;
@@ -16,21 +20,31 @@ import org.apache.cassandra.io.util.File;
 import org.apache.cassandra.schema.TableId;
 
 /**
- * Decodes one batch of a Cassandra 5.0 CDC commit-log segment into newline-delimited JSON on stdout.
+ * Decodes ranges of Cassandra 5.0 CDC commit-log segments into newline-delimited JSON on stdout.
  *
  * <pre>
  * java @target/reader.argfile cdc.pipeline.CdcSegmentReader \
  *     CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON SEGMENT_FILE START END MAX_MUTATIONS
+ * java @target/reader.argfile cdc.pipeline.CdcSegmentReader --serve CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON
  * </pre>
  *
- * START and END are byte positions in the segment (its id is in the file name): the entries ending in
- * (START, END] are read, END being the durable offset from the segment's {@code _cdc.idx}. The output
- * is a line per partition update of a CDC table ({@code "kind": "change"}), a line per problem
- * ({@code "kind": "error"}), and always, last, {@code "kind": "end"} with the position the next batch
- * starts from. Exit status 0 when the end line was written, 2 for bad arguments or schema, 1 otherwise.
+ * One read takes the entries of one segment (its id is in the file name) that end in (START, END],
+ * END being the durable offset from the segment's {@code _cdc.idx}. Its output is a line per
+ * partition update of a CDC table ({@code "kind": "change"}), a line per problem
+ * ({@code "kind": "error"}), and always, last, {@code "kind": "end"} with the position the next read
+ * starts from.
+ *
+ * <p>The first form makes one read and exits: 0 when the end line was written, 2 for bad arguments
+ * or schema, 1 otherwise. The second form stays up and makes a read for every line
+ * {@code SEGMENT_FILE<TAB>START<TAB>END<TAB>MAX_MUTATIONS} on stdin, each answered by its lines and
+ * its end line, flushed; it exits 0 at the end of stdin (its caller is gone or done), and 1 when a
+ * read fails. It spares the JVM start and Cassandra's initialisation (about a second) per read, and
+ * the caller decodes a read's lines while the next ones are being written.
  */
 public final class CdcSegmentReader
 {
+    private static final String SERVE = "--serve";
+
     private CdcSegmentReader()
     {
     }
@@ -44,22 +58,19 @@ public final class CdcSegmentReader
         if (System.getProperty("logback.configurationFile") == null)
             System.setProperty("logback.configurationFile", "cdc-reader-logback.xml");
 
-        if (args.length != 6)
+        boolean serve = args.length == 3 && SERVE.equals(args[0]);
+        if (!serve && args.length != 6)
         {
             System.err.println("usage: CdcSegmentReader CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON SEGMENT_FILE START END MAX_MUTATIONS");
+            System.err.println("   or: CdcSegmentReader --serve CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON  (reads on stdin)");
             System.exit(2);
         }
-        ReadProgress progress;
+        int first = serve ? 1 : 0;
         Set<TableId> tables;
-        File segment = new File(args[2]);
         try
         {
-            OfflineCassandra.initialise(Path.of(args[0]));
-            tables = SchemaFile.load(Path.of(args[1]));
-            long segmentId = CommitLogDescriptor.fromFileName(segment.name()).id;
-            progress = new ReadProgress(segmentId, Integer.parseInt(args[3]), Integer.parseInt(args[4]), Integer.parseInt(args[5]));
-            if (progress.start < 0 || progress.end < progress.start)
-                throw new IllegalArgumentException("need 0 <= START <= END, got " + progress.start + ", " + progress.end);
+            OfflineCassandra.initialise(Path.of(args[first]));
+            tables = SchemaFile.load(Path.of(args[first + 1]));
         }
         catch (Exception | ExceptionInInitializerError e)
         {
@@ -67,19 +78,22 @@ public final class CdcSegmentReader
             System.exit(2);
             return;
         }
-
         try
         {
             JsonLines lines = new JsonLines(stdout);
-            RangeCommitLogReader reader = new RangeCommitLogReader(progress, new SegmentHandler(lines, progress, tables));
-            reader.read(segment);
-            endLine(lines.begin(), progress);
-            lines.commit();
-            lines.flush();
+            if (serve)
+                serve(lines, tables);
+            else
+                read(lines, tables, args[2], args[3], args[4], args[5]);
+        }
+        catch (BadRequest e)
+        {
+            System.err.println("cdc segment reader: " + e.getMessage());
+            System.exit(2);
         }
         catch (Exception e)
         {
-            System.err.println("cdc segment reader: reading " + segment + " failed:");
+            System.err.println("cdc segment reader: reading failed:");
             e.printStackTrace();
             System.exit(1);
         }
@@ -87,7 +101,58 @@ public final class CdcSegmentReader
         System.exit(0);
     }
 
-    private static void endLine(JsonGenerator out, ReadProgress progress) throws java.io.IOException
+    /** A read request that does not parse. */
+    private static final class BadRequest extends Exception
+    {
+        BadRequest(String message)
+        {
+            super(message);
+        }
+    }
+
+    private static void serve(JsonLines lines, Set<TableId> tables) throws Exception
+    {
+        BufferedReader requests = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        for (String request = requests.readLine(); request != null; request = requests.readLine())
+        {
+            String[] fields = request.split("\t", -1);
+            if (fields.length != 4)
+                throw new BadRequest("a request is SEGMENT_FILE<TAB>START<TAB>END<TAB>MAX_MUTATIONS, got: " + request);
+            read(lines, tables, fields[0], fields[1], fields[2], fields[3]);
+        }
+    }
+
+    private static void read(JsonLines lines, Set<TableId> tables, String segmentFile, String start, String end,
+                             String maxMutations) throws Exception
+    {
+        File segment = new File(segmentFile);
+        ReadProgress progress;
+        try
+        {
+            long segmentId = CommitLogDescriptor.fromFileName(segment.name()).id;
+            progress = new ReadProgress(segmentId, Integer.parseInt(start), Integer.parseInt(end), Integer.parseInt(maxMutations));
+        }
+        catch (RuntimeException e)
+        {
+            throw new BadRequest(segmentFile + " " + start + " " + end + " " + maxMutations + ": " + e);
+        }
+        if (progress.start < 0 || progress.end < progress.start)
+            throw new BadRequest("need 0 <= START <= END, got " + progress.start + ", " + progress.end);
+        try
+        {
+            RangeCommitLogReader reader = new RangeCommitLogReader(progress, new SegmentHandler(lines, progress, tables));
+            reader.read(segment);
+        }
+        catch (IOException | RuntimeException e)
+        {
+            throw new IOException("reading " + segment + " (" + start + ", " + end + "] failed", e);
+        }
+        endLine(lines.begin(), progress);
+        lines.commit();
+        lines.flush();
+    }
+
+    private static void endLine(JsonGenerator out, ReadProgress progress) throws IOException
     {
         out.writeStartObject();
         out.writeStringField("kind", "end");

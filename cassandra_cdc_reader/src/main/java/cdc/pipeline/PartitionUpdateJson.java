@@ -295,9 +295,12 @@ final class PartitionUpdateJson
     private void cellMetadata(Cell<?> cell) throws IOException
     {
         out.writeNumberField("timestamp", cell.timestamp());
-        out.writeBooleanField("tombstone", cell.isTombstone());
+        // Only a tombstone says so: most cells are live, and the field was a sixth of a line.
         if (cell.isTombstone())
+        {
+            out.writeBooleanField("tombstone", true);
             out.writeNumberField("local_deletion_time", cell.localDeletionTime());
+        }
         else if (cell.isExpiring())
         {
             out.writeNumberField("ttl", cell.ttl());
