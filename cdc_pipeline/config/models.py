@@ -211,13 +211,16 @@ class PipelineConfig(StrictModel):
 
     @model_validator(mode="after")
     def _literal_tables_have_their_own_sink_tables(self) -> PipelineConfig:
-        # Two source tables in one sink table overwrite each other's rows.
-        seen: dict[str, str] = {}
+        # Two source tables in one sink table overwrite each other's rows; the sources of one Cassandra
+        # cluster's nodes replicate the same tables (their owner is the cluster).
+        # sink table -> (owner, source table) holding it, and where the config names it first
+        seen: dict[str, tuple[tuple[str, str], str]] = {}
         for source_name, source in self.sources.items():
             for table in source.tables.literal_tables():
                 named = f"sources.{source_name}.tables.include {table!r}"
-                earlier = seen.setdefault(sink_table_name(table), named)
-                if earlier != named:
+                holder = (source.table_owner(source_name), table)
+                earlier_holder, earlier = seen.setdefault(sink_table_name(table), (holder, named))
+                if earlier_holder != holder:
                     raise ValueError(
                         f"{earlier} and {named} would both be the sink table {sink_table_name(table)!r}"
                         " (<database>__<table>): leave one of them out"
@@ -258,6 +261,29 @@ class PipelineConfig(StrictModel):
                 " can stream into it; use a ClickHouse server (dsn_env) or replication.mode 'per_run'"
             )
         return self
+
+    @model_validator(mode="after")
+    def _sources_sharing_tables_can_take_turns(self) -> PipelineConfig:
+        # Sources that write the same tables into a sink without merge locks take turns (run_tags.py); a
+        # continuous run holds its turn for its lifetime, and the other sources would wait that long.
+        if self.replication.mode != "continuous":
+            return self
+        unlocked = sorted(name for name, sink in self.sinks.items() if not sink.locks_cell_merges)
+        for source_name in self.sources:
+            sharing = self.sources_sharing_tables_with(source_name)
+            if len(sharing) > 1 and unlocked:
+                raise ValueError(
+                    f"replication.mode 'continuous' with sources {sharing}, which write the same tables, and"
+                    f" sinks {unlocked}, which cannot merge two runs' writes at once: such runs take turns, so"
+                    " use replication.mode 'per_run' (or only PostgreSQL sinks, which lock what they merge)"
+                )
+        return self
+
+    def sources_sharing_tables_with(self, source_name: str) -> list[str]:
+        """The sources whose tables have the same owner in the sinks as `source_name`'s (itself included):
+        the node sources of one Cassandra cluster."""
+        owner = self.sources[source_name].table_owner(source_name)
+        return [name for name, source in self.sources.items() if source.table_owner(name) == owner]
 
     def retention_of(self, source_name: str) -> RetentionConfig:
         """The source's own thresholds if it has them, else the pipeline's."""

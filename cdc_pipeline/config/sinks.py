@@ -23,6 +23,10 @@ class SinkConfigBase(StrictModel):
 
     # Takes a Cassandra source's cell tables (per-cell merge state, sinks/cell_merge/).
     holds_cell_tables: ClassVar[bool] = False
+    # Two runs may merge into one cell table at once: the sink locks the rows a merge reads until it
+    # has written them. Without it, runs that share tables (the node sources of one Cassandra cluster)
+    # take turns (run_tags.py), or one merge could overwrite the other's cells.
+    locks_cell_merges: ClassVar[bool] = False
 
     @property
     def embedded_path(self) -> str | None:
@@ -49,6 +53,8 @@ class ClickHouseSinkConfig(SinkConfigBase):
 class PostgresSinkConfig(SinkConfigBase):
     kind: Literal["postgres"] = "postgres"
     holds_cell_tables: ClassVar[bool] = True
+    # Advisory locks on the touched partitions and SELECT ... FOR UPDATE (sinks/postgres/cell_tables.py).
+    locks_cell_merges: ClassVar[bool] = True
     dsn_env: EnvVarName = Field(description="environment variable holding the libpq DSN")
     schema_name: str = Field(default="cdc", pattern=NAME_PATTERN, alias="schema")
     hypertables: dict[str, str] = Field(

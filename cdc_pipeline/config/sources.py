@@ -66,6 +66,11 @@ class _SourceConfigBase(StrictModel):
         """Whether the operator marked an unreadable DDL statement as changing nothing the sinks hold."""
         return False
 
+    def table_owner(self, source_name: str) -> str:
+        """Who holds this source's tables in the sinks (their owner claims): the source itself. Two
+        owners cannot share a sink table: their rows would overwrite each other's."""
+        return source_name
+
 
 class MySqlSourceConfig(_SourceConfigBase):
     kind: Literal["mysql"] = "mysql"
@@ -163,6 +168,17 @@ class CassandraSourceConfig(_SourceConfigBase):
     retention: RetentionConfig | None = Field(
         default=None, description="thresholds for this source; default: the pipeline's top-level retention"
     )
+    cluster: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="the cluster this node belongs to: a source per node reads that node's cdc_raw, and the"
+        " sources naming one cluster write the same sink tables (each change arrives once per replica and"
+        " the sinks merge cells, so the copies land once in effect)",
+    )
+
+    def table_owner(self, source_name: str) -> str:
+        # Every replica's source writes the cluster's tables: the claim is the cluster's.
+        return f"cluster:{self.cluster}" if self.cluster is not None else source_name
 
     @model_validator(mode="after")
     def _credentials_come_in_pairs(self) -> CassandraSourceConfig:

@@ -89,6 +89,14 @@ class ChangeBatch:
     # A hint for the sensor: the log was read through here, which may lie past `end` when the tail
     # holds nothing to replicate (PostgreSQL: the reader's own progress mark). Never a checkpoint.
     log_read_to: SourcePosition | None = None
+    # Who holds the batch's tables in the sinks, when not the source itself: the sources of one
+    # Cassandra cluster's nodes all write the cluster's tables (config: table_owner).
+    table_owner: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """The name the batch's tables are claimed under in the sinks."""
+        return self.table_owner or self.source
 
     @property
     def row_count(self) -> int:

@@ -94,7 +94,7 @@ def replay_dead_letters(
             targeted = [letter for letter in replayable if letter.sink in ("", sink_name)]
             if not targeted:
                 continue
-            batch, letter_of = _batch_of(source, schema, targeted)
+            batch, letter_of = _batch_of(source, pipeline.sources[source].table_owner(source), schema, targeted)
             refused: list[Rejection] = []
             delivery = deliver(
                 sink, mappers[sink_name], batch, refused.extend, pipeline.sink_outages, warn, advance_checkpoint=False
@@ -174,7 +174,9 @@ def _masked_schema_or_problem(
         return str(error)
 
 
-def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> tuple[ChangeBatch, dict[int, DeadLetter]]:
+def _batch_of(
+    source: str, owner: str, schema: TableSchema, letters: list[DeadLetter]
+) -> tuple[ChangeBatch, dict[int, DeadLetter]]:
     """The letters as a masked batch, and which letter each change's values dict came from."""
     names = set(schema.column_names)
     changes = []
@@ -193,5 +195,5 @@ def _batch_of(source: str, schema: TableSchema, letters: list[DeadLetter]) -> tu
     # The current schema may be ahead of the sink table (or behind a refused change): a replay only
     # adds the columns the sink lacks, it never drops or retypes one.
     tables = {schema.qualified_name: TableChanges(schema, changes, ShapeSource.REPLAY)}
-    batch = ChangeBatch(source, position, position, tables, masked=True)
+    batch = ChangeBatch(source, position, position, tables, masked=True, table_owner=owner)
     return batch, letter_of

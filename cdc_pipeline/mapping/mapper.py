@@ -63,6 +63,12 @@ class MappedBatch:
     # Tables this sink cannot take in their batch's shape (a type with no mapping), and why: their
     # rows are in `rejections`, and their schema changes wait until an operator's fix.
     refused_tables: dict[str, str] = field(default_factory=dict)
+    # ChangeBatch.table_owner: who holds the tables in the sink, when not the source itself.
+    table_owner: str | None = None
+
+    @property
+    def owner(self) -> str:
+        return self.table_owner or self.source
 
     @property
     def row_count(self) -> int:
@@ -114,6 +120,7 @@ class TypeMapper:
         if not batch.masked:
             raise RuntimeError("the map step only takes masked batches")
         mapped = MappedBatch(self.sink_name, batch.source, batch.start, batch.end, batch.last_commit_ts)
+        mapped.table_owner = batch.table_owner
         mapped.schema_changes = batch.schema_changes
         for qualified, table in batch.tables.items():
             try:

@@ -83,7 +83,7 @@ def write_batch(
     result.rejections.extend(schema.rejections)
 
     def write_table(table: MappedTable, rows: list[list[Any]], changes: list[RowChange]) -> list[RowChange]:
-        written = _TableWrite(sink_name, steps, table.layout, result).run(batch.source, rows, changes)
+        written = _TableWrite(sink_name, steps, table.layout, result).run(batch.owner, rows, changes)
         crash_point(f"{steps.crash_prefix}_mid_write")
         return written
 

@@ -116,7 +116,12 @@ class _ChunkLoad:
                 tables = {schema.qualified_name: TableChanges(schema, chunk_slice.changes, ShapeSource.SNAPSHOT)}
                 tables.update({companion.schema.qualified_name: companion for companion in chunk_slice.companions})
                 batch = ChangeBatch(
-                    self.source_name, _NOT_FROM_THE_LOG, _NOT_FROM_THE_LOG, tables, chunk_slice.rejections
+                    self.source_name,
+                    _NOT_FROM_THE_LOG,
+                    _NOT_FROM_THE_LOG,
+                    tables,
+                    chunk_slice.rejections,
+                    table_owner=self.pipeline.sources[self.source_name].table_owner(self.source_name),
                 )
                 fanned = fan_out.deliver(batch, sinks, advance_checkpoint=False)
                 self._note_present_keys(fanned.masked)

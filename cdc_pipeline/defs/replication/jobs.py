@@ -14,7 +14,7 @@ from cdc_pipeline.defs.replication.replicating import (
     replicate_in_batches,
     required_resource_keys,
 )
-from cdc_pipeline.defs.run_tags import SOURCE_TAG, embedded_clickhouse_tags
+from cdc_pipeline.defs.run_tags import SOURCE_TAG, embedded_clickhouse_tags, shared_tables_tags
 from cdc_pipeline.sources.registry import source_kind
 
 
@@ -55,5 +55,5 @@ def build_replication_job(source_name: str, pipeline: PipelineConfig) -> dg.JobD
         replicate,
         replication_job_name(source_name),
         f"Replicates the backlog of source '{source_name}' into every sink, in bounded batches.",
-        {SOURCE_TAG: source_name, **embedded_clickhouse_tags(pipeline)},
+        {SOURCE_TAG: source_name, **embedded_clickhouse_tags(pipeline), **shared_tables_tags(pipeline, source_name)},
     )

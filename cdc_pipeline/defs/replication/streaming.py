@@ -16,7 +16,7 @@ from cdc_pipeline.defs.replication.replicating import (
     replicate_in_batches,
     required_resource_keys,
 )
-from cdc_pipeline.defs.run_tags import SOURCE_TAG, STREAMING_TAG, embedded_clickhouse_tags
+from cdc_pipeline.defs.run_tags import SOURCE_TAG, STREAMING_TAG, embedded_clickhouse_tags, shared_tables_tags
 
 
 class StreamConfig(dg.Config):
@@ -49,5 +49,10 @@ def build_streaming_job(source_name: str, pipeline: PipelineConfig) -> dg.JobDef
         stream,
         streaming_job_name(source_name),
         f"Streams source '{source_name}' into every sink in bounded micro-batches (continuous mode).",
-        {SOURCE_TAG: source_name, STREAMING_TAG: "true", **embedded_clickhouse_tags(pipeline)},
+        {
+            SOURCE_TAG: source_name,
+            STREAMING_TAG: "true",
+            **embedded_clickhouse_tags(pipeline),
+            **shared_tables_tags(pipeline, source_name),
+        },
     )

@@ -15,19 +15,26 @@ def configured_tables(pipeline: PipelineConfig, source_name: str) -> list[str]:
 
 
 def build_sink_table_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
-    specs = []
+    # The sources of one Cassandra cluster's nodes write the same tables: one asset each, loaded by any
+    # of their snapshots.
+    sources_of: dict[str, list[str]] = {}
     for source_name in pipeline.sources:
         for table in configured_tables(pipeline, source_name):
-            for sink_name, sink in pipeline.sinks.items():
-                specs.append(
-                    dg.AssetSpec(
-                        key=sink_table_asset_key(sink_name, table),
-                        description=f"{table} from source '{source_name}', replicated into {sink.kind} '{sink_name}'",
-                        group_name=sink_name,
-                        kinds={sink.kind, pipeline.sources[source_name].kind},
-                        metadata={"source": source_name, "source_table": table},
-                        # Loaded by the snapshot backfill, kept current by the replication job.
-                        deps=[snapshot_asset_key(source_name, table)],
-                    )
+            sources_of.setdefault(table, []).append(source_name)
+    specs = []
+    for table, source_names in sources_of.items():
+        kinds = {pipeline.sources[name].kind for name in source_names}
+        named = ", ".join(f"'{name}'" for name in source_names)
+        for sink_name, sink in pipeline.sinks.items():
+            specs.append(
+                dg.AssetSpec(
+                    key=sink_table_asset_key(sink_name, table),
+                    description=f"{table} from source {named}, replicated into {sink.kind} '{sink_name}'",
+                    group_name=sink_name,
+                    kinds={sink.kind, *kinds},
+                    metadata={"source": ", ".join(source_names), "source_table": table},
+                    # Loaded by the snapshot backfill, kept current by the replication job.
+                    deps=[snapshot_asset_key(name, table) for name in source_names],
                 )
+            )
     return specs

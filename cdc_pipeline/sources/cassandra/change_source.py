@@ -177,7 +177,12 @@ class CassandraChangeSource:
         start = self.cdc_raw.start_of(segments, resume, earliest[0] if earliest is not None else None)
         limit = as_commit_log_position(stop_at) if stop_at is not None else None
         batch_start = start or resume or CommitLogPosition(0, 0)
-        batch = ChangeBatch(self._name, Checkpoint(batch_start), Checkpoint(batch_start))
+        batch = ChangeBatch(
+            self._name,
+            Checkpoint(batch_start),
+            Checkpoint(batch_start),
+            table_owner=self._config.table_owner(self._name),
+        )
         position = start
         rows = 0
         # Commit-log bytes read: whole segments' spans, so a batch stops at the segment that crosses it.
