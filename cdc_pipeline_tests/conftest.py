@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,11 +50,23 @@ def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCassand
     server.stop()
 
 
+class ClusterTestNode(LocalCassandra):
+    """A cluster node whose cdc_raw fills after 32 MiB, so that a test fills one quickly (each write
+    reaches every replica). The node counts the commit-log segments its memtables still hold towards
+    cdc_total_space, so memtables flush at 4 MiB (half of 8 MiB): with the single node's 64 MiB of
+    memtable, a cdc_raw of 32 MiB would stay full however far the pipeline had read."""
+
+    def cassandra_yaml(self) -> dict[str, Any]:
+        return {**super().cassandra_yaml(), "cdc_total_space": "32MiB", "memtable_heap_space": "8MiB"}
+
+
 @pytest.fixture(scope="session")
 def cassandra_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCassandraCluster]:
     """Three Cassandra 5 nodes with CDC on, on this worker's own loopback addresses (127.0.<worker + 1>.1-3),
     started the first time a test of this worker asks for it (about 23 s on 2 cores, 430 MiB RSS a node)."""
-    cluster = LocalCassandraCluster(tmp_path_factory.mktemp("cassandra_cluster"), nodes=3).start()
+    cluster = LocalCassandraCluster(
+        tmp_path_factory.mktemp("cassandra_cluster"), nodes=3, node_class=ClusterTestNode
+    ).start()
     yield cluster
     cluster.stop()
 

@@ -31,6 +31,7 @@ from typing import Any
 from cassandra.concurrent import execute_concurrent_with_args
 
 from cdc_pipeline.bench.runs import Measurement, measure_in_subprocess, print_medians
+from cdc_pipeline.config.models import BatchConfig
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
 
 PHASES = ("reference", "capture", "clickhouse", "postgres")
@@ -40,6 +41,8 @@ _TABLE_DDL = """CREATE TABLE bench.orders (
   created_at timestamp, shipped_at timestamp, attributes map<text, text>,
   PRIMARY KEY ((customer_id), order_id)) WITH cdc = true"""
 _CUSTOMERS = 9973
+# What a pipeline without a `batch` section uses: memory is per batch.
+_DEFAULT_BATCH_ROWS: int = BatchConfig.model_fields["max_rows"].default
 
 
 class BenchCassandra(LocalCassandra):
@@ -151,15 +154,24 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
     elif phase == "postgres":
         sink = PostgresSink("analytics", sink_target, "bench")
     mapper = TypeMapper(sink.name, sink_kind(phase).map_column, []) if sink else None
+    # A production batch's other limits (commit-log bytes, seconds): the config's defaults.
+    limits = BatchConfig()
     rows = 0
     reached: Checkpoint | None = None
+    source.check()  # as a run does first (it also starts the segment reader)
     while True:
         # Without a sink the reader's own end stands in for a checkpoint. Nothing is released: every
         # run reads the same segments.
         checkpoints = {"sink": sink.checkpoint("bench") if sink is not None else reached}
         # As ReplicationSession.replicate_batch does, for the whole batch.
         with cyclic_gc_paused():
-            batch = source.read_batch(checkpoints, stop_at=None, max_rows=batch_rows)
+            batch = source.read_batch(
+                checkpoints,
+                stop_at=None,
+                max_rows=batch_rows,
+                max_bytes=limits.max_bytes,
+                max_seconds=limits.max_seconds,
+            )
             if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
                 return rows
             if batch.rejections:
@@ -245,7 +257,9 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--batch-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--batch-rows", type=int, default=_DEFAULT_BATCH_ROWS, help="row changes per batch (default: the config's)"
+    )
     parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ", ".join(PHASES))
     parser.add_argument("--measure", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--node", help=argparse.SUPPRESS)

@@ -104,7 +104,10 @@ class LocalCassandraCluster:
     """`nodes` Cassandra 5 nodes on this machine; node 0 is the seed. start() returns once every node sees
     every other node in its ring and gossip, stop() stops them all."""
 
-    def __init__(self, base_dir: Path, nodes: int = 3, heap_mb: int = 512) -> None:
+    def __init__(
+        self, base_dir: Path, nodes: int = 3, heap_mb: int = 512, node_class: type[LocalCassandra] = LocalCassandra
+    ) -> None:
+        """`node_class`: a LocalCassandra with other settings (its cassandra_yaml()), for every node."""
         if nodes < 2:
             raise ValueError("a cluster has at least 2 nodes; LocalCassandra is the single-node server")
         self.base_dir = base_dir
@@ -117,7 +120,7 @@ class LocalCassandraCluster:
         self.cluster_name = f"cdc_test_cluster_{self.storage_port}"
         self.tokens = evenly_spaced_tokens(nodes)
         self.nodes = [
-            LocalCassandra(
+            node_class(
                 base_dir / f"node{index}",
                 heap_mb=heap_mb,
                 host=address,

@@ -115,6 +115,9 @@ class CassandraChangeSource:
                     f"{where}: table {pattern} (sources.{self._name}.tables.include) has cdc = false, so its changes"
                     f" never reach cdc_raw; enable it with ALTER TABLE {quote(keyspace)}.{quote(table)} WITH cdc = true"
                 )
+        # The reader's JVM starts now: it initialises (about a second) while the run reads the sinks'
+        # checkpoints, instead of after them.
+        self._reader(fresh_schema=False)
 
     # -- positions ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
-from cassandra.policies import RoundRobinPolicy
+from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
 
 # The driver's pure-Python handler; `ProtocolHandler` is the compiled one when the extension is built.
 from cassandra.protocol import _ProtocolHandler as PurePythonProtocolHandler
@@ -48,6 +48,10 @@ class CassandraSourceSettings:
                     EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
                 },
                 connect_timeout=10,
+                # A node source talks to its own node only: once the node is back from a restart, the
+                # session (kept for the process's life) reconnects within seconds, not after the driver's
+                # default backoff of up to 10 minutes, in which every run of the source would fail.
+                reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
             )
             try:
                 session = cluster.connect()
