@@ -1,6 +1,7 @@
 """Benchmark of the Cassandra source: `python -m cdc_pipeline.bench.cassandra_source [--rows 100000] [--runs 3]`.
 
-Starts a Cassandra 5 node (CDC on, 32 MiB commit-log segments) in a temporary directory, writes a
+Starts a Cassandra 5 node (CDC on, 32 MiB commit-log segments) in a temporary directory, and with
+`--topology cluster` (or `both`, the default) a three-node cluster (replication factor 3) too, writes a
 workload into a CDC table (inserts of 9-column rows with a non-frozen map, then one-cell updates of
 10% and deletes of 5% of the rows), then measures, each in a fresh process (so peak RSS belongs to
 one measurement) and over the same commit-log segments (nothing is released between runs):
@@ -8,12 +9,18 @@ one measurement) and over the same commit-log segments (nothing is released betw
 - reference: the table's live rows read back with cassandra-driver paging (5,000 rows a page): what
   a full scan of the same data costs a client;
 - capture:   this pipeline's commit-log capture (parse step: the Java reader + RowChange building)
-  alone, in micro-batches;
+  alone, in micro-batches, as a new run does it (the reader's JVM starts with it);
+- capture_warm: the same read a second time by the same source, as a continuous run reads once its
+  reader is up and its JIT compiled;
 - clickhouse / postgres: capture -> mask -> map -> write into chdb / PostgreSQL with checkpoints.
 
+On the cluster, the pipeline is one source per node (each reading its node's cdc_raw, all feeding one
+sink, as a deployment runs them); every node holds a copy of every change, and the rate counts each
+change once, over the time all three sources take one after the other.
+
 Prints the median rows/s of --runs runs (row changes for the pipeline, rows for the reference), the
-peak RSS of the measuring process (the node's and the Java reader's memory are not in it) and the
-ratio against the reference measured in the same invocation.
+peak RSS of the measuring process (the nodes' and the Java reader's memory are not in it) and the
+ratio against the reference measured in the same invocation, on the same topology.
 """
 
 from __future__ import annotations
@@ -28,13 +35,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from cassandra import ConsistencyLevel
 from cassandra.concurrent import execute_concurrent_with_args
 
 from cdc_pipeline.bench.runs import Measurement, measure_in_subprocess, print_medians
 from cdc_pipeline.config.models import BatchConfig
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
 
-PHASES = ("reference", "capture", "clickhouse", "postgres")
+PHASES = ("reference", "capture", "capture_warm", "clickhouse", "postgres")
 KEYSPACE = "bench"
 _TABLE_DDL = """CREATE TABLE bench.orders (
   customer_id int, order_id int, quantity int, unit_price decimal, total decimal, sku text, note text,
@@ -61,11 +69,11 @@ def _key(i: int) -> tuple[int, int]:
     return i % _CUSTOMERS, i
 
 
-def generate_workload(node: LocalCassandra, rows: int) -> int:
+def generate_workload(session: Any, rows: int, replication_factor: int) -> int:
     """The table and its changes; returns how many row changes (mutations) were written."""
-    session = node.session()
     session.execute(
-        f"CREATE KEYSPACE {KEYSPACE} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        f"CREATE KEYSPACE {KEYSPACE} WITH replication = {{'class': 'SimpleStrategy',"
+        f" 'replication_factor': {replication_factor}}}"
     )
     session.execute(_TABLE_DDL)
     insert = session.prepare(
@@ -96,6 +104,9 @@ def generate_workload(node: LocalCassandra, rows: int) -> int:
 
 
 def _write_all(session: Any, statement: Any, parameters: Any) -> None:
+    # ALL: every replica holds every change before a measurement reads its cdc_raw (the nodes keep no
+    # hints, so a write a busy replica dropped would never reach it).
+    statement.consistency_level = ConsistencyLevel.ALL
     chunk: list[tuple[Any, ...]] = []
     for values in parameters:
         chunk.append(values)
@@ -109,11 +120,11 @@ def _write_all(session: Any, statement: Any, parameters: Any) -> None:
 # -- one measurement, in its own process --------------------------------------------------------
 
 
-def measure_reference(node_settings: dict[str, Any]) -> int:
+def measure_reference(nodes: list[dict[str, Any]]) -> int:
     from cassandra.cluster import Cluster
     from cassandra.query import SimpleStatement
 
-    cluster = Cluster([node_settings["host"]], port=node_settings["port"], protocol_version=5)
+    cluster = Cluster([node["host"] for node in nodes], port=nodes[0]["port"], protocol_version=5)
     try:
         session = cluster.connect()
         rows = 0
@@ -124,7 +135,22 @@ def measure_reference(node_settings: dict[str, Any]) -> int:
         cluster.shutdown()
 
 
-def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int, sink_target: str) -> int:
+def measure_pipeline(phase: str, nodes: list[dict[str, Any]], batch_rows: int, sink_target: str) -> tuple[int, float]:
+    """Every node's changes through its own source into one sink, node after node; returns the row
+    changes delivered, each node's copies counted once (a cluster's nodes hold the same changes), and
+    the seconds the sources took."""
+    measured = [measure_node_source(phase, index, nodes, batch_rows, sink_target) for index in range(len(nodes))]
+    delivered = {rows for rows, _ in measured}
+    if len(delivered) != 1:
+        raise RuntimeError(f"the nodes' sources delivered different numbers of changes: {measured}")
+    return delivered.pop(), sum(seconds for _, seconds in measured)
+
+
+def measure_node_source(
+    phase: str, index: int, nodes: list[dict[str, Any]], batch_rows: int, sink_target: str
+) -> tuple[int, float]:
+    """Rows delivered and seconds taken, from the imports on; `capture_warm` times a second pass only."""
+    began = time.perf_counter()
     from cdc_pipeline.config.models import MaskingConfig
     from cdc_pipeline.config.sources import CassandraSourceConfig, TableSelection
     from cdc_pipeline.core.checkpoint import Checkpoint
@@ -138,15 +164,18 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
     from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
     from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 
+    node_settings = nodes[index]
+    name = f"bench{index}"
     config = CassandraSourceConfig(
         kind="cassandra",
         hosts=[node_settings["host"]],
         port=node_settings["port"],
         cassandra_yaml=node_settings["cassandra_yaml"],
         tables=TableSelection(include=[f"{KEYSPACE}.*"]),
+        cluster="bench" if len(nodes) > 1 else None,
     )
-    settings = CassandraSourceSettings("bench", (node_settings["host"],), node_settings["port"])
-    source = CassandraChangeSource("bench", settings, config, state_dir=Path(node_settings["state_dir"]))
+    settings = CassandraSourceSettings(name, (node_settings["host"],), node_settings["port"])
+    source = CassandraChangeSource(name, settings, config, state_dir=Path(node_settings["state_dir"]))
     masker = Masker(MaskingConfig(), "bench-key")
     sink: Sink | None = None
     if phase == "clickhouse":
@@ -156,40 +185,50 @@ def measure_pipeline(phase: str, node_settings: dict[str, Any], batch_rows: int,
     mapper = TypeMapper(sink.name, sink_kind(phase).map_column, []) if sink else None
     # A production batch's other limits (commit-log bytes, seconds): the config's defaults.
     limits = BatchConfig()
-    rows = 0
-    reached: Checkpoint | None = None
     source.check()  # as a run does first (it also starts the segment reader)
-    while True:
-        # Without a sink the reader's own end stands in for a checkpoint. Nothing is released: every
-        # run reads the same segments.
-        checkpoints = {"sink": sink.checkpoint("bench") if sink is not None else reached}
-        # As ReplicationSession.replicate_batch does, for the whole batch.
-        with cyclic_gc_paused():
-            batch = source.read_batch(
-                checkpoints,
-                stop_at=None,
-                max_rows=batch_rows,
-                max_bytes=limits.max_bytes,
-                max_seconds=limits.max_seconds,
-            )
-            if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
-                return rows
-            if batch.rejections:
-                raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
-            rows += batch.row_count
-            reached = batch.end
-            if sink is not None and mapper is not None:
-                sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
+
+    def drain() -> int:
+        rows = 0
+        reached: Checkpoint | None = None
+        while True:
+            # Without a sink the reader's own end stands in for a checkpoint. Nothing is released: every
+            # run reads the same segments.
+            checkpoints = {"sink": sink.checkpoint(name) if sink is not None else reached}
+            # As ReplicationSession.replicate_batch does, for the whole batch.
+            with cyclic_gc_paused():
+                batch = source.read_batch(
+                    checkpoints,
+                    stop_at=None,
+                    max_rows=batch_rows,
+                    max_bytes=limits.max_bytes,
+                    max_seconds=limits.max_seconds,
+                )
+                if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
+                    return rows
+                if batch.rejections:
+                    raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
+                rows += batch.row_count
+                reached = batch.end
+                if sink is not None and mapper is not None:
+                    sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
+
+    rows = drain()
+    if phase == "capture_warm":
+        # A continuous run's reader: its JVM started and compiled the decoding a pass ago.
+        began = time.perf_counter()
+        rows = drain()
+    source.close()
+    return rows, time.perf_counter() - began
 
 
 def measure_in_this_process(args: argparse.Namespace) -> None:
-    node_settings = json.loads(args.node)
-    began = time.perf_counter()
+    nodes = json.loads(args.nodes)
     if args.measure == "reference":
-        rows = measure_reference(node_settings)
+        began = time.perf_counter()
+        rows = measure_reference(nodes)
+        elapsed = time.perf_counter() - began
     else:
-        rows = measure_pipeline(args.measure, node_settings, args.batch_rows, args.sink_target)
-    elapsed = time.perf_counter() - began
+        rows, elapsed = measure_pipeline(args.measure, nodes, args.batch_rows, args.sink_target)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rows": rows, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}))
 
@@ -202,50 +241,73 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory(prefix="cdc-bench-cassandra-") as temp:
         work = Path(temp)
-        node = BenchCassandra(work / "cassandra", heap_mb=1024).start()
         postgres = LocalPostgres(work / "postgres" / "data").start()
         try:
-            print(f"writing {args.rows:,} rows (+10% one-cell updates, +5% deletes) into Cassandra ...", flush=True)
-            began = time.perf_counter()
-            changes = generate_workload(node, args.rows)
-            print(f"  {changes:,} mutations in {time.perf_counter() - began:.0f} s", flush=True)
-            live_rows = args.rows - len(range(1, args.rows, 20))
-            node_settings = {
-                "host": node.host,
-                "port": node.port,
-                "cassandra_yaml": str(node.base_dir / "cassandra.yaml"),
-                "state_dir": str(work / "reader-state"),
-            }
-            phases = [phase for phase in PHASES if phase in args.phases.split(",")]
-            results: dict[str, list[Measurement]] = {phase: [] for phase in phases}
-            for run in range(args.runs):
-                for phase in phases:
-                    target = ""
-                    if phase == "clickhouse":
-                        target = f"chdb://{work / f'chdb-{run}'}"
-                    elif phase == "postgres":
-                        target = postgres.create_database(f"bench_sink_{run}")
-                    arguments = [
-                        "--node", json.dumps(node_settings), "--batch-rows", str(args.batch_rows),
-                        "--sink-target", target,
-                    ]  # fmt: skip
-                    expected = live_rows if phase == "reference" else changes
-                    results[phase].append(
-                        measure_in_subprocess("cdc_pipeline.bench.cassandra_source", phase, arguments, expected, run)
-                    )
-            print(
-                f"\nworkload: {changes:,} mutations, {live_rows:,} live rows; batch size {args.batch_rows:,};"
-                f" median of {args.runs} runs"
-            )
-            print_medians(results, _LABELS, "reference")
+            if args.topology in ("node", "both"):
+                node = BenchCassandra(work / "cassandra", heap_mb=1024).start()
+                try:
+                    measure_topology("one node", [node], node.session(), args, postgres, work / "node")
+                finally:
+                    node.stop()
+            if args.topology in ("cluster", "both"):
+                from cdc_pipeline.local_servers.cassandra_cluster import LocalCassandraCluster
+
+                ring = LocalCassandraCluster(work / "cluster", nodes=3, heap_mb=1024, node_class=BenchCassandra)
+                ring.start()
+                try:
+                    measure_topology("three-node cluster", ring.nodes, ring.session(), args, postgres, work / "cluster")
+                finally:
+                    ring.stop()
         finally:
             postgres.stop()
-            node.stop()
+
+
+def measure_topology(
+    topology: str, nodes: list[LocalCassandra], session: Any, args: argparse.Namespace, postgres: Any, work: Path
+) -> None:
+    """The workload written through `session` (replicated to every node), then each phase --runs times."""
+    print(f"{topology}: writing {args.rows:,} rows (+10% one-cell updates, +5% deletes) ...", flush=True)
+    began = time.perf_counter()
+    changes = generate_workload(session, args.rows, replication_factor=len(nodes))
+    print(f"  {changes:,} mutations in {time.perf_counter() - began:.0f} s", flush=True)
+    live_rows = args.rows - len(range(1, args.rows, 20))
+    settings = [
+        {
+            "host": node.host,
+            "port": node.port,
+            "cassandra_yaml": str(node.base_dir / "cassandra.yaml"),
+            "state_dir": str(work / f"reader-state-{index}"),
+        }
+        for index, node in enumerate(nodes)
+    ]
+    phases = [phase for phase in PHASES if phase in args.phases.split(",")]
+    results: dict[str, list[Measurement]] = {phase: [] for phase in phases}
+    for run in range(args.runs):
+        for phase in phases:
+            target = ""
+            if phase == "clickhouse":
+                target = f"chdb://{work / f'chdb-{run}'}"
+            elif phase == "postgres":
+                target = postgres.create_database(f"bench_sink_{work.name}_{run}")
+            arguments = [
+                "--nodes", json.dumps(settings), "--batch-rows", str(args.batch_rows), "--sink-target", target,
+            ]  # fmt: skip
+            expected = live_rows if phase == "reference" else changes
+            results[phase].append(
+                measure_in_subprocess("cdc_pipeline.bench.cassandra_source", phase, arguments, expected, run)
+            )
+    print(
+        f"\n{topology}: {changes:,} mutations, {live_rows:,} live rows; batch size {args.batch_rows:,};"
+        f" median of {args.runs} runs"
+    )
+    print_medians(results, _LABELS, "reference")
+    print(flush=True)
 
 
 _LABELS = {
     "reference": "live rows read back (driver paging)",
     "capture": "commit-log capture (parse step) alone",
+    "capture_warm": "capture, reader warm (a continuous run)",
     "clickhouse": "end to end into ClickHouse (chdb)",
     "postgres": "end to end into PostgreSQL",
 }
@@ -262,7 +324,10 @@ def main() -> None:
     )
     parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ", ".join(PHASES))
     parser.add_argument("--measure", choices=PHASES, help=argparse.SUPPRESS)
-    parser.add_argument("--node", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--topology", choices=("node", "cluster", "both"), default="both", help="one node, a 3-node cluster, or both"
+    )
+    parser.add_argument("--nodes", help=argparse.SUPPRESS)
     parser.add_argument("--sink-target", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
