@@ -21,6 +21,8 @@ from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
 from cdc_pipeline.sources.cassandra.segment_reader import READER_DIR, reader_is_built
 from cdc_pipeline_tests.polling import wait_until
 
+# One worker runs every test of the cluster, so the session starts one three-node cluster, not one per worker.
+pytestmark = pytest.mark.xdist_group("cassandra_cluster")
 _keyspace_numbers = itertools.count()
 # A write time of the test's choosing: each replica's copy of a change carries it as its version.
 WRITE_TIME_MICROS = 1_700_000_000_000_000

@@ -22,6 +22,8 @@ from cdc_pipeline_tests.cassandra_cluster_pipeline import ClusterPipelineHarness
 from cdc_pipeline_tests.harness import MASKING_KEY, assert_same_rows, run_summary
 from cdc_pipeline_tests.polling import wait_until
 
+# One worker runs every test of the cluster, so the session starts one three-node cluster, not one per worker.
+pytestmark = pytest.mark.xdist_group("cassandra_cluster")
 _keyspace_numbers = itertools.count()
 QUORUM = ConsistencyLevel.QUORUM
 ALL = ConsistencyLevel.ALL
