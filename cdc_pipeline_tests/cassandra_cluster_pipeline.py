@@ -9,6 +9,7 @@ replica agrees on (a read at ALL also repairs a replica that missed writes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -21,6 +22,7 @@ from cdc_pipeline.defs.run_tags import SHARED_TABLES_TAG
 from cdc_pipeline.local_servers.cassandra_cluster import LocalCassandraCluster
 from cdc_pipeline.sources.cassandra.resource import CassandraSourceResource
 from cdc_pipeline_tests.cassandra_pipeline import CassandraPipelineHarness, _comparable, _sorted
+from cdc_pipeline_tests.harness import run_replication_cli
 
 CLUSTER = "ring"
 
@@ -80,6 +82,13 @@ class ClusterPipelineHarness(CassandraPipelineHarness):
         result = job.execute_in_process(raise_on_error=raise_on_error)
         assert result.success or not raise_on_error
         return result
+
+    def replicate_node_in_own_process(self, index: int, dagster_home: Path) -> None:
+        """`dagster job execute` of the node's per-run job, in a process of its own (as the daemon runs
+        it); the chdb path must then be the test's own (use_private_clickhouse)."""
+        assert self.clickhouse_in_subprocess, "call use_private_clickhouse() first"
+        done = run_replication_cli(self.write_config_file(), dagster_home, node_source(index))
+        assert done.returncode == 0, done.stderr[-3000:]
 
     def shared_tables_tag(self, index: int) -> str | None:
         job = build_definitions(self.pipeline, self.resources()).resolve_job_def(f"replicate_{node_source(index)}")

@@ -183,3 +183,27 @@ def test_a_node_whose_pipeline_stayed_down_until_its_cdc_raw_filled_catches_up(
     repaired = run_summary(pipeline.replicate_node(2))
     assert repaired["rows"] >= 1, repaired
     assert _assert_sinks_equal_the_cluster(pipeline, "blobs") in (expected, expected + 1)
+
+
+def test_node_sources_in_processes_of_their_own_resume_each_from_its_checkpoint(
+    cluster_pipeline: ClusterPipelineHarness, tmp_path: Path
+) -> None:
+    """As the daemon runs them: every run a new process, which finds the node's checkpoint and the
+    cluster's claim on the tables in the sinks, not in memory."""
+    pipeline = cluster_pipeline
+    pipeline.use_private_clickhouse()
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    ring, ks = pipeline.ring, pipeline.keyspace
+    ring.execute(f"CREATE TABLE {ks}.events (id int PRIMARY KEY, kind text, score int) WITH cdc = true")
+    for event in range(30):
+        ring.execute(f"INSERT INTO {ks}.events (id, kind, score) VALUES (%s, %s, %s)", [event, "a", event], ALL)
+    pipeline.replicate_node_in_own_process(0, dagster_home)
+    pipeline.replicate_node_in_own_process(1, dagster_home)
+    for event in range(0, 30, 3):
+        ring.execute(f"UPDATE {ks}.events SET score = -1 WHERE id = %s", [event], ALL)
+    ring.execute(f"DELETE FROM {ks}.events WHERE id = 1", None, ALL)
+    # Node 2 brings everything once; node 1 only what came after its checkpoint (its copies).
+    pipeline.replicate_node_in_own_process(2, dagster_home)
+    pipeline.replicate_node_in_own_process(1, dagster_home)
+    assert _assert_sinks_equal_the_cluster(pipeline, "events") == 29
