@@ -16,7 +16,6 @@ from cdc_pipeline.core.schema_changes import SchemaChange, ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.sink_types import (
     ColumnMapper,
-    Converter,
     SinkColumn,
     SinkTableLayout,
     TypeNotMappable,
@@ -185,42 +184,50 @@ class TypeMapper:
         it converts the merged values, but a value that cannot map is refused here, column named.
         """
         table = MappedTable(layout)
-        names = layout.column_names
-        converters = {column.name: column.convert for column in layout.columns}
+        check = _CellChangeCheck(layout, schema)
         for change in changes:
             try:
-                row = self._check_cell_change(schema, names, converters, change)
+                row = check.row(change)
             except ValueNotMappable as error:
                 rejections.append(self._reject(layout.source_table, change, f"{self.sink_name}: {error}"))
                 continue
             table.add(row, change)
         return table
 
-    def _check_cell_change(
-        self, schema: TableSchema, names: list[str], converters: dict[str, Converter | None], change: RowChange
-    ) -> list[Any]:
+
+class _CellChangeCheck:
+    """What `_map_cell_table` checks of each change, with the table's facts looked up once: a change
+    carries only the columns it wrote, so only those are visited."""
+
+    def __init__(self, layout: SinkTableLayout, schema: TableSchema) -> None:
+        self._schema = schema
+        self._width = len(layout.column_names)
+        self._index = {name: index for index, name in enumerate(layout.column_names)}
+        self._converters = {column.name: column.convert for column in layout.columns}
+        self._keys = frozenset(schema.key_columns)
+        self._masked_as_null = frozenset(column.name for column in schema.columns if column.masked_as_null)
+
+    def row(self, change: RowChange) -> list[Any]:
+        schema, values = self._schema, change.values
         cells = change.cells
         if cells is None:
             raise ValueNotMappable("a change of a cell table carries no cell write times")
         needed = schema.partition_key if cells.is_partition_level else schema.key_columns
-        missing = [k for k in needed if change.values.get(k) is None]
+        missing = [k for k in needed if values.get(k) is None]
         if missing:
             raise ValueNotMappable(f"key column(s) {missing} missing or NULL")
-        unknown = [name for name in change.values if name not in converters]
+        unknown = [name for name in values if name not in self._index]
         if unknown:
             raise ValueNotMappable(f"column(s) {unknown} are not in the table's schema")
-        row: list[Any] = [None] * len(names)
-        for index, name in enumerate(names):
-            if name not in change.values:
-                continue
-            value = change.values[name]
-            is_key = name in schema.key_columns
-            if not is_key and not isinstance(value, CollectionWrite) and name not in cells.cells:
+        row: list[Any] = [None] * self._width
+        for name, value in values.items():
+            is_collection = isinstance(value, CollectionWrite)
+            if not is_collection and name not in self._keys and name not in cells.cells:
                 raise ValueNotMappable(f"column {name}: a value without a cell write time")
-            if schema.column(name).masked_as_null:
+            if name in self._masked_as_null:
                 continue  # a placeholder the sink never shows
-            if isinstance(value, CollectionWrite):
+            if is_collection:
                 # The sink shows a collection as JSON text: check the elements' text converts.
                 value = json.dumps([[e.path, e.value] for e in value.elements], ensure_ascii=False)
-            row[index] = convert_for_column(name, converters[name], value)
+            row[self._index[name]] = convert_for_column(name, self._converters[name], value)
         return row
