@@ -21,7 +21,6 @@ from typing import Any
 from cdc_pipeline.config.sources import CassandraSourceConfig
 from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
-from cdc_pipeline.core.gc_pause import cyclic_gc_paused
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
 from cdc_pipeline.core.schema import TableSchema, qualify, split_qualified
@@ -163,17 +162,7 @@ class CassandraChangeSource:
         max_bytes: int | None = None,
         max_seconds: float | None = None,
     ) -> ChangeBatch:
-        with cyclic_gc_paused():
-            return self._read_batch(checkpoints, stop_at, max_rows, max_bytes, max_seconds)
-
-    def _read_batch(
-        self,
-        checkpoints: Mapping[str, Checkpoint | None],
-        stop_at: SourcePosition | None,
-        max_rows: int,
-        max_bytes: int | None,
-        max_seconds: float | None,
-    ) -> ChangeBatch:
+        # The cyclic GC is paused around the whole batch by its caller (ReplicationSession), not here.
         earliest = self._earliest(checkpoints)
         resume = earliest[1] if earliest is not None else None
         segments = self.cdc_raw.segments()

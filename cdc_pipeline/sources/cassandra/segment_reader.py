@@ -126,13 +126,20 @@ class SegmentReaderProcess:
         self._cassandra_yaml = cassandra_yaml
         # stderr goes to a file nobody names: a pipe nobody reads would block the reader when full.
         self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
-            ["java", f"@{_ARGFILE}", *_LONG_LIVED_JVM_OPTIONS, _MAIN_CLASS, "--serve", str(cassandra_yaml),
-             str(schema_file)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )  # fmt: skip
+        try:
+            self._process = subprocess.Popen(
+                ["java", f"@{_ARGFILE}", *_LONG_LIVED_JVM_OPTIONS, _MAIN_CLASS, "--serve", str(cassandra_yaml),
+                 str(schema_file)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+            )  # fmt: skip
+        except FileNotFoundError:
+            self._stderr.close()
+            raise SegmentReadError(
+                "java is not on this machine's PATH: the Cassandra segment reader needs a JDK 17"
+                " (Debian package openjdk-17-jre-headless)"
+            ) from None
         # A read whose lines were not all taken leaves them in the pipe: the process cannot serve again.
         self._mid_read = False
 
