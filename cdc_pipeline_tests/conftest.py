@@ -15,11 +15,15 @@ from cdc_pipeline.local_servers.cassandra_cluster import LocalCassandraCluster
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.sinks.clickhouse.resource import ClickHouseSinkResource
+from cdc_pipeline.sources.cassandra.reader_server import IDLE_SECONDS_VARIABLE, stop_reader_servers
 from cdc_pipeline_tests.cassandra_pipeline import CassandraPipelineHarness
 from cdc_pipeline_tests.harness import MASKING_KEY, PipelineHarness
 from cdc_pipeline_tests.postgres_source import PostgresSourceHarness, drop_slots
 
 _test_numbers = itertools.count()
+# Each test's schema files get a reader server of their own: idle ones go after 20 s, not the
+# default 5 minutes, so that the suite does not keep dozens of JVMs (the processes it starts inherit it).
+os.environ.setdefault(IDLE_SECONDS_VARIABLE, "20")
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +51,7 @@ def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCassand
     """A Cassandra 5 node with CDC on, started the first time a test of this worker asks for it (about 5 s)."""
     server = LocalCassandra(tmp_path_factory.mktemp("cassandra")).start()
     yield server
+    stop_reader_servers(under=server.base_dir)
     server.stop()
 
 
@@ -68,6 +73,7 @@ def cassandra_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
         tmp_path_factory.mktemp("cassandra_cluster"), nodes=3, node_class=ClusterTestNode
     ).start()
     yield cluster
+    stop_reader_servers(under=cluster.base_dir)
     cluster.stop()
 
 

@@ -8,19 +8,22 @@ one measurement) and over the same commit-log segments (nothing is released betw
 
 - reference: the table's live rows read back with cassandra-driver paging (5,000 rows a page): what
   a full scan of the same data costs a client;
-- capture:   this pipeline's commit-log capture (parse step: the Java reader + RowChange building)
-  alone, in micro-batches, as a new run does it (the reader's JVM starts with it);
-- capture_warm: the same read a second time by the same source, as a continuous run reads once its
-  reader is up and its JIT compiled;
-- clickhouse / postgres: capture -> mask -> map -> write into chdb / PostgreSQL with checkpoints.
+- capture_cold: this pipeline's commit-log capture (parse step: the Java reader + RowChange building)
+  alone, in micro-batches, by a new run that finds no reader server up: it starts one (the JVM
+  start, Cassandra's initialisation and a cold JIT are in the time), as after an idle spell;
+- capture: the same by a new run while the node's reader server is up (a run before it left it):
+  what every run the daemon launches pays in steady state, and a continuous run's rate;
+- clickhouse / postgres: capture -> mask -> map -> write into chdb / PostgreSQL with checkpoints, the
+  reader server up.
 
 On the cluster, the pipeline is one source per node (each reading its node's cdc_raw, all feeding one
 sink, as a deployment runs them); every node holds a copy of every change, and the rate counts each
 change once, over the time all three sources take one after the other.
 
 Prints the median rows/s of --runs runs (row changes for the pipeline, rows for the reference), the
-peak RSS of the measuring process (the nodes' and the Java reader's memory are not in it) and the
-ratio against the reference measured in the same invocation, on the same topology.
+peak RSS of the measuring process (the nodes' and the reader server's memory are not in it; the
+reader server's own peak is printed under the table) and the ratio against the reference measured in
+the same invocation, on the same topology.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from cdc_pipeline.bench.runs import Measurement, measure_in_subprocess, print_me
 from cdc_pipeline.config.models import BatchConfig
 from cdc_pipeline.local_servers.cassandra import LocalCassandra
 
-PHASES = ("reference", "capture", "capture_warm", "clickhouse", "postgres")
+PHASES = ("reference", "capture_cold", "capture", "clickhouse", "postgres")
 KEYSPACE = "bench"
 _TABLE_DDL = """CREATE TABLE bench.orders (
   customer_id int, order_id int, quantity int, unit_price decimal, total decimal, sku text, note text,
@@ -139,6 +142,11 @@ def measure_pipeline(phase: str, nodes: list[dict[str, Any]], batch_rows: int, s
     """Every node's changes through its own source into one sink, node after node; returns the row
     changes delivered, each node's copies counted once (a cluster's nodes hold the same changes), and
     the seconds the sources took."""
+    if phase == "capture_cold":
+        from cdc_pipeline.sources.cassandra.reader_server import stop_reader_servers
+
+        for node in nodes:
+            stop_reader_servers(under=Path(node["cassandra_yaml"]).parent)
     measured = [measure_node_source(phase, index, nodes, batch_rows, sink_target) for index in range(len(nodes))]
     delivered = {rows for rows, _ in measured}
     if len(delivered) != 1:
@@ -149,7 +157,7 @@ def measure_pipeline(phase: str, nodes: list[dict[str, Any]], batch_rows: int, s
 def measure_node_source(
     phase: str, index: int, nodes: list[dict[str, Any]], batch_rows: int, sink_target: str
 ) -> tuple[int, float]:
-    """Rows delivered and seconds taken, from the imports on; `capture_warm` times a second pass only."""
+    """Rows delivered and seconds taken, from the imports on."""
     began = time.perf_counter()
     from cdc_pipeline.config.models import MaskingConfig
     from cdc_pipeline.config.sources import CassandraSourceConfig, TableSelection
@@ -213,10 +221,6 @@ def measure_node_source(
                     sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
 
     rows = drain()
-    if phase == "capture_warm":
-        # A continuous run's reader: its JVM started and compiled the decoding a pass ago.
-        began = time.perf_counter()
-        rows = drain()
     source.close()
     return rows, time.perf_counter() - began
 
@@ -230,7 +234,28 @@ def measure_in_this_process(args: argparse.Namespace) -> None:
     else:
         rows, elapsed = measure_pipeline(args.measure, nodes, args.batch_rows, args.sink_target)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rows": rows, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}))
+    measured = {"rows": rows, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}
+    if args.measure != "reference":
+        measured["reader_peak_rss_mib"] = reader_server_peak_mib([Path(node["cassandra_yaml"]) for node in nodes])
+    print(json.dumps(measured))
+
+
+def reader_server_peak_mib(cassandra_yamls: list[Path]) -> float:
+    """The largest peak RSS among the nodes' reader servers (each runs beside its own node)."""
+    from cdc_pipeline.sources.cassandra.reader_server import servers_directory
+
+    wanted = {str(path) for path in cassandra_yamls}
+    peaks = [0.0]
+    for info_path in servers_directory().glob("*.json"):
+        info = json.loads(info_path.read_text())
+        if info["cassandra_yaml"] not in wanted:
+            continue
+        try:
+            status = Path(f"/proc/{info['pid']}/status").read_text()
+        except FileNotFoundError:
+            continue
+        peaks += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+    return max(peaks)
 
 
 # -- orchestration --------------------------------------------------------------------------------
@@ -238,6 +263,7 @@ def measure_in_this_process(args: argparse.Namespace) -> None:
 
 def run_benchmark(args: argparse.Namespace) -> None:
     from cdc_pipeline.local_servers.postgres import LocalPostgres
+    from cdc_pipeline.sources.cassandra.reader_server import stop_reader_servers
 
     with tempfile.TemporaryDirectory(prefix="cdc-bench-cassandra-") as temp:
         work = Path(temp)
@@ -259,6 +285,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 finally:
                     ring.stop()
         finally:
+            stop_reader_servers(under=work)
             postgres.stop()
 
 
@@ -301,13 +328,16 @@ def measure_topology(
         f" median of {args.runs} runs"
     )
     print_medians(results, _LABELS, "reference")
+    readers = [m["reader_peak_rss_mib"] for phase in phases if phase != "reference" for m in results[phase]]
+    if readers:
+        print(f"the reader server (a JVM beside each node, not in the figures above): peak RSS {max(readers):.0f} MiB")
     print(flush=True)
 
 
 _LABELS = {
     "reference": "live rows read back (driver paging)",
-    "capture": "commit-log capture (parse step) alone",
-    "capture_warm": "capture, reader warm (a continuous run)",
+    "capture_cold": "capture, a run that starts the reader",
+    "capture": "capture, reader server up (steady state)",
     "clickhouse": "end to end into ClickHouse (chdb)",
     "postgres": "end to end into PostgreSQL",
 }

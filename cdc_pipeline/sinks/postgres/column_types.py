@@ -27,7 +27,12 @@ def copy_text(value: str) -> str:
     """Escape text for COPY's text format; PostgreSQL text cannot hold NUL at all."""
     if "\x00" in value:
         raise ValueNotMappable("text contains a NUL character, which PostgreSQL text cannot store")
-    return value.translate(_COPY_ESCAPES)
+    # Most texts hold nothing to escape: four substring scans cost 0.1 µs where a translate, which
+    # looks every character up in the table, costs 0.6 µs (12 characters) to 2.2 µs (a row state's
+    # 100); a cell table's row has ten such values.
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
 
 
 def _text(value: Any) -> str:

@@ -33,7 +33,7 @@ from cdc_pipeline.sources.cassandra.positions import CommitLogPosition, as_commi
 from cdc_pipeline.sources.cassandra.segment_reader import (
     READER_DIR,
     CdcSegment,
-    SegmentReaderProcess,
+    SegmentReaderConnection,
     SegmentReadError,
     reader_is_built,
     write_schema_file,
@@ -81,7 +81,7 @@ class CassandraChangeSource:
         self.cdc_raw = CdcRaw(self.node.cdc_raw_dir, self.node.cdc_total_space)
         # The schema files the reader decodes with, one per node schema version.
         self._state_dir = state_dir or Path(tempfile.gettempdir()) / "cdc_pipeline_cassandra" / name
-        self._segment_reader: SegmentReaderProcess | None = None
+        self._segment_reader: SegmentReaderConnection | None = None
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -114,8 +114,8 @@ class CassandraChangeSource:
                     f"{where}: table {pattern} (sources.{self._name}.tables.include) has cdc = false, so its changes"
                     f" never reach cdc_raw; enable it with ALTER TABLE {quote(keyspace)}.{quote(table)} WITH cdc = true"
                 )
-        # The reader's JVM starts now: it initialises (about a second) while the run reads the sinks'
-        # checkpoints, instead of after them.
+        # The connection to the reader server is made now: when no server is up yet, its JVM
+        # initialises (about a second) while the run reads the sinks' checkpoints, not after them.
         self._reader(fresh_schema=False)
 
     # -- positions ------------------------------------------------------------------------------
@@ -229,8 +229,8 @@ class CassandraChangeSource:
             scratch.replace(path)
         return path
 
-    def _reader(self, fresh_schema: bool) -> SegmentReaderProcess:
-        """The reader process for the node's current schema (a new one when the schema changed, or
+    def _reader(self, fresh_schema: bool) -> SegmentReaderConnection:
+        """The reader connection for the node's current schema (a new one when the schema changed, or
         when the schema file is written again because the last read met a table it did not know)."""
         schema_file = self._schema_path(force=fresh_schema)
         reader = self._segment_reader
@@ -238,7 +238,7 @@ class CassandraChangeSource:
             reader.close()
             reader = None
         if reader is None:
-            reader = self._segment_reader = SegmentReaderProcess(self.node.yaml_path, schema_file)
+            reader = self._segment_reader = SegmentReaderConnection(self.node.yaml_path, schema_file)
         return reader
 
     def _read(self, segment: CdcSegment, start: int, max_mutations: int, batch: ChangeBatch) -> dict[str, Any]:
@@ -283,7 +283,7 @@ class CassandraChangeSource:
             self.cdc_raw.delete(segment)
 
     def close(self) -> None:
-        """Ends the reader process kept between batches."""
+        """Ends the reader connection kept between batches (the server stays up for the next run)."""
         if self._segment_reader is not None:
             self._segment_reader.close()
             self._segment_reader = None

@@ -3,24 +3,26 @@
 The Python side owns the offsets: it finds CDC segments and their durable offsets in `cdc_raw`,
 hands the reader a schema file (CQL and table ids from the live node) and a byte range, and gets
 one JSON line per partition update back, ending with an `end` line that says where to resume. The
-reader is a long-lived process (SegmentReaderProcess) serving one range after another.
+reader is a server kept up between runs (reader_server.py); a source keeps a connection to it
+(SegmentReaderConnection) and asks for one range after another.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import tempfile
+import socket
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import orjson
 from cassandra.cluster import Session
 
 from cdc_pipeline.sources.cassandra.cql_types import timestamp_micros
+from cdc_pipeline.sources.cassandra.reader_server import ReaderServer, ReaderServerError
 
 # The repository's reader, next to the package in a checkout; an installed package (the Docker
 # image) names its built copy in $CDC_CASSANDRA_READER_DIR.
@@ -28,10 +30,6 @@ READER_DIR = Path(
     os.environ.get("CDC_CASSANDRA_READER_DIR") or Path(__file__).resolve().parents[3] / "cassandra_cdc_reader"
 )
 _ARGFILE = READER_DIR / "target" / "reader.argfile"
-_MAIN_CLASS = "cdc.pipeline.CdcSegmentReader"
-# The argfile's C1-only setting suits one short read; a reader that serves a run's reads gains from
-# C2 once warm (measured: 69,000 mutations in 0.7-1.0 s warm against 1.8-2.0 s with C1 only).
-_LONG_LIVED_JVM_OPTIONS = ("-XX:TieredStopAtLevel=4",)
 
 
 def reader_is_built() -> bool:
@@ -111,88 +109,86 @@ def write_schema_file(session: Session, keyspaces: Iterable[str], path: Path) ->
     return path
 
 
-class SegmentReaderProcess:
-    """A `CdcSegmentReader --serve` JVM for one node and one schema file, kept for many reads.
+class SegmentReaderConnection:
+    """A connection to the reader server (`reader_server.py`) for one node and one schema file, kept
+    for many reads.
 
-    Starting the JVM and initialising Cassandra's offline tooling takes about a second: a run reads
-    many ranges (continuous runs read for as long as they live), so the reader stays up and is asked
-    for one range at a time on its stdin. A read's lines are handed over as they arrive, so Python
-    decodes them while Java is still reading (the two use both cores). The process ends when its
-    stdin closes: at close(), or when this process dies.
+    Connecting starts in a thread at once: if no server is up, its JVM initialises while the run
+    reads the sinks' checkpoints. A read's lines are handed over as they arrive, so Python decodes
+    them while Java is still reading (the two use both cores).
     """
 
     def __init__(self, cassandra_yaml: Path, schema_file: Path) -> None:
         self.schema_file = schema_file
-        self._cassandra_yaml = cassandra_yaml
-        # stderr goes to a file nobody names: a pipe nobody reads would block the reader when full.
-        self._stderr = tempfile.TemporaryFile()
-        try:
-            self._process = subprocess.Popen(
-                ["java", f"@{_ARGFILE}", *_LONG_LIVED_JVM_OPTIONS, _MAIN_CLASS, "--serve", str(cassandra_yaml),
-                 str(schema_file)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._stderr,
-            )  # fmt: skip
-        except FileNotFoundError:
-            self._stderr.close()
-            raise SegmentReadError(
-                "java is not on this machine's PATH: the Cassandra segment reader needs a JDK 17"
-                " (Debian package openjdk-17-jre-headless)"
-            ) from None
-        # A read whose lines were not all taken leaves them in the pipe: the process cannot serve again.
+        self._server = ReaderServer(cassandra_yaml, schema_file, _ARGFILE)
+        self._socket: socket.socket | None = None
+        self._stream: BinaryIO | None = None
+        self._connect_error: BaseException | None = None
+        self._connecting = threading.Thread(target=self._connect, name="cdc-reader-connect", daemon=True)
+        self._connecting.start()
+        # A read whose lines were not all taken leaves them in the connection: it cannot serve again.
         self._mid_read = False
+        self._closed = False
+
+    def _connect(self) -> None:
+        try:
+            self._socket = self._server.connect()
+            self._stream = cast(BinaryIO, self._socket.makefile("rb", buffering=1 << 16))
+        except BaseException as error:  # handed to the thread that reads (lines())
+            self._connect_error = error
+
+    def _connected(self, where: str) -> tuple[socket.socket, BinaryIO]:
+        self._connecting.join()
+        if self._connect_error is not None:
+            if isinstance(self._connect_error, ReaderServerError):
+                raise SegmentReadError(f"{where}: {self._connect_error}") from None
+            raise self._connect_error
+        assert self._socket is not None and self._stream is not None
+        return self._socket, self._stream
 
     @property
     def usable(self) -> bool:
-        return not self._mid_read and self._process.poll() is None
+        return not self._mid_read and not self._closed and self._connect_error is None
 
     def lines(self, segment: CdcSegment, start: int, max_mutations: int) -> Iterator[dict[str, Any]]:
         """The read's lines, parsed, as the reader writes them; the last one is its `end` line.
 
-        Raises SegmentReadError when the reader fails or ends without an end line."""
+        Raises SegmentReadError when the read fails or the server ends without an end line."""
         where = f"segment {segment.path.name} ({start}, {segment.durable_offset}]"
         if not self.usable:
-            raise SegmentReadError(f"{where}: the reader process is not usable any more; open a new one")
-        assert self._process.stdin is not None and self._process.stdout is not None
+            raise SegmentReadError(f"{where}: the reader connection is not usable any more; open a new one")
+        connection, stream = self._connected(where)
         request = f"{segment.path}\t{start}\t{segment.durable_offset}\t{max_mutations}\n"
         self._mid_read = True
         try:
-            self._process.stdin.write(request.encode())
-            self._process.stdin.flush()
-        except BrokenPipeError:
-            raise self._failure(where) from None
-        for raw in self._process.stdout:
+            connection.sendall(request.encode())
+        except OSError as error:
+            raise self._failure(where, f"the request could not be sent ({error})") from None
+        for raw in stream:
             line: dict[str, Any] = orjson.loads(raw)
+            kind = line.get("kind")
+            if kind == "failed":
+                raise self._failure(where, f"the read failed: {line.get('error')}")
             yield line
-            if line.get("kind") == "end":
+            if kind == "end":
                 self._mid_read = False
                 return
-        raise self._failure(where)
+        raise self._failure(where, "the server closed the connection before the end line")
 
-    def _failure(self, where: str) -> SegmentReadError:
-        code = self._process.wait()
-        self._stderr.seek(0)
-        stderr = self._stderr.read().decode(errors="replace")
-        return SegmentReadError(f"{where}: the reader exited with {code} before its end line: {stderr[-2000:]}")
+    def _failure(self, where: str, what: str) -> SegmentReadError:
+        self.close()
+        return SegmentReadError(f"{where}: {what}; the reader server's log ends: {self._server.log_tail()}")
 
     def close(self) -> None:
-        if self._process.stdin is not None and not self._process.stdin.closed:
-            try:
-                self._process.stdin.close()
-            except BrokenPipeError:
-                pass  # it had ended already
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            # Mid-read, writing into a pipe nobody empties: end it.
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-        self._stderr.close()
+        """Ends the connection; the server stays up for the next run (until it idles out)."""
+        self._closed = True
+        self._connecting.join()
+        if self._stream is not None:
+            self._stream.close()
+        if self._socket is not None:
+            self._socket.close()
 
-    def __enter__(self) -> SegmentReaderProcess:
+    def __enter__(self) -> SegmentReaderConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -203,12 +199,12 @@ def read_segment(
     cassandra_yaml: Path, schema_file: Path, segment: CdcSegment, start: int, max_mutations: int
 ) -> SegmentRead:
     """The CDC table changes in (start, durable offset] of `segment`, at most `max_mutations` entries,
-    read by a reader process of its own (tests and tools; the source keeps one process)."""
+    over a connection of its own (tests and tools; the source keeps one connection)."""
     where = f"segment {segment.path.name} ({start}, {segment.durable_offset}]"
     if not _ARGFILE.exists():
         raise SegmentReadError(f"{where}: the reader is not built; run {READER_DIR / 'build.sh'}")
     result = SegmentRead()
-    with SegmentReaderProcess(cassandra_yaml, schema_file) as reader:
+    with SegmentReaderConnection(cassandra_yaml, schema_file) as reader:
         for entry in reader.lines(segment, start, max_mutations):
             kind = entry.get("kind")
             if kind == "change":

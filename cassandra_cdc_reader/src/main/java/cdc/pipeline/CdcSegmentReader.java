@@ -5,10 +5,8 @@ import java.io.BufferedReader;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
 import java.io.IOException;
-import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.Set;
@@ -25,7 +23,8 @@ import org.apache.cassandra.schema.TableId;
  * <pre>
  * java @target/reader.argfile cdc.pipeline.CdcSegmentReader \
  *     CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON SEGMENT_FILE START END MAX_MUTATIONS
- * java @target/reader.argfile cdc.pipeline.CdcSegmentReader --serve CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON
+ * java @target/reader.argfile cdc.pipeline.CdcSegmentReader \
+ *     --listen SOCKET_FILE IDLE_SECONDS CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON
  * </pre>
  *
  * One read takes the entries of one segment (its id is in the file name) that end in (START, END],
@@ -35,15 +34,15 @@ import org.apache.cassandra.schema.TableId;
  * starts from.
  *
  * <p>The first form makes one read and exits: 0 when the end line was written, 2 for bad arguments
- * or schema, 1 otherwise. The second form stays up and makes a read for every line
- * {@code SEGMENT_FILE<TAB>START<TAB>END<TAB>MAX_MUTATIONS} on stdin, each answered by its lines and
- * its end line, flushed; it exits 0 at the end of stdin (its caller is gone or done), and 1 when a
- * read fails. It spares the JVM start and Cassandra's initialisation (about a second) per read, and
- * the caller decodes a read's lines while the next ones are being written.
+ * or schema, 1 otherwise. The second form is a server ({@link ReaderServer}) on a Unix domain socket:
+ * on each connection it makes a read for every line {@code SEGMENT_FILE<TAB>START<TAB>END<TAB>MAX_MUTATIONS}
+ * it receives, each answered by its lines and its end line, flushed. It spares each run the JVM start,
+ * Cassandra's initialisation and a cold JIT, and the caller decodes a read's lines while the next ones
+ * are being written.
  */
 public final class CdcSegmentReader
 {
-    private static final String SERVE = "--serve";
+    private static final String LISTEN = "--listen";
 
     private CdcSegmentReader()
     {
@@ -58,14 +57,14 @@ public final class CdcSegmentReader
         if (System.getProperty("logback.configurationFile") == null)
             System.setProperty("logback.configurationFile", "cdc-reader-logback.xml");
 
-        boolean serve = args.length == 3 && SERVE.equals(args[0]);
-        if (!serve && args.length != 6)
+        boolean listen = args.length == 5 && LISTEN.equals(args[0]);
+        if (!listen && args.length != 6)
         {
             System.err.println("usage: CdcSegmentReader CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON SEGMENT_FILE START END MAX_MUTATIONS");
-            System.err.println("   or: CdcSegmentReader --serve CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON  (reads on stdin)");
+            System.err.println("   or: CdcSegmentReader --listen SOCKET_FILE IDLE_SECONDS CASSANDRA_YAML_OR_CONF_DIR SCHEMA_JSON");
             System.exit(2);
         }
-        int first = serve ? 1 : 0;
+        int first = listen ? 3 : 0;
         Set<TableId> tables;
         try
         {
@@ -80,11 +79,10 @@ public final class CdcSegmentReader
         }
         try
         {
-            JsonLines lines = new JsonLines(stdout);
-            if (serve)
-                serve(lines, tables);
+            if (listen)
+                new ReaderServer(Path.of(args[1]), parseIdleSeconds(args[2]), tables).run();
             else
-                read(lines, tables, args[2], args[3], args[4], args[5]);
+                read(new JsonLines(stdout), tables, args[2], args[3], args[4], args[5]);
         }
         catch (BadRequest e)
         {
@@ -110,9 +108,24 @@ public final class CdcSegmentReader
         }
     }
 
-    private static void serve(JsonLines lines, Set<TableId> tables) throws Exception
+    private static long parseIdleSeconds(String given) throws BadRequest
     {
-        BufferedReader requests = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        try
+        {
+            long seconds = Long.parseLong(given);
+            if (seconds > 0)
+                return seconds;
+        }
+        catch (NumberFormatException e)
+        {
+            // named below
+        }
+        throw new BadRequest("IDLE_SECONDS must be a positive whole number, got: " + given);
+    }
+
+    /** Reads for every request line until the requests end (the client closed its side). */
+    static void serve(BufferedReader requests, JsonLines lines, Set<TableId> tables) throws Exception
+    {
         for (String request = requests.readLine(); request != null; request = requests.readLine())
         {
             String[] fields = request.split("\t", -1);
