@@ -80,6 +80,47 @@ class MySqlWriter:
         self._connection.close()
 
 
+class CassandraWriter:
+    """Cassandra has no transactions: a "transaction" here is `count` inserts sent concurrently, all
+    acknowledged (at the session's consistency) before the commit time is taken."""
+
+    def __init__(self, session: Any, keyspace: str) -> None:
+        self._session = session
+        self._keyspace = keyspace
+        self._insert: Any = None
+
+    def create_table(self) -> None:
+        self._session.execute(
+            f'CREATE KEYSPACE IF NOT EXISTS "{self._keyspace}"'
+            " WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        self._session.execute(
+            f'CREATE TABLE "{self._keyspace}".{TABLE} (id bigint PRIMARY KEY, account int, quantity smallint,'
+            " price decimal, total decimal, sku text, note text, created_at timestamp, shipped_at timestamp,"
+            " attributes text) WITH cdc = true"
+        )
+        self._insert = self._session.prepare(
+            f'INSERT INTO "{self._keyspace}".{TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'
+        )
+
+    def insert(self, first_id: int, count: int) -> float:
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        rows = [_cassandra_row(row(i)) for i in range(first_id, first_id + count)]
+        execute_concurrent_with_args(self._session, self._insert, rows, concurrency=64, raise_on_first_error=True)
+        return time.time()
+
+    def close(self) -> None:
+        pass  # the session belongs to the node's owner
+
+
+def _cassandra_row(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Cassandra's driver binds decimals as Decimal and timestamps as aware or naive-UTC datetimes.
+    from decimal import Decimal
+
+    return (*values[:3], Decimal(values[3]), Decimal(values[4]), *values[5:])
+
+
 class PostgresWriter:
     def __init__(self, dsn: str, schema: str) -> None:
         self._schema = schema

@@ -1,8 +1,8 @@
-"""Service benchmark: `python -m cdc_pipeline.bench.service [--sources mysql,postgres] [--runs 3]`.
+"""Service benchmark: `python -m cdc_pipeline.bench.service [--sources mysql,postgres,cassandra] [--runs 3]`.
 
 Measures the pipeline the way users run it: `dagster-daemon run` on the project's code location (the
 daemon starts the code server, which launches each run in a process of its own), the replication
-sensor switched on, a MariaDB or PostgreSQL source and both sinks (chdb and PostgreSQL; with
+sensor switched on, a MariaDB, PostgreSQL or Cassandra source and both sinks (chdb and PostgreSQL; with
 --no-clickhouse only PostgreSQL, so the run's memory is measured without chdb's engine in its process,
 as with a ClickHouse server). Per source and run, on a fresh table, sinks and Dagster instance:
 
@@ -40,6 +40,7 @@ import yaml
 from cdc_pipeline.bench.dagster_service import DagsterService, wait_for
 from cdc_pipeline.bench.rate_writer import (
     TABLE,
+    CassandraWriter,
     MySqlWriter,
     PostgresWriter,
     SourceWriter,
@@ -60,19 +61,23 @@ from cdc_pipeline.bench.service_probes import (
 from cdc_pipeline.config.loading import parse_pipeline_config
 from cdc_pipeline.config.models import PipelineConfig
 from cdc_pipeline.config.sinks import ClickHouseSinkConfig
-from cdc_pipeline.config.sources import PostgresSourceConfig
+from cdc_pipeline.config.sources import CassandraSourceConfig, PostgresSourceConfig
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.defs.replication.progress import read_progress
 from cdc_pipeline.delivery.limits import BatchLimits
 from cdc_pipeline.delivery.loop import ReplicationLoop
 from cdc_pipeline.delivery.session import ReplicationSession
 from cdc_pipeline.dlq.store import DeadLetterStore
+from cdc_pipeline.local_servers.cassandra import LocalCassandra
 from cdc_pipeline.local_servers.mariadb import LocalMariaDb
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import Sink
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
+from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
+from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
+from cdc_pipeline.sources.cassandra.reader_server import stop_reader_servers
 from cdc_pipeline.sources.change_source import ChangeSource
 from cdc_pipeline.sources.mysql.change_source import MySqlChangeSource
 from cdc_pipeline.sources.mysql.connection import MySqlConnectionSettings
@@ -91,11 +96,16 @@ class SourceServer:
     work: Path
     mariadb: LocalMariaDb | None = None
     postgres: LocalPostgres | None = None
+    cassandra: LocalCassandra | None = None
     dsn: str = ""
 
     def start(self) -> SourceServer:
         if self.kind == "mysql":
             self.mariadb = LocalMariaDb(self.work / "mariadb").start()
+        elif self.kind == "cassandra":
+            from cdc_pipeline.bench.cassandra_source import BenchCassandra
+
+            self.cassandra = BenchCassandra(self.work / "cassandra", heap_mb=1024).start()
         else:
             self.postgres = LocalPostgres(self.work / "source-postgres" / "data").start()
             self.dsn = self.postgres.create_database("shop")
@@ -106,24 +116,53 @@ class SourceServer:
             self.mariadb.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        if self.cassandra is not None:
+            stop_reader_servers(under=self.cassandra.base_dir)
+            self.cassandra.stop()
 
     @property
     def address(self) -> SourceAddress:
-        return SourceAddress(self.mariadb.port if self.mariadb is not None else None, self.dsn)
+        cassandra = None
+        if self.cassandra is not None:
+            cassandra = (self.cassandra.host, self.cassandra.port, str(self.cassandra.base_dir / "cassandra.yaml"))
+        return SourceAddress(self.mariadb.port if self.mariadb is not None else None, self.dsn, cassandra)
 
-    def namespace(self, run: int) -> str:
-        """The run's own database (MySQL) or schema (PostgreSQL)."""
-        return f"bench{run}"
+    @property
+    def log_name(self) -> str:
+        """What the source's sensor is named after (`<source>_<log>_sensor`)."""
+        return {"mysql": "binlog", "postgres": "wal", "cassandra": "commitlog"}[self.kind]
 
-    def writer(self, run: int) -> SourceWriter:
+    @property
+    def keeps_old_changes(self) -> bool:
+        """A new source's sinks start at the log's beginning (binlog, cdc_raw), not where a new slot starts."""
+        return self.postgres is None
+
+    def namespace(self, run: int, reference: bool = False) -> str:
+        """The run's own database (MySQL), schema (PostgreSQL) or keyspace (Cassandra). Cassandra's
+        reference has one of its own: it releases the cdc_raw segments it read, so the service's
+        backlog is written after it, into another keyspace."""
+        return f"ref{run}" if reference and self.separate_reference else f"bench{run}"
+
+    @property
+    def separate_reference(self) -> bool:
+        return self.cassandra is not None
+
+    def writer(self, run: int, reference: bool = False) -> SourceWriter:
+        namespace = self.namespace(run, reference)
         if self.mariadb is not None:
-            return MySqlWriter(self.mariadb.settings, self.namespace(run))
-        return PostgresWriter(self.dsn, self.namespace(run))
+            return MySqlWriter(self.mariadb.settings, namespace)
+        if self.cassandra is not None:
+            return CassandraWriter(self.cassandra.session(), namespace)
+        return PostgresWriter(self.dsn, namespace)
 
-    def source_config(self, run: int) -> dict[str, Any]:
-        table = f"{self.namespace(run)}.{TABLE}"
+    def source_config(self, run: int, reference: bool = False) -> dict[str, Any]:
+        table = f"{self.namespace(run, reference)}.{TABLE}"
         if self.mariadb is not None:
             return {"host": "127.0.0.1", "port": self.mariadb.port, "user": "root", "tables": {"include": [table]}}
+        if self.cassandra is not None:
+            host, port, cassandra_yaml = self.address.cassandra  # type: ignore[misc]
+            return {"kind": "cassandra", "hosts": [host], "port": port, "cassandra_yaml": cassandra_yaml,
+                    "tables": {"include": [table]}}  # fmt: skip
         return {"kind": "postgres", "dsn_env": SOURCE_DSN_ENV, "tables": {"include": [table]}}
 
     def reset_log(self) -> None:
@@ -139,14 +178,14 @@ class SourceServer:
 
 
 def pipeline_config(
-    server: SourceServer, source_name: str, run: int, chdb_path: Path | None, mode: str
+    server: SourceServer, source_name: str, run: int, chdb_path: Path | None, mode: str, reference: bool = False
 ) -> dict[str, Any]:
     """Both sinks, or only PostgreSQL when `chdb_path` is None."""
     sinks: dict[str, Any] = {PG_SINK: {"kind": "postgres", "dsn_env": SINK_DSN_ENV, "schema": SINK_SCHEMA}}
     if chdb_path is not None:
         sinks[CH_SINK] = {"kind": "clickhouse", "dsn": f"chdb://{chdb_path}", "database": SINK_SCHEMA}
     return {
-        "sources": {source_name: server.source_config(run)},
+        "sources": {source_name: server.source_config(run, reference)},
         "sinks": sinks,
         "dlq": {"dsn_env": SINK_DSN_ENV, "schema": "dlq"},
         "masking": {"hmac_key_env": "CDC_MASKING_KEY"},
@@ -160,6 +199,7 @@ class SourceAddress:
 
     mysql_port: int | None
     dsn: str
+    cassandra: tuple[str, int, str] | None = None  # host, port, the node's cassandra.yaml
 
 
 def open_source(address: SourceAddress, source_name: str, pipeline: PipelineConfig) -> ChangeSource:
@@ -167,6 +207,10 @@ def open_source(address: SourceAddress, source_name: str, pipeline: PipelineConf
     if address.mysql_port is not None:
         settings = MySqlConnectionSettings("127.0.0.1", address.mysql_port, "root")
         return MySqlChangeSource(source_name, settings, 4379 + len(source_name), config)  # type: ignore[arg-type]
+    if address.cassandra is not None:
+        assert isinstance(config, CassandraSourceConfig)
+        host, port, _ = address.cassandra
+        return CassandraChangeSource(source_name, CassandraSourceSettings(source_name, (host,), port), config)
     assert isinstance(config, PostgresSourceConfig)
     return PostgresChangeSource(source_name, address.dsn, config)
 
@@ -224,7 +268,7 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
         return work / name if args.clickhouse else None
 
     reference_yaml = yaml.safe_dump(
-        pipeline_config(server, f"ref{run}", run, chdb_path(f"chdb-ref{run}"), "continuous")
+        pipeline_config(server, f"ref{run}", run, chdb_path(f"chdb-ref{run}"), "continuous", reference=True)
     )
     reference_config = parse_pipeline_config(reference_yaml)
     service_yaml = pipeline_config(server, f"bench{run}", run, chdb_path(f"chdb-service{run}"), "continuous")
@@ -234,18 +278,22 @@ def one_run(server: SourceServer, sink: LocalPostgres, work: Path, run: int, arg
             source = open_source(server.address, name, config)
             assert isinstance(source, PostgresChangeSource)
             source.ensure_slot()
-    write_backlog(writer, args.backlog)
+    reference_writer = server.writer(run, reference=True) if server.separate_reference else writer
+    if server.separate_reference:
+        reference_writer.create_table()
+    write_backlog(reference_writer, args.backlog)
     next_id = args.backlog
     os.environ[SINK_DSN_ENV] = reference_dsn
     figures.reference_rate = measure_reference(server.address, reference_yaml, f"ref{run}", reference_dsn, args.backlog)
     print(f"  run {run + 1} reference (in process, no Dagster): {figures.reference_rate:,.0f} rows/s", flush=True)
+    if server.separate_reference:
+        write_backlog(writer, args.backlog)
 
     config_path = work / f"pipeline-{run}.yaml"
     config_path.write_text(yaml.safe_dump(service_yaml))
     env = {**os.environ, SINK_DSN_ENV: service_dsn, SOURCE_DSN_ENV: server.dsn, "CDC_MASKING_KEY": MASKING_KEY}
     service = DagsterService(work / f"dagster-{run}", config_path, env)
-    log_name = "binlog" if server.mariadb is not None else "wal"
-    service.start([f"bench{run}_{log_name}_sensor"])
+    service.start([f"bench{run}_{server.log_name}_sensor"])
     try:
         pid, run_started = streaming_run_pid(service)
         memory = MemorySampler(pid)
@@ -339,11 +387,11 @@ def per_run_latency(
     path.write_text(yaml.safe_dump(yaml_config))
     env = {**os.environ, SINK_DSN_ENV: dsn, SOURCE_DSN_ENV: server.dsn, "CDC_MASKING_KEY": MASKING_KEY}
     service = DagsterService(work / f"dagster-per-run-{run}", path, env)
-    service.start([f"{name}_{'binlog' if server.mariadb is not None else 'wal'}_sensor"])
+    service.start([f"{name}_{server.log_name}_sensor"])
     table = sink_table_name(f"{server.namespace(run)}.{TABLE}")
     try:
         # The first run copies everything so far; latency is measured after it.
-        if server.mariadb is not None:  # its sinks start at the binlog's beginning; a new slot starts now
+        if server.keeps_old_changes:  # its sinks start at the log's beginning; a new slot starts now
             wait_for(lambda: max_id(dsn, SINK_SCHEMA, table) >= written_through, 600, "the per-run catch-up", 0.2)
         values = measure_latency(writer, next_id, args.latency_seconds, dsn, table, None)[PG_SINK]
     finally:
@@ -361,7 +409,7 @@ def per_run_latency(
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m cdc_pipeline.bench.service", description=__doc__.split("\n")[0])
-    parser.add_argument("--sources", default="mysql,postgres", help="comma-separated: mysql, postgres")
+    parser.add_argument("--sources", default="mysql,postgres", help="comma-separated: mysql, postgres, cassandra")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=200_000, help="rows written before the service starts")
     parser.add_argument("--latency-seconds", type=float, default=30)
