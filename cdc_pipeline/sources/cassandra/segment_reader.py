@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,18 +58,42 @@ class SegmentRead:
     end: dict[str, Any] = field(default_factory=dict)
 
 
+# The node rewrites a segment's index in place (truncate, then write a line or two): a read in between
+# finds it empty. It is read again this many times, a millisecond apart, before giving up on it.
+_INDEX_READ_ATTEMPTS = 50
+
+
 def cdc_segments(cdc_raw: Path) -> list[CdcSegment]:
-    """The segments with an index file, oldest first. Cassandra rewrites an index in place: an empty
-    read means "ask again", so such a segment is left out of this listing."""
+    """The segments with an index file, oldest first.
+
+    A segment is never left out because its index was caught mid-rewrite: a listing without it would
+    make a checkpoint in it look deleted (a false "changes lost") and the newest position move back.
+    An index still empty after re-reads is listed as nothing durable yet (offset 0, not complete):
+    nothing is read from it or released this time, and the next listing sees its offset."""
     found = []
     for index in cdc_raw.glob("*_cdc.idx"):
-        lines = index.read_text().split()
-        if not lines:
-            continue
+        lines = _index_lines(index)
+        if lines is None:
+            continue  # deleted meanwhile (a release), with its segment
         segment = index.with_name(index.name.removesuffix("_cdc.idx") + ".log")
         segment_id = int(segment.stem.rsplit("-", 1)[1])
-        found.append(CdcSegment(segment, segment_id, int(lines[0]), len(lines) > 1 and lines[1] == "COMPLETED"))
+        durable = int(lines[0]) if lines else 0
+        found.append(CdcSegment(segment, segment_id, durable, len(lines) > 1 and lines[1] == "COMPLETED"))
     return sorted(found, key=lambda s: s.segment_id)
+
+
+def _index_lines(index: Path) -> list[str] | None:
+    """The index's lines ([] while it stays empty); None when it is gone."""
+    for attempt in range(_INDEX_READ_ATTEMPTS):
+        try:
+            lines = index.read_text().split()
+        except FileNotFoundError:
+            return None
+        if lines:
+            return lines
+        if attempt + 1 < _INDEX_READ_ATTEMPTS:
+            time.sleep(0.001)
+    return []
 
 
 def write_schema_file(session: Session, keyspaces: Iterable[str], path: Path) -> Path:
