@@ -388,3 +388,19 @@ def test_two_cell_tables_with_one_sink_name_the_second_waits_naming_the_first(ce
         ("p__a.b", "warehouse"),
     ]
     assert all("already holds table p.a__b of source 'cass'" in letter.error for letter in letters)
+
+
+def test_a_batch_over_more_partitions_than_the_server_has_lock_slots(cells: CellPipeline) -> None:
+    # A default PostgreSQL (max_locks_per_transaction 64, max_connections 100, as the test server)
+    # holds about 10,000 locks for all sessions: a lock per partition failed this batch with
+    # "out of shared memory".
+    partitions = 20_000
+    cells.run([row_change(100, (f"p{i}", 1, 1), {"n": i}, insert=True) for i in range(partitions)])
+
+    with psycopg2.connect(cells.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute('SELECT count(*), sum(n) FROM replica."ks__events_current"')
+        assert cursor.fetchone() == (partitions, sum(range(partitions)))
+    connection.close()
+    sink = cells.clickhouse_sink
+    counted = sink.client.query(f"SELECT count(), sum(n) FROM {sink.qualified('ks__events_current')}").result_rows
+    assert [tuple(row) for row in counted] == [(partitions, sum(range(partitions)))]

@@ -36,7 +36,7 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassandra import ConsistencyLevel
 from cassandra.concurrent import execute_concurrent_with_args
@@ -159,18 +159,17 @@ def measure_node_source(
 ) -> tuple[int, float]:
     """Rows delivered and seconds taken, from the imports on."""
     began = time.perf_counter()
-    from cdc_pipeline.config.models import MaskingConfig
+    # Only what the phase runs is imported (and timed): capture alone needs no sink or mapping code.
     from cdc_pipeline.config.sources import CassandraSourceConfig, TableSelection
     from cdc_pipeline.core.checkpoint import Checkpoint
     from cdc_pipeline.core.gc_pause import cyclic_gc_paused
-    from cdc_pipeline.mapping.mapper import TypeMapper
-    from cdc_pipeline.masking.masker import Masker
-    from cdc_pipeline.sinks.base import Sink
-    from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
-    from cdc_pipeline.sinks.postgres.sink import PostgresSink
-    from cdc_pipeline.sinks.registry import sink_kind
     from cdc_pipeline.sources.cassandra.change_source import CassandraChangeSource
     from cdc_pipeline.sources.cassandra.connection import CassandraSourceSettings
+
+    if TYPE_CHECKING:
+        from cdc_pipeline.mapping.mapper import TypeMapper
+        from cdc_pipeline.masking.masker import Masker
+        from cdc_pipeline.sinks.base import Sink
 
     node_settings = nodes[index]
     name = f"bench{index}"
@@ -184,13 +183,25 @@ def measure_node_source(
     )
     settings = CassandraSourceSettings(name, (node_settings["host"],), node_settings["port"])
     source = CassandraChangeSource(name, settings, config, state_dir=Path(node_settings["state_dir"]))
-    masker = Masker(MaskingConfig(), "bench-key")
     sink: Sink | None = None
-    if phase == "clickhouse":
-        sink = ClickHouseSink("warehouse", sink_target, "bench")
-    elif phase == "postgres":
-        sink = PostgresSink("analytics", sink_target, "bench")
-    mapper = TypeMapper(sink.name, sink_kind(phase).map_column, []) if sink else None
+    mapper: TypeMapper | None = None
+    masker: Masker | None = None
+    if phase in ("clickhouse", "postgres"):
+        from cdc_pipeline.config.models import MaskingConfig
+        from cdc_pipeline.mapping.mapper import TypeMapper
+        from cdc_pipeline.masking.masker import Masker
+        from cdc_pipeline.sinks.registry import sink_kind
+
+        if phase == "clickhouse":
+            from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
+
+            sink = ClickHouseSink("warehouse", sink_target, "bench")
+        else:
+            from cdc_pipeline.sinks.postgres.sink import PostgresSink
+
+            sink = PostgresSink("analytics", sink_target, "bench")
+        masker = Masker(MaskingConfig(), "bench-key")
+        mapper = TypeMapper(sink.name, sink_kind(phase).map_column, [])
     # A production batch's other limits (commit-log bytes, seconds): the config's defaults.
     limits = BatchConfig()
     source.check()  # as a run does first (it also starts the segment reader)
@@ -217,7 +228,7 @@ def measure_node_source(
                     raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
                 rows += batch.row_count
                 reached = batch.end
-                if sink is not None and mapper is not None:
+                if sink is not None and mapper is not None and masker is not None:
                     sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
 
     rows = drain()

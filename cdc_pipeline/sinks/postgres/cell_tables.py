@@ -42,6 +42,9 @@ from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.column_types import copy_text
 
 Qualify = Callable[[str], sql.Composed]
+# A power of two (the bucket is the partition hash's low bits): few enough that several writers'
+# locks fit a default server's shared lock table, enough that small batches rarely share one.
+_PARTITION_LOCK_BUCKETS = 512
 
 
 def live_condition() -> sql.Composed:
@@ -174,10 +177,16 @@ class PostgresCellTableWriter:
         deletions_table = self._qualify(layout.table_name + DELETIONS_SUFFIX)
         # Partition locks, in one order for every writer: a concurrent writer of the same partition
         # (a new row, a range deletion) waits instead of merging against a state about to change.
+        # A lock per partition would need one entry each in the server's shared lock table, which a
+        # default server sizes at about 10,000 for all sessions (max_locks_per_transaction 64 x
+        # max_connections 100): a batch over more partitions, or a cluster's node sources writing at
+        # once, failed with "out of shared memory". So partitions are locked by hash bucket, at most
+        # _PARTITION_LOCK_BUCKETS a table; two partitions of one bucket take turns, which is safe.
         cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(hashtextextended(p, 0)))"
-            " FROM (SELECT %s || p AS p FROM unnest(%s::text[]) AS p ORDER BY 1) AS locks",
-            (layout.table_name + "\x1f", merge.partitions),
+            "SELECT count(pg_advisory_xact_lock(hashtext(%s), bucket)) FROM"
+            " (SELECT DISTINCT (hashtextextended(p, 0) & %s)::int4 AS bucket FROM unnest(%s::text[]) AS p"
+            " ORDER BY 1) AS locks",
+            (layout.table_name, _PARTITION_LOCK_BUCKETS - 1, merge.partitions),
         )
         cursor.execute(
             sql.SQL("SELECT {k}, {c} FROM {t} WHERE {k} = ANY(%s) OR {p} = ANY(%s) ORDER BY {k} FOR UPDATE").format(
