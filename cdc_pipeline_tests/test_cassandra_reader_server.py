@@ -20,7 +20,6 @@ from cdc_pipeline.sources.cassandra.reader_server import (
     IDLE_SECONDS_VARIABLE,
     ReaderServer,
     servers_directory,
-    stop_reader_servers,
 )
 from cdc_pipeline.sources.cassandra.segment_reader import (
     CdcSegment,
@@ -79,6 +78,11 @@ def _is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def _reader_server_command(*arguments: str) -> str:
+    command = [sys.executable, "-m", "cdc_pipeline.sources.cassandra.reader_server", *arguments]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
 
 
 def _wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
@@ -165,10 +169,14 @@ def test_a_killed_server_is_replaced_by_the_next_read(
     assert read_segment(yaml, schema, segment, 0, 10**9).changes == first.changes
     assert _server_pid(server) != pid
 
-    assert stop_reader_servers(under=cassandra.base_dir / "no such directory") == []
+    # As an operator would: list them, stop none of another directory, then this node's.
     replacement = _server_pid(server)
-    assert replacement in stop_reader_servers(under=cassandra.base_dir)
+    assert f"pid {replacement}  node {yaml}" in _reader_server_command("list")
+    assert _reader_server_command("stop", str(cassandra.base_dir / "no such directory")).startswith("stopped 0")
+    assert _is_running(replacement)
+    assert str(replacement) in _reader_server_command("stop", str(cassandra.base_dir))
     _wait_until(lambda: not _is_running(replacement), "the stopped server exits")
+    assert f"pid {replacement}" not in _reader_server_command("list")
 
 
 def test_a_failed_read_names_the_segment_and_the_server_goes_on(

@@ -214,3 +214,40 @@ def _wait_for_exit(pid: int, socket_path: Path, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not _runs_server(pid, socket_path)
+
+
+def running_servers() -> list[dict[str, str | int]]:
+    """This user's reader servers that are up: pid, node yaml, schema file, socket."""
+    found: list[dict[str, str | int]] = []
+    for info_path in sorted(servers_directory().glob("*.json")):
+        info = json.loads(info_path.read_text())
+        socket_path = info_path.with_suffix(".sock")
+        if _runs_server(int(info["pid"]), socket_path):
+            found.append({**info, "socket": str(socket_path)})
+    return found
+
+
+def main(arguments: list[str] | None = None) -> int:
+    """`python -m cdc_pipeline.sources.cassandra.reader_server list|stop [DIRECTORY]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cdc_pipeline.sources.cassandra.reader_server",
+        description="The Cassandra segment reader servers of this user: list them, or stop them.",
+    )
+    parser.add_argument("command", choices=("list", "stop"))
+    parser.add_argument(
+        "directory", nargs="?", type=Path, help="stop only the servers of nodes whose cassandra.yaml is under it"
+    )
+    parsed = parser.parse_args(arguments)
+    if parsed.command == "list":
+        for server in running_servers():
+            print(f"pid {server['pid']}  node {server['cassandra_yaml']}  schema {server['schema_file']}")
+        return 0
+    stopped = stop_reader_servers(under=parsed.directory)
+    print(f"stopped {len(stopped)} reader server(s)" + (f": pids {', '.join(map(str, stopped))}" if stopped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
