@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cdc_pipeline.config.sources import CassandraSourceConfig
-from cdc_pipeline.core.changes import ChangeBatch, Rejection, TableChanges
+from cdc_pipeline.core.changes import ChangeBatch, Rejection, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
 from cdc_pipeline.core.positions import SourcePosition
 from cdc_pipeline.core.retention import RetentionStatus
@@ -318,6 +318,8 @@ class _DecodedRead:
         self._rejections: list[Rejection] = []
         # (keyspace, table) -> its decoder; None: not selected, or gone from the node
         self._decoders: dict[tuple[str, str], ChangeDecoder | None] = {}
+        # id of a schema the decoders return -> its changes in _tables (the decoders keep the schemas)
+        self._changes_of: dict[int, list[RowChange]] = {}
 
     def reject(self, error: dict[str, Any]) -> None:
         table_id = error.get("table_id")
@@ -336,10 +338,12 @@ class _DecodedRead:
             return
         decoded = decoder.decode(line)
         for schema, change in decoded.changes:
-            table = self._tables.get(schema.qualified_name)
-            if table is None:
-                table = self._tables[schema.qualified_name] = TableChanges(schema)
-            table.changes.append(change)
+            # By the schema object's identity: its qualified name is formatted anew on each call.
+            changes = self._changes_of.get(id(schema))
+            if changes is None:
+                table = self._tables.setdefault(schema.qualified_name, TableChanges(schema))
+                changes = self._changes_of[id(schema)] = table.changes
+            changes.append(change)
         if decoded.rejections:
             self._rejections += decoded.rejections
 

@@ -28,9 +28,9 @@ from cdc_pipeline.core.changes import ChangeOp, Rejection, RowChange
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.sources.cassandra.catalog import TableLayout
 from cdc_pipeline.sources.cassandra.cql_types import ValueParser, element_path
-from cdc_pipeline.sources.cassandra.positions import CommitLogPosition
 
 PARSE = "parse"
+_ABSENT = object()
 # Every Cassandra change the pipeline cannot read becomes a letter without cell writes.
 NOT_REPLAYABLE = (
     "a Cassandra change the pipeline could not read holds no cell writes to replay (a counter's shard total,"
@@ -57,7 +57,8 @@ def raw_digest(raw_hex: str | None) -> dict[str, Any]:
 
 
 def position_of(line: dict[str, Any]) -> str:
-    return str(CommitLogPosition(int(line["segment_id"]), int(line["position"])))
+    # Formatted here, as CommitLogPosition prints it, without building one: once per change line.
+    return f"cdc:{int(line['segment_id'])}:{int(line['position'])}"
 
 
 def error_line_rejection(line: dict[str, Any], table: str) -> Rejection:
@@ -87,34 +88,41 @@ class ChangeDecoder:
     def __init__(self, layout: TableLayout) -> None:
         self._layout = layout
         self._schema = layout.schema
+        # Looked up once: decode() runs for every change line.
+        self._partition_key = layout.schema.partition_key
+        self._clustering_columns = layout.schema.clustering_columns
 
     def decode(self, line: dict[str, Any]) -> DecodedChanges:
         result = DecodedChanges()
         position = position_of(line)
         try:
-            partition_key = self._key(self._schema.partition_key, line["partition_key"])
+            partition_key = self._key(self._partition_key, line["partition_key"])
         except ValueError as error:
             result.rejections.append(self._reject(line, position, {}, str(error)))
             return result
-        if line.get("errors"):
+        if "errors" in line:
             result.rejections.append(self._reject(line, position, partition_key, self._describe_errors(line)))
             return result
         if self._layout.is_counter_table:
             result.rejections.append(self._reject(line, position, partition_key, COUNTER_REASON))
             return result
+        changes = result.changes
         try:
-            result.changes += self._partition_level(line, position, partition_key)
+            if "partition_deletion" in line or "range_tombstones" in line:
+                changes += self._partition_level(line, position, partition_key)
             static_row = line.get("static_row")
             if static_row is not None and self._layout.static_schema is not None:
-                result.changes.append(
+                changes.append(
                     (
                         self._layout.static_schema,
                         self._row(static_row, position, partition_key, self._layout.static_schema),
                     )
                 )
-            for row in line.get("rows", []):
-                key = {**partition_key, **self._key(self._schema.clustering_columns, row.get("clustering", {}))}
-                result.changes.append((self._schema, self._row(row, position, key, self._schema)))
+            schema, clustering_columns = self._schema, self._clustering_columns
+            for row in line.get("rows", ()):
+                clustering = row.get("clustering")
+                key = {**partition_key, **self._key(clustering_columns, clustering)} if clustering else partition_key
+                changes.append((schema, self._row(row, position, key, schema)))
         except ValueError as error:
             return DecodedChanges(rejections=[self._reject(line, position, partition_key, str(error))])
         return result
@@ -203,20 +211,28 @@ class ChangeDecoder:
         version = 0
         for cell in row.get("cells", ()):
             column = cell["column"]
-            if "collection" in cell:
-                write = self._collection(cell)
-                values[column] = write
-                version = max(version, write.latest_timestamp)
-                continue
-            timestamp: int = cell["timestamp"]
-            if timestamp > version:
-                version = timestamp
-            if cell.get("tombstone"):
-                cells[column] = CellWrite(timestamp)
+            # A live scalar cell has "value" (a JSON null only when undecodable, which never gets
+            # here: such a line is rejected whole); a tombstone and a collection have none.
+            value = cell.get("value", _ABSENT)
+            if value is _ABSENT:
+                if "collection" in cell:
+                    write, latest = self._collection(cell)
+                    values[column] = write
+                    if latest > version:
+                        version = latest
+                    continue
+                timestamp: int = cell["timestamp"]
+                if timestamp > version:
+                    version = timestamp
+                cells[column] = CellWrite(
+                    timestamp, None if cell.get("tombstone") else cell.get("local_expiration_time")
+                )
                 values[column] = None
                 continue
+            timestamp = cell["timestamp"]
+            if timestamp > version:
+                version = timestamp
             cells[column] = CellWrite(timestamp, cell.get("local_expiration_time"))
-            value = cell.get("value")
             if value is None:
                 values[column] = None
                 continue
@@ -242,22 +258,24 @@ class ChangeDecoder:
             op = ChangeOp.UPDATE
         return RowChange(op, values, version, position, version // 1_000_000, CellChange(cells, liveness, row_deletion))
 
-    def _collection(self, cell: dict[str, Any]) -> CollectionWrite:
+    def _collection(self, cell: dict[str, Any]) -> tuple[CollectionWrite, int]:
+        """The write, and its newest timestamp (its elements' and its deletion's)."""
         deletion = cell.get("deletion")
-        return CollectionWrite(
-            cell["collection"],
-            int(deletion["timestamp"]) if deletion else None,
-            tuple(
-                ElementWrite(
-                    element_path(element.get("path")),
-                    None if element.get("tombstone") else element.get("value"),
-                    int(element["timestamp"]),
-                    None if element.get("tombstone") else _expiry(element),
-                    bool(element.get("tombstone")),
-                )
-                for element in cell.get("elements", [])
-            ),
-        )
+        deleted_at = int(deletion["timestamp"]) if deletion else None
+        latest = deleted_at or 0
+        elements = []
+        for element in cell.get("elements", ()):
+            path = element.get("path")
+            if path.__class__ is list or path.__class__ is dict:
+                path = element_path(path)
+            timestamp = int(element["timestamp"])
+            if timestamp > latest:
+                latest = timestamp
+            if element.get("tombstone"):
+                elements.append(ElementWrite(path, None, timestamp, None, True))
+            else:
+                elements.append(ElementWrite(path, element.get("value"), timestamp, _expiry(element)))
+        return CollectionWrite(cell["collection"], deleted_at, tuple(elements)), latest
 
 
 def without_value(error: Exception) -> str:
