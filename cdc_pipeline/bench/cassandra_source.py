@@ -253,12 +253,11 @@ def measure_in_this_process(args: argparse.Namespace) -> None:
 
 def reader_server_peak_mib(cassandra_yamls: list[Path]) -> float:
     """The largest peak RSS among the nodes' reader servers (each runs beside its own node)."""
-    from cdc_pipeline.sources.cassandra.reader_server import servers_directory
+    from cdc_pipeline.sources.cassandra.reader_server import running_servers
 
     wanted = {str(path) for path in cassandra_yamls}
     peaks = [0.0]
-    for info_path in servers_directory().glob("*.json"):
-        info = json.loads(info_path.read_text())
+    for info in running_servers():
         if info["cassandra_yaml"] not in wanted:
             continue
         try:

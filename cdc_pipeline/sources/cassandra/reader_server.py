@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 IDLE_SECONDS_VARIABLE = "CDC_CASSANDRA_READER_IDLE_SECONDS"
 _DEFAULT_IDLE_SECONDS = 300
@@ -115,11 +116,10 @@ class ReaderServer:
                     "java is not on this machine's PATH: the Cassandra segment reader needs a JDK 17"
                     " (Debian package openjdk-17-jre-headless)"
                 ) from None
-        (directory / f"{name}.json").write_text(
-            json.dumps(
-                {"pid": process.pid, "cassandra_yaml": str(self.cassandra_yaml), "schema_file": str(self.schema_file)}
-            )
-        )
+        info = {"pid": process.pid, "cassandra_yaml": str(self.cassandra_yaml), "schema_file": str(self.schema_file)}
+        scratch = directory / f"{name}.json.{os.getpid()}.tmp"
+        scratch.write_text(json.dumps(info))
+        scratch.replace(directory / f"{name}.json")  # whole or not at all for a process listing them
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             connection = _try_connect(socket_path)
@@ -177,8 +177,7 @@ def stop_reader_servers(under: Path | None = None) -> list[int]:
     not notice (stuck) is sent SIGTERM, but only if that pid still runs the reader for this socket."""
     directory = servers_directory()
     stopped: list[int] = []
-    for info_path in directory.glob("*.json"):
-        info = json.loads(info_path.read_text())
+    for info_path, info in _server_infos(directory):
         if under is not None and not Path(info["cassandra_yaml"]).resolve().is_relative_to(under.resolve()):
             continue
         socket_path = info_path.with_suffix(".sock")
@@ -194,6 +193,17 @@ def stop_reader_servers(under: Path | None = None) -> list[int]:
             pass
         stopped.append(pid)
     return stopped
+
+
+def _server_infos(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The servers' info files and what they say; one removed meanwhile (a stop) is left out."""
+    infos = []
+    for info_path in sorted(directory.glob("*.json")):
+        try:
+            infos.append((info_path, json.loads(info_path.read_text())))
+        except FileNotFoundError:
+            continue
+    return infos
 
 
 def _runs_server(pid: int, socket_path: Path) -> bool:
@@ -219,8 +229,7 @@ def _wait_for_exit(pid: int, socket_path: Path, timeout: float) -> bool:
 def running_servers() -> list[dict[str, str | int]]:
     """This user's reader servers that are up: pid, node yaml, schema file, socket."""
     found: list[dict[str, str | int]] = []
-    for info_path in sorted(servers_directory().glob("*.json")):
-        info = json.loads(info_path.read_text())
+    for info_path, info in _server_infos(servers_directory()):
         socket_path = info_path.with_suffix(".sock")
         if _runs_server(int(info["pid"]), socket_path):
             found.append({**info, "socket": str(socket_path)})
