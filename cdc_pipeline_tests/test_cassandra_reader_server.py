@@ -11,7 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +26,7 @@ from cdc_pipeline.sources.cassandra.reader_server import (
 )
 from cdc_pipeline.sources.cassandra.segment_reader import (
     CdcSegment,
+    SegmentRead,
     SegmentReadError,
     cdc_segments,
     read_segment,
@@ -64,7 +68,7 @@ def _newest_segment(cassandra: LocalCassandra) -> CdcSegment:
     return found[-1]
 
 
-def _ours(changes: list[dict[str, object]], keyspace: str) -> list[dict[str, object]]:
+def _ours(changes: list[dict[str, Any]], keyspace: str) -> list[dict[str, Any]]:
     return [change for change in changes if change["keyspace"] == keyspace]
 
 
@@ -80,14 +84,39 @@ def _is_running(pid: int) -> bool:
     return state != "Z"
 
 
+@dataclass
+class _Served:
+    """A segment read once through its node's server: what the tests then do things to."""
+
+    yaml: Path
+    schema: Path
+    segment: CdcSegment
+    first: SegmentRead
+    server: ReaderServer
+
+    @property
+    def pid(self) -> int:
+        return _server_pid(self.server)
+
+    def read(self) -> SegmentRead:
+        return read_segment(self.yaml, self.schema, self.segment, 0, 10**9)
+
+
+def _served(cassandra: LocalCassandra, keyspace: str, tmp_path: Path) -> _Served:
+    yaml = cassandra.base_dir / "cassandra.yaml"
+    schema, segment = _written_segment(cassandra, keyspace, tmp_path)
+    first = read_segment(yaml, schema, segment, 0, 10**9)
+    return _Served(yaml, schema, segment, first, ReaderServer(yaml, schema, _ARGFILE))
+
+
 def _reader_server_command(*arguments: str) -> str:
     command = [sys.executable, "-m", "cdc_pipeline.sources.cassandra.reader_server", *arguments]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout
 
 
-def _wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f} s: {what}")
         time.sleep(0.1)
@@ -96,15 +125,12 @@ def _wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
 def test_a_second_process_reads_through_the_same_server(
     cassandra: LocalCassandra, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
-    yaml = cassandra.base_dir / "cassandra.yaml"
-    schema, segment = _written_segment(cassandra, cassandra_keyspace, tmp_path)
-    here = read_segment(yaml, schema, segment, 0, 10**9)
-    server = ReaderServer(yaml, schema, _ARGFILE)
-    pid = _server_pid(server)
+    served = _served(cassandra, cassandra_keyspace, tmp_path)
+    here, pid, segment = served.first, served.pid, served.segment
 
     # A user's second command, or the daemon's next run: a process of its own.
     output = subprocess.run(
-        [sys.executable, "-c", _READ_IN_A_PROCESS, str(yaml), str(schema), str(segment.path),
+        [sys.executable, "-c", _READ_IN_A_PROCESS, str(served.yaml), str(served.schema), str(segment.path),
          str(segment.segment_id), str(segment.durable_offset)],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
@@ -112,7 +138,7 @@ def test_a_second_process_reads_through_the_same_server(
 
     assert sorted(c["partition_key"]["id"] for c in _ours(here.changes, cassandra_keyspace)) == list(range(20))
     assert there["changes"] == here.changes and there["end"] == here.end
-    assert _server_pid(server) == pid and _is_running(pid), "the second process started a server of its own"
+    assert served.pid == pid and _is_running(pid), "the second process started a server of its own"
 
 
 def test_a_schema_file_written_again_gets_a_server_of_its_own(
@@ -139,39 +165,32 @@ def test_an_idle_server_exits_and_the_next_read_starts_one(
     cassandra: LocalCassandra, cassandra_keyspace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(IDLE_SECONDS_VARIABLE, "1")
-    yaml = cassandra.base_dir / "cassandra.yaml"
-    schema, segment = _written_segment(cassandra, cassandra_keyspace, tmp_path)
-    first = read_segment(yaml, schema, segment, 0, 10**9)
-    server = ReaderServer(yaml, schema, _ARGFILE)
-    pid = _server_pid(server)
-    socket_path = servers_directory() / f"{server.name}.sock"
+    served = _served(cassandra, cassandra_keyspace, tmp_path)
+    pid = served.pid
+    socket_path = servers_directory() / f"{served.server.name}.sock"
 
     _wait_until(lambda: not _is_running(pid) and not socket_path.exists(), "the idle server exits")
 
-    again = read_segment(yaml, schema, segment, 0, 10**9)
-    assert again.changes == first.changes
-    assert _server_pid(server) != pid
+    assert served.read().changes == served.first.changes
+    assert served.pid != pid
 
 
 def test_a_killed_server_is_replaced_by_the_next_read(
     cassandra: LocalCassandra, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
-    yaml = cassandra.base_dir / "cassandra.yaml"
-    schema, segment = _written_segment(cassandra, cassandra_keyspace, tmp_path)
-    first = read_segment(yaml, schema, segment, 0, 10**9)
-    server = ReaderServer(yaml, schema, _ARGFILE)
-    pid = _server_pid(server)
+    served = _served(cassandra, cassandra_keyspace, tmp_path)
+    pid = served.pid
 
     os.kill(pid, signal.SIGKILL)  # it leaves its socket file behind
     _wait_until(lambda: not _is_running(pid), "the server dies")
-    assert (servers_directory() / f"{server.name}.sock").exists()
+    assert (servers_directory() / f"{served.server.name}.sock").exists()
 
-    assert read_segment(yaml, schema, segment, 0, 10**9).changes == first.changes
-    assert _server_pid(server) != pid
+    assert served.read().changes == served.first.changes
+    assert served.pid != pid
 
     # As an operator would: list them, stop none of another directory, then this node's.
-    replacement = _server_pid(server)
-    assert f"pid {replacement}  node {yaml}" in _reader_server_command("list")
+    replacement = served.pid
+    assert f"pid {replacement}  node {served.yaml}" in _reader_server_command("list")
     assert _reader_server_command("stop", str(cassandra.base_dir / "no such directory")).startswith("stopped 0")
     assert _is_running(replacement)
     assert str(replacement) in _reader_server_command("stop", str(cassandra.base_dir))
@@ -182,16 +201,14 @@ def test_a_killed_server_is_replaced_by_the_next_read(
 def test_a_failed_read_names_the_segment_and_the_server_goes_on(
     cassandra: LocalCassandra, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
-    yaml = cassandra.base_dir / "cassandra.yaml"
-    schema, segment = _written_segment(cassandra, cassandra_keyspace, tmp_path)
-    first = read_segment(yaml, schema, segment, 0, 10**9)
-    pid = _server_pid(ReaderServer(yaml, schema, _ARGFILE))
+    served = _served(cassandra, cassandra_keyspace, tmp_path)
+    pid = served.pid
     missing = CdcSegment(tmp_path / "CommitLog-7-999999.log", 999999, 4096, True)
 
     with pytest.raises(
         SegmentReadError, match=r"segment CommitLog-7-999999\.log \(0, 4096\]: the read failed: .*999999"
     ):
-        read_segment(yaml, schema, missing, 0, 10**9)
+        read_segment(served.yaml, served.schema, missing, 0, 10**9)
 
-    assert read_segment(yaml, schema, segment, 0, 10**9).changes == first.changes
-    assert _server_pid(ReaderServer(yaml, schema, _ARGFILE)) == pid
+    assert served.read().changes == served.first.changes
+    assert served.pid == pid

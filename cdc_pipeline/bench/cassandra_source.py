@@ -21,10 +21,10 @@ sink, as a deployment runs them); every node holds a copy of every change, and t
 change once, over the time all three sources take one after the other.
 
 Each side is timed from its connection on; module imports are not (what starting a run costs is in
-the service benchmark, `bench/service.py`). Prints the median rows/s of --runs runs (row changes for the pipeline, rows for the reference), the
-peak RSS of the measuring process (the nodes' and the reader server's memory are not in it; the
-reader server's own peak is printed under the table) and the ratio against the reference measured in
-the same invocation, on the same topology.
+the service benchmark, `bench/service.py`). Prints the median rows/s of --runs runs (row changes for
+the pipeline, rows for the reference), the peak RSS of the measuring process (the nodes' and the
+reader server's memory are not in it; the reader server's own peak is printed under the table) and
+the ratio against the reference measured in the same invocation, on the same topology.
 """
 
 from __future__ import annotations
