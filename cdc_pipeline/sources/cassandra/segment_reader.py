@@ -134,6 +134,10 @@ def write_schema_file(session: Session, keyspaces: Iterable[str], path: Path) ->
     return path
 
 
+# A fresh connection is tried this many times when a server drops it before answering.
+_CONNECT_ATTEMPTS = 3
+
+
 class SegmentReaderConnection:
     """A connection to the reader server (`reader_server.py`) for one node and one schema file, kept
     for many reads.
@@ -182,14 +186,11 @@ class SegmentReaderConnection:
         where = f"segment {segment.path.name} ({start}, {segment.durable_offset}]"
         if not self.usable:
             raise SegmentReadError(f"{where}: the reader connection is not usable any more; open a new one")
-        connection, stream = self._connected(where)
-        request = f"{segment.path}\t{start}\t{segment.durable_offset}\t{max_mutations}\n"
+        request = f"{segment.path}\t{start}\t{segment.durable_offset}\t{max_mutations}\n".encode()
         self._mid_read = True
-        try:
-            connection.sendall(request.encode())
-        except OSError as error:
-            raise self._failure(where, f"the request could not be sent ({error})") from None
-        for raw in stream:
+        first, stream = self._first_line(request, where)
+        raw = first
+        while raw:
             line: dict[str, Any] = orjson.loads(raw)
             kind = line.get("kind")
             if kind == "failed":
@@ -198,7 +199,41 @@ class SegmentReaderConnection:
             if kind == "end":
                 self._mid_read = False
                 return
+            try:
+                raw = stream.readline()
+            except OSError as error:
+                raise self._failure(where, f"the connection failed mid-read ({error})") from None
         raise self._failure(where, "the server closed the connection before the end line")
+
+    def _first_line(self, request: bytes, where: str) -> tuple[bytes, BinaryIO]:
+        """Sends the request and waits for the answer's first line. A server that dies, or idles out,
+        just as a client connects can accept the connection and then drop it (its socket accepts until
+        its last thread is gone): when nothing at all came back, the request is sent again over a new
+        connection, which starts a new server if need be. Nothing was handed out yet, so nothing is
+        read twice."""
+        for attempt in range(_CONNECT_ATTEMPTS):
+            connection, stream = self._connected(where)
+            try:
+                connection.sendall(request)
+                first = stream.readline()
+            except OSError as error:
+                problem = f"the connection failed ({error})"
+            else:
+                if first:
+                    return first, stream
+                problem = "the server closed the connection without an answer"
+            if attempt + 1 == _CONNECT_ATTEMPTS:
+                raise self._failure(where, problem)
+            self._reconnect()
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _reconnect(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = self._stream = None
+        self._connect()
 
     def _failure(self, where: str, what: str) -> SegmentReadError:
         self.close()
