@@ -160,9 +160,14 @@ class SourceServer:
         if self.mariadb is not None:
             return {"host": "127.0.0.1", "port": self.mariadb.port, "user": "root", "tables": {"include": [table]}}
         if self.cassandra is not None:
-            host, port, cassandra_yaml = self.address.cassandra  # type: ignore[misc]
-            return {"kind": "cassandra", "hosts": [host], "port": port, "cassandra_yaml": cassandra_yaml,
-                    "tables": {"include": [table]}}  # fmt: skip
+            node = self.cassandra
+            return {
+                "kind": "cassandra",
+                "hosts": [node.host],
+                "port": node.port,
+                "cassandra_yaml": str(node.base_dir / "cassandra.yaml"),
+                "tables": {"include": [table]},
+            }
         return {"kind": "postgres", "dsn_env": SOURCE_DSN_ENV, "tables": {"include": [table]}}
 
     def reset_log(self) -> None:
