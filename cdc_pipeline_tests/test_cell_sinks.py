@@ -30,6 +30,7 @@ from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import TableStats
+from cdc_pipeline.sinks.cell_merge.table_merge import CellTableMerge
 from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
@@ -95,20 +96,29 @@ class CellPipeline:
     dlq: DeadLetterStore
     masking: MaskingConfig
 
-    def run(self, changes: list[RowChange], schema: TableSchema = SCHEMA) -> None:
-        """One batch through mask, map and both sinks, rejections to the DLQ as the replication job does."""
+    def run(
+        self,
+        changes: list[RowChange],
+        schema: TableSchema = SCHEMA,
+        kinds: tuple[str, ...] = ("postgres", "clickhouse"),
+    ) -> None:
+        """One batch through mask, map and the sinks, rejections to the DLQ as the replication job does."""
+        batch = self.masked(changes, schema)
+        self.dlq.record(SOURCE, batch.rejections)
+        for kind in kinds:
+            sink = self.postgres_sink if kind == "postgres" else self.clickhouse_sink
+            mapped = TypeMapper(sink.name, sink_kind(kind).map_column, []).map_batch(batch)
+            self.dlq.record(SOURCE, mapped.rejections)
+            sink.write(mapped, lambda rejections: self.dlq.record(SOURCE, rejections), advance_checkpoint=False)
+
+    def masked(self, changes: list[RowChange], schema: TableSchema = SCHEMA) -> ChangeBatch:
         batch = ChangeBatch(
             SOURCE,
             Checkpoint(CommitLogPosition(1, 0)),
             Checkpoint(CommitLogPosition(1, len(changes))),
             {schema.qualified_name: TableChanges(schema, copy.deepcopy(changes))},
         )
-        batch = Masker(self.masking, MASKING_KEY).mask_batch(batch)
-        self.dlq.record(SOURCE, batch.rejections)
-        for sink, kind in ((self.postgres_sink, "postgres"), (self.clickhouse_sink, "clickhouse")):
-            mapped = TypeMapper(sink.name, sink_kind(kind).map_column, []).map_batch(batch)
-            self.dlq.record(SOURCE, mapped.rejections)
-            sink.write(mapped, lambda rejections: self.dlq.record(SOURCE, rejections), advance_checkpoint=False)
+        return Masker(self.masking, MASKING_KEY).mask_batch(batch)
 
     def postgres_rows(self, schema: TableSchema = SCHEMA) -> list[dict[str, Any]]:
         with (
@@ -404,3 +414,85 @@ def test_a_batch_over_more_partitions_than_the_server_has_lock_slots(cells: Cell
     sink = cells.clickhouse_sink
     counted = sink.client.query(f"SELECT count(), sum(n) FROM {sink.qualified('ks__events_current')}").result_rows
     assert [tuple(row) for row in counted] == [(partitions, sum(range(partitions)))]
+
+
+def _state_form_table(cells: CellPipeline, changes: list[RowChange]) -> None:
+    """The ClickHouse table as the earlier form wrote it (a JSON state per row, ReplacingMergeTree),
+    holding `changes` merged by the state merge (the one the PostgreSQL sink still uses)."""
+    sink = cells.clickhouse_sink
+    mapped = TypeMapper(sink.name, sink_kind("clickhouse").map_column, []).map_batch(cells.masked(changes))
+    table = mapped.tables[SCHEMA.qualified_name]
+    layout = table.layout
+    assert layout.cell_schema is not None
+    merged = CellTableMerge(layout.cell_schema, table.changes).merge({}, [])
+    columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
+    sink.client.command(
+        f"CREATE TABLE {sink.qualified(layout.table_name)} ({', '.join(columns)}, _version UInt64,"
+        " _is_deleted UInt8, _cells String, _key String, _partition String, _expiry String,"
+        " _live_until Nullable(Int64)) ENGINE = ReplacingMergeTree(_version) ORDER BY (_partition, _key)"
+    )
+    rows = [
+        [column.converted(row.values[column.name]) for column in layout.columns]
+        + [row.version, int(row.is_deleted), row.state, row.key, row.partition, row.expiry, row.live_until]
+        for row in merged.rows
+    ]
+    sink.client.insert(
+        sink.qualified(layout.table_name),
+        rows,
+        column_names=[
+            *layout.column_names,
+            "_version",
+            "_is_deleted",
+            "_cells",
+            "_key",
+            "_partition",
+            "_expiry",
+            "_live_until",
+        ],
+    )
+
+
+def test_a_clickhouse_table_of_the_earlier_state_form_is_converted_when_next_written(cells: CellPipeline) -> None:
+    now = int(time.time())
+    earlier = [
+        row_change(
+            100,
+            ("p", 1, 1),
+            {
+                "a": "x",
+                "n": 1,
+                "tags": CollectionWrite("set", 99, (ElementWrite("red", None, 100), ElementWrite("blue", None, 100))),
+            },
+            insert=True,
+        ),
+        row_change(100, ("p", 2, 2), {"n": 2, "attrs": CollectionWrite("map", None, (ElementWrite("x", 1, 100),))}),
+        row_change(100, ("p", 3, 3), {"a": "gone"}, insert=True),
+        row_change(150, ("p", 3, 3), row_deletion=150),
+        row_change(100, ("q", 1, 1), {"a": "expires"}, insert=True, ttl_until=now + 3600),
+    ]
+    cells.run(earlier, kinds=("postgres",))
+    _state_form_table(cells, earlier)
+    later = [
+        # An older write to the deleted row stays shadowed: the converted row kept its deletion.
+        row_change(120, ("p", 3, 3), {"a": "older"}),
+        # An older cell loses against the converted one; a newer one wins; elements merge.
+        row_change(90, ("p", 1, 1), {"a": "older"}),
+        row_change(
+            200, ("p", 1, 1), {"tags": CollectionWrite("set", None, (ElementWrite("red", None, 200, deleted=True),))}
+        ),
+        row_change(200, ("p", 2, 2), {"attrs": CollectionWrite("map", None, (ElementWrite("y", 2, 200),))}),
+    ]
+    cells.run(later)
+    assert cells.rows() == [
+        expected("p", 1, 1, a="x", n=1, tags=["blue"]),
+        expected("p", 2, 2, n=2, attrs={"x": 1, "y": 2}),
+        expected("q", 1, 1, a="expires"),
+    ]
+    postgres_stats, clickhouse_stats = cells.stats()
+    assert clickhouse_stats == postgres_stats
+    # The earlier form is gone; later batches write to the stamped table.
+    sink = cells.clickhouse_sink
+    tables = {row[0] for row in sink.client.query(f"SHOW TABLES FROM {quote_identifier(sink._database)}").result_rows}
+    assert not any(name.endswith("__state_form") for name in tables)
+    cells.run([row_change(300, ("q", 2, 2), {"n": 3}, insert=True)])
+    assert len(cells.rows()) == 4

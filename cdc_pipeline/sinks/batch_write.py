@@ -57,8 +57,11 @@ class BatchWriteSteps(Protocol):
         """The sink refused the rows themselves (not a sink that is down, not a bug)."""
         ...
 
-    def write_cells(self, layout: SinkTableLayout, changes: list[RowChange], reject: RejectChange) -> None:
-        """Merge a cell table's changes (sinks/cell_merge/) into its rows, rejecting what it refuses."""
+    def write_cells(
+        self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], reject: RejectChange
+    ) -> None:
+        """Merge a cell table's changes (sinks/cell_merge/) into its rows, rejecting what it refuses;
+        `rows` are the mapper's converted values of each change."""
         ...
 
     def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:
@@ -115,7 +118,7 @@ class _TableWrite:
                 self.reject(change, str(taken))
             return []
         if self.layout.cell_schema is not None:
-            self.steps.write_cells(self.layout, changes, self.reject)
+            self.steps.write_cells(self.layout, rows, changes, self.reject)
         else:
             self._write_rows(rows, changes)
         return [change for change in changes if id(change) not in self.rejected]

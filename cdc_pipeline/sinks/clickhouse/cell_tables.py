@@ -1,104 +1,226 @@
-"""ClickHouse tables of cell tables (Cassandra): merged states, read with FINAL, rewritten whole.
+"""ClickHouse tables of cell tables (Cassandra): stamped cells merged by the engine, never read back to write.
 
-`ReplacingMergeTree(_version)` without the is_deleted parameter: a deleted row's state must stay
-readable, to shadow older writes that arrive later. A merge that only added an older cell keeps
-`_version`; of equal versions ReplacingMergeTree keeps the last inserted, which is the newer merge.
-The table is ordered by (`_partition`, `_key`), so loading a batch's rows and partitions reads
-only their index granules. Data first, then the checkpoint (in the sink): a crash replays the
-batch, whose merge then finds the same states and deletions and writes the same rows again.
+The table is an `AggregatingMergeTree` ordered by (`_partition`, `_key`): every change is one
+inserted row of stamped cells (sinks/cell_merge/stamped_rows.py) and each column merges with
+`max` (a scalar's `(*stamp, value)`), `maxMap` (a collection's elements) or `any` (the key columns,
+which the key determines). Background merges and `FINAL` reads apply the same functions, so a
+batch is written without loading what the table holds: the engine does Cassandra's reconciliation.
+
+Shadowing and TTLs are evaluated when read, by two views: `<table>__merged` shows every row with
+its visible values, `_version`, `_is_deleted` and `_live_until`; `<table>_current` the live rows.
+Partition and range deletions are kept in `<table>__deletions`: a row arriving later in a deleted
+range gets the deletion in its `_deleted_at`, and a deletion arriving later is written as a
+`_deleted_at` row for each stored row it covers (the only read, of the deleting partitions' keys).
+
+Data first, then the checkpoint (in the sink): a crash replays the batch, whose rows merge to the
+same maxima.
+
+Tables written by the earlier form (a JSON state per row, column `_cells`) are converted in place
+when the sink first meets them (`upgrade_state_table`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from cdc_pipeline.core.changes import RowChange
+from cdc_pipeline.core.value_codec import decode_value
 from cdc_pipeline.mapping.sink_types import (
-    CELL_BOOKKEEPING,
     CELLS_COLUMN,
     DELETED_COLUMN,
-    EXPIRY_COLUMN,
     KEY_COLUMN,
     LIVE_UNTIL_COLUMN,
     PARTITION_COLUMN,
     VERSION_COLUMN,
+    SinkColumn,
     SinkTableLayout,
 )
 from cdc_pipeline.sinks.base import bisect_failures
-from cdc_pipeline.sinks.cell_merge.table_merge import (
-    DELETION_COLUMN,
-    DELETIONS_SUFFIX,
-    TIMESTAMP_COLUMN,
-    CellTableMerge,
-    MergedRow,
+from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
+from cdc_pipeline.sinks.cell_merge.stamped_rows import (
+    NO_TIME,
+    TOMBSTONE_KEY,
+    UNWRITTEN,
+    StampedRowBuilder,
+    element_fragment,
+    element_order_key,
 )
+from cdc_pipeline.sinks.cell_merge.state import RowState
+from cdc_pipeline.sinks.cell_merge.table_merge import DELETION_COLUMN, DELETIONS_SUFFIX, TIMESTAMP_COLUMN
 
 Qualify = Callable[[str], str]
 Quote = Callable[[str], str]
 
+MERGED_VIEW_SUFFIX = "__merged"
+DELETED_AT_COLUMN = "_deleted_at"
+LIVENESS_COLUMN = "_liveness"
+# The earlier form's table while it is converted (see upgrade_state_table).
+_UPGRADING_SUFFIX = "__state_form"
+_STAMP = "Int64, UInt8, Int64"
+_CONVERT_PAGE_ROWS = 20_000
+_NO_TIME = str(NO_TIME)
+_NOW = "toUnixTimestamp(now())"
 
-def _string_literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+def stamped_columns() -> tuple[str, ...]:
+    """The bookkeeping columns of a stamped cell table, after the source columns."""
+    return (DELETED_AT_COLUMN, LIVENESS_COLUMN, VERSION_COLUMN, KEY_COLUMN, PARTITION_COLUMN)
 
 
 def live_condition(quote: Quote) -> str:
-    """A row the `_current` view shows: not deleted, and not ended by TTLs (evaluated now)."""
+    """A row `<table>__merged` shows that the `_current` view shows: not deleted, not ended by TTLs."""
     until = quote(LIVE_UNTIL_COLUMN)
-    return f"{quote(DELETED_COLUMN)} = 0 AND ({until} IS NULL OR {until} > toUnixTimestamp(now()))"
+    return f"{quote(DELETED_COLUMN)} = 0 AND ({until} IS NULL OR {until} > {_NOW})"
+
+
+def _value_type(column: SinkColumn) -> str:
+    # A deleted or unwritten cell holds NULL beside its stamp.
+    if column.sink_type.startswith(("Nullable(", "LowCardinality(Nullable(")):
+        return column.sink_type
+    return f"Nullable({column.sink_type})"
+
+
+def _column_type(layout: SinkTableLayout, column: SinkColumn) -> str:
+    assert layout.cell_schema is not None
+    if column.name in layout.key_columns:
+        return f"SimpleAggregateFunction(any, {column.sink_type})"
+    if layout.cell_schema.column(column.name).collection is not None:
+        return f"SimpleAggregateFunction(maxMap, Tuple(Array(String), Array(Tuple({_STAMP}, String))))"
+    return f"SimpleAggregateFunction(max, Tuple({_STAMP}, {_value_type(column)}))"
+
+
+def _column_default(layout: SinkTableLayout, column: SinkColumn) -> str:
+    # Rows written before a column existed (ALTER TABLE ADD at the source) hold nothing for it.
+    assert layout.cell_schema is not None
+    if column.name in layout.key_columns or layout.cell_schema.column(column.name).collection is not None:
+        return ""
+    stamped = f"Tuple({_STAMP}, {_value_type(column)})"
+    return f" DEFAULT CAST(({_NO_TIME}, 0, {_NO_TIME}, NULL), '{_escaped(stamped)}')"
+
+
+def _escaped(text: str) -> str:
+    """`text` inside a single-quoted ClickHouse literal (types such as DateTime64(6, 'UTC') hold quotes)."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+class _ViewExpressions:
+    """The SQL of what a stamped row shows, column by column (shadowing and TTLs applied)."""
+
+    def __init__(self, layout: SinkTableLayout, quote: Quote) -> None:
+        assert layout.cell_schema is not None
+        self.layout, self.quote = layout, quote
+        self.schema = layout.cell_schema
+        self.deleted_at = quote(DELETED_AT_COLUMN)
+
+    def live_elements(self, name: str) -> str:
+        """A collection's elements that no tombstone shadows (TTLs aside), in show order."""
+        c = f"src.{self.quote(name)}"
+        tombstone = f"if(notEmpty({c}.1) AND {c}.1[1] = '{TOMBSTONE_KEY}', {c}.2[1].1, {_NO_TIME})"
+        horizon = f"greatest(src.{self.deleted_at}, {tombstone})"
+        return f"arrayFilter((e, k) -> k != '{TOMBSTONE_KEY}' AND e.1 > {horizon} AND e.2 = 0, {c}.2, {c}.1)"
+
+    def scalar_live(self, name: str) -> str:
+        c = f"src.{self.quote(name)}"
+        return f"({c}.1 > src.{self.deleted_at} AND {c}.2 = 0)"
+
+    def shown(self, name: str, elements_alias: str) -> str:
+        c = f"src.{self.quote(name)}"
+        kind = self.schema.column(name).collection
+        if kind is None:
+            return f"if({self.scalar_live(name)} AND ({c}.3 = {_NO_TIME} OR {c}.3 > {_NOW}), {c}.4, NULL)"
+        opening, closing = ("[", "]") if kind in ("list", "set") else ("{", "}")
+        unexpired = f"arrayFilter(e -> e.3 = {_NO_TIME} OR e.3 > {_NOW}, {elements_alias})"
+        return (
+            f"if(empty({unexpired}), NULL,"
+            f" concat('{opening}', arrayStringConcat(arrayMap(e -> e.4, {unexpired}), ','), '{closing}'))"
+        )
+
+    def merged_view(self, table: str) -> str:
+        """`<table>__merged`: every row, what it shows, and the bookkeeping the sink reads."""
+        quote = self.quote
+        value_columns = [c for c in self.layout.column_names if c not in self.layout.key_columns]
+        element_aliases = {
+            name: quote(f"cdc elements {index}")
+            for index, name in enumerate(value_columns)
+            if self.schema.column(name).collection is not None
+        }
+        liveness = f"src.{quote(LIVENESS_COLUMN)}"
+        lives = [f"if({liveness}.1 > src.{self.deleted_at}, [{liveness}.2], [])"]
+        for name in value_columns:
+            if name in element_aliases:
+                lives.append(f"arrayMap(e -> e.3, {element_aliases[name]})")
+            else:
+                lives.append(f"if({self.scalar_live(name)}, [src.{quote(name)}.3], [])")
+        lives_alias = quote("cdc lives")
+        inner = ", ".join(["*", *(f"{self.live_elements(name)} AS {alias}" for name, alias in element_aliases.items())])
+        inner += f", arrayConcat({', '.join(lives)}) AS {lives_alias}"
+        shown = [
+            f"src.{quote(c)} AS {quote(c)}"
+            if c in self.layout.key_columns
+            else f"{self.shown(c, element_aliases.get(c, ''))} AS {quote(c)}"
+            for c in self.layout.column_names
+        ]
+        bookkeeping = [
+            f"src.{quote(VERSION_COLUMN)} AS {quote(VERSION_COLUMN)}",
+            f"toUInt8(empty({lives_alias})) AS {quote(DELETED_COLUMN)}",
+            f"if(empty({lives_alias}) OR has({lives_alias}, {_NO_TIME}), NULL, arrayMax({lives_alias}))"
+            f" AS {quote(LIVE_UNTIL_COLUMN)}",
+            f"src.{quote(KEY_COLUMN)} AS {quote(KEY_COLUMN)}",
+            f"src.{quote(PARTITION_COLUMN)} AS {quote(PARTITION_COLUMN)}",
+        ]
+        return f"SELECT {', '.join(shown + bookkeeping)} FROM (SELECT {inner} FROM {table} AS src FINAL) AS src"
 
 
 def cell_table_ddl(
     qualify: Qualify, quote: Quote, layout: SinkTableLayout, view_name: str, dropping: list[str]
 ) -> list[str]:
-    """The table, its deletions table and its `_current` view, brought up to `layout`; `dropping`:
-    columns dropped at the source since the sink last looked (dropped here too, and added again
-    empty if the source has a column of that name again)."""
-    columns = [f"{quote(c.name)} {c.sink_type}" for c in layout.columns]
+    """The table, its deletions table and its views, brought up to `layout`; `dropping`: columns
+    dropped at the source since the sink last looked (dropped here too, and added again empty if the
+    source has a column of that name again)."""
+    columns = [f"{quote(c.name)} {_column_type(layout, c)}{_column_default(layout, c)}" for c in layout.columns]
     columns += [
-        f"{quote(VERSION_COLUMN)} UInt64",
-        f"{quote(DELETED_COLUMN)} UInt8",
-        f"{quote(CELLS_COLUMN)} String",
+        f"{quote(DELETED_AT_COLUMN)} SimpleAggregateFunction(max, Int64)",
+        f"{quote(LIVENESS_COLUMN)} SimpleAggregateFunction(max, Tuple(Int64, Int64))",
+        f"{quote(VERSION_COLUMN)} SimpleAggregateFunction(max, UInt64)",
         f"{quote(KEY_COLUMN)} String",
         f"{quote(PARTITION_COLUMN)} String",
-        f"{quote(EXPIRY_COLUMN)} String",
-        f"{quote(LIVE_UNTIL_COLUMN)} Nullable(Int64)",
     ]
     table = qualify(layout.table_name)
-    # A value whose TTL has passed shows as NULL. The source column is named through the table's
-    # alias: an expression aliased to its own column's name would otherwise refer to itself.
-    expiry = quote(EXPIRY_COLUMN)
-    shown = [
-        quote(c)
-        if c in layout.key_columns
-        else f"if(ifNull(JSONExtract({expiry}, {_string_literal(c)}, 'Nullable(Int64)') <= toUnixTimestamp(now()), 0),"
-        f" NULL, src.{quote(c)}) AS {quote(c)}"
-        for c in layout.column_names
-    ]
+    merged = qualify(layout.table_name + MERGED_VIEW_SUFFIX)
+    source_columns = ", ".join(quote(c) for c in layout.column_names)
     return [
         f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})"
-        f" ENGINE = ReplacingMergeTree({quote(VERSION_COLUMN)})"
-        f" ORDER BY ({quote(PARTITION_COLUMN)}, {quote(KEY_COLUMN)})",
+        f" ENGINE = AggregatingMergeTree ORDER BY ({quote(PARTITION_COLUMN)}, {quote(KEY_COLUMN)})",
         f"CREATE TABLE IF NOT EXISTS {qualify(layout.table_name + DELETIONS_SUFFIX)}"
         f" ({quote(PARTITION_COLUMN)} String, {quote(DELETION_COLUMN)} String, {quote(TIMESTAMP_COLUMN)} Int64)"
         f" ENGINE = ReplacingMergeTree ORDER BY ({quote(PARTITION_COLUMN)}, {quote(DELETION_COLUMN)})",
         *(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {quote(c)}" for c in dropping),
-        # Columns added at the source since the table was made (Cassandra's ALTER TABLE ADD): cells
-        # written before hold nothing for them, so NULL is what Cassandra shows too.
+        # Columns added at the source since the table was made (Cassandra's ALTER TABLE ADD).
         *(
-            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(c.name)} {c.sink_type}"
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(c.name)} {_column_type(layout, c)}"
+            f"{_column_default(layout, c)}"
             for c in layout.columns
             if c.name not in layout.key_columns
         ),
-        f"CREATE OR REPLACE VIEW {qualify(view_name)} AS SELECT {', '.join(shown)}"
-        f" FROM {table} AS src FINAL WHERE {live_condition(quote)}",
+        # A type override is the operator's fix for values the mapped type refused: the column takes it.
+        *(
+            f"ALTER TABLE {table} MODIFY COLUMN {quote(c.name)} {_column_type(layout, c)}{_column_default(layout, c)}"
+            for c in layout.columns
+            if c.overridden and c.name not in layout.key_columns
+        ),
+        f"CREATE OR REPLACE VIEW {merged} AS {_ViewExpressions(layout, quote).merged_view(table)}",
+        f"CREATE OR REPLACE VIEW {qualify(view_name)} AS SELECT {source_columns} FROM {merged}"
+        f" WHERE {live_condition(quote)}",
     ]
 
 
 class ClickHouseCellTableWriter:
-    """Merges one batch of one cell table into its ClickHouse table."""
+    """Writes one batch of one cell table into its ClickHouse table: one stamped row per change."""
 
     def __init__(
         self,
@@ -114,56 +236,213 @@ class ClickHouseCellTableWriter:
         self._quote = quote
         self._layout = layout
         self._schema = layout.cell_schema
+        self._builder = StampedRowBuilder(layout.cell_schema, layout.column_names)
+        self._clustering = [self._schema.column(name) for name in self._schema.clustering_columns]
         self._is_data_error = is_data_error
+        self._column_names = [*layout.column_names, *stamped_columns()]
 
-    def write(self, changes: list[RowChange], reject: Callable[[RowChange, str], None]) -> None:
-        layout, quote = self._layout, self._quote
-        merge = CellTableMerge(self._schema, changes)
-        table = self._qualify(layout.table_name)
-        deletions_table = self._qualify(layout.table_name + DELETIONS_SUFFIX)
-        key, partition = quote(KEY_COLUMN), quote(PARTITION_COLUMN)
-        rows = self._client.query(
-            f"SELECT {key}, {quote(CELLS_COLUMN)} FROM {table} FINAL"
-            f" WHERE {partition} IN {{partitions:Array(String)}}"
-            f" AND ({key} IN {{keys:Array(String)}} OR {partition} IN {{deleting:Array(String)}})",
-            parameters={"partitions": merge.partitions, "keys": merge.keys, "deleting": merge.deleting_partitions},
-        ).result_rows
-        stored_states: dict[str, str] = {row[0]: row[1] for row in rows}
-        stored_deletions = self._client.query(
-            f"SELECT DISTINCT {partition}, {quote(DELETION_COLUMN)} FROM {deletions_table}"
-            f" WHERE {partition} IN {{partitions:Array(String)}}",
-            parameters={"partitions": merge.partitions},
-        ).result_rows
-        result = merge.merge(stored_states, [(p, d) for p, d in stored_deletions])
-        if result.new_deletions:
-            self._client.insert(
-                deletions_table,
-                [[p, d.to_json(), d.timestamp] for p, d in result.new_deletions],
-                column_names=[PARTITION_COLUMN, DELETION_COLUMN, TIMESTAMP_COLUMN],
-            )
+    def write(self, rows: list[list[Any]], changes: list[RowChange], reject: Callable[[RowChange, str], None]) -> None:
+        """`rows`: the mapper's converted rows, beside their `changes`."""
+        builder = self._builder
+        batch_deletions: dict[str, list[tuple[PartitionLevelDeletion, RowChange]]] = defaultdict(list)
+        row_changes: list[tuple[RowChange, list[Any], str, str]] = []
+        for change, converted in zip(changes, rows, strict=True):
+            assert change.cells is not None
+            if change.cells.is_partition_level:
+                partition = builder.partition_text(change.values)
+                batch_deletions[partition].extend((d, change) for d in deletions_of(change.cells))
+            else:
+                key, partition = builder.key_texts(change)
+                row_changes.append((change, converted, key, partition))
+        partitions = sorted({partition for _, _, _, partition in row_changes} | set(batch_deletions))
+        deletions = self._deletions(partitions, batch_deletions)
 
-        def refuse(row: MergedRow, error: str) -> None:
-            for change in row.changes:
-                reject(change, error)
+        lines: list[list[Any]] = []
+        owners: list[RowChange] = []
+        for change, converted, key, partition in row_changes:
+            covering = deletions.get(partition)
+            deleted_at = NO_TIME
+            if covering:
+                clustering_key = [change.values[name] for name in self._schema.clustering_columns]
+                deleted_at = self._newest_covering(covering, clustering_key)
+            lines.append(builder.row(change, converted, deleted_at, key, partition))
+            owners.append(change)
+        for line, owner in self._stored_rows_deleted(batch_deletions):
+            lines.append(line)
+            owners.append(owner)
 
-        lines, merged = result.lines(self._line, refuse)
-        column_names = [*layout.column_names, VERSION_COLUMN, DELETED_COLUMN, *CELL_BOOKKEEPING]
+        table = self._qualify(self._layout.table_name)
 
         def attempt(chunk: list[list[Any]]) -> None:
-            self._client.insert(table, chunk, column_names=column_names)
+            self._client.insert(table, chunk, column_names=self._column_names)
 
         if lines:
-            bisect_failures(lines, merged, attempt, refuse, self._is_data_error)
+            bisect_failures(lines, owners, attempt, reject, self._is_data_error)
 
-    def _line(self, row: MergedRow) -> list[Any]:
-        line: list[Any] = [column.converted(row.values[column.name]) for column in self._layout.columns]
-        return [
-            *line,
-            row.version,
-            1 if row.is_deleted else 0,
-            row.state,
-            row.key,
-            row.partition,
-            row.expiry,
-            row.live_until,
-        ]
+    def _newest_covering(self, deletions: Iterable[PartitionLevelDeletion], clustering_key: list[Any]) -> int:
+        newest = NO_TIME
+        for deletion in deletions:
+            if deletion.timestamp > newest and deletion.covers(self._clustering, clustering_key):
+                newest = deletion.timestamp
+        return newest
+
+    def _deletions(
+        self, partitions: list[str], batch: dict[str, list[tuple[PartitionLevelDeletion, RowChange]]]
+    ) -> dict[str, list[PartitionLevelDeletion]]:
+        """Every partition or range deletion of the batch's partitions, stored or new (new ones are stored)."""
+        quote = self._quote
+        deletions_table = self._qualify(self._layout.table_name + DELETIONS_SUFFIX)
+        found: dict[str, dict[str, PartitionLevelDeletion]] = defaultdict(dict)
+        if partitions:
+            stored = self._client.query(
+                f"SELECT DISTINCT {quote(PARTITION_COLUMN)}, {quote(DELETION_COLUMN)} FROM {deletions_table}"
+                f" WHERE {quote(PARTITION_COLUMN)} IN {{partitions:Array(String)}}",
+                parameters={"partitions": partitions},
+            ).result_rows
+            for partition, text in stored:
+                found[partition][text] = PartitionLevelDeletion.from_json(text)
+        new: list[list[Any]] = []
+        for partition, deletions in batch.items():
+            for deletion, _ in deletions:
+                text = deletion.to_json()
+                if text not in found[partition]:
+                    found[partition][text] = deletion
+                    new.append([partition, text, deletion.timestamp])
+        if new:
+            self._client.insert(
+                deletions_table, new, column_names=[PARTITION_COLUMN, DELETION_COLUMN, TIMESTAMP_COLUMN]
+            )
+        return {partition: list(by_text.values()) for partition, by_text in found.items()}
+
+    def _stored_rows_deleted(
+        self, batch: dict[str, list[tuple[PartitionLevelDeletion, RowChange]]]
+    ) -> Iterable[tuple[list[Any], RowChange]]:
+        """A `_deleted_at` row for every stored row a batch deletion covers, with the change it comes from."""
+        if not batch:
+            return
+        quote = self._quote
+        keys = ", ".join(f"any({quote(k)})" for k in self._schema.key_columns)
+        stored = self._client.query(
+            f"SELECT {quote(KEY_COLUMN)}, {quote(PARTITION_COLUMN)}, {keys}"
+            f" FROM {self._qualify(self._layout.table_name)}"
+            f" WHERE {quote(PARTITION_COLUMN)} IN {{deleting:Array(String)}}"
+            f" GROUP BY {quote(KEY_COLUMN)}, {quote(PARTITION_COLUMN)}",
+            parameters={"deleting": sorted(batch)},
+        ).result_rows
+        partition_length = self._schema.partition_key_length or 0
+        for key, partition, *key_values in stored:
+            clustering_key = [decode_value(v) for v in json.loads(key)][partition_length:]
+            newest, owner = NO_TIME, None
+            for deletion, change in batch[partition]:
+                if deletion.timestamp > newest and deletion.covers(self._clustering, clustering_key):
+                    newest, owner = deletion.timestamp, change
+            if owner is not None:
+                yield self._builder.deletion_row(key_values, key, partition, newest), owner
+
+
+# -- the earlier form ------------------------------------------------------------------------------
+
+
+def upgrade_state_table(client: Client, database: str, qualify: Qualify, layout: SinkTableLayout) -> bool:
+    """Move a table of the earlier form (a JSON state per row) aside before the stamped table is
+    made in its place; True when one waits to be converted by `convert_state_table`."""
+    table, aside = layout.table_name, layout.table_name + _UPGRADING_SUFFIX
+    if CELLS_COLUMN in _column_names(client, database, table):
+        if _column_names(client, database, aside):
+            raise RuntimeError(
+                f"cell table {table}: both {table} and {aside} hold the earlier state form; keep one and drop the other"
+            )
+        client.command(f"RENAME TABLE {qualify(table)} TO {qualify(aside)}")
+        # Its view read the state form; it is made again over the stamped table.
+        client.command(f"DROP VIEW IF EXISTS {qualify(table + '_current')}")
+    return bool(_column_names(client, database, aside))
+
+
+def convert_state_table(client: Client, database: str, qualify: Qualify, quote: Quote, layout: SinkTableLayout) -> int:
+    """Write every row of the moved-aside earlier form as a stamped row, then drop it; returns the
+    rows converted. Safe to repeat after a crash: stamped rows merge to the same maxima."""
+    assert layout.cell_schema is not None
+    aside = qualify(layout.table_name + _UPGRADING_SUFFIX)
+    present = set(_column_names(client, database, layout.table_name + _UPGRADING_SUFFIX))
+    columns = [c.name for c in layout.columns if c.name in present]
+    names = [*columns, CELLS_COLUMN, KEY_COLUMN, PARTITION_COLUMN]
+    converter = _StateConverter(layout)
+    converted = 0
+    after = ("", "")
+    while True:
+        # Pages in key order: chdb cannot insert while a result streams.
+        block = client.query(
+            f"SELECT {', '.join(quote(n) for n in names)} FROM {aside} FINAL"
+            f" WHERE ({quote(PARTITION_COLUMN)}, {quote(KEY_COLUMN)}) > ({{p:String}}, {{k:String}})"
+            f" ORDER BY {quote(PARTITION_COLUMN)}, {quote(KEY_COLUMN)} LIMIT {_CONVERT_PAGE_ROWS}",
+            parameters={"p": after[0], "k": after[1]},
+        ).result_rows
+        if not block:
+            break
+        stored = [dict(zip(names, values, strict=True)) for values in block]
+        lines = [converter.row(row) for row in stored]
+        client.insert(qualify(layout.table_name), lines, column_names=[*layout.column_names, *stamped_columns()])
+        converted += len(lines)
+        after = (stored[-1][PARTITION_COLUMN], stored[-1][KEY_COLUMN])
+    client.command(f"DROP TABLE {aside}")
+    return converted
+
+
+class _StateConverter:
+    """A row of the earlier form (its stored visible values and its JSON state) as a stamped row."""
+
+    def __init__(self, layout: SinkTableLayout) -> None:
+        assert layout.cell_schema is not None
+        self.layout, self.schema = layout, layout.cell_schema
+
+    def row(self, stored: dict[str, Any]) -> list[Any]:
+        state = RowState.from_json(stored[CELLS_COLUMN])
+        line: list[Any] = [stored.get(name) for name in self.layout.key_columns]
+        for column in self.layout.columns:
+            name = column.name
+            if name in self.layout.key_columns:
+                continue
+            collection = state.collections.get(name)
+            kind = self.schema.column(name).collection
+            if kind is not None:
+                line.append(_collection_of_state(kind, collection))
+                continue
+            stamp = state.cells.get(name)
+            if stamp is None:
+                line.append(UNWRITTEN)
+                continue
+            expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
+            # A kept cell is what the earlier form showed (states drop shadowed cells): its stored value.
+            line.append(
+                (stamp.timestamp, 1 if stamp.deleted else 0, expires, None if stamp.deleted else stored.get(name))
+            )
+        liveness = (NO_TIME, NO_TIME)
+        if state.liveness is not None:
+            expires = NO_TIME if state.liveness.expires_at is None else state.liveness.expires_at
+            liveness = (state.liveness.timestamp, expires)
+        deleted_at = NO_TIME if state.deletion is None else state.deletion
+        return [*line, deleted_at, liveness, state.version, stored[KEY_COLUMN], stored[PARTITION_COLUMN]]
+
+
+def _collection_of_state(kind: str, collection: Any) -> tuple[list[str], list[tuple[int, int, int, str]]]:
+    keys: list[str] = []
+    stamped: list[tuple[int, int, int, str]] = []
+    if collection is None:
+        return keys, stamped
+    if collection.deleted_at is not None:
+        keys.append(TOMBSTONE_KEY)
+        stamped.append((collection.deleted_at, 1, NO_TIME, ""))
+    for path, stamp in collection.elements.values():
+        expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
+        keys.append(element_order_key(kind, path))
+        fragment = "" if stamp.deleted else element_fragment(kind, path, stamp.value)
+        stamped.append((stamp.timestamp, 1 if stamp.deleted else 0, expires, fragment))
+    return keys, stamped
+
+
+def _column_names(client: Client, database: str, table: str) -> list[str]:
+    rows = client.query(
+        "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} ORDER BY position",
+        parameters={"db": database, "t": table},
+    ).result_rows
+    return [row[0] for row in rows]

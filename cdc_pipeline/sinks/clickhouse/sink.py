@@ -24,12 +24,20 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
-from cdc_pipeline.mapping.sink_types import CELLS_COLUMN, DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.availability import outside_the_sink, translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.checkpoint_rows import checkpoint_from_row, checkpoint_row
-from cdc_pipeline.sinks.clickhouse.cell_tables import ClickHouseCellTableWriter, cell_table_ddl, live_condition
+from cdc_pipeline.sinks.clickhouse.cell_tables import (
+    LIVENESS_COLUMN,
+    MERGED_VIEW_SUFFIX,
+    ClickHouseCellTableWriter,
+    cell_table_ddl,
+    convert_state_table,
+    live_condition,
+    upgrade_state_table,
+)
 from cdc_pipeline.sinks.clickhouse.chdb_footprint import prepare_allocator, release_startup_pages
 from cdc_pipeline.sinks.clickhouse.chdb_waiters import announce_waiting
 from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
@@ -193,10 +201,16 @@ class ClickHouseSink:
                 raise SinkNameTaken(conflict)
             drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
             dropping = sorted({column for column, _ in drops})
+            upgrading = upgrade_state_table(self.client, self._database, self.qualified, layout)
             for statement in cell_table_ddl(
                 self.qualified, quote_identifier, layout, layout.table_name + CURRENT_VIEW_SUFFIX, dropping
             ):
                 self.client.command(statement)
+            if upgrading:
+                rows = convert_state_table(self.client, self._database, self.qualified, quote_identifier, layout)
+                _log.info(
+                    "sink '%s': table %s converted to stamped cells (%d rows)", self.name, layout.table_name, rows
+                )
             if drops:  # after the DDL: a crash before it re-applies the drops, which is harmless
                 self.client.insert(
                     self.qualified(COLUMN_DROPS_TABLE),
@@ -271,14 +285,17 @@ class ClickHouseSink:
             fill = self._tombstone_fills[layout.table_name] = tombstone_defaults(self.client, layout)
         fill_tombstones(layout, rows, fill)
 
-    def _live_rows(self, table: str) -> str:
-        """The condition of the rows the `_current` view shows (cell tables also end rows by TTL)."""
+    def _live_rows(self, table: str) -> tuple[str, str]:
+        """(what to read, the condition): the rows the `_current` view shows. A cell table's rows are
+        read through its `__merged` view, which applies shadowing and TTLs."""
         is_cell_table = self.client.query(
             "SELECT count() FROM system.columns WHERE database = {db:String} AND table = {t:String}"
             " AND name = {c:String}",
-            parameters={"db": self._database, "t": table, "c": CELLS_COLUMN},
+            parameters={"db": self._database, "t": table, "c": LIVENESS_COLUMN},
         ).result_rows[0][0]
-        return live_condition(quote_identifier) if is_cell_table else f"{quote_identifier(DELETED_COLUMN)} = 0"
+        if is_cell_table:
+            return self.qualified(table + MERGED_VIEW_SUFFIX), live_condition(quote_identifier)
+        return f"{self.qualified(table)} FINAL", f"{quote_identifier(DELETED_COLUMN)} = 0"
 
     def table_note(self, source_table: str) -> str | None:
         return None
@@ -292,9 +309,9 @@ class ClickHouseSink:
         ).result_rows[0][0]
         if not exists:
             return None
+        rows, condition = self._live_rows(table)
         live, version_sum = self.client.query(
-            f"SELECT count(), sum(toUInt128({quote_identifier(VERSION_COLUMN)})) FROM {self.qualified(table)} FINAL"
-            f" WHERE {self._live_rows(table)}"
+            f"SELECT count(), sum(toUInt128({quote_identifier(VERSION_COLUMN)})) FROM {rows} WHERE {condition}"
         ).result_rows[0]
         return TableStats(int(live), int(version_sum))
 
@@ -302,9 +319,8 @@ class ClickHouseSink:
     def live_keys(self, source_table: str, key_columns: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         columns = ", ".join(quote_identifier(k) for k in key_columns)
         table = sink_table_name(source_table)
-        with self.client.query_row_block_stream(
-            f"SELECT {columns} FROM {self.qualified(table)} FINAL WHERE {self._live_rows(table)}"
-        ) as blocks:
+        rows, condition = self._live_rows(table)
+        with self.client.query_row_block_stream(f"SELECT {columns} FROM {rows} WHERE {condition}") as blocks:
             for block in blocks:
                 yield from (tuple(row) for row in block)
 
@@ -388,10 +404,12 @@ class _ClickHouseBatchSteps:
     def is_data_error(self, error: Exception) -> bool:
         return _is_data_error(error)
 
-    def write_cells(self, layout: SinkTableLayout, changes: list[RowChange], reject: RejectChange) -> None:
+    def write_cells(
+        self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], reject: RejectChange
+    ) -> None:
         sink = self.sink
         ClickHouseCellTableWriter(sink.client, sink.qualified, quote_identifier, layout, _is_data_error).write(
-            changes, reject
+            rows, changes, reject
         )
 
     def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:

@@ -384,7 +384,10 @@ class _PostgresBatchSteps:
     def is_data_error(self, error: Exception) -> bool:
         return _is_data_error(error)
 
-    def write_cells(self, layout: SinkTableLayout, changes: list[RowChange], reject: RejectChange) -> None:
+    def write_cells(
+        self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], reject: RejectChange
+    ) -> None:
+        # The merged states are converted afresh (sinks/cell_merge/table_merge.py): `rows` are not needed.
         PostgresCellTableWriter(self.cursor, self.sink._qualified, layout, _is_data_error).write(changes, reject)
 
     def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:

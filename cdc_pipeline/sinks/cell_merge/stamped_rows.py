@@ -1,0 +1,201 @@
+"""A cell table's change as one row of stamped cells, for a sink engine that merges rows with max().
+
+Each write becomes a stamp `(timestamp, is_tombstone, expires_at)` whose tuple order is Cassandra's
+precedence (`Stamp.beats` in state.py): the newer write; on a tie a tombstone; then an expiring
+write over a non-expiring one (`NO_TIME`, the smallest Int64, stands for "never expires"); then the
+later expiry. A scalar column holds `(*stamp, value)`: the greatest tuple is the cell Cassandra
+shows. Equal stamps with different values (two writers in one microsecond) fall to the engine's
+order of the values; any fixed order is commutative, which is all replicas and replays need.
+
+A non-frozen collection or UDT holds a map: element order key -> `(*stamp, fragment)`, merged key
+by key with the greater tuple. The key sorts the elements as Cassandra shows them (a list by its
+timeuuids' times, a set or map by its type's order), so the engine renders a collection by joining
+its live fragments, each the element's JSON text as the sink shows it. The collection's own
+tombstone (a whole-value write or a column delete) is the element with the empty key.
+
+Nothing here looks at what the sink holds: shadowing is left to the reader. A row's `_deleted_at`
+(row, partition or covering range deletion, merged with max) hides every write at or before it; a
+collection's tombstone hides its older elements. That is what lets a batch be written without
+reading the stored rows first, and a replayed or duplicated change land once in effect.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from cdc_pipeline.core.cells import CollectionWrite, ElementWrite
+from cdc_pipeline.core.changes import RowChange
+from cdc_pipeline.core.schema import TableSchema
+from cdc_pipeline.sinks.cell_merge.state import canonical_text
+from cdc_pipeline.sinks.cell_merge.table_merge import key_text
+
+NO_TIME = -(2**63)  # no write, no expiry, no deletion: below every Cassandra timestamp
+TOMBSTONE_KEY = ""  # a collection's whole-value tombstone, among its elements (sorts first)
+UNWRITTEN = (NO_TIME, 0, NO_TIME, None)  # a scalar column the change did not write
+
+# The text a collection shows is JSON, as the state merge renders it (state.render_collection).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
+def _int_order(number: int) -> str:
+    """Hex text that sorts like the integers, any size: sign, digit count, digits (negatives inverted)."""
+    digits = format(abs(number), "x")
+    if number >= 0:
+        return "1" + format(len(digits), "04x") + digits
+    inverted = digits.translate(_INVERT_HEX)
+    return "0" + format(0xFFFF - len(digits), "04x") + inverted
+
+
+_INVERT_HEX = str.maketrans("0123456789abcdef", "fedcba9876543210")
+
+
+def _float_order(number: float) -> str:
+    """Hex text that sorts like the floats (IEEE 754 bits, negatives inverted)."""
+    (bits,) = struct.unpack(">Q", struct.pack(">d", number))
+    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | (1 << 63)
+    return format(bits, "016x")
+
+
+def element_order_key(kind: str, path: Any) -> str:
+    """A text whose byte order is the order Cassandra shows the collection's elements in: a list's
+    by its timeuuid paths' times, anything else by value (numbers numerically, text by code point).
+    It is also the element's identity: distinct paths never share a key."""
+    if kind == "list":
+        try:
+            parsed = uuid.UUID(str(path))
+        except ValueError:
+            return format(0, "015x") + canonical_text(path)
+        return format(parsed.time if parsed.version == 1 else 0, "015x") + str(parsed)
+    if isinstance(path, bool):
+        return "0" + ("1" if path else "0")
+    if isinstance(path, int):
+        return "1" + _int_order(path)
+    if isinstance(path, float):
+        return "2" + _float_order(path)
+    if isinstance(path, str):
+        return "3" + path
+    return "4" + canonical_text(path)
+
+
+def element_fragment(kind: str, path: Any, value: Any) -> str:
+    """The element's part of the collection's JSON text."""
+    if kind == "list":
+        return _JSON.encode(value)
+    if kind == "set":
+        return _JSON.encode(path)
+    name = path if isinstance(path, str) else canonical_text(path)
+    return _JSON.encode(name) + ":" + _JSON.encode(value)
+
+
+def collection_cell(
+    kind: str, write: CollectionWrite | None, dropped_at: int | None
+) -> tuple[list[str], list[tuple[int, int, int, str]]]:
+    """(order keys, stamped fragments) of a collection write; elements a column drop removed are left out."""
+    keys: list[str] = []
+    stamped: list[tuple[int, int, int, str]] = []
+    if write is None:
+        return keys, stamped
+    if write.deleted_at is not None and (dropped_at is None or write.deleted_at > dropped_at):
+        keys.append(TOMBSTONE_KEY)
+        stamped.append((write.deleted_at, 1, NO_TIME, ""))
+    for element in write.elements:
+        if dropped_at is not None and element.timestamp <= dropped_at:
+            continue
+        keys.append(element_order_key(kind, element.path))
+        stamped.append(_element_stamp(kind, element))
+    return keys, stamped
+
+
+def _element_stamp(kind: str, element: ElementWrite) -> tuple[int, int, int, str]:
+    expires = NO_TIME if element.expires_at is None else element.expires_at
+    if element.deleted:
+        return (element.timestamp, 1, expires, "")
+    return (element.timestamp, 0, expires, element_fragment(kind, element.path, element.value))
+
+
+class StampedRowBuilder:
+    """Builds the stamped rows of one cell table's changes, in `column_order`:
+
+    the key columns (converted), each non-key column (a scalar's `(*stamp, value)` or a collection's
+    `(order keys, stamped fragments)`), then `_deleted_at`, `_liveness` `(timestamp, expires_at)`,
+    `_version`, `_key` and `_partition` (the canonical texts rows are found by).
+    """
+
+    def __init__(self, schema: TableSchema, mapped_columns: Sequence[str]) -> None:
+        self.schema = schema
+        self.key_columns = schema.key_columns
+        self.value_columns = tuple(name for name in schema.column_names if name not in schema.key_columns)
+        self._collections = {c.name: c.collection for c in schema.columns if c.collection is not None}
+        self._masked_as_null = frozenset(c.name for c in schema.columns if c.masked_as_null)
+        self._dropped = dict(schema.dropped_columns)
+        # Where the mapper's converted row holds each column.
+        index = {name: position for position, name in enumerate(mapped_columns)}
+        self._key_index = [index[name] for name in self.key_columns]
+        self._value_index = [(name, index[name]) for name in self.value_columns]
+        self._partition_length = schema.partition_key_length or 0
+
+    def partition_text(self, values: dict[str, Any]) -> str:
+        """`_partition` of a partition-level change (its values hold the partition key)."""
+        return key_text([values[name] for name in self.key_columns[: self._partition_length]])
+
+    def key_texts(self, change: RowChange) -> tuple[str, str]:
+        """(`_key`, `_partition`) of a row-level change."""
+        key_values = [change.values[name] for name in self.key_columns]
+        return key_text(key_values), key_text(key_values[: self._partition_length])
+
+    def row(self, change: RowChange, converted: list[Any], deleted_at: int, key: str, partition: str) -> list[Any]:
+        """The change's stamped row; `deleted_at`: the newest deletion covering it (NO_TIME: none)."""
+        cells = change.cells
+        assert cells is not None
+        values = change.values
+        version = change.version
+        row: list[Any] = [converted[position] for position in self._key_index]
+        for name, position in self._value_index:
+            collection_kind = self._collections.get(name)
+            dropped_at = self._dropped.get(name)
+            if collection_kind is not None:
+                write = values.get(name)
+                row.append(
+                    collection_cell(collection_kind, write if isinstance(write, CollectionWrite) else None, dropped_at)
+                )
+                continue
+            cell = cells.cells.get(name)
+            if cell is None or (dropped_at is not None and cell.timestamp <= dropped_at):
+                row.append(UNWRITTEN)
+                continue
+            value = values.get(name)
+            shown = None if name in self._masked_as_null else converted[position]
+            expires = NO_TIME if cell.expires_at is None else cell.expires_at
+            row.append((cell.timestamp, 1 if value is None else 0, expires, shown))
+            if cell.timestamp > version:
+                version = cell.timestamp
+        if cells.row_deletion is not None and cells.row_deletion > deleted_at:
+            deleted_at = cells.row_deletion
+        liveness = cells.liveness
+        if liveness is None:
+            row.append(deleted_at)
+            row.append((NO_TIME, NO_TIME))
+        else:
+            row.append(deleted_at)
+            row.append((liveness.timestamp, NO_TIME if liveness.expires_at is None else liveness.expires_at))
+            version = max(version, liveness.timestamp)
+        for name in self._collections:
+            write = values.get(name)
+            if isinstance(write, CollectionWrite):
+                version = max(version, write.latest_timestamp)
+        row.append(max(version, deleted_at, 0))
+        row.append(key)
+        row.append(partition)
+        return row
+
+    def deletion_row(self, key_values: list[Any], key: str, partition: str, deleted_at: int) -> list[Any]:
+        """A stored row's shadowing by a partition or range deletion: its key, the deletion, nothing else."""
+        row: list[Any] = list(key_values)
+        for name in self.value_columns:
+            row.append(([], []) if name in self._collections else UNWRITTEN)
+        row.extend((deleted_at, (NO_TIME, NO_TIME), max(deleted_at, 0), key, partition))
+        return row
