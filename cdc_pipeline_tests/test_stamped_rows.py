@@ -9,7 +9,8 @@ import random
 import uuid
 
 from cdc_pipeline.sinks.cell_merge.stamped_rows import NO_TIME, element_order_key
-from cdc_pipeline.sinks.cell_merge.state import Stamp
+from cdc_pipeline.sinks.cell_merge.state import Stamp, canonical_text
+from cdc_pipeline.sinks.cell_merge.table_merge import key_text
 
 
 def _stamp_tuple(stamp: Stamp) -> tuple[int, int, int]:
@@ -71,3 +72,15 @@ def test_distinct_paths_never_share_a_key() -> None:
     # 1 and True, 1 and 1.0 are equal in Python but distinct Cassandra values of distinct types: a
     # collection holds one type, so they only need distinct keys, which they have.
     assert len(set(keys)) == len(keys)
+
+
+def test_key_texts_of_integers_and_text_are_the_canonical_texts() -> None:
+    # Stored keys are found by their text: the fast path must write exactly what canonical_text does.
+    rng = random.Random(11)
+    alphabet = [chr(c) for c in (*range(1, 0x80), 0x7F, 0xE9, 0x2028, 0x4E2D, 0x1F600, 0xD800)]
+    for _ in range(2000):
+        values: list[object] = [
+            rng.choice([rng.randint(-(2**70), 2**70), rng.randint(-5, 5), "".join(rng.choices(alphabet, k=6))])
+            for _ in range(rng.randint(1, 3))
+        ]
+        assert key_text(values) == canonical_text(values)

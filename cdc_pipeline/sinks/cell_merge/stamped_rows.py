@@ -27,6 +27,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from cdc_pipeline.core.cells import CollectionWrite, ElementWrite
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.schema import TableSchema
@@ -36,6 +38,8 @@ from cdc_pipeline.sinks.cell_merge.table_merge import key_text
 NO_TIME = -(2**63)  # no write, no expiry, no deletion: below every Cassandra timestamp
 TOMBSTONE_KEY = ""  # a collection's whole-value tombstone, among its elements (sorts first)
 UNWRITTEN = (NO_TIME, 0, NO_TIME, None)  # a scalar column the change did not write
+_NO_ELEMENTS: tuple[list[str], list[Any]] = ([], [])  # a collection it did not write (never mutated)
+_NO_LIVENESS = (NO_TIME, NO_TIME)
 
 # The text a collection shows is JSON, as the state merge renders it (state.render_collection).
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
@@ -81,14 +85,21 @@ def element_order_key(kind: str, path: Any) -> str:
     return "4" + canonical_text(path)
 
 
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()  # a tenth of the standard encoder's time
+    except orjson.JSONEncodeError:
+        return _JSON.encode(value)  # integers beyond 64 bits, lone surrogates, non-text keys
+
+
 def element_fragment(kind: str, path: Any, value: Any) -> str:
     """The element's part of the collection's JSON text."""
     if kind == "list":
-        return _JSON.encode(value)
+        return _json(value)
     if kind == "set":
-        return _JSON.encode(path)
+        return _json(path)
     name = path if isinstance(path, str) else canonical_text(path)
-    return _JSON.encode(name) + ":" + _JSON.encode(value)
+    return _json(name) + ":" + _json(value)
 
 
 def collection_cell(
@@ -130,12 +141,24 @@ class StampedRowBuilder:
         self.key_columns = schema.key_columns
         self.value_columns = tuple(name for name in schema.column_names if name not in schema.key_columns)
         self._collections = {c.name: c.collection for c in schema.columns if c.collection is not None}
-        self._masked_as_null = frozenset(c.name for c in schema.columns if c.masked_as_null)
-        self._dropped = dict(schema.dropped_columns)
-        # Where the mapper's converted row holds each column.
+        dropped = dict(schema.dropped_columns)
+        # Where the mapper's converted row holds each column (None: a masked-as-null column's
+        # placeholder, never shown), looked up once for every row.
         index = {name: position for position, name in enumerate(mapped_columns)}
         self._key_index = [index[name] for name in self.key_columns]
-        self._value_index = [(name, index[name]) for name in self.value_columns]
+        self._scalars = [
+            (name, None if schema.column(name).masked_as_null else index[name], dropped.get(name))
+            for name in self.value_columns
+            if name not in self._collections
+        ]
+        self._collection_columns = [
+            (name, kind, dropped.get(name)) for name, kind in self._collections.items() if kind is not None
+        ]
+        # The scalars' and collections' places in a row, after the key columns.
+        order = {name: place for place, name in enumerate(self.value_columns, start=len(self.key_columns))}
+        self._scalar_places = [order[name] for name, _, _ in self._scalars]
+        self._collection_places = [order[name] for name, _, _ in self._collection_columns]
+        self._width = len(self.key_columns) + len(self.value_columns)
         self._partition_length = schema.partition_key_length or 0
 
     def partition_text(self, values: dict[str, Any]) -> str:
@@ -153,49 +176,44 @@ class StampedRowBuilder:
         assert cells is not None
         values = change.values
         version = change.version
-        row: list[Any] = [converted[position] for position in self._key_index]
-        for name, position in self._value_index:
-            collection_kind = self._collections.get(name)
-            dropped_at = self._dropped.get(name)
-            if collection_kind is not None:
-                write = values.get(name)
-                row.append(
-                    collection_cell(collection_kind, write if isinstance(write, CollectionWrite) else None, dropped_at)
-                )
-                continue
-            cell = cells.cells.get(name)
+        row: list[Any] = [None] * self._width
+        for place, key_position in enumerate(self._key_index):
+            row[place] = converted[key_position]
+        written = cells.cells
+        for place, (name, position, dropped_at) in zip(self._scalar_places, self._scalars, strict=True):
+            cell = written.get(name)
             if cell is None or (dropped_at is not None and cell.timestamp <= dropped_at):
-                row.append(UNWRITTEN)
+                row[place] = UNWRITTEN
                 continue
-            value = values.get(name)
-            shown = None if name in self._masked_as_null else converted[position]
+            timestamp = cell.timestamp
             expires = NO_TIME if cell.expires_at is None else cell.expires_at
-            row.append((cell.timestamp, 1 if value is None else 0, expires, shown))
-            if cell.timestamp > version:
-                version = cell.timestamp
+            shown = None if position is None else converted[position]
+            row[place] = (timestamp, 1 if values.get(name) is None else 0, expires, shown)
+            if timestamp > version:
+                version = timestamp
+        for place, (name, kind, dropped_at) in zip(self._collection_places, self._collection_columns, strict=True):
+            write = values.get(name)
+            if isinstance(write, CollectionWrite):
+                row[place] = collection_cell(kind, write, dropped_at)
+                version = max(version, write.latest_timestamp)
+            else:
+                row[place] = _NO_ELEMENTS
         if cells.row_deletion is not None and cells.row_deletion > deleted_at:
             deleted_at = cells.row_deletion
         liveness = cells.liveness
         if liveness is None:
-            row.append(deleted_at)
-            row.append((NO_TIME, NO_TIME))
+            stamped_liveness = _NO_LIVENESS
         else:
-            row.append(deleted_at)
-            row.append((liveness.timestamp, NO_TIME if liveness.expires_at is None else liveness.expires_at))
-            version = max(version, liveness.timestamp)
-        for name in self._collections:
-            write = values.get(name)
-            if isinstance(write, CollectionWrite):
-                version = max(version, write.latest_timestamp)
-        row.append(max(version, deleted_at, 0))
-        row.append(key)
-        row.append(partition)
+            stamped_liveness = (liveness.timestamp, NO_TIME if liveness.expires_at is None else liveness.expires_at)
+            if liveness.timestamp > version:
+                version = liveness.timestamp
+        row.extend((deleted_at, stamped_liveness, max(version, deleted_at, 0), key, partition))
         return row
 
     def deletion_row(self, key_values: list[Any], key: str, partition: str, deleted_at: int) -> list[Any]:
         """A stored row's shadowing by a partition or range deletion: its key, the deletion, nothing else."""
         row: list[Any] = list(key_values)
         for name in self.value_columns:
-            row.append(([], []) if name in self._collections else UNWRITTEN)
-        row.extend((deleted_at, (NO_TIME, NO_TIME), max(deleted_at, 0), key, partition))
+            row.append(_NO_ELEMENTS if name in self._collections else UNWRITTEN)
+        row.extend((deleted_at, _NO_LIVENESS, max(deleted_at, 0), key, partition))
         return row
