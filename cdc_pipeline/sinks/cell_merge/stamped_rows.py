@@ -161,6 +161,35 @@ class StampedRowBuilder:
         self._width = len(self.key_columns) + len(self.value_columns)
         self._partition_length = schema.partition_key_length or 0
 
+    @property
+    def value_places(self) -> list[tuple[str, int, str | None]]:
+        """(column, place in a row, collection kind or None) of every non-key column."""
+        kinds = dict((name, kind) for name, kind, _ in self._collection_columns)
+        return [
+            (name, place, kinds.get(name)) for place, name in enumerate(self.value_columns, start=len(self.key_columns))
+        ]
+
+    @property
+    def bookkeeping_place(self) -> int:
+        """Where `_deleted_at` is in a row; `_liveness`, `_version`, `_key`, `_partition` follow."""
+        return self._width
+
+    @property
+    def key_place(self) -> int:
+        return self._width + 3
+
+    def merged(self, first: list[Any], second: list[Any]) -> list[Any]:
+        """Two rows of one key as one, merged as the engine merges them (the greater of each)."""
+        row = list(first)
+        for place in self._scalar_places:
+            row[place] = _greater_cell(first[place], second[place])
+        for place in self._collection_places:
+            row[place] = _merged_elements(first[place], second[place])
+        at = self._width
+        for place in (at, at + 1, at + 2):  # _deleted_at, _liveness, _version
+            row[place] = max(first[place], second[place])
+        return row
+
     def partition_text(self, values: dict[str, Any]) -> str:
         """`_partition` of a partition-level change (its values hold the partition key)."""
         return key_text([values[name] for name in self.key_columns[: self._partition_length]])
@@ -217,3 +246,26 @@ class StampedRowBuilder:
             row.append(_NO_ELEMENTS if name in self._collections else UNWRITTEN)
         row.extend((deleted_at, _NO_LIVENESS, max(deleted_at, 0), key, partition))
         return row
+
+
+def _greater_cell(first: tuple[Any, ...], second: tuple[Any, ...]) -> tuple[Any, ...]:
+    if first[:3] != second[:3]:
+        return first if first[:3] > second[:3] else second
+    # One stamp, two values (two writers in one microsecond): the greater value, as the engines pick.
+    if first[3] is None or second[3] is None:
+        return second if first[3] is None else first
+    try:
+        return second if second[3] > first[3] else first
+    except TypeError:
+        return first
+
+
+def _merged_elements(
+    first: tuple[list[str], list[tuple[int, int, int, str]]], second: tuple[list[str], list[tuple[int, int, int, str]]]
+) -> tuple[list[str], list[tuple[int, int, int, str]]]:
+    elements = dict(zip(first[0], first[1], strict=True))
+    for key, stamped in zip(second[0], second[1], strict=True):
+        current = elements.get(key)
+        if current is None or stamped > current:
+            elements[key] = stamped
+    return list(elements), list(elements.values())

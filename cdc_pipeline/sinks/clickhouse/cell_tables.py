@@ -21,15 +21,12 @@ when the sink first meets them (`upgrade_state_table`).
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from cdc_pipeline.core.changes import RowChange
-from cdc_pipeline.core.value_codec import decode_value
 from cdc_pipeline.mapping.sink_types import (
     CELLS_COLUMN,
     DELETED_COLUMN,
@@ -41,12 +38,11 @@ from cdc_pipeline.mapping.sink_types import (
     SinkTableLayout,
 )
 from cdc_pipeline.sinks.base import bisect_failures
-from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
+from cdc_pipeline.sinks.cell_merge.stamped_batch import StampedBatch, StoredKey
 from cdc_pipeline.sinks.cell_merge.stamped_rows import (
     NO_TIME,
     TOMBSTONE_KEY,
     UNWRITTEN,
-    StampedRowBuilder,
     element_fragment,
     element_order_key,
 )
@@ -236,108 +232,55 @@ class ClickHouseCellTableWriter:
         self._quote = quote
         self._layout = layout
         self._schema = layout.cell_schema
-        self._builder = StampedRowBuilder(layout.cell_schema, layout.column_names)
-        self._clustering = [self._schema.column(name) for name in self._schema.clustering_columns]
         self._is_data_error = is_data_error
         self._column_names = [*layout.column_names, *stamped_columns()]
 
     def write(self, rows: list[list[Any]], changes: list[RowChange], reject: Callable[[RowChange, str], None]) -> None:
         """`rows`: the mapper's converted rows, beside their `changes`."""
-        builder = self._builder
-        batch_deletions: dict[str, list[tuple[PartitionLevelDeletion, RowChange]]] = defaultdict(list)
-        row_changes: list[tuple[RowChange, list[Any], str, str]] = []
-        for change, converted in zip(changes, rows, strict=True):
-            assert change.cells is not None
-            if change.cells.is_partition_level:
-                partition = builder.partition_text(change.values)
-                batch_deletions[partition].extend((d, change) for d in deletions_of(change.cells))
-            else:
-                key, partition = builder.key_texts(change)
-                row_changes.append((change, converted, key, partition))
-        partitions = sorted({partition for _, _, _, partition in row_changes} | set(batch_deletions))
-        deletions = self._deletions(partitions, batch_deletions)
-
-        lines: list[list[Any]] = []
-        owners: list[RowChange] = []
-        for change, converted, key, partition in row_changes:
-            covering = deletions.get(partition)
-            deleted_at = NO_TIME
-            if covering:
-                clustering_key = [change.values[name] for name in self._schema.clustering_columns]
-                deleted_at = self._newest_covering(covering, clustering_key)
-            lines.append(builder.row(change, converted, deleted_at, key, partition))
-            owners.append(change)
-        for line, owner in self._stored_rows_deleted(batch_deletions):
-            lines.append(line)
-            owners.append(owner)
-
+        quote = self._quote
+        batch = StampedBatch(self._schema, self._layout.column_names, rows, changes)
         table = self._qualify(self._layout.table_name)
+        deletions_table = self._qualify(self._layout.table_name + DELETIONS_SUFFIX)
+        stored_deletions: list[tuple[str, str]] = []
+        if batch.partitions:
+            stored_deletions = [
+                (partition, text)
+                for partition, text in self._client.query(
+                    f"SELECT DISTINCT {quote(PARTITION_COLUMN)}, {quote(DELETION_COLUMN)} FROM {deletions_table}"
+                    f" WHERE {quote(PARTITION_COLUMN)} IN {{partitions:Array(String)}}",
+                    parameters={"partitions": batch.partitions},
+                ).result_rows
+            ]
+        new_deletions = batch.deletions(stored_deletions)
+        if new_deletions:
+            self._client.insert(
+                deletions_table,
+                [list(deletion) for deletion in new_deletions],
+                column_names=[PARTITION_COLUMN, DELETION_COLUMN, TIMESTAMP_COLUMN],
+            )
+        stored_keys: list[StoredKey] = []
+        if batch.deleting_partitions:
+            keys = ", ".join(f"any({quote(k)})" for k in self._schema.key_columns)
+            stored_keys = [
+                (key, partition, list(key_values))
+                for key, partition, *key_values in self._client.query(
+                    f"SELECT {quote(KEY_COLUMN)}, {quote(PARTITION_COLUMN)}, {keys} FROM {table}"
+                    f" WHERE {quote(PARTITION_COLUMN)} IN {{deleting:Array(String)}}"
+                    f" GROUP BY {quote(KEY_COLUMN)}, {quote(PARTITION_COLUMN)}",
+                    parameters={"deleting": batch.deleting_partitions},
+                ).result_rows
+            ]
+        lines, owners = batch.lines(stored_keys)
 
         def attempt(chunk: list[list[Any]]) -> None:
             self._client.insert(table, chunk, column_names=self._column_names)
 
+        def refuse(changes: list[RowChange], error: str) -> None:
+            for change in changes:
+                reject(change, error)
+
         if lines:
-            bisect_failures(lines, owners, attempt, reject, self._is_data_error)
-
-    def _newest_covering(self, deletions: Iterable[PartitionLevelDeletion], clustering_key: list[Any]) -> int:
-        newest = NO_TIME
-        for deletion in deletions:
-            if deletion.timestamp > newest and deletion.covers(self._clustering, clustering_key):
-                newest = deletion.timestamp
-        return newest
-
-    def _deletions(
-        self, partitions: list[str], batch: dict[str, list[tuple[PartitionLevelDeletion, RowChange]]]
-    ) -> dict[str, list[PartitionLevelDeletion]]:
-        """Every partition or range deletion of the batch's partitions, stored or new (new ones are stored)."""
-        quote = self._quote
-        deletions_table = self._qualify(self._layout.table_name + DELETIONS_SUFFIX)
-        found: dict[str, dict[str, PartitionLevelDeletion]] = defaultdict(dict)
-        if partitions:
-            stored = self._client.query(
-                f"SELECT DISTINCT {quote(PARTITION_COLUMN)}, {quote(DELETION_COLUMN)} FROM {deletions_table}"
-                f" WHERE {quote(PARTITION_COLUMN)} IN {{partitions:Array(String)}}",
-                parameters={"partitions": partitions},
-            ).result_rows
-            for partition, text in stored:
-                found[partition][text] = PartitionLevelDeletion.from_json(text)
-        new: list[list[Any]] = []
-        for partition, deletions in batch.items():
-            for deletion, _ in deletions:
-                text = deletion.to_json()
-                if text not in found[partition]:
-                    found[partition][text] = deletion
-                    new.append([partition, text, deletion.timestamp])
-        if new:
-            self._client.insert(
-                deletions_table, new, column_names=[PARTITION_COLUMN, DELETION_COLUMN, TIMESTAMP_COLUMN]
-            )
-        return {partition: list(by_text.values()) for partition, by_text in found.items()}
-
-    def _stored_rows_deleted(
-        self, batch: dict[str, list[tuple[PartitionLevelDeletion, RowChange]]]
-    ) -> Iterable[tuple[list[Any], RowChange]]:
-        """A `_deleted_at` row for every stored row a batch deletion covers, with the change it comes from."""
-        if not batch:
-            return
-        quote = self._quote
-        keys = ", ".join(f"any({quote(k)})" for k in self._schema.key_columns)
-        stored = self._client.query(
-            f"SELECT {quote(KEY_COLUMN)}, {quote(PARTITION_COLUMN)}, {keys}"
-            f" FROM {self._qualify(self._layout.table_name)}"
-            f" WHERE {quote(PARTITION_COLUMN)} IN {{deleting:Array(String)}}"
-            f" GROUP BY {quote(KEY_COLUMN)}, {quote(PARTITION_COLUMN)}",
-            parameters={"deleting": sorted(batch)},
-        ).result_rows
-        partition_length = self._schema.partition_key_length or 0
-        for key, partition, *key_values in stored:
-            clustering_key = [decode_value(v) for v in json.loads(key)][partition_length:]
-            newest, owner = NO_TIME, None
-            for deletion, change in batch[partition]:
-                if deletion.timestamp > newest and deletion.covers(self._clustering, clustering_key):
-                    newest, owner = deletion.timestamp, change
-            if owner is not None:
-                yield self._builder.deletion_row(key_values, key, partition, newest), owner
+            bisect_failures(lines, owners, attempt, refuse, self._is_data_error)
 
 
 # -- the earlier form ------------------------------------------------------------------------------
