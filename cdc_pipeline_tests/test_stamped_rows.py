@@ -52,7 +52,8 @@ def test_float_keys_sort_numerically() -> None:
 
 
 def test_text_keys_sort_by_code_point_as_bytes() -> None:
-    texts = ["", "a", "B", "é", "z", "zz", "\u4e2d", "\U0001f600", "a\x00b"]
+    # (Text holding a NUL sorts by its canonical text instead: PostgreSQL's jsonb keys cannot hold one.)
+    texts = ["", "a", "B", "é", "z", "zz", "\u4e2d", "\U0001f600", "a\x01b"]
     by_code_point = sorted(texts)
     assert sorted(texts, key=lambda t: element_order_key("map", t).encode()) == by_code_point
 

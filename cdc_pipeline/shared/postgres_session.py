@@ -46,8 +46,15 @@ def transaction(dsn: str) -> Iterator[psycopg2.extensions.cursor]:
         connection.close()
 
 
-def run_ddl(dsn: str, lock_name: str, statements: list[sql.Composable]) -> None:
+@contextmanager
+def ddl_transaction(dsn: str, lock_name: str) -> Iterator[psycopg2.extensions.cursor]:
+    """A transaction that holds `lock_name`'s DDL lock: the schema changes of one name take turns."""
     with transaction(dsn) as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{_LOCK_NAMESPACE}:{lock_name}",))
+        yield cursor
+
+
+def run_ddl(dsn: str, lock_name: str, statements: list[sql.Composable]) -> None:
+    with ddl_transaction(dsn, lock_name) as cursor:
         for statement in statements:
             cursor.execute(statement)

@@ -1,11 +1,11 @@
 """One batch of one cell table as stamped rows (stamped_rows.py): what a sink that merges in its engine writes.
 
-The sink asks `StampedBatch` which partitions' stored deletions to load, hands them back and stores
-the batch's new ones (`deletions`), then gets the rows to write (`lines`): a stamped row per
-row-level change, with the newest partition or range deletion covering it in `_deleted_at`, and a
-`_deleted_at` row for each stored row a deletion of the batch covers (the sink lists the stored
-keys of the deleting partitions). Rows of one key are folded into one (`fold`) for a sink whose
-upsert cannot touch a row twice in one statement.
+The sink asks `StampedBatch` which partitions' stored deletions to load, hands them back and
+stores the batch's new ones (`deletions`), then gets the rows to write (`lines`): a stamped row per
+row-level change, with the newest partition or range deletion covering it in `_deleted_at`. The
+stored rows a deletion of the batch covers come from `covered` (the sink lists the stored keys of
+the deleting partitions and records the deletion in each). Rows of one key are folded into one
+(`fold`) for a sink whose upsert cannot touch a row twice in one statement.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ class StampedBatch:
         self._deletions = {partition: list(by_text.values()) for partition, by_text in found.items()}
         return new
 
-    def lines(self, stored_keys: Iterable[StoredKey]) -> tuple[list[list[Any]], list[list[RowChange]]]:
-        """The rows to write, each beside the changes it comes from. `stored_keys`: the stored rows
-        of `deleting_partitions` (call `deletions` first)."""
+    def lines(self) -> tuple[list[list[Any]], list[list[RowChange]]]:
+        """A stamped row per row-level change, each beside the changes it comes from (call
+        `deletions` first: a row in a deleted range carries the deletion)."""
         lines: list[list[Any]] = []
         owners: list[list[RowChange]] = []
         clustering_columns = self.schema.clustering_columns
@@ -85,17 +85,23 @@ class StampedBatch:
                 deleted_at = self._newest_covering(covering, clustering_key)
             lines.append(self.builder.row(change, converted, deleted_at, key, partition))
             owners.append([change])
+        return lines, owners
+
+    def covered(self, stored_keys: Iterable[StoredKey]) -> list[tuple[StoredKey, int, RowChange]]:
+        """The stored rows (of `deleting_partitions`) a deletion of the batch covers: each with the
+        newest such deletion's time and the change that carried it."""
+        covered: list[tuple[StoredKey, int, RowChange]] = []
         partition_length = self.schema.partition_key_length or 0
-        for key, partition, key_values in stored_keys:
+        for stored in stored_keys:
+            key, partition, _ = stored
             clustering_key = [decode_value(v) for v in json.loads(key)][partition_length:]
             newest, owner = NO_TIME, None
             for deletion, change in self._batch_deletions.get(partition, ()):
                 if deletion.timestamp > newest and deletion.covers(self._clustering, clustering_key):
                     newest, owner = deletion.timestamp, change
             if owner is not None:
-                lines.append(self.builder.deletion_row(key_values, key, partition, newest))
-                owners.append([owner])
-        return lines, owners
+                covered.append((stored, newest, owner))
+        return covered
 
     def _newest_covering(self, deletions: Iterable[PartitionLevelDeletion], clustering_key: list[Any]) -> int:
         newest = NO_TIME

@@ -80,7 +80,7 @@ def element_order_key(kind: str, path: Any) -> str:
         return "1" + _int_order(path)
     if isinstance(path, float):
         return "2" + _float_order(path)
-    if isinstance(path, str):
+    if isinstance(path, str) and "\x00" not in path:  # (a NUL has no place in a PostgreSQL jsonb key)
         return "3" + path
     return "4" + canonical_text(path)
 

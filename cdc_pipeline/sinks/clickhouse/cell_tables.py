@@ -270,7 +270,10 @@ class ClickHouseCellTableWriter:
                     parameters={"deleting": batch.deleting_partitions},
                 ).result_rows
             ]
-        lines, owners = batch.lines(stored_keys)
+        lines, owners = batch.lines()
+        for (key, partition, key_values), deleted_at, owner in batch.covered(stored_keys):
+            lines.append(batch.builder.deletion_row(key_values, key, partition, deleted_at))
+            owners.append([owner])
 
         def attempt(chunk: list[list[Any]]) -> None:
             self._client.insert(table, chunk, column_names=self._column_names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -17,7 +18,7 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch
 from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
-from cdc_pipeline.shared.postgres_session import connect, run_ddl, transaction
+from cdc_pipeline.shared.postgres_session import connect, ddl_transaction, run_ddl, transaction
 from cdc_pipeline.sinks.availability import outside_the_sink, translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
@@ -26,9 +27,11 @@ from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.cell_tables import (
     PostgresCellTableWriter,
     cell_table_ddl,
+    convert_state_rows,
     existing_columns,
-    has_cell_bookkeeping,
+    is_cell_table,
     live_condition,
+    merged_view_name,
 )
 from cdc_pipeline.sinks.postgres.hypertables import make_hypertable
 from cdc_pipeline.sinks.postgres.outages import postgres_is_unavailable
@@ -40,6 +43,7 @@ CHECKPOINT_TABLE = "_cdc_checkpoints"
 COLUMN_DROPS_TABLE = "_cdc_column_drops"
 CURRENT_VIEW_SUFFIX = "_current"
 _SELECT_CHECKPOINT = "SELECT position, position_order, version_floor, gtid, server_id FROM {} WHERE source = %s"
+_log = logging.getLogger(__name__)
 
 
 def _is_data_error(error: Exception) -> bool:
@@ -149,6 +153,12 @@ class PostgresSink:
                 )
             if conflict is not None:
                 raise SinkNameTaken(conflict)
+            with ddl_transaction(self._dsn, self._schema) as cursor:
+                converted = convert_state_rows(cursor, self._qualified, self._schema, layout)
+            if converted:
+                _log.info(
+                    "sink '%s': table %s converted to stamped cells (%d rows)", self.name, layout.table_name, converted
+                )
             present = existing_columns(self._dsn, self._schema, layout.table_name)
             drops = self._new_column_drops(layout.table_name, layout.cell_schema.dropped_columns)
             dropping = sorted({column for column, _ in drops} & present)
@@ -234,11 +244,12 @@ class PostgresSink:
             self._schema_sync.forget()
             raise
 
-    def _live_rows(self, cursor: psycopg2.extensions.cursor, table: str) -> sql.Composable:
-        """The condition of the rows the `_current` view shows (cell tables also end rows by TTL)."""
-        if has_cell_bookkeeping(cursor, self._schema, table):
-            return live_condition()
-        return sql.SQL("NOT {}").format(sql.Identifier(DELETED_COLUMN))
+    def _live_rows(self, cursor: psycopg2.extensions.cursor, table: str) -> tuple[sql.Composable, sql.Composable]:
+        """(what to read, the condition): the rows the `_current` view shows. A cell table's rows are
+        read through its `__merged` view, which applies shadowing and TTLs."""
+        if is_cell_table(cursor, self._schema, table):
+            return self._qualified(merged_view_name(table)), live_condition()
+        return self._qualified(table), sql.SQL("NOT {}").format(sql.Identifier(DELETED_COLUMN))
 
     @translates_outages
     def table_stats(self, source_table: str) -> TableStats | None:
@@ -247,9 +258,10 @@ class PostgresSink:
             cursor.execute("SELECT to_regclass(%s)", (table.as_string(cursor),))
             if cursor.fetchone()[0] is None:
                 return None
+            rows, live = self._live_rows(cursor, sink_table_name(source_table))
             cursor.execute(
                 sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} WHERE {}").format(
-                    sql.Identifier(VERSION_COLUMN), table, self._live_rows(cursor, sink_table_name(source_table))
+                    sql.Identifier(VERSION_COLUMN), rows, live
                 )
             )
             live, version_sum = cursor.fetchone()
@@ -262,13 +274,13 @@ class PostgresSink:
             # A named (server-side) cursor streams the keys instead of loading the table.
             with connection:
                 with connection.cursor() as catalog:
-                    live = self._live_rows(catalog, sink_table_name(source_table))
+                    rows, live = self._live_rows(catalog, sink_table_name(source_table))
                 with connection.cursor(name="cdc_live_keys") as cursor:
                     cursor.itersize = 10_000
                     cursor.execute(
                         sql.SQL("SELECT {} FROM {} WHERE {}").format(
                             sql.SQL(", ").join(map(sql.Identifier, key_columns)),
-                            self._qualified(sink_table_name(source_table)),
+                            rows,
                             live,
                         )
                     )
@@ -387,8 +399,7 @@ class _PostgresBatchSteps:
     def write_cells(
         self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], reject: RejectChange
     ) -> None:
-        # The merged states are converted afresh (sinks/cell_merge/table_merge.py): `rows` are not needed.
-        PostgresCellTableWriter(self.cursor, self.sink._qualified, layout, _is_data_error).write(changes, reject)
+        PostgresCellTableWriter(self.cursor, self.sink._qualified, layout, _is_data_error).write(rows, changes, reject)
 
     def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:
         self.cursor.execute(
