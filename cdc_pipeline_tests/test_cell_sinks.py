@@ -18,6 +18,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 import pytest
+from psycopg2 import sql
 
 from cdc_pipeline.config.models import MaskingConfig, MaskRule
 from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, CollectionWrite, ElementWrite, RangeDeletion
@@ -27,10 +28,11 @@ from cdc_pipeline.core.schema import ColumnSchema, TableSchema
 from cdc_pipeline.dlq.store import DeadLetter, DeadLetterStore
 from cdc_pipeline.local_servers.postgres import LocalPostgres
 from cdc_pipeline.mapping.mapper import TypeMapper
-from cdc_pipeline.mapping.sink_types import TypeNotMappable
+from cdc_pipeline.mapping.sink_types import SinkTableLayout, TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import TableStats
-from cdc_pipeline.sinks.cell_merge.table_merge import CellTableMerge
+from cdc_pipeline.sinks.cell_merge.stamped_rows import key_text
+from cdc_pipeline.sinks.cell_merge.state import RowState, state_text
 from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
 from cdc_pipeline.sinks.clickhouse.sink import ClickHouseSink
 from cdc_pipeline.sinks.postgres.sink import PostgresSink
@@ -119,6 +121,10 @@ class CellPipeline:
             {schema.qualified_name: TableChanges(schema, copy.deepcopy(changes))},
         )
         return Masker(self.masking, MASKING_KEY).mask_batch(batch)
+
+    def postgres_sink_layout(self, batch: ChangeBatch) -> SinkTableLayout:
+        mapper = TypeMapper(self.postgres_sink.name, sink_kind("postgres").map_column, [])
+        return mapper.map_batch(batch).tables[SCHEMA.qualified_name].layout
 
     def postgres_rows(self, schema: TableSchema = SCHEMA) -> list[dict[str, Any]]:
         with (
@@ -416,43 +422,89 @@ def test_a_batch_over_more_partitions_than_the_server_has_lock_slots(cells: Cell
     assert [tuple(row) for row in counted] == [(partitions, sum(range(partitions)))]
 
 
-def _state_form_table(cells: CellPipeline, changes: list[RowChange]) -> None:
-    """The ClickHouse table as the earlier form wrote it (a JSON state per row, ReplacingMergeTree),
-    holding `changes` merged by the state merge (the one the PostgreSQL sink still uses)."""
+def _state_form_rows(layout: SinkTableLayout, changes: list[RowChange]) -> list[dict[str, Any]]:
+    """The rows the earlier form (a JSON state per row) held after `changes`: each row's state merged
+    change by change (sinks/cell_merge/state.py), its visible values and its bookkeeping."""
+    schema = layout.cell_schema
+    assert schema is not None
+    states: dict[str, tuple[list[Any], RowState]] = {}
+    for change in changes:
+        key_values = [change.values[k] for k in schema.key_columns]
+        entry = states.setdefault(key_text(key_values), (key_values, RowState.for_key(key_values)))
+        entry[1].merge(change, schema.key_columns)
+    rows = []
+    for key, (key_values, state) in states.items():
+        is_live, live_until = state.life()
+        rows.append(
+            {
+                **dict.fromkeys(layout.column_names),
+                **dict(zip(schema.key_columns, key_values, strict=True)),
+                **state.visible_values(),
+                "_version": state.version,
+                "_is_deleted": not is_live,
+                "_cells": state.to_json(),
+                "_key": key,
+                "_partition": key_text(key_values[: schema.partition_key_length]),
+                "_expiry": state_text(state.expiry()),
+                "_live_until": live_until,
+            }
+        )
+    return rows
+
+
+_STATE_FORM_COLUMNS = ["_version", "_is_deleted", "_cells", "_key", "_partition", "_expiry", "_live_until"]
+
+
+def _state_form_tables(cells: CellPipeline, changes: list[RowChange]) -> None:
+    """Both sinks' tables as the earlier form made them, holding `changes`."""
+    batch = cells.masked(changes)
     sink = cells.clickhouse_sink
-    mapped = TypeMapper(sink.name, sink_kind("clickhouse").map_column, []).map_batch(cells.masked(changes))
-    table = mapped.tables[SCHEMA.qualified_name]
-    layout = table.layout
-    assert layout.cell_schema is not None
-    merged = CellTableMerge(layout.cell_schema, table.changes).merge({}, [])
+    layout = (
+        TypeMapper(sink.name, sink_kind("clickhouse").map_column, [])
+        .map_batch(batch)
+        .tables[SCHEMA.qualified_name]
+        .layout
+    )
     columns = [f"{quote_identifier(c.name)} {c.sink_type}" for c in layout.columns]
     sink.client.command(
         f"CREATE TABLE {sink.qualified(layout.table_name)} ({', '.join(columns)}, _version UInt64,"
         " _is_deleted UInt8, _cells String, _key String, _partition String, _expiry String,"
         " _live_until Nullable(Int64)) ENGINE = ReplacingMergeTree(_version) ORDER BY (_partition, _key)"
     )
-    rows = [
-        [column.converted(row.values[column.name]) for column in layout.columns]
-        + [row.version, int(row.is_deleted), row.state, row.key, row.partition, row.expiry, row.live_until]
-        for row in merged.rows
-    ]
+    rows = _state_form_rows(layout, batch.tables[SCHEMA.qualified_name].changes)
+    converters = {c.name: c.converted for c in layout.columns}
     sink.client.insert(
         sink.qualified(layout.table_name),
-        rows,
-        column_names=[
-            *layout.column_names,
-            "_version",
-            "_is_deleted",
-            "_cells",
-            "_key",
-            "_partition",
-            "_expiry",
-            "_live_until",
-        ],
+        [[converters[n](row[n]) for n in layout.column_names] + [row[n] for n in _STATE_FORM_COLUMNS] for row in rows],
+        column_names=[*layout.column_names, *_STATE_FORM_COLUMNS],
     )
 
+    layout = cells.postgres_sink_layout(batch)
+    key = ", ".join(f'"{k}"' for k in layout.key_columns)
+    columns = [f'"{c.name}" {c.sink_type}' for c in layout.columns]
+    names = [*layout.column_names, *_STATE_FORM_COLUMNS]
+    with psycopg2.connect(cells.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA IF NOT EXISTS replica")
+        cursor.execute(
+            f'CREATE TABLE replica."{layout.table_name}" ({", ".join(columns)}, _version bigint NOT NULL,'
+            " _is_deleted boolean NOT NULL DEFAULT false, _cells text NOT NULL, _key text NOT NULL,"
+            f" _partition text NOT NULL, _expiry jsonb NOT NULL, _live_until bigint, PRIMARY KEY ({key}))"
+        )
+        cursor.execute(
+            f'CREATE VIEW replica."{layout.table_name}_current" AS SELECT * FROM replica."{layout.table_name}"'
+            " WHERE NOT _is_deleted"
+        )
+        psycopg2.extras.execute_values(
+            cursor,
+            sql.SQL("INSERT INTO {} ({}) VALUES %s")
+            .format(sql.Identifier("replica", layout.table_name), sql.SQL(", ").join(map(sql.Identifier, names)))
+            .as_string(cursor),
+            [[row[n] for n in names] for row in rows],
+        )
+    connection.close()
 
-def test_a_clickhouse_table_of_the_earlier_state_form_is_converted_when_next_written(cells: CellPipeline) -> None:
+
+def test_tables_of_the_earlier_state_form_are_converted_when_next_written(cells: CellPipeline) -> None:
     now = int(time.time())
     earlier = [
         row_change(
@@ -470,8 +522,7 @@ def test_a_clickhouse_table_of_the_earlier_state_form_is_converted_when_next_wri
         row_change(150, ("p", 3, 3), row_deletion=150),
         row_change(100, ("q", 1, 1), {"a": "expires"}, insert=True, ttl_until=now + 3600),
     ]
-    cells.run(earlier, kinds=("postgres",))
-    _state_form_table(cells, earlier)
+    _state_form_tables(cells, earlier)
     later = [
         # An older write to the deleted row stays shadowed: the converted row kept its deletion.
         row_change(120, ("p", 3, 3), {"a": "older"}),
@@ -490,9 +541,13 @@ def test_a_clickhouse_table_of_the_earlier_state_form_is_converted_when_next_wri
     ]
     postgres_stats, clickhouse_stats = cells.stats()
     assert clickhouse_stats == postgres_stats
-    # The earlier form is gone; later batches write to the stamped table.
+    # The earlier form is gone; later batches write to the stamped tables.
     sink = cells.clickhouse_sink
     tables = {row[0] for row in sink.client.query(f"SHOW TABLES FROM {quote_identifier(sink._database)}").result_rows}
     assert not any(name.endswith("__state_form") for name in tables)
+    with psycopg2.connect(cells.pg_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'ks__events'")
+        assert "_cells" not in {name for (name,) in cursor.fetchall()}
+    connection.close()
     cells.run([row_change(300, ("q", 2, 2), {"n": 3}, insert=True)])
     assert len(cells.rows()) == 4

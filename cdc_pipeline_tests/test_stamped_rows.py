@@ -8,9 +8,8 @@ import itertools
 import random
 import uuid
 
-from cdc_pipeline.sinks.cell_merge.stamped_rows import NO_TIME, element_order_key
+from cdc_pipeline.sinks.cell_merge.stamped_rows import NO_TIME, element_order_key, key_text
 from cdc_pipeline.sinks.cell_merge.state import Stamp, canonical_text
-from cdc_pipeline.sinks.cell_merge.table_merge import key_text
 
 
 def _stamp_tuple(stamp: Stamp) -> tuple[int, int, int]:

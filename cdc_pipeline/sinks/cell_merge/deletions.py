@@ -17,6 +17,11 @@ from cdc_pipeline.core.schema import ColumnSchema
 from cdc_pipeline.core.value_codec import decode_value, encode_value
 from cdc_pipeline.sinks.cell_merge.clustering import range_covers
 
+# The side table of partition and range deletions: `<sink table><suffix>`.
+DELETIONS_SUFFIX = "__deletions"
+DELETION_COLUMN = "deletion"
+TIMESTAMP_COLUMN = "_timestamp"
+
 
 @dataclass(frozen=True)
 class PartitionLevelDeletion:

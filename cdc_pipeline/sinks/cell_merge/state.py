@@ -1,5 +1,9 @@
 """One row of a cell table as Cassandra reconciles it: every cell's write time, merged change by change.
 
+The sinks stored this state as JSON per row (`_cells`) until they learned to merge stamped cells in
+their engines (stamped_rows.py); it remains the reference model of the reconciliation (its tests
+state Cassandra's rules) and reads the rows of tables of that earlier form when they are converted.
+
 The state keeps, per row, the winning write of every scalar cell and every collection element, the
 primary-key liveness and the newest deletion covering the row (row, partition or range deletion:
 each removes everything written at or before its time, so only the newest matters). Merging is

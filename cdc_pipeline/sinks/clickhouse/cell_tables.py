@@ -38,6 +38,7 @@ from cdc_pipeline.mapping.sink_types import (
     SinkTableLayout,
 )
 from cdc_pipeline.sinks.base import bisect_failures
+from cdc_pipeline.sinks.cell_merge.deletions import DELETION_COLUMN, DELETIONS_SUFFIX, TIMESTAMP_COLUMN
 from cdc_pipeline.sinks.cell_merge.stamped_batch import StampedBatch, StoredKey
 from cdc_pipeline.sinks.cell_merge.stamped_rows import (
     NO_TIME,
@@ -47,7 +48,6 @@ from cdc_pipeline.sinks.cell_merge.stamped_rows import (
     element_order_key,
 )
 from cdc_pipeline.sinks.cell_merge.state import RowState
-from cdc_pipeline.sinks.cell_merge.table_merge import DELETION_COLUMN, DELETIONS_SUFFIX, TIMESTAMP_COLUMN
 
 Qualify = Callable[[str], str]
 Quote = Callable[[str], str]

@@ -42,10 +42,10 @@ from cdc_pipeline.mapping.sink_types import (
 )
 from cdc_pipeline.shared.postgres_session import transaction
 from cdc_pipeline.sinks.base import bisect_failures
+from cdc_pipeline.sinks.cell_merge.deletions import DELETION_COLUMN, DELETIONS_SUFFIX, TIMESTAMP_COLUMN
 from cdc_pipeline.sinks.cell_merge.stamped_batch import StampedBatch, StoredKey
 from cdc_pipeline.sinks.cell_merge.stamped_rows import NO_TIME, TOMBSTONE_KEY, element_fragment, element_order_key
 from cdc_pipeline.sinks.cell_merge.state import RowState
-from cdc_pipeline.sinks.cell_merge.table_merge import DELETION_COLUMN, DELETIONS_SUFFIX, TIMESTAMP_COLUMN
 from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.column_types import copy_text
 
