@@ -287,7 +287,9 @@ class _InMemoryBatchSteps:
     def is_data_error(self, error: Exception) -> bool:
         return False
 
-    def write_cells(self, layout: SinkTableLayout, changes: list[RowChange], reject: RejectChange) -> None:
+    def write_cells(
+        self, layout: SinkTableLayout, rows: list[list[Any]], changes: list[RowChange], reject: RejectChange
+    ) -> None:
         raise NotImplementedError("the in-memory sink holds row tables only")
 
     def advance_checkpoint(self, batch: MappedBatch, stored: Checkpoint | None) -> None:

@@ -13,13 +13,26 @@ Converter = Callable[[Any], Any]
 
 VERSION_COLUMN = "_version"
 DELETED_COLUMN = "_is_deleted"
-# The bookkeeping columns of a cell table (Cassandra), after the source columns, `_version` and `_is_deleted`.
-CELLS_COLUMN = "_cells"  # the row's state (sinks/cell_merge/state.py), JSON
+# The bookkeeping columns of a cell table (Cassandra), stamped cells (sinks/cell_merge/stamped_rows.py).
 KEY_COLUMN = "_key"  # the key as canonical text: rows are looked up with plain string parameters
 PARTITION_COLUMN = "_partition"  # the partition key as canonical text
-EXPIRY_COLUMN = "_expiry"  # JSON {column: seconds since the epoch} for values with a TTL
-LIVE_UNTIL_COLUMN = "_live_until"  # when TTLs end the row's life (seconds since the epoch); NULL: never
-CELL_BOOKKEEPING = (CELLS_COLUMN, KEY_COLUMN, PARTITION_COLUMN, EXPIRY_COLUMN, LIVE_UNTIL_COLUMN)
+DELETED_AT_COLUMN = "_deleted_at"  # the newest row, partition or covering range deletion
+LIVENESS_COLUMN = "_liveness"  # ClickHouse: the primary-key liveness stamp
+STAMPS_COLUMN = "_stamps"  # PostgreSQL: every scalar cell's stamp, and the liveness's
+LIVE_UNTIL_COLUMN = "_live_until"  # (the views) when TTLs end the row's life (seconds since the epoch); NULL: never
+# The earlier form's (a JSON state per row), read when its tables are converted.
+CELLS_COLUMN = "_cells"
+EXPIRY_COLUMN = "_expiry"
+CELL_BOOKKEEPING = (
+    KEY_COLUMN,
+    PARTITION_COLUMN,
+    DELETED_AT_COLUMN,
+    LIVENESS_COLUMN,
+    STAMPS_COLUMN,
+    LIVE_UNTIL_COLUMN,
+    CELLS_COLUMN,
+    EXPIRY_COLUMN,
+)
 
 
 def bookkeeping_columns(merges_cells: bool) -> tuple[str, ...]:

@@ -29,9 +29,11 @@ from clickhouse_connect.driver.client import Client
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.mapping.sink_types import (
     CELLS_COLUMN,
+    DELETED_AT_COLUMN,
     DELETED_COLUMN,
     KEY_COLUMN,
     LIVE_UNTIL_COLUMN,
+    LIVENESS_COLUMN,
     PARTITION_COLUMN,
     VERSION_COLUMN,
     SinkColumn,
@@ -53,8 +55,6 @@ Qualify = Callable[[str], str]
 Quote = Callable[[str], str]
 
 MERGED_VIEW_SUFFIX = "__merged"
-DELETED_AT_COLUMN = "_deleted_at"
-LIVENESS_COLUMN = "_liveness"
 # The earlier form's table while it is converted (see upgrade_state_table).
 _UPGRADING_SUFFIX = "__state_form"
 _STAMP = "Int64, UInt8, Int64"

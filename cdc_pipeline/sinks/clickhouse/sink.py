@@ -24,13 +24,12 @@ from cdc_pipeline.core.key_digest import canonical_key_part
 from cdc_pipeline.core.schema_changes import ShapeSource
 from cdc_pipeline.core.sink_names import sink_table_name
 from cdc_pipeline.mapping.mapper import MappedBatch, MappedTable
-from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, VERSION_COLUMN, SinkTableLayout
+from cdc_pipeline.mapping.sink_types import DELETED_COLUMN, LIVENESS_COLUMN, VERSION_COLUMN, SinkTableLayout
 from cdc_pipeline.sinks.availability import outside_the_sink, translates_outages, unavailable_as
 from cdc_pipeline.sinks.base import SinkNameTaken, TableStats, WriteResult, refuse_cell_table_resync
 from cdc_pipeline.sinks.batch_write import RejectChange, write_batch
 from cdc_pipeline.sinks.checkpoint_rows import checkpoint_from_row, checkpoint_row
 from cdc_pipeline.sinks.clickhouse.cell_tables import (
-    LIVENESS_COLUMN,
     MERGED_VIEW_SUFFIX,
     ClickHouseCellTableWriter,
     cell_table_ddl,

@@ -32,11 +32,13 @@ from psycopg2 import sql
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.mapping.sink_types import (
     CELLS_COLUMN,
+    DELETED_AT_COLUMN,
     DELETED_COLUMN,
     EXPIRY_COLUMN,
     KEY_COLUMN,
     LIVE_UNTIL_COLUMN,
     PARTITION_COLUMN,
+    STAMPS_COLUMN,
     VERSION_COLUMN,
     SinkTableLayout,
 )
@@ -53,8 +55,6 @@ Qualify = Callable[[str], sql.Composed]
 # A power of two (the bucket is the partition hash's low bits): few enough that several writers'
 # locks fit a default server's shared lock table, enough that small batches rarely share one.
 _PARTITION_LOCK_BUCKETS = 512
-STAMPS_COLUMN = "_stamps"
-DELETED_AT_COLUMN = "_deleted_at"
 MERGED_VIEW_SUFFIX = "__merged"
 MERGE_FUNCTION = "cdc_greatest_per_key"
 _LIVENESS_NAME = ""  # the liveness stamp's name in `_stamps` (no column is named so)
