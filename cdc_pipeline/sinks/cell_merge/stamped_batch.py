@@ -19,7 +19,7 @@ from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.value_codec import decode_value
 from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
-from cdc_pipeline.sinks.cell_merge.stamped_rows import NO_TIME, StampedRowBuilder
+from cdc_pipeline.sinks.cell_merge.stamped_rows import FRAGMENTS, NO_TIME, ElementForm, StampedRowBuilder
 
 # (key text, partition text, the key columns' values as the sink returns them)
 StoredKey = tuple[str, str, list[Any]]
@@ -27,11 +27,16 @@ StoredKey = tuple[str, str, list[Any]]
 
 class StampedBatch:
     def __init__(
-        self, schema: TableSchema, mapped_columns: list[str], rows: list[list[Any]], changes: list[RowChange]
+        self,
+        schema: TableSchema,
+        mapped_columns: list[str],
+        rows: list[list[Any]],
+        changes: list[RowChange],
+        form: ElementForm = FRAGMENTS,
     ) -> None:
-        """`rows`: the mapper's converted rows, beside their `changes`."""
+        """`rows`: the mapper's converted rows, beside their `changes`; `form`: how elements show."""
         self.schema = schema
-        self.builder = StampedRowBuilder(schema, mapped_columns)
+        self.builder = StampedRowBuilder(schema, mapped_columns, form)
         self._clustering = [schema.column(name) for name in schema.clustering_columns]
         self._batch_deletions: dict[str, list[tuple[PartitionLevelDeletion, RowChange]]] = defaultdict(list)
         self._row_changes: list[tuple[RowChange, list[Any], str, str]] = []

@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -106,7 +107,7 @@ def _json(value: Any) -> str:
 
 
 def element_fragment(kind: str, path: Any, value: Any) -> str:
-    """The element's part of the collection's JSON text."""
+    """The element's part of the collection's JSON text (ClickHouse joins the live fragments)."""
     if kind == "list":
         return _json(value)
     if kind == "set":
@@ -115,30 +116,52 @@ def element_fragment(kind: str, path: Any, value: Any) -> str:
     return _json(name) + ":" + _json(value)
 
 
+def element_json(kind: str, path: Any, value: Any) -> Any:
+    """The element as a JSON value (PostgreSQL aggregates the live ones into jsonb): a list's value,
+    a set's element, a map's or UDT's `[name, value]`."""
+    if kind == "list":
+        return value
+    if kind == "set":
+        return path
+    return [path if isinstance(path, str) else canonical_text(path), value]
+
+
+@dataclass(frozen=True)
+class ElementForm:
+    """How a sink's collection elements show: `shown(kind, path, value)`, and what a tombstone holds."""
+
+    shown: Callable[[str, Any, Any], Any]
+    tombstone: Any
+
+
+FRAGMENTS = ElementForm(element_fragment, "")
+JSON_VALUES = ElementForm(element_json, None)
+
+
 def collection_cell(
-    kind: str, write: CollectionWrite | None, dropped_at: int | None
-) -> tuple[list[str], list[tuple[int, int, int, str]]]:
-    """(order keys, stamped fragments) of a collection write; elements a column drop removed are left out."""
+    kind: str, write: CollectionWrite | None, dropped_at: int | None, form: ElementForm = FRAGMENTS
+) -> tuple[list[str], list[tuple[int, int, int, Any]]]:
+    """(order keys, stamped elements) of a collection write; elements a column drop removed are left out."""
     keys: list[str] = []
-    stamped: list[tuple[int, int, int, str]] = []
+    stamped: list[tuple[int, int, int, Any]] = []
     if write is None:
         return keys, stamped
     if write.deleted_at is not None and (dropped_at is None or write.deleted_at > dropped_at):
         keys.append(TOMBSTONE_KEY)
-        stamped.append((write.deleted_at, 1, NO_TIME, ""))
+        stamped.append((write.deleted_at, 1, NO_TIME, form.tombstone))
     for element in write.elements:
         if dropped_at is not None and element.timestamp <= dropped_at:
             continue
         keys.append(element_order_key(kind, element.path))
-        stamped.append(_element_stamp(kind, element))
+        stamped.append(_element_stamp(kind, element, form))
     return keys, stamped
 
 
-def _element_stamp(kind: str, element: ElementWrite) -> tuple[int, int, int, str]:
+def _element_stamp(kind: str, element: ElementWrite, form: ElementForm) -> tuple[int, int, int, Any]:
     expires = NO_TIME if element.expires_at is None else element.expires_at
     if element.deleted:
-        return (element.timestamp, 1, expires, "")
-    return (element.timestamp, 0, expires, element_fragment(kind, element.path, element.value))
+        return (element.timestamp, 1, expires, form.tombstone)
+    return (element.timestamp, 0, expires, form.shown(kind, element.path, element.value))
 
 
 class StampedRowBuilder:
@@ -149,8 +172,9 @@ class StampedRowBuilder:
     `_version`, `_key` and `_partition` (the canonical texts rows are found by).
     """
 
-    def __init__(self, schema: TableSchema, mapped_columns: Sequence[str]) -> None:
+    def __init__(self, schema: TableSchema, mapped_columns: Sequence[str], form: ElementForm = FRAGMENTS) -> None:
         self.schema = schema
+        self._form = form
         self.key_columns = schema.key_columns
         self.value_columns = tuple(name for name in schema.column_names if name not in schema.key_columns)
         self._collections = {c.name: c.collection for c in schema.columns if c.collection is not None}
@@ -236,7 +260,7 @@ class StampedRowBuilder:
         for place, (name, kind, dropped_at) in zip(self._collection_places, self._collection_columns, strict=True):
             write = values.get(name)
             if isinstance(write, CollectionWrite):
-                row[place] = collection_cell(kind, write, dropped_at)
+                row[place] = collection_cell(kind, write, dropped_at, self._form)
                 version = max(version, write.latest_timestamp)
             else:
                 row[place] = _NO_ELEMENTS
@@ -274,11 +298,11 @@ def _greater_cell(first: tuple[Any, ...], second: tuple[Any, ...]) -> tuple[Any,
 
 
 def _merged_elements(
-    first: tuple[list[str], list[tuple[int, int, int, str]]], second: tuple[list[str], list[tuple[int, int, int, str]]]
-) -> tuple[list[str], list[tuple[int, int, int, str]]]:
+    first: tuple[list[str], list[tuple[int, int, int, Any]]], second: tuple[list[str], list[tuple[int, int, int, Any]]]
+) -> tuple[list[str], list[tuple[int, int, int, Any]]]:
     elements = dict(zip(first[0], first[1], strict=True))
     for key, stamped in zip(second[0], second[1], strict=True):
         current = elements.get(key)
-        if current is None or stamped > current:
+        if current is None or _greater_cell(current, stamped) is stamped:
             elements[key] = stamped
     return list(elements), list(elements.values())

@@ -46,7 +46,13 @@ from cdc_pipeline.shared.postgres_session import transaction
 from cdc_pipeline.sinks.base import bisect_failures
 from cdc_pipeline.sinks.cell_merge.deletions import DELETION_COLUMN, DELETIONS_SUFFIX, TIMESTAMP_COLUMN
 from cdc_pipeline.sinks.cell_merge.stamped_batch import StampedBatch, StoredKey
-from cdc_pipeline.sinks.cell_merge.stamped_rows import NO_TIME, TOMBSTONE_KEY, element_fragment, element_order_key
+from cdc_pipeline.sinks.cell_merge.stamped_rows import (
+    JSON_VALUES,
+    NO_TIME,
+    TOMBSTONE_KEY,
+    element_json,
+    element_order_key,
+)
 from cdc_pipeline.sinks.cell_merge.state import RowState
 from cdc_pipeline.sinks.postgres import names as postgres_names
 from cdc_pipeline.sinks.postgres.column_types import copy_text
@@ -125,8 +131,7 @@ def cell_table_ddl(
         sql.SQL("{} jsonb NOT NULL DEFAULT '{{}}'").format(sql.Identifier(STAMPS_COLUMN)),
         sql.SQL("{} bigint NOT NULL DEFAULT {}").format(sql.Identifier(DELETED_AT_COLUMN), _NO_TIME),
         sql.SQL("{} bigint NOT NULL").format(sql.Identifier(VERSION_COLUMN)),
-        # Indexed, not UNIQUE: the primary key already makes it unique, and TimescaleDB refuses a
-        # unique index without the hypertable's time column.
+        # Not indexed: rows are found by the primary key, or by `_partition` (indexed) and `_key`.
         sql.SQL("{} text NOT NULL").format(sql.Identifier(KEY_COLUMN)),
         sql.SQL("{} text NOT NULL").format(sql.Identifier(PARTITION_COLUMN)),
         sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, layout.key_columns))),
@@ -146,9 +151,6 @@ def cell_table_ddl(
             sql.Identifier(postgres_names.fit(f"{layout.table_name}{PARTITION_COLUMN}")),
             table,
             sql.Identifier(PARTITION_COLUMN),
-        ),
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            sql.Identifier(postgres_names.fit(f"{layout.table_name}{KEY_COLUMN}")), table, sql.Identifier(KEY_COLUMN)
         ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ({p} text NOT NULL, {d} text NOT NULL, {t} bigint NOT NULL,"
@@ -220,17 +222,15 @@ def _merged_view(layout: SinkTableLayout, table: sql.Composable) -> sql.Composed
             shown.append(sql.SQL("src.{0} AS {0}").format(name))
         elif column.name in collections:
             kind = layout.cell_schema.column(column.name).collection if layout.cell_schema else None
-            opening, closing = ("[", "]") if kind in ("list", "set") else ("{", "}")
+            ordered = sql.SQL('ORDER BY element.key COLLATE "C"')
+            aggregate = (
+                sql.SQL("jsonb_agg(element.value -> 3 {})").format(ordered)
+                if kind in ("list", "set")
+                else sql.SQL("jsonb_object_agg(element.value -> 3 ->> 0, element.value -> 3 -> 1 {})").format(ordered)
+            )
             shown.append(
-                sql.SQL(
-                    "(SELECT ({o} || string_agg(element.value ->> 3, ','"
-                    ' ORDER BY element.key COLLATE "C") || {c})::jsonb {elements} AND {unexpired}) AS {name}'
-                ).format(
-                    o=sql.Literal(opening),
-                    c=sql.Literal(closing),
-                    elements=live_elements(column.name),
-                    unexpired=_unexpired(element),
-                    name=name,
+                sql.SQL("(SELECT {aggregate} {elements} AND {unexpired}) AS {name}").format(
+                    aggregate=aggregate, elements=live_elements(column.name), unexpired=_unexpired(element), name=name
                 )
             )
         else:
@@ -298,7 +298,7 @@ class PostgresCellTableWriter:
     def write(self, rows: list[list[Any]], changes: list[RowChange], reject: Callable[[RowChange, str], None]) -> None:
         """`rows`: the mapper's converted rows (COPY text), beside their `changes`."""
         cursor, layout = self._cursor, self._layout
-        batch = StampedBatch(self._schema, layout.column_names, rows, changes)
+        batch = StampedBatch(self._schema, layout.column_names, rows, changes, JSON_VALUES)
         deletions_table = self._qualify(layout.table_name + DELETIONS_SUFFIX)
         # Partition locks, in one order for every writer: a row and a range deletion of one
         # partition, written at once by two writers, would otherwise each miss the other. A lock per
@@ -378,7 +378,7 @@ class PostgresCellTableWriter:
             (batch.deleting_partitions,),
         )
         stored: list[StoredKey] = [(key, partition, []) for key, partition in cursor.fetchall()]
-        covered = [(key, deleted_at) for (key, _, _), deleted_at, _ in batch.covered(stored)]
+        covered = [(partition, key, deleted_at) for (key, partition, _), deleted_at, _ in batch.covered(stored)]
         if not covered:
             return
         psycopg2.extras.execute_values(
@@ -386,13 +386,15 @@ class PostgresCellTableWriter:
             sql.SQL(
                 "UPDATE {t} SET {d} = greatest({t}.{d}, covered.deleted_at),"
                 " {v} = greatest({t}.{v}, covered.deleted_at)"
-                " FROM (VALUES %s) AS covered (key, deleted_at) WHERE {t}.{k} = covered.key"
+                " FROM (VALUES %s) AS covered (partition, key, deleted_at)"
+                " WHERE {t}.{p} = covered.partition AND {t}.{k} = covered.key"
             )
             .format(
                 t=self._qualify(self._layout.table_name),
                 d=sql.Identifier(DELETED_AT_COLUMN),
                 v=sql.Identifier(VERSION_COLUMN),
                 k=sql.Identifier(KEY_COLUMN),
+                p=sql.Identifier(PARTITION_COLUMN),
             )
             .as_string(cursor),
             sorted(covered),
@@ -426,19 +428,44 @@ class PostgresCellTableWriter:
             cursor.execute(
                 sql.SQL(
                     "INSERT INTO {target} AS stored ({columns}) SELECT {columns} FROM {staging} ORDER BY {keys}"
-                    " ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+                    " ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE NOT ({unchanged})"
                 ).format(
                     target=self._qualify(layout.table_name),
                     columns=column_list,
                     staging=sql.Identifier(staging),
                     keys=keys,
                     updates=self._merges(),
+                    unchanged=self._unchanged(),
                 )
             )
         except Exception:
             cursor.execute("ROLLBACK TO SAVEPOINT cdc_cells")
             raise
         cursor.execute("RELEASE SAVEPOINT cdc_cells")
+
+    def _unchanged(self) -> sql.Composed:
+        """The stored row already holds everything the incoming one brings (a replay, or a change
+        read from another replica): the update is skipped, sparing a new row version and its index
+        entries."""
+        layout = self._layout
+        collections = _collections(layout)
+        scalars = [n for n in layout.column_names if n not in layout.key_columns and n not in collections]
+        held = [
+            sql.SQL("stored.{0} @> EXCLUDED.{0}").format(sql.Identifier(name))
+            for name in [STAMPS_COLUMN, *sorted(collections)]
+        ]
+        held += [
+            sql.SQL("stored.{0} >= EXCLUDED.{0}").format(sql.Identifier(name))
+            for name in (DELETED_AT_COLUMN, VERSION_COLUMN)
+        ]
+        if scalars:
+            held.append(
+                sql.SQL("({}) IS NOT DISTINCT FROM ({})").format(
+                    sql.SQL(", ").join(sql.SQL("stored.{}").format(sql.Identifier(n)) for n in scalars),
+                    sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(n)) for n in scalars),
+                )
+            )
+        return sql.SQL(" AND ").join(held)
 
     def _merges(self) -> sql.Composed:
         """The upsert's SET: each column merged with what the table holds, as Cassandra reconciles."""
@@ -555,9 +582,9 @@ def _elements_of_state(layout: SinkTableLayout, name: str, state: RowState) -> d
     if collection is None or kind is None:
         return elements
     if collection.deleted_at is not None:
-        elements[TOMBSTONE_KEY] = [collection.deleted_at, 1, NO_TIME, ""]
+        elements[TOMBSTONE_KEY] = [collection.deleted_at, 1, NO_TIME, None]
     for path, stamp in collection.elements.values():
         expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
-        fragment = "" if stamp.deleted else element_fragment(kind, path, stamp.value)
-        elements[element_order_key(kind, path)] = [stamp.timestamp, 1 if stamp.deleted else 0, expires, fragment]
+        shown = None if stamp.deleted else element_json(kind, path, stamp.value)
+        elements[element_order_key(kind, path)] = [stamp.timestamp, 1 if stamp.deleted else 0, expires, shown]
     return elements
