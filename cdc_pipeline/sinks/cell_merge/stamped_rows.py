@@ -34,7 +34,7 @@ from cdc_pipeline.core.cells import CollectionWrite, ElementWrite
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.value_codec import encode_value
-from cdc_pipeline.sinks.cell_merge.state import canonical_text
+from cdc_pipeline.sinks.cell_merge.state import CollectionState, canonical_text
 
 NO_TIME = -(2**63)  # no write, no expiry, no deletion: below every Cassandra timestamp
 TOMBSTONE_KEY = ""  # a collection's whole-value tombstone, among its elements (sorts first)
@@ -162,6 +162,25 @@ def _element_stamp(kind: str, element: ElementWrite, form: ElementForm) -> tuple
     if element.deleted:
         return (element.timestamp, 1, expires, form.tombstone)
     return (element.timestamp, 0, expires, form.shown(kind, element.path, element.value))
+
+
+def collection_of_state(
+    kind: str, collection: CollectionState | None, form: ElementForm = FRAGMENTS
+) -> tuple[list[str], list[tuple[int, int, int, Any]]]:
+    """(order keys, stamped elements) of a collection as the earlier form's row state kept it."""
+    keys: list[str] = []
+    stamped: list[tuple[int, int, int, Any]] = []
+    if collection is None:
+        return keys, stamped
+    if collection.deleted_at is not None:
+        keys.append(TOMBSTONE_KEY)
+        stamped.append((collection.deleted_at, 1, NO_TIME, form.tombstone))
+    for path, stamp in collection.elements.values():
+        expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
+        keys.append(element_order_key(kind, path))
+        shown = form.tombstone if stamp.deleted else form.shown(kind, path, stamp.value)
+        stamped.append((stamp.timestamp, 1 if stamp.deleted else 0, expires, shown))
+    return keys, stamped
 
 
 class StampedRowBuilder:

@@ -1,9 +1,9 @@
 """ClickHouse tables of cell tables (Cassandra): stamped cells merged by the engine, never read back to write.
 
-The table is an `AggregatingMergeTree` ordered by (`_partition`, `_key`): every change is one
+The table is an `AggregatingMergeTree` ordered by the source's key columns: every change is one
 inserted row of stamped cells (sinks/cell_merge/stamped_rows.py) and each column merges with
-`max` (a scalar's `(*stamp, value)`), `maxMap` (a collection's elements) or `any` (the key columns,
-which the key determines). Background merges and `FINAL` reads apply the same functions, so a
+`max` (a scalar's `(*stamp, value)`), `maxMap` (a collection's elements) or `any` (`_key` and
+`_partition`, the key's canonical texts). Background merges and `FINAL` reads apply the same functions, so a
 batch is written without loading what the table holds: the engine does Cassandra's reconciliation.
 
 Shadowing and TTLs are evaluated when read, by two views: `<table>__merged` shows every row with
@@ -46,8 +46,7 @@ from cdc_pipeline.sinks.cell_merge.stamped_rows import (
     NO_TIME,
     TOMBSTONE_KEY,
     UNWRITTEN,
-    element_fragment,
-    element_order_key,
+    collection_of_state,
 )
 from cdc_pipeline.sinks.cell_merge.state import RowState
 
@@ -84,7 +83,7 @@ def _value_type(column: SinkColumn) -> str:
 def _column_type(layout: SinkTableLayout, column: SinkColumn) -> str:
     assert layout.cell_schema is not None
     if column.name in layout.key_columns:
-        return f"SimpleAggregateFunction(any, {column.sink_type})"
+        return column.sink_type  # the sorting key
     if layout.cell_schema.column(column.name).collection is not None:
         return f"SimpleAggregateFunction(maxMap, Tuple(Array(String), Array(Tuple({_STAMP}, String))))"
     return f"SimpleAggregateFunction(max, Tuple({_STAMP}, {_value_type(column)}))"
@@ -183,15 +182,21 @@ def cell_table_ddl(
         f"{quote(DELETED_AT_COLUMN)} SimpleAggregateFunction(max, Int64)",
         f"{quote(LIVENESS_COLUMN)} SimpleAggregateFunction(max, Tuple(Int64, Int64))",
         f"{quote(VERSION_COLUMN)} SimpleAggregateFunction(max, UInt64)",
-        f"{quote(KEY_COLUMN)} String",
-        f"{quote(PARTITION_COLUMN)} String",
+        # Functions of the key (`any` keeps the one value). The partition's text finds the rows a
+        # partition or range deletion covers: a bloom filter skips the granules without it.
+        f"{quote(KEY_COLUMN)} SimpleAggregateFunction(any, String)",
+        f"{quote(PARTITION_COLUMN)} SimpleAggregateFunction(any, String)",
+        f"INDEX cdc_partition_lookup {quote(PARTITION_COLUMN)} TYPE bloom_filter GRANULARITY 1",
     ]
     table = qualify(layout.table_name)
+    # Ordered by the source's key, partition key first: rows of one partition sit together, and a
+    # read by key (a user's, through the views) uses the primary index before FINAL merges.
+    sorting_key = ", ".join(quote(k) for k in layout.key_columns)
     merged = qualify(layout.table_name + MERGED_VIEW_SUFFIX)
     source_columns = ", ".join(quote(c) for c in layout.column_names)
     return [
         f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})"
-        f" ENGINE = AggregatingMergeTree ORDER BY ({quote(PARTITION_COLUMN)}, {quote(KEY_COLUMN)})",
+        f" ENGINE = AggregatingMergeTree ORDER BY ({sorting_key}) SETTINGS allow_nullable_key = 1",
         f"CREATE TABLE IF NOT EXISTS {qualify(layout.table_name + DELETIONS_SUFFIX)}"
         f" ({quote(PARTITION_COLUMN)} String, {quote(DELETION_COLUMN)} String, {quote(TIMESTAMP_COLUMN)} Int64)"
         f" ENGINE = ReplacingMergeTree ORDER BY ({quote(PARTITION_COLUMN)}, {quote(DELETION_COLUMN)})",
@@ -351,7 +356,7 @@ class _StateConverter:
             collection = state.collections.get(name)
             kind = self.schema.column(name).collection
             if kind is not None:
-                line.append(_collection_of_state(kind, collection))
+                line.append(collection_of_state(kind, collection))
                 continue
             stamp = state.cells.get(name)
             if stamp is None:
@@ -368,22 +373,6 @@ class _StateConverter:
             liveness = (state.liveness.timestamp, expires)
         deleted_at = NO_TIME if state.deletion is None else state.deletion
         return [*line, deleted_at, liveness, state.version, stored[KEY_COLUMN], stored[PARTITION_COLUMN]]
-
-
-def _collection_of_state(kind: str, collection: Any) -> tuple[list[str], list[tuple[int, int, int, str]]]:
-    keys: list[str] = []
-    stamped: list[tuple[int, int, int, str]] = []
-    if collection is None:
-        return keys, stamped
-    if collection.deleted_at is not None:
-        keys.append(TOMBSTONE_KEY)
-        stamped.append((collection.deleted_at, 1, NO_TIME, ""))
-    for path, stamp in collection.elements.values():
-        expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
-        keys.append(element_order_key(kind, path))
-        fragment = "" if stamp.deleted else element_fragment(kind, path, stamp.value)
-        stamped.append((stamp.timestamp, 1 if stamp.deleted else 0, expires, fragment))
-    return keys, stamped
 
 
 def _column_names(client: Client, database: str, table: str) -> list[str]:

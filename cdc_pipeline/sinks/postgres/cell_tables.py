@@ -50,8 +50,7 @@ from cdc_pipeline.sinks.cell_merge.stamped_rows import (
     JSON_VALUES,
     NO_TIME,
     TOMBSTONE_KEY,
-    element_json,
-    element_order_key,
+    collection_of_state,
 )
 from cdc_pipeline.sinks.cell_merge.state import RowState
 from cdc_pipeline.sinks.postgres import names as postgres_names
@@ -505,11 +504,13 @@ def convert_state_rows(
     """Convert a table of the earlier form (a JSON state per row in `_cells`) in place, in the
     caller's transaction: its visible values stay, the states become stamps and element maps, and
     the earlier bookkeeping goes. Returns the rows converted (0: nothing of the earlier form)."""
+    assert layout.cell_schema is not None
     present = _columns(cursor, schema, layout.table_name)
     if CELLS_COLUMN not in present:
         return 0
     table = qualify(layout.table_name)
     collections = sorted(_collections(layout) & present)
+    kinds = {c.name: c.collection or "" for c in layout.cell_schema.columns}
     cursor.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(qualify(layout.table_name + "_current")))
     cursor.execute(
         sql.SQL(
@@ -544,7 +545,12 @@ def convert_state_rows(
             if state.liveness is not None:
                 expires = NO_TIME if state.liveness.expires_at is None else state.liveness.expires_at
                 stamps[_LIVENESS_NAME] = [state.liveness.timestamp, 0, expires]
-            elements = [orjson.dumps(_elements_of_state(layout, name, state)).decode() for name in collections]
+            elements = [
+                orjson.dumps(
+                    dict(zip(*collection_of_state(kinds[name], state.collections.get(name), JSON_VALUES), strict=True))
+                ).decode()
+                for name in collections
+            ]
             values.append(
                 (key, orjson.dumps(stamps).decode(), NO_TIME if state.deletion is None else state.deletion, *elements)
             )
@@ -572,19 +578,3 @@ def convert_state_rows(
     for name in (CELLS_COLUMN, DELETED_COLUMN, EXPIRY_COLUMN, LIVE_UNTIL_COLUMN):
         cursor.execute(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(table, sql.Identifier(name)))
     return converted
-
-
-def _elements_of_state(layout: SinkTableLayout, name: str, state: RowState) -> dict[str, list[Any]]:
-    assert layout.cell_schema is not None
-    kind = layout.cell_schema.column(name).collection
-    collection = state.collections.get(name)
-    elements: dict[str, list[Any]] = {}
-    if collection is None or kind is None:
-        return elements
-    if collection.deleted_at is not None:
-        elements[TOMBSTONE_KEY] = [collection.deleted_at, 1, NO_TIME, None]
-    for path, stamp in collection.elements.values():
-        expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
-        shown = None if stamp.deleted else element_json(kind, path, stamp.value)
-        elements[element_order_key(kind, path)] = [stamp.timestamp, 1 if stamp.deleted else 0, expires, shown]
-    return elements
