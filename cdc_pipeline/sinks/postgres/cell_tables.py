@@ -140,10 +140,11 @@ def cell_table_ddl(
         sql.SQL(
             "CREATE OR REPLACE FUNCTION {}(stored jsonb, incoming jsonb) RETURNS jsonb"
             " LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$"
-            " SELECT coalesce(jsonb_object_agg(key, value), '{{}}'::jsonb) FROM ("
-            " SELECT DISTINCT ON (key) key, value FROM"
-            " (SELECT * FROM jsonb_each(stored) UNION ALL SELECT * FROM jsonb_each(incoming)) AS entries"
-            " ORDER BY key, value DESC) AS winners $fn$"
+            # Only the incoming entries are visited (an update brings one or two): each replaces
+            # the stored entry of its key when greater.
+            " SELECT coalesce(stored, '{{}}'::jsonb) || coalesce((SELECT jsonb_object_agg(entry.key, entry.value)"
+            " FROM jsonb_each(incoming) AS entry"
+            " WHERE coalesce(stored -> entry.key, '[]'::jsonb) < entry.value), '{{}}'::jsonb) $fn$"
         ).format(qualify(MERGE_FUNCTION)),
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, sql.SQL(", ").join(columns)),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
