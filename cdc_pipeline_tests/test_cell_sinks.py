@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from cdc_pipeline.mapping.mapper import TypeMapper
 from cdc_pipeline.mapping.sink_types import SinkTableLayout, TypeNotMappable
 from cdc_pipeline.masking.masker import Masker
 from cdc_pipeline.sinks.base import TableStats
+from cdc_pipeline.sinks.cell_merge.deletions import PartitionLevelDeletion, deletions_of
 from cdc_pipeline.sinks.cell_merge.stamped_rows import key_text
 from cdc_pipeline.sinks.cell_merge.state import RowState, state_text
 from cdc_pipeline.sinks.clickhouse.identifiers import quote_identifier
@@ -197,7 +199,7 @@ def test_an_older_cell_arriving_later_fills_a_column_at_the_same_version(cells: 
     cells.run([row_change(200, ("p", 1, 1), {"a": "x"}, insert=True)])
     cells.run([row_change(100, ("p", 1, 1), {"n": 7})])  # no newer timestamp: _version stays 200
     assert cells.rows() == [expected("p", 1, 1, a="x", n=7)]
-    # Of two equal versions ReplacingMergeTree must keep the last inserted, also once parts merge.
+    # Once ClickHouse merges the parts (the engine's max per cell), the row stays the same.
     cells.clickhouse_sink.client.command(f"OPTIMIZE TABLE {cells.clickhouse_sink.qualified('ks__events')} FINAL")
     assert cells.clickhouse_rows() == [expected("p", 1, 1, a="x", n=7)]
     assert cells.stats() == (TableStats(1, 200), TableStats(1, 200))
@@ -551,3 +553,82 @@ def test_tables_of_the_earlier_state_form_are_converted_when_next_written(cells:
     connection.close()
     cells.run([row_change(300, ("q", 2, 2), {"n": 3}, insert=True)])
     assert len(cells.rows()) == 4
+
+
+def _random_changes(randomness: random.Random) -> list[RowChange]:
+    """Writes of every kind to a few rows of two partitions, each at a time of its own."""
+    times = iter(randomness.sample(range(100, 10_000), 60))
+    keys = [("p", 1, 1), ("p", 1, 2), ("p", 2, 1), ("q", 1, 1)]
+    changes: list[RowChange] = []
+    for _ in range(24):
+        key, at = randomness.choice(keys), next(times)
+        kind = randomness.choice(["insert", "update", "null", "delete", "set", "map", "range", "partition"])
+        if kind == "insert":
+            changes.append(row_change(at, key, {"a": f"a{at}", "n": at}, insert=True))
+        elif kind == "update":
+            changes.append(
+                row_change(at, key, {randomness.choice(["a", "n"]): at if randomness.random() < 0.5 else None})
+            )
+        elif kind == "null":
+            changes.append(row_change(at, key, {"a": None}))
+        elif kind == "delete":
+            changes.append(row_change(at, key, row_deletion=at))
+        elif kind == "set":
+            element = ElementWrite(
+                randomness.choice(["red", "blue", "green"]), None, at, deleted=randomness.random() < 0.3
+            )
+            whole = randomness.random() < 0.3  # a whole-value write: its tombstone a microsecond before
+            changes.append(row_change(at, key, {"tags": CollectionWrite("set", at - 1 if whole else None, (element,))}))
+        elif kind == "map":
+            element = ElementWrite(randomness.choice(["x", "y"]), at, at, deleted=randomness.random() < 0.3)
+            changes.append(row_change(at, key, {"attrs": CollectionWrite("map", None, (element,))}))
+        elif kind == "range":
+            bound = ClusteringBound((1,), True)
+            changes.append(partition_change(at, key[0], ranges=(RangeDeletion(bound, bound, at),)))
+        else:
+            changes.append(partition_change(at, key[0], partition=True))
+    return changes
+
+
+def _model_rows(changes: list[RowChange]) -> list[dict[str, Any]]:
+    """What Cassandra shows after `changes`, by the reference model (state.py), order aside."""
+    states: dict[tuple[Any, ...], RowState] = {}
+    deletions: list[tuple[str, PartitionLevelDeletion]] = []
+    for change in changes:
+        assert change.cells is not None
+        if change.cells.is_partition_level:
+            deletions.extend((change.values["k"], d) for d in deletions_of(change.cells))
+            continue
+        key = tuple(change.values[k] for k in KEY)
+        states.setdefault(key, RowState.for_key(list(key))).merge(change, KEY)
+    clustering = [SCHEMA.column("c1"), SCHEMA.column("c2")]
+    rows = []
+    for key, state in sorted(states.items()):
+        for partition, deletion in deletions:
+            if partition == key[0] and deletion.covers(clustering, key[1:]):
+                state.apply_deletion(deletion.timestamp)
+        if state.is_live:
+            shown = {
+                name: json.loads(value) if name in ("tags", "attrs") and value is not None else value
+                for name, value in state.visible_values().items()
+            }
+            rows.append(expected(*key, **shown))
+    return rows
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_any_order_and_any_replay_of_the_changes_ends_as_the_reference_model(cells: CellPipeline, seed: int) -> None:
+    # The engines merge what each batch brings: whatever the batches' order and cut, and however
+    # often a batch is replayed (a crash, a second replica), the sinks show what Cassandra would.
+    randomness = random.Random(seed)
+    changes = _random_changes(randomness)
+    want = _model_rows(changes)
+    for _ in range(2):
+        order = changes[:]
+        randomness.shuffle(order)
+        cuts = sorted(randomness.sample(range(1, len(order)), 2))
+        for batch in (order[: cuts[0]], order[cuts[0] : cuts[1]], order[cuts[1] :]):
+            cells.run(batch)
+        assert cells.rows() == want
+    postgres_stats, clickhouse_stats = cells.stats()
+    assert postgres_stats == clickhouse_stats
