@@ -566,9 +566,9 @@ def _random_changes(randomness: random.Random) -> list[RowChange]:
         if kind == "insert":
             changes.append(row_change(at, key, {"a": f"a{at}", "n": at}, insert=True))
         elif kind == "update":
-            changes.append(
-                row_change(at, key, {randomness.choice(["a", "n"]): at if randomness.random() < 0.5 else None})
-            )
+            column = randomness.choice(["a", "n"])
+            value = (f"a{at}" if column == "a" else at) if randomness.random() < 0.5 else None
+            changes.append(row_change(at, key, {column: value}))
         elif kind == "null":
             changes.append(row_change(at, key, {"a": None}))
         elif kind == "delete":
