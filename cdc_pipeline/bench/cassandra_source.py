@@ -208,30 +208,39 @@ def measure_node_source(
     limits = BatchConfig()
     source.check()  # as a run does first (it also starts the segment reader)
 
+    def one_batch(reached: Checkpoint | None) -> tuple[int, Checkpoint | None]:
+        """One batch read, masked, mapped and written: (row changes, the end reached; None at the
+        log's end). Its objects are freed when this returns, inside the collector's pause, as in
+        ReplicationSession.replicate_batch: a pause ended with the batch still alive has the
+        collector walk all of it (about 55 ms a batch of 10,000)."""
+        # Without a sink the reader's own end stands in for a checkpoint. Nothing is released: every
+        # run reads the same segments.
+        checkpoints = {"sink": sink.checkpoint(name) if sink is not None else reached}
+        batch = source.read_batch(
+            checkpoints,
+            stop_at=None,
+            max_rows=batch_rows,
+            max_bytes=limits.max_bytes,
+            max_seconds=limits.max_seconds,
+        )
+        if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
+            return 0, None
+        if batch.rejections:
+            raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
+        if sink is not None and mapper is not None and masker is not None:
+            sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
+        return batch.row_count, batch.end
+
     def drain() -> int:
         rows = 0
         reached: Checkpoint | None = None
         while True:
-            # Without a sink the reader's own end stands in for a checkpoint. Nothing is released: every
-            # run reads the same segments.
-            checkpoints = {"sink": sink.checkpoint(name) if sink is not None else reached}
-            # As ReplicationSession.replicate_batch does, for the whole batch.
             with cyclic_gc_paused():
-                batch = source.read_batch(
-                    checkpoints,
-                    stop_at=None,
-                    max_rows=batch_rows,
-                    max_bytes=limits.max_bytes,
-                    max_seconds=limits.max_seconds,
-                )
-                if batch.row_count == 0 and not batch.rejections and batch.end.position == batch.start.position:
-                    return rows
-                if batch.rejections:
-                    raise RuntimeError(f"the workload should decode without rejections: {batch.rejections[:3]}")
-                rows += batch.row_count
-                reached = batch.end
-                if sink is not None and mapper is not None and masker is not None:
-                    sink.write(mapper.map_batch(masker.mask_batch(batch)), lambda rejections: None)
+                count, end = one_batch(reached)
+            if end is None:
+                return rows
+            rows += count
+            reached = end
 
     rows = drain()
     source.close()
