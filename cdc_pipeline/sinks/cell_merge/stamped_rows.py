@@ -7,11 +7,12 @@ later expiry. A scalar column holds `(*stamp, value)`: the greatest tuple is the
 shows. Equal stamps with different values (two writers in one microsecond) fall to the engine's
 order of the values; any fixed order is commutative, which is all replicas and replays need.
 
-A non-frozen collection or UDT holds a map: element order key -> `(*stamp, fragment)`, merged key
+A non-frozen collection or UDT holds a map: element order key -> `(*stamp, element)`, merged key
 by key with the greater tuple. The key sorts the elements as Cassandra shows them (a list by its
-timeuuids' times, a set or map by its type's order), so the engine renders a collection by joining
-its live fragments, each the element's JSON text as the sink shows it. The collection's own
-tombstone (a whole-value write or a column delete) is the element with the empty key.
+timeuuids' times, a set or map by its type's order), so the sink renders a collection from its
+live elements in key order: ClickHouse joins JSON text fragments, PostgreSQL aggregates JSON values
+(`ElementForm`). The collection's own tombstone (a whole-value write or a column delete) is the
+element with the empty key.
 
 Nothing here looks at what the sink holds: shadowing is left to the reader. A row's `_deleted_at`
 (row, partition or covering range deletion, merged with max) hides every write at or before it; a
@@ -30,11 +31,11 @@ from typing import Any
 
 import orjson
 
-from cdc_pipeline.core.cells import CollectionWrite, ElementWrite
+from cdc_pipeline.core.cells import CollectionWrite
 from cdc_pipeline.core.changes import RowChange
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.value_codec import encode_value
-from cdc_pipeline.sinks.cell_merge.state import CollectionState, canonical_text
+from cdc_pipeline.sinks.cell_merge.state import CollectionState, RowState, canonical_text
 
 NO_TIME = -(2**63)  # no write, no expiry, no deletion: below every Cassandra timestamp
 TOMBSTONE_KEY = ""  # a collection's whole-value tombstone, among its elements (sorts first)
@@ -149,25 +150,43 @@ def collection_cell(
     if write.deleted_at is not None and (dropped_at is None or write.deleted_at > dropped_at):
         keys.append(TOMBSTONE_KEY)
         stamped.append((write.deleted_at, 1, NO_TIME, form.tombstone))
-    for element in write.elements:
-        if dropped_at is not None and element.timestamp <= dropped_at:
+    for e in write.elements:
+        if dropped_at is not None and e.timestamp <= dropped_at:
             continue
-        keys.append(element_order_key(kind, element.path))
-        stamped.append(_element_stamp(kind, element, form))
+        keys.append(element_order_key(kind, e.path))
+        stamped.append(_element_stamp(kind, form, e.path, e.value, e.timestamp, e.expires_at, e.deleted))
     return keys, stamped
 
 
-def _element_stamp(kind: str, element: ElementWrite, form: ElementForm) -> tuple[int, int, int, Any]:
-    expires = NO_TIME if element.expires_at is None else element.expires_at
-    if element.deleted:
-        return (element.timestamp, 1, expires, form.tombstone)
-    return (element.timestamp, 0, expires, form.shown(kind, element.path, element.value))
+def _element_stamp(
+    kind: str, form: ElementForm, path: Any, value: Any, timestamp: int, expires_at: int | None, deleted: bool
+) -> tuple[int, int, int, Any]:
+    expires = NO_TIME if expires_at is None else expires_at
+    if deleted:
+        return (timestamp, 1, expires, form.tombstone)
+    return (timestamp, 0, expires, form.shown(kind, path, value))
+
+
+# -- the earlier form's row states (sinks/cell_merge/state.py), read when its tables are converted --
+
+
+def stamps_of_state(state: RowState) -> tuple[dict[str, tuple[int, int, int]], tuple[int, int], int]:
+    """(each kept scalar cell's stamp, the liveness stamp, `_deleted_at`) of a row state."""
+    cells = {
+        name: (stamp.timestamp, 1 if stamp.deleted else 0, NO_TIME if stamp.expires_at is None else stamp.expires_at)
+        for name, stamp in state.cells.items()
+    }
+    liveness = _NO_LIVENESS
+    if state.liveness is not None:
+        expires = NO_TIME if state.liveness.expires_at is None else state.liveness.expires_at
+        liveness = (state.liveness.timestamp, expires)
+    return cells, liveness, NO_TIME if state.deletion is None else state.deletion
 
 
 def collection_of_state(
     kind: str, collection: CollectionState | None, form: ElementForm = FRAGMENTS
 ) -> tuple[list[str], list[tuple[int, int, int, Any]]]:
-    """(order keys, stamped elements) of a collection as the earlier form's row state kept it."""
+    """(order keys, stamped elements) of a collection as a row state kept it."""
     keys: list[str] = []
     stamped: list[tuple[int, int, int, Any]] = []
     if collection is None:
@@ -176,18 +195,16 @@ def collection_of_state(
         keys.append(TOMBSTONE_KEY)
         stamped.append((collection.deleted_at, 1, NO_TIME, form.tombstone))
     for path, stamp in collection.elements.values():
-        expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
         keys.append(element_order_key(kind, path))
-        shown = form.tombstone if stamp.deleted else form.shown(kind, path, stamp.value)
-        stamped.append((stamp.timestamp, 1 if stamp.deleted else 0, expires, shown))
+        stamped.append(_element_stamp(kind, form, path, stamp.value, stamp.timestamp, stamp.expires_at, stamp.deleted))
     return keys, stamped
 
 
 class StampedRowBuilder:
-    """Builds the stamped rows of one cell table's changes, in `column_order`:
+    """Builds the stamped rows of one cell table's changes, columns in this order:
 
     the key columns (converted), each non-key column (a scalar's `(*stamp, value)` or a collection's
-    `(order keys, stamped fragments)`), then `_deleted_at`, `_liveness` `(timestamp, expires_at)`,
+    `(order keys, stamped elements)`), then `_deleted_at`, `_liveness` `(timestamp, expires_at)`,
     `_version`, `_key` and `_partition` (the canonical texts rows are found by).
     """
 
@@ -196,7 +213,7 @@ class StampedRowBuilder:
         self._form = form
         self.key_columns = schema.key_columns
         self.value_columns = tuple(name for name in schema.column_names if name not in schema.key_columns)
-        self._collections = {c.name: c.collection for c in schema.columns if c.collection is not None}
+        self._collections: dict[str, str] = {c.name: c.collection for c in schema.columns if c.collection is not None}
         dropped = dict(schema.dropped_columns)
         # Where the mapper's converted row holds each column (None: a masked-as-null column's
         # placeholder, never shown), looked up once for every row.
@@ -207,23 +224,15 @@ class StampedRowBuilder:
             for name in self.value_columns
             if name not in self._collections
         ]
-        self._collection_columns = [
-            (name, kind, dropped.get(name)) for name, kind in self._collections.items() if kind is not None
-        ]
+        self._collection_columns = [(name, kind, dropped.get(name)) for name, kind in self._collections.items()]
         # The scalars' and collections' places in a row, after the key columns.
         order = {name: place for place, name in enumerate(self.value_columns, start=len(self.key_columns))}
+        # (column, place in a row, collection kind or None) of every non-key column.
+        self.value_places = [(name, order[name], self._collections.get(name)) for name in self.value_columns]
         self._scalar_places = [order[name] for name, _, _ in self._scalars]
         self._collection_places = [order[name] for name, _, _ in self._collection_columns]
         self._width = len(self.key_columns) + len(self.value_columns)
         self._partition_length = schema.partition_key_length or 0
-
-    @property
-    def value_places(self) -> list[tuple[str, int, str | None]]:
-        """(column, place in a row, collection kind or None) of every non-key column."""
-        kinds = dict((name, kind) for name, kind, _ in self._collection_columns)
-        return [
-            (name, place, kinds.get(name)) for place, name in enumerate(self.value_columns, start=len(self.key_columns))
-        ]
 
     @property
     def bookkeeping_place(self) -> int:

@@ -3,8 +3,9 @@
 The table is an `AggregatingMergeTree` ordered by the source's key columns: every change is one
 inserted row of stamped cells (sinks/cell_merge/stamped_rows.py) and each column merges with
 `max` (a scalar's `(*stamp, value)`), `maxMap` (a collection's elements) or `any` (`_key` and
-`_partition`, the key's canonical texts). Background merges and `FINAL` reads apply the same functions, so a
-batch is written without loading what the table holds: the engine does Cassandra's reconciliation.
+`_partition`, the key's canonical texts). Background merges and `FINAL` reads apply the same
+functions, so a batch is written without loading what the table holds: the engine does Cassandra's
+reconciliation.
 
 Shadowing and TTLs are evaluated when read, by two views: `<table>__merged` shows every row with
 its visible values, `_version`, `_is_deleted` and `_live_until`; `<table>_current` the live rows.
@@ -15,8 +16,9 @@ range gets the deletion in its `_deleted_at`, and a deletion arriving later is w
 Data first, then the checkpoint (in the sink): a crash replays the batch, whose rows merge to the
 same maxima.
 
-Tables written by the earlier form (a JSON state per row, column `_cells`) are converted in place
-when the sink first meets them (`upgrade_state_table`).
+Tables written by the earlier form (a JSON state per row, column `_cells`) are moved aside and
+rewritten as stamped rows when the sink first meets them (`upgrade_state_table`,
+`convert_state_table`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from cdc_pipeline.sinks.cell_merge.stamped_rows import (
     TOMBSTONE_KEY,
     UNWRITTEN,
     collection_of_state,
+    stamps_of_state,
 )
 from cdc_pipeline.sinks.cell_merge.state import RowState
 
@@ -348,30 +351,21 @@ class _StateConverter:
 
     def row(self, stored: dict[str, Any]) -> list[Any]:
         state = RowState.from_json(stored[CELLS_COLUMN])
+        cells, liveness, deleted_at = stamps_of_state(state)
         line: list[Any] = [stored.get(name) for name in self.layout.key_columns]
         for column in self.layout.columns:
             name = column.name
             if name in self.layout.key_columns:
                 continue
-            collection = state.collections.get(name)
             kind = self.schema.column(name).collection
             if kind is not None:
-                line.append(collection_of_state(kind, collection))
-                continue
-            stamp = state.cells.get(name)
-            if stamp is None:
+                line.append(collection_of_state(kind, state.collections.get(name)))
+            elif name not in cells:
                 line.append(UNWRITTEN)
-                continue
-            expires = NO_TIME if stamp.expires_at is None else stamp.expires_at
-            # A kept cell is what the earlier form showed (states drop shadowed cells): its stored value.
-            line.append(
-                (stamp.timestamp, 1 if stamp.deleted else 0, expires, None if stamp.deleted else stored.get(name))
-            )
-        liveness = (NO_TIME, NO_TIME)
-        if state.liveness is not None:
-            expires = NO_TIME if state.liveness.expires_at is None else state.liveness.expires_at
-            liveness = (state.liveness.timestamp, expires)
-        deleted_at = NO_TIME if state.deletion is None else state.deletion
+            else:
+                # A kept cell is what the earlier form showed (states drop shadowed cells): its stored value.
+                stamp = cells[name]
+                line.append((*stamp, None if stamp[1] else stored.get(name)))
         return [*line, deleted_at, liveness, state.version, stored[KEY_COLUMN], stored[PARTITION_COLUMN]]
 
 

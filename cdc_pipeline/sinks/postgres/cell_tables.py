@@ -51,6 +51,7 @@ from cdc_pipeline.sinks.cell_merge.stamped_rows import (
     NO_TIME,
     TOMBSTONE_KEY,
     collection_of_state,
+    stamps_of_state,
 )
 from cdc_pipeline.sinks.cell_merge.state import RowState
 from cdc_pipeline.sinks.postgres import names as postgres_names
@@ -535,26 +536,17 @@ def convert_state_rows(
         values = []
         for key, state_text in page:
             state = RowState.from_json(state_text)
-            stamps: dict[str, list[int]] = {
-                name: [
-                    stamp.timestamp,
-                    1 if stamp.deleted else 0,
-                    NO_TIME if stamp.expires_at is None else stamp.expires_at,
-                ]
-                for name, stamp in state.cells.items()
-            }
-            if state.liveness is not None:
-                expires = NO_TIME if state.liveness.expires_at is None else state.liveness.expires_at
-                stamps[_LIVENESS_NAME] = [state.liveness.timestamp, 0, expires]
+            cells, liveness, deleted_at = stamps_of_state(state)
+            stamps: dict[str, Any] = dict(cells)
+            if liveness[0] != NO_TIME:
+                stamps[_LIVENESS_NAME] = [liveness[0], 0, liveness[1]]
             elements = [
                 orjson.dumps(
                     dict(zip(*collection_of_state(kinds[name], state.collections.get(name), JSON_VALUES), strict=True))
                 ).decode()
                 for name in collections
             ]
-            values.append(
-                (key, orjson.dumps(stamps).decode(), NO_TIME if state.deletion is None else state.deletion, *elements)
-            )
+            values.append((key, orjson.dumps(stamps).decode(), deleted_at, *elements))
         assignments = [
             sql.SQL("{s} = converted.stamps::jsonb").format(s=sql.Identifier(STAMPS_COLUMN)),
             sql.SQL("{d} = converted.deleted_at").format(d=sql.Identifier(DELETED_AT_COLUMN)),
@@ -578,4 +570,8 @@ def convert_state_rows(
         after = page[-1][0]
     for name in (CELLS_COLUMN, DELETED_COLUMN, EXPIRY_COLUMN, LIVE_UNTIL_COLUMN):
         cursor.execute(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(table, sql.Identifier(name)))
+    # Its `_key` index served the earlier form's reads; stamped tables find rows by primary key.
+    cursor.execute(
+        sql.SQL("DROP INDEX IF EXISTS {}").format(postgres_names.relation(schema, f"{layout.table_name}{KEY_COLUMN}"))
+    )
     return converted
