@@ -21,7 +21,7 @@ import psycopg2.extras
 import pytest
 from psycopg2 import sql
 
-from cdc_pipeline.config.models import MaskingConfig, MaskRule
+from cdc_pipeline.config.models import MaskingConfig, MaskRule, TypeOverride
 from cdc_pipeline.core.cells import CellChange, CellWrite, ClusteringBound, CollectionWrite, ElementWrite, RangeDeletion
 from cdc_pipeline.core.changes import ChangeBatch, ChangeOp, RowChange, TableChanges
 from cdc_pipeline.core.checkpoint import Checkpoint
@@ -632,3 +632,15 @@ def test_any_order_and_any_replay_of_the_changes_ends_as_the_reference_model(cel
         assert cells.rows() == want
     postgres_stats, clickhouse_stats = cells.stats()
     assert postgres_stats == clickhouse_stats
+
+
+def test_a_clickhouse_override_that_cannot_hold_null_is_refused_naming_the_column(cells: CellPipeline) -> None:
+    # A deleted cell holds NULL beside its stamp: Array(...) cannot be Nullable in ClickHouse.
+    override = TypeOverride(table=SCHEMA.qualified_name, column="a", sink="warehouse", type="Array(String)")
+    sink = cells.clickhouse_sink
+    batch = cells.masked([row_change(100, ("p", 1, 1), {"n": 1}, insert=True)])
+    mapped = TypeMapper(sink.name, sink_kind("clickhouse").map_column, [override]).map_batch(batch)
+    with pytest.raises(TypeNotMappable) as refused:
+        sink.write(mapped, lambda rejections: None, advance_checkpoint=False)
+    assert "column a" in str(refused.value) and "Array(String)" in str(refused.value)
+    assert SCHEMA.qualified_name in str(refused.value)

@@ -40,6 +40,7 @@ from cdc_pipeline.mapping.sink_types import (
     VERSION_COLUMN,
     SinkColumn,
     SinkTableLayout,
+    TypeNotMappable,
 )
 from cdc_pipeline.sinks.base import bisect_failures
 from cdc_pipeline.sinks.cell_merge.deletions import DELETION_COLUMN, DELETIONS_SUFFIX, TIMESTAMP_COLUMN
@@ -76,11 +77,24 @@ def live_condition(quote: Quote) -> str:
     return f"{quote(DELETED_COLUMN)} = 0 AND ({until} IS NULL OR {until} > {_NOW})"
 
 
-def _value_type(column: SinkColumn) -> str:
-    # A deleted or unwritten cell holds NULL beside its stamp.
-    if column.sink_type.startswith(("Nullable(", "LowCardinality(Nullable(")):
-        return column.sink_type
-    return f"Nullable({column.sink_type})"
+# ClickHouse types that cannot be inside Nullable(...).
+_NEVER_NULLABLE = ("Array(", "Map(", "Tuple(", "Nested(", "JSON", "Object(", "Variant(", "Dynamic")
+
+
+def _value_type(layout: SinkTableLayout, column: SinkColumn) -> str:
+    """The type of a cell's value beside its stamp: nullable, since a deleted or unwritten cell holds NULL."""
+    sink_type = column.sink_type
+    if sink_type.startswith(("Nullable(", "LowCardinality(Nullable(")):
+        return sink_type
+    if sink_type.startswith("LowCardinality(") and sink_type.endswith(")"):
+        return f"LowCardinality(Nullable({sink_type[len('LowCardinality(') : -1]}))"
+    if sink_type.startswith(_NEVER_NULLABLE):
+        raise TypeNotMappable(
+            f"table {layout.source_table}, column {column.name}: type {sink_type} cannot hold NULL, which a"
+            " Cassandra cell table's deleted or unwritten cell needs; override it with a type ClickHouse allows"
+            " inside Nullable(...) (e.g. String, holding JSON text)"
+        )
+    return f"Nullable({sink_type})"
 
 
 def _column_type(layout: SinkTableLayout, column: SinkColumn) -> str:
@@ -89,7 +103,7 @@ def _column_type(layout: SinkTableLayout, column: SinkColumn) -> str:
         return column.sink_type  # the sorting key
     if layout.cell_schema.column(column.name).collection is not None:
         return f"SimpleAggregateFunction(maxMap, Tuple(Array(String), Array(Tuple({_STAMP}, String))))"
-    return f"SimpleAggregateFunction(max, Tuple({_STAMP}, {_value_type(column)}))"
+    return f"SimpleAggregateFunction(max, Tuple({_STAMP}, {_value_type(layout, column)}))"
 
 
 def _column_default(layout: SinkTableLayout, column: SinkColumn) -> str:
@@ -97,7 +111,7 @@ def _column_default(layout: SinkTableLayout, column: SinkColumn) -> str:
     assert layout.cell_schema is not None
     if column.name in layout.key_columns or layout.cell_schema.column(column.name).collection is not None:
         return ""
-    stamped = f"Tuple({_STAMP}, {_value_type(column)})"
+    stamped = f"Tuple({_STAMP}, {_value_type(layout, column)})"
     return f" DEFAULT CAST(({_NO_TIME}, 0, {_NO_TIME}, NULL), '{_escaped(stamped)}')"
 
 
